@@ -1,0 +1,77 @@
+//! The admin listener: `GET /healthz` (the process answers) and `GET /readyz` (every backend
+//! has a healthy url), as JSON. Plain HTTP; bind it to loopback.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::body::{self, Body};
+use crate::server::Gateway;
+
+pub async fn serve(
+    tcp: TcpListener,
+    gateway: Arc<Gateway>,
+    mut stopped: watch::Receiver<bool>,
+    graceful: Arc<GracefulShutdown>,
+) {
+    loop {
+        let stream = tokio::select! {
+            accepted = tcp.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(_) => continue,
+            },
+            _ = stopped.changed() => return,
+        };
+        let gateway = gateway.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req: Request<Incoming>| {
+                std::future::ready(Ok::<_, Infallible>(answer(&gateway, &req)))
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc);
+            let _ = watcher.watch(conn).await;
+        });
+    }
+}
+
+fn answer(gateway: &Gateway, req: &Request<Incoming>) -> Response<Body> {
+    let (status, json) = match (req.method(), req.uri().path()) {
+        (&Method::GET, "/healthz") => (StatusCode::OK, serde_json::json!({ "status": "ok" })),
+        (&Method::GET, "/readyz") => {
+            let runtime = gateway.runtime();
+            let not_ready: Vec<String> = runtime
+                .backends
+                .iter()
+                .filter(|b| !b.is_ready())
+                .map(|b| format!("backend {} has no healthy url", b.name))
+                .collect();
+            if not_ready.is_empty() {
+                (StatusCode::OK, serde_json::json!({ "status": "ready" }))
+            } else {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    serde_json::json!({ "status": "not ready", "reasons": not_ready }),
+                )
+            }
+        }
+        _ => (
+            StatusCode::NOT_FOUND,
+            serde_json::json!({ "error": "not found: try /healthz or /readyz" }),
+        ),
+    };
+    let mut rsp = Response::new(body::full(json.to_string()));
+    *rsp.status_mut() = status;
+    rsp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    rsp
+}

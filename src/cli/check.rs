@@ -1,0 +1,31 @@
+//! `portcullis check`: compile the whole configuration without binding ports.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use crate::config;
+
+pub fn check(config_file: &Path) -> anyhow::Result<ExitCode> {
+    match config::load(config_file) {
+        Ok(loaded) => {
+            for warning in &loaded.warnings {
+                eprintln!("warning: {warning}");
+            }
+            let rt = &loaded.runtime;
+            println!(
+                "{}: ok ({} listeners, {} routes, {} backends, {} warnings)",
+                config_file.display(),
+                rt.listeners.len(),
+                rt.routes.routes.len(),
+                rt.backends.len(),
+                loaded.warnings.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            eprintln!("{}: {} error(s)", config_file.display(), errors.0.len());
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}

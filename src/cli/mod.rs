@@ -1,0 +1,97 @@
+//! The command line (DESIGN §1): one file per command.
+
+mod certs;
+mod check;
+mod demo;
+mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "portcullis",
+    version,
+    about = "TLS-terminating reverse-proxy security gateway"
+)]
+struct Cli {
+    /// Log filter, e.g. `info`, `debug`, `portcullis=debug` (RUST_LOG wins when set).
+    #[arg(long, global = true, default_value = "info")]
+    log_level: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Run {
+        #[arg(long, default_value = "policies/gateway.yaml")]
+        config: PathBuf,
+    },
+    /// Validate a configuration as a reload would, without binding ports; exit 1 on error.
+    Check {
+        #[arg(long, default_value = "policies/gateway.yaml")]
+        config: PathBuf,
+    },
+    /// Create development certificates if missing and run the demo configuration.
+    Demo {
+        #[arg(long, default_value = "policies/demo.yaml")]
+        config: PathBuf,
+        /// Where the development certificates live.
+        #[arg(long, default_value = "certs/dev")]
+        certs: PathBuf,
+    },
+    /// Certificates: `certs dev` creates development material.
+    Certs {
+        #[command(subcommand)]
+        command: CertsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CertsCommand {
+    /// Create a dev CA, server, client and token-signing material.
+    Dev {
+        #[arg(long, default_value = "certs/dev")]
+        dir: PathBuf,
+        /// Replace existing files.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// Parses the command line and runs the command.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run { config } => run::run(&config, &cli.log_level),
+        Command::Check { config } => check::check(&config),
+        Command::Demo { config, certs } => demo::demo(&config, &certs, &cli.log_level),
+        Command::Certs {
+            command: CertsCommand::Dev { dir, force },
+        } => certs::dev(&dir, force),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Structured JSON logs on stdout.
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .json()
+        .flatten_event(true)
+        .with_current_span(false)
+        .with_env_filter(filter)
+        .with_writer(std::io::stdout)
+        .init();
+}

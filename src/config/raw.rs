@@ -1,0 +1,219 @@
+//! The YAML contract operators write (DESIGN §2), as serde types. Every struct denies unknown
+//! keys; names that other parts refer to, and file paths, keep their location so that a
+//! dangling reference or an unreadable file is reported at its `file:line:column`.
+
+use std::collections::BTreeMap;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+use super::values::{ByteSize, ConfigDuration, ValueRef};
+
+/// A string that remembers where it was written.
+pub type Located = Spanned<String>;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub version: Spanned<u32>,
+    #[serde(default)]
+    pub listeners: Vec<Spanned<ListenerConfig>>,
+    pub admin: Option<AdminConfig>,
+    #[serde(default)]
+    pub trusted_proxies: Vec<IpNet>,
+    #[serde(default)]
+    pub default_policies: Vec<Located>,
+    #[serde(default)]
+    pub backends: BTreeMap<String, Spanned<BackendConfig>>,
+    #[serde(default)]
+    pub policies: BTreeMap<String, Spanned<PolicyConfig>>,
+    #[serde(default)]
+    pub routes: Vec<Spanned<RouteConfig>>,
+    /// How long a shutdown waits for in-flight requests.
+    pub drain_timeout: Option<ConfigDuration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    pub name: String,
+    pub bind: Located,
+    pub tls: Option<TlsConfig>,
+    /// A plain listener that answers every request with a redirect to this base URL.
+    pub redirect_to_https: Option<Located>,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub certificates: Spanned<Vec<CertKeyConfig>>,
+    #[serde(default)]
+    pub min_version: TlsVersion,
+    pub client_auth: Option<ClientAuthConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertKeyConfig {
+    pub cert: Located,
+    pub key: Located,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+pub enum TlsVersion {
+    #[default]
+    #[serde(rename = "1.2")]
+    Tls12,
+    #[serde(rename = "1.3")]
+    Tls13,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientAuthConfig {
+    pub mode: Spanned<ClientAuthMode>,
+    pub trusted_cas: Option<Located>,
+    #[serde(default)]
+    pub crls: Vec<Located>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuthMode {
+    None,
+    Optional,
+    Required,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    pub max_header_bytes: ByteSize,
+    pub max_body_bytes: ByteSize,
+    pub header_read_timeout: ConfigDuration,
+    pub idle_timeout: ConfigDuration,
+    pub max_connections: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_header_bytes: ByteSize(16 << 10),
+            max_body_bytes: ByteSize(10 << 20),
+            header_read_timeout: ConfigDuration(std::time::Duration::from_secs(10)),
+            idle_timeout: ConfigDuration(std::time::Duration::from_secs(60)),
+            max_connections: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    pub bind: Located,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    #[serde(default)]
+    pub urls: Vec<Located>,
+    pub builtin: Option<Builtin>,
+    pub timeout: Option<ConfigDuration>,
+    pub connect_timeout: Option<ConfigDuration>,
+    #[serde(default)]
+    pub retries: u32,
+    pub health_check: Option<HealthCheckConfig>,
+    pub tls: Option<BackendTlsConfig>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Builtin {
+    /// Answers 200 with what it received, as JSON.
+    Echo,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckConfig {
+    pub path: Located,
+    pub interval: ConfigDuration,
+    pub timeout: Option<ConfigDuration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendTlsConfig {
+    pub trusted_cas: Option<Located>,
+    pub client_cert: Option<Located>,
+    pub client_key: Option<Located>,
+}
+
+/// One named policy: exactly one kind, plus the common `mode`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    #[serde(default)]
+    pub mode: PolicyMode,
+    pub headers: Option<HeadersConfig>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PolicyMode {
+    #[default]
+    Enforce,
+    /// Decide, log and count, but let the request through.
+    Report,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeadersConfig {
+    #[serde(default)]
+    pub request: HeaderRulesConfig,
+    #[serde(default)]
+    pub response: HeaderRulesConfig,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderRulesConfig {
+    #[serde(default)]
+    pub set: BTreeMap<String, Spanned<ValueRef>>,
+    #[serde(default)]
+    pub remove: Vec<Located>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    pub name: String,
+    #[serde(rename = "match")]
+    pub matcher: MatchConfig,
+    #[serde(default)]
+    pub policies: Vec<Located>,
+    pub backend: Located,
+    pub rewrite: Option<RewriteConfig>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchConfig {
+    #[serde(default)]
+    pub hosts: Vec<Located>,
+    pub path_prefix: Option<Located>,
+    pub path: Option<Located>,
+    #[serde(default)]
+    pub methods: Vec<Located>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RewriteConfig {
+    pub strip_prefix: Option<Located>,
+}

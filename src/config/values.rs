@@ -1,0 +1,185 @@
+//! Value types of the YAML contract that parse inside `Deserialize`, so that a bad value is
+//! reported at its own `file:line:column`: durations (`500ms`, `30s`, `10m`), sizes
+//! (`16KiB`, `10MiB`) and secret references (`${env:NAME}`, `${file:path}`).
+
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// A duration written as a number and a unit: `ms`, `s`, `m`, `h`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct ConfigDuration(pub Duration);
+
+impl TryFrom<String> for ConfigDuration {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        let (digits, unit) = text.split_at(split);
+        let hint = || {
+            format!("invalid duration {text:?}: write a whole number and a unit, like 500ms, 30s, 10m or 1h")
+        };
+        let n: u64 = digits.parse().map_err(|_| hint())?;
+        let duration = match unit {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n.saturating_mul(60)),
+            "h" => Duration::from_secs(n.saturating_mul(3600)),
+            _ => return Err(hint()),
+        };
+        Ok(Self(duration))
+    }
+}
+
+/// A size in bytes written with an optional binary unit: `512`, `16KiB`, `10MiB`, `1GiB`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "SizeText")]
+pub struct ByteSize(pub u64);
+
+/// YAML writes a bare number as an integer and `16KiB` as a string; both are accepted.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum SizeText {
+    Bytes(u64),
+    Text(String),
+}
+
+impl TryFrom<SizeText> for ByteSize {
+    type Error = String;
+
+    fn try_from(value: SizeText) -> Result<Self, Self::Error> {
+        let text = match value {
+            SizeText::Bytes(n) => return Ok(Self(n)),
+            SizeText::Text(text) => text,
+        };
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        let (digits, unit) = text.split_at(split);
+        let hint = || {
+            format!("invalid size {text:?}: write a whole number and a unit, like 512, 16KiB, 10MiB or 1GiB")
+        };
+        let n: u64 = digits.parse().map_err(|_| hint())?;
+        let scale: u64 = match unit {
+            "" | "B" => 1,
+            "KiB" => 1 << 10,
+            "MiB" => 1 << 20,
+            "GiB" => 1 << 30,
+            _ => return Err(hint()),
+        };
+        n.checked_mul(scale).map(Self).ok_or_else(hint)
+    }
+}
+
+/// A configuration value that is either written inline or read at load time from the
+/// environment (`${env:NAME}`) or a file (`${file:path}`, relative to the config file).
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(from = "String")]
+pub enum ValueRef {
+    Literal(String),
+    Env(String),
+    File(String),
+}
+
+impl From<String> for ValueRef {
+    fn from(text: String) -> Self {
+        let inner = text
+            .strip_prefix("${")
+            .and_then(|rest| rest.strip_suffix('}'));
+        match inner {
+            Some(r) if r.starts_with("env:") => Self::Env(r["env:".len()..].to_owned()),
+            Some(r) if r.starts_with("file:") => Self::File(r["file:".len()..].to_owned()),
+            _ => Self::Literal(text),
+        }
+    }
+}
+
+impl ValueRef {
+    /// Whether the value comes from outside the file and must be treated as a secret.
+    pub fn is_secret(&self) -> bool {
+        !matches!(self, Self::Literal(_))
+    }
+
+    /// Reads the value. A trailing newline of a `${file:…}` is dropped.
+    ///
+    /// # Errors
+    /// The variable is unset or the file unreadable; the message names which, never the value.
+    pub fn resolve(&self, base_dir: &Path) -> Result<String, String> {
+        match self {
+            Self::Literal(text) => Ok(text.clone()),
+            Self::Env(name) => std::env::var(name).map_err(|_| {
+                format!(
+                    "environment variable {name} is not set: export it before starting the gateway"
+                )
+            }),
+            Self::File(path) => {
+                let full = base_dir.join(path);
+                std::fs::read_to_string(&full)
+                    .map(|text| text.trim_end_matches(['\r', '\n']).to_owned())
+                    .map_err(|e| format!("cannot read {}: {e}", full.display()))
+            }
+        }
+    }
+}
+
+/// Never prints a resolved value; only where it comes from.
+impl fmt::Debug for ValueRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Literal(text) => write!(f, "{text:?}"),
+            Self::Env(name) => write!(f, "${{env:{name}}}"),
+            Self::File(path) => write!(f, "${{file:{path}}}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        let d = |s: &str| ConfigDuration::try_from(s.to_owned()).map(|d| d.0);
+        assert_eq!(d("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(d("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(d("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(d("1h"), Ok(Duration::from_secs(3600)));
+        assert!(d("30").is_err());
+        assert!(d("s").is_err());
+        assert!(d("1.5s").is_err());
+        assert!(d("-1s").is_err());
+    }
+
+    #[test]
+    fn sizes_parse_with_binary_units() {
+        let s = |t: &str| ByteSize::try_from(SizeText::Text(t.to_owned())).map(|b| b.0);
+        assert_eq!(s("16KiB"), Ok(16 * 1024));
+        assert_eq!(s("10MiB"), Ok(10 * 1024 * 1024));
+        assert_eq!(s("512"), Ok(512));
+        assert!(s("10MB").is_err());
+        assert!(s("99999999999999GiB").is_err());
+    }
+
+    #[test]
+    fn references_resolve_and_never_print_their_value() {
+        std::env::set_var("PORTCULLIS_TEST_SECRET", "hunter2");
+        let r = ValueRef::from("${env:PORTCULLIS_TEST_SECRET}".to_owned());
+        assert!(r.is_secret());
+        assert_eq!(r.resolve(Path::new(".")).as_deref(), Ok("hunter2"));
+        assert!(!format!("{r:?}").contains("hunter2"));
+        let missing = ValueRef::from("${env:PORTCULLIS_TEST_UNSET}".to_owned());
+        assert!(missing
+            .resolve(Path::new("."))
+            .unwrap_err()
+            .contains("PORTCULLIS_TEST_UNSET"));
+        assert_eq!(
+            ValueRef::from("plain".to_owned()),
+            ValueRef::Literal("plain".into())
+        );
+    }
+}

@@ -1,0 +1,22 @@
+//! portcullis: a TLS-terminating reverse-proxy security gateway driven by YAML policy files.
+//!
+//! A configuration file is compiled once into an immutable [`runtime::Runtime`] (routes,
+//! backends, policy chains, TLS settings); every request runs against one runtime, through
+//! [`pipeline::handle`]: normalize, strip spoofable headers, route, run the policy chain,
+//! forward, answer. See `DESIGN.md` for the product picture.
+
+pub mod admin;
+pub mod body;
+pub mod cli;
+pub mod config;
+pub mod listener;
+pub mod pipeline;
+pub mod pki;
+pub mod policy;
+pub mod problem;
+pub mod proxy;
+pub mod request;
+pub mod route;
+pub mod runtime;
+pub mod server;
+pub mod tls;

@@ -1,0 +1,164 @@
+//! Accept loops: TLS handshakes (bounded by `header_read_timeout`), connection limits, the
+//! HTTP/1.1 + h2 server per connection, the redirect-only plain listener, graceful drain.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+use tokio_rustls::TlsAcceptor;
+
+use crate::body::{self, Body};
+use crate::problem::Problem;
+use crate::runtime::{Limits, ListenerKind};
+use crate::server::{ConnInfo, Gateway};
+use crate::tls::ClientCertInfo;
+
+/// Serves one listener until `stopped` turns true.
+pub async fn serve(
+    tcp: TcpListener,
+    name: Arc<str>,
+    gateway: Arc<Gateway>,
+    mut stopped: watch::Receiver<bool>,
+    graceful: Arc<GracefulShutdown>,
+) {
+    let max_connections = gateway
+        .runtime()
+        .listener(&name)
+        .map_or(1, |l| l.limits.max_connections);
+    let slots = Arc::new(Semaphore::new(max_connections));
+    loop {
+        // At the limit, stop accepting: new clients wait in the kernel backlog.
+        let permit = tokio::select! {
+            permit = slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+            _ = stopped.changed() => return,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = tcp.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(listener.name = %name, error = %e, "accept failed");
+                    continue;
+                }
+            },
+            _ = stopped.changed() => return,
+        };
+        let _ = stream.set_nodelay(true);
+        let runtime = gateway.runtime();
+        let Some(spec) = runtime.listener(&name) else {
+            return;
+        };
+        let limits = spec.limits;
+        match &spec.kind {
+            ListenerKind::Tls(config) => {
+                let acceptor = TlsAcceptor::from(config.clone());
+                let gateway = gateway.clone();
+                let name = name.clone();
+                let watcher = graceful.watcher();
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    serve_tls(stream, peer, acceptor, name, gateway, limits, watcher).await;
+                });
+            }
+            ListenerKind::Redirect(base) => {
+                let base = base.clone();
+                let watcher = graceful.watcher();
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    let svc = service_fn(move |req| {
+                        std::future::ready(Ok::<_, Infallible>(redirect(&base, &req)))
+                    });
+                    let http = http_builder(&limits);
+                    let conn = http.serve_connection(TokioIo::new(stream), svc);
+                    let _ = watcher.watch(conn).await;
+                });
+            }
+        }
+    }
+}
+
+/// The HTTP server settings every connection of a listener gets.
+fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        // hyper answers 431 when the request head outgrows its buffer.
+        .max_buf_size(limits.max_header_bytes.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .keep_alive_interval(Some(limits.idle_timeout))
+        .keep_alive_timeout(limits.header_read_timeout);
+    builder
+}
+
+async fn serve_tls(
+    stream: TcpStream,
+    peer: std::net::SocketAddr,
+    acceptor: TlsAcceptor,
+    name: Arc<str>,
+    gateway: Arc<Gateway>,
+    limits: Limits,
+    watcher: Watcher,
+) {
+    // A client that does not finish its handshake in time holds no slot for long.
+    let tls = match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await
+    {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            tracing::debug!(listener.name = %name, client.addr = %peer, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(listener.name = %name, client.addr = %peer, "TLS handshake timed out");
+            return;
+        }
+    };
+    let (_, session) = tls.get_ref();
+    let client_cert = session
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .and_then(|der| ClientCertInfo::parse(der).ok())
+        .map(Arc::new);
+    let conn = Arc::new(ConnInfo {
+        listener: name,
+        peer,
+        tls_version: session.protocol_version().and_then(|v| v.as_str()),
+        sni: session.server_name().map(str::to_owned),
+        client_cert,
+    });
+    let svc = service_fn(move |req: Request<Incoming>| {
+        let runtime = gateway.runtime();
+        let conn = conn.clone();
+        async move { Ok::<_, Infallible>(crate::pipeline::handle(&runtime, req, &conn, limits).await) }
+    });
+    let http = http_builder(&limits);
+    let conn = http.serve_connection(TokioIo::new(tls), svc);
+    if let Err(e) = watcher.watch(conn).await {
+        tracing::debug!(client.addr = %peer, error = %e, "connection ended with an error");
+    }
+}
+
+/// Plain HTTP only ever redirects (308 keeps the method and body) to the same path over HTTPS.
+fn redirect(base: &str, req: &Request<Incoming>) -> Response<Body> {
+    let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    let location = format!("{base}{target}");
+    match HeaderValue::try_from(location) {
+        Ok(location) if target.starts_with('/') => {
+            let mut rsp = Response::new(body::empty());
+            *rsp.status_mut() = StatusCode::PERMANENT_REDIRECT;
+            rsp.headers_mut().insert(header::LOCATION, location);
+            rsp
+        }
+        _ => Problem::bad_request("invalid request target").into_response("-"),
+    }
+}

@@ -1,0 +1,195 @@
+//! One request, start to end (DESIGN §3 steps 2–6): strip, normalize, route, run the policy
+//! chain, forward, and apply the response side. Every answer carries `X-Request-Id`.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use http::header::{self, HeaderValue};
+use http::{HeaderMap, Request, Response};
+use hyper::body::Incoming;
+
+use crate::body::{self, Body, LimitedBody};
+use crate::policy::RequestContext;
+use crate::problem::Problem;
+use crate::proxy::{ForwardError, Outbound};
+use crate::request::headers::{
+    strip_hop_by_hop, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID,
+};
+use crate::request::{client_ip, normalize};
+use crate::runtime::{Limits, Runtime};
+use crate::server::ConnInfo;
+
+/// Handles one request on a TLS listener. Never fails: every fault becomes a problem answer.
+pub async fn handle(
+    rt: &Runtime,
+    req: Request<Incoming>,
+    conn: &ConnInfo,
+    limits: Limits,
+) -> Response<Body> {
+    let (mut parts, incoming) = req.into_parts();
+    let peer = conn.peer.ip().to_canonical();
+    let from_trusted = rt.trusted_proxies.contains(peer);
+    let request_id = request_id(&parts.headers, from_trusted);
+
+    strip_hop_by_hop(&mut parts.headers);
+    rt.gateway_headers.strip(&mut parts.headers, from_trusted);
+    let client_ip = client_ip::resolve(peer, &parts.headers, &rt.trusted_proxies);
+
+    let uri = parts.uri.clone();
+    let path = match normalize::normalize_path(uri.path()) {
+        Ok(path) => path,
+        Err(e) => {
+            return finish(
+                Problem::bad_request(e.to_string()).into_response(&request_id),
+                &request_id,
+            )
+        }
+    };
+    let Some(host) = host(&parts) else {
+        return finish(
+            Problem::bad_request("missing or invalid Host").into_response(&request_id),
+            &request_id,
+        );
+    };
+    let Some((route, params)) = rt.routes.find(&host, &path, &parts.method) else {
+        return finish(Problem::not_found().into_response(&request_id), &request_id);
+    };
+    if content_length(&parts.headers).is_some_and(|len| len > limits.max_body_bytes) {
+        return finish(
+            Problem::payload_too_large(limits.max_body_bytes).into_response(&request_id),
+            &request_id,
+        );
+    }
+
+    let mut cx = RequestContext {
+        request_id: &request_id,
+        client_ip,
+        conn,
+        params: &params,
+        decisions: Vec::new(),
+    };
+    let outcome = route.chain.on_request(&mut parts, &mut cx);
+    let mut rsp = match outcome.answer {
+        Some(Ok(rsp)) => rsp,
+        Some(Err(denial)) => denial.problem.into_response(&request_id),
+        None => {
+            let original_host = parts.headers.get(header::HOST).cloned();
+            let headers = forwarded_headers(parts.headers, peer, original_host, &host, &request_id);
+            let tripped = Arc::new(AtomicBool::new(false));
+            let body_is_empty = http_body::Body::is_end_stream(&incoming);
+            let body = body::boxed(LimitedBody::new(
+                incoming,
+                limits.max_body_bytes,
+                tripped.clone(),
+            ));
+            let (path, query) = (route.upstream_path(&path), uri.query());
+            let out = Outbound {
+                method: parts.method,
+                path,
+                query,
+                headers,
+                body,
+                body_is_empty,
+            };
+            let forwarded = route.backend.forward(out).await;
+            if tripped.load(Ordering::Relaxed) {
+                Problem::payload_too_large(limits.max_body_bytes).into_response(&request_id)
+            } else {
+                match forwarded {
+                    Ok((mut rsp, _upstream)) => {
+                        strip_hop_by_hop(rsp.headers_mut());
+                        rsp
+                    }
+                    Err(e) => {
+                        tracing::warn!(request.id = %request_id, route.name = %route.name, backend.name = %route.backend.name, error = %e, "forwarding failed");
+                        match e {
+                            ForwardError::Timeout => Problem::gateway_timeout(),
+                            ForwardError::Target => {
+                                Problem::bad_request("the request target cannot be forwarded")
+                            }
+                            ForwardError::Connect(_) | ForwardError::Upstream(_) => {
+                                Problem::bad_gateway()
+                            }
+                        }
+                        .into_response(&request_id)
+                    }
+                }
+            }
+        }
+    };
+    route.chain.on_response(outcome.ran, &mut rsp);
+    finish(rsp, &request_id)
+}
+
+fn finish(mut rsp: Response<Body>, request_id: &str) -> Response<Body> {
+    if let Ok(value) = HeaderValue::from_str(request_id) {
+        rsp.headers_mut().insert(X_REQUEST_ID.clone(), value);
+    }
+    rsp
+}
+
+/// A trusted proxy's id is kept when it is short and printable; otherwise a new one.
+fn request_id(headers: &HeaderMap, from_trusted: bool) -> String {
+    if from_trusted {
+        if let Some(id) = headers.get(&X_REQUEST_ID).and_then(|v| v.to_str().ok()) {
+            if !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()) {
+                return id.to_owned();
+            }
+        }
+    }
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// The request's host, lower-case, without port: from the URI (h2 `:authority`,
+/// absolute-form) or the `Host` header.
+fn host(parts: &http::request::Parts) -> Option<String> {
+    let raw = match parts.uri.host() {
+        Some(host) => host,
+        None => {
+            let value = parts.headers.get(header::HOST)?.to_str().ok()?;
+            let authority: http::uri::Authority = value.parse().ok()?;
+            return Some(authority.host().trim_end_matches('.').to_ascii_lowercase());
+        }
+    };
+    Some(raw.trim_end_matches('.').to_ascii_lowercase())
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// The headers the backend receives: the client's (already cleaned) plus `X-Forwarded-*`
+/// and `X-Request-Id`. `Host` is left to the client pool, which sets the backend's.
+fn forwarded_headers(
+    mut headers: HeaderMap,
+    peer: IpAddr,
+    original_host: Option<HeaderValue>,
+    host: &str,
+    request_id: &str,
+) -> HeaderMap {
+    headers.remove(header::HOST);
+    // A trusted proxy's list is extended; otherwise it starts at the peer (the client).
+    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prior) if !prior.trim().is_empty() => format!("{prior}, {peer}"),
+        _ => peer.to_string(),
+    };
+    headers.remove(&X_FORWARDED_FOR);
+    if let Ok(v) = HeaderValue::try_from(xff) {
+        headers.insert(X_FORWARDED_FOR.clone(), v);
+    }
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("https"));
+    let forwarded_host = original_host.or_else(|| HeaderValue::from_str(host).ok());
+    if let Some(v) = forwarded_host {
+        headers.insert(X_FORWARDED_HOST.clone(), v);
+    }
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        headers.insert(X_REQUEST_ID.clone(), v);
+    }
+    headers
+}

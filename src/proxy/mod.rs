@@ -1,0 +1,343 @@
+//! Forwarding to backends (DESIGN §3 step 6): pooled HTTP/1.1 and h2 connections (h2 via
+//! ALPN on `https://` urls), round robin over healthy urls, passive and active health,
+//! retries for idempotent requests without a body, timeouts, streamed bodies both ways.
+
+pub mod echo;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderMap, Method, Request, Response, Uri};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::task::JoinHandle;
+
+use crate::body::{self, Body};
+
+/// How long a url that refused a connection is skipped by round robin.
+const PASSIVE_EJECTION: Duration = Duration::from_secs(5);
+
+/// Why forwarding failed; each maps to one status.
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    #[error("could not connect to the backend")]
+    Connect(#[source] hyper_util::client::legacy::Error),
+    #[error("the backend did not answer in time")]
+    Timeout,
+    #[error("the request target cannot be sent to this backend")]
+    Target,
+    #[error("the backend connection failed")]
+    Upstream(#[source] hyper_util::client::legacy::Error),
+}
+
+/// A configured backend.
+pub struct Backend {
+    pub name: Arc<str>,
+    kind: BackendKind,
+}
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backend")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+enum BackendKind {
+    Echo,
+    Pool(Pool),
+}
+
+/// One backend url.
+pub struct Upstream {
+    scheme: Scheme,
+    authority: Authority,
+    /// The url's path without a trailing `/`, prepended to every forwarded path.
+    base_path: String,
+    /// Milliseconds since `epoch` until which this url is skipped.
+    ejected_until: AtomicU64,
+    /// Set by the active health check.
+    healthy: AtomicBool,
+}
+
+impl Upstream {
+    /// Parses a backend url (`http://` or `https://`, optional base path, no query).
+    ///
+    /// # Errors
+    /// Another scheme, no host, or a query.
+    pub fn parse(url: &str) -> Result<Self, String> {
+        let uri: Uri = url
+            .parse()
+            .map_err(|e| format!("invalid url {url:?}: {e}"))?;
+        let scheme = uri
+            .scheme()
+            .cloned()
+            .ok_or_else(|| format!("url {url:?} needs http:// or https://"))?;
+        if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
+            return Err(format!(
+                "url {url:?}: only http:// and https:// are supported"
+            ));
+        }
+        let authority = uri
+            .authority()
+            .cloned()
+            .ok_or_else(|| format!("url {url:?} has no host"))?;
+        if uri.query().is_some() {
+            return Err(format!("url {url:?}: a backend url cannot have a query"));
+        }
+        Ok(Self {
+            scheme,
+            authority,
+            base_path: uri.path().trim_end_matches('/').to_owned(),
+            ejected_until: AtomicU64::new(0),
+            healthy: AtomicBool::new(true),
+        })
+    }
+
+    fn uri(&self, path: &str, query: Option<&str>) -> Result<Uri, http::Error> {
+        let mut pq = String::with_capacity(
+            self.base_path.len() + path.len() + query.map_or(0, |q| q.len() + 1),
+        );
+        pq.push_str(&self.base_path);
+        pq.push_str(path);
+        if let Some(q) = query {
+            pq.push('?');
+            pq.push_str(q);
+        }
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(PathAndQuery::try_from(pq)?)
+            .build()
+    }
+
+    pub fn authority(&self) -> &Authority {
+        &self.authority
+    }
+}
+
+/// Settings of a pooled backend.
+pub struct PoolSettings {
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    pub retries: u32,
+    pub tls: Arc<rustls::ClientConfig>,
+    pub health_check: Option<HealthCheck>,
+}
+
+#[derive(Clone, Debug)]
+pub struct HealthCheck {
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+}
+
+struct Pool {
+    upstreams: Arc<[Upstream]>,
+    next: AtomicUsize,
+    client: Client<HttpsConnector<HttpConnector>, Body>,
+    settings: PoolSettings,
+    epoch: Instant,
+    health_task: std::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        if let Some(task) = self.health_task.get_mut().ok().and_then(Option::take) {
+            task.abort();
+        }
+    }
+}
+
+/// A request ready to forward: the normalized upstream path and the original query.
+pub struct Outbound<'a> {
+    pub method: Method,
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+    pub headers: HeaderMap,
+    pub body: Body,
+    /// The body is known to be empty, so the request can be sent again.
+    pub body_is_empty: bool,
+}
+
+impl Backend {
+    pub fn echo(name: &str) -> Self {
+        Self {
+            name: name.into(),
+            kind: BackendKind::Echo,
+        }
+    }
+
+    /// A pool over `upstreams`. Connections are built lazily; nothing is bound here.
+    pub fn pool(name: &str, upstreams: Vec<Upstream>, settings: PoolSettings) -> Self {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(settings.connect_timeout));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config((*settings.tls).clone())
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build(https);
+        Self {
+            name: name.into(),
+            kind: BackendKind::Pool(Pool {
+                upstreams: upstreams.into(),
+                next: AtomicUsize::new(0),
+                client,
+                settings,
+                epoch: Instant::now(),
+                health_task: std::sync::Mutex::new(None),
+            }),
+        }
+    }
+
+    /// Starts the active health check, if configured. Needs a tokio runtime.
+    pub fn start(&self) {
+        let BackendKind::Pool(pool) = &self.kind else {
+            return;
+        };
+        let Some(check) = pool.settings.health_check.clone() else {
+            return;
+        };
+        let upstreams = pool.upstreams.clone();
+        let client = pool.client.clone();
+        let name = self.name.clone();
+        let task = tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(check.interval);
+            loop {
+                ticker.tick().await;
+                for upstream in upstreams.iter() {
+                    let ok = probe(&client, upstream, &check).await;
+                    if upstream.healthy.swap(ok, Ordering::Relaxed) != ok {
+                        tracing::warn!(backend.name = %name, upstream = %upstream.authority, healthy = ok, "backend health changed");
+                    }
+                }
+            }
+        });
+        if let Ok(mut slot) = pool.health_task.lock() {
+            *slot = Some(task);
+        }
+    }
+
+    /// Whether at least one url is healthy (always true for built-ins).
+    pub fn is_ready(&self) -> bool {
+        match &self.kind {
+            BackendKind::Echo => true,
+            BackendKind::Pool(pool) => pool
+                .upstreams
+                .iter()
+                .any(|u| u.healthy.load(Ordering::Relaxed)),
+        }
+    }
+
+    /// Sends the request and returns the backend's response head with a streaming body,
+    /// and the url that answered.
+    ///
+    /// # Errors
+    /// See [`ForwardError`]; the caller maps it to 502 or 504.
+    pub async fn forward(
+        &self,
+        out: Outbound<'_>,
+    ) -> Result<(Response<Body>, Option<Authority>), ForwardError> {
+        let pool = match &self.kind {
+            BackendKind::Echo => return Ok((echo::answer(out).await, None)),
+            BackendKind::Pool(pool) => pool,
+        };
+        let idempotent = matches!(
+            out.method,
+            Method::GET
+                | Method::HEAD
+                | Method::OPTIONS
+                | Method::PUT
+                | Method::DELETE
+                | Method::TRACE
+        );
+        let attempts = if idempotent && out.body_is_empty {
+            1 + pool.settings.retries
+        } else {
+            1
+        };
+        let mut body = Some(out.body);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let upstream = pool.pick();
+            let uri = upstream
+                .uri(out.path, out.query)
+                .map_err(|_| ForwardError::Target)?;
+            let mut req = Request::new(body.take().unwrap_or_else(body::empty));
+            *req.method_mut() = out.method.clone();
+            *req.uri_mut() = uri;
+            *req.headers_mut() = out.headers.clone();
+            let sent = tokio::time::timeout(pool.settings.timeout, pool.client.request(req)).await;
+            let error = match sent {
+                Ok(Ok(rsp)) => return Ok((rsp.map(body::boxed), Some(upstream.authority.clone()))),
+                Err(_) => return Err(ForwardError::Timeout),
+                Ok(Err(e)) => e,
+            };
+            if error.is_connect() {
+                pool.eject(upstream);
+            }
+            if attempt >= attempts {
+                return Err(if error.is_connect() {
+                    ForwardError::Connect(error)
+                } else {
+                    ForwardError::Upstream(error)
+                });
+            }
+            tracing::debug!(backend.name = %self.name, upstream = %upstream.authority, error = %error, "retrying");
+        }
+    }
+}
+
+impl Pool {
+    /// Round robin over urls that are neither ejected nor failing their health check;
+    /// when every url is down, plain round robin (better a try than a certain 502).
+    fn pick(&self) -> &Upstream {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        let n = self.upstreams.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        for i in 0..n {
+            let upstream = &self.upstreams[(start + i) % n];
+            if upstream.healthy.load(Ordering::Relaxed)
+                && upstream.ejected_until.load(Ordering::Relaxed) <= now
+            {
+                return upstream;
+            }
+        }
+        &self.upstreams[start % n]
+    }
+
+    fn eject(&self, upstream: &Upstream) {
+        let until = (self.epoch.elapsed() + PASSIVE_EJECTION).as_millis() as u64;
+        upstream.ejected_until.store(until, Ordering::Relaxed);
+    }
+}
+
+async fn probe(
+    client: &Client<HttpsConnector<HttpConnector>, Body>,
+    upstream: &Upstream,
+    check: &HealthCheck,
+) -> bool {
+    let Ok(uri) = upstream.uri(&check.path, None) else {
+        return false;
+    };
+    let mut req = Request::new(body::empty());
+    *req.uri_mut() = uri;
+    match tokio::time::timeout(check.timeout, client.request(req)).await {
+        Ok(Ok(rsp)) => rsp.status().is_success() || rsp.status().is_redirection(),
+        _ => false,
+    }
+}

@@ -1,0 +1,198 @@
+//! Path normalization, so that routing, policies and the backend all see one spelling of a
+//! path and no policy can be bypassed by writing it differently.
+//!
+//! - percent-escapes of unreserved characters are decoded (RFC 3986 §2.3, §6.2.2.2), the
+//!   others are kept with upper-case hex (§6.2.2.1);
+//! - an encoded `/` (`%2F`), `\` (`%5C`) or NUL (`%00`), a raw `\`, and an invalid escape are
+//!   refused: their meaning differs between servers;
+//! - runs of `/` are merged, then dot-segments are removed (§5.2.4); `..` never climbs above `/`.
+
+use std::borrow::Cow;
+
+/// Longest path accepted, in bytes.
+pub const MAX_PATH_BYTES: usize = 8 * 1024;
+
+/// Why a path was refused (answered with 400).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    #[error("path must start with '/'")]
+    NotAbsolute,
+    #[error("path is longer than {MAX_PATH_BYTES} bytes")]
+    TooLong,
+    #[error("encoded '/' in path")]
+    EncodedSlash,
+    #[error("backslash in path")]
+    Backslash,
+    #[error("NUL byte in path")]
+    Nul,
+    #[error("invalid percent-escape in path")]
+    InvalidEscape,
+}
+
+/// Returns the normalized path; borrows the input when it is already normal.
+///
+/// # Errors
+/// See [`PathError`].
+pub fn normalize_path(raw: &str) -> Result<Cow<'_, str>, PathError> {
+    if !raw.starts_with('/') {
+        return Err(PathError::NotAbsolute);
+    }
+    if raw.len() > MAX_PATH_BYTES {
+        return Err(PathError::TooLong);
+    }
+    if is_normal(raw.as_bytes()) {
+        return Ok(Cow::Borrowed(raw));
+    }
+    let decoded = decode_unreserved(raw.as_bytes())?;
+    Ok(Cow::Owned(remove_dot_segments(&decoded)))
+}
+
+/// The fast path: no escape, no backslash, no `//`, no segment that starts with a dot.
+fn is_normal(bytes: &[u8]) -> bool {
+    let mut previous = 0u8;
+    for &b in bytes {
+        match b {
+            b'%' | b'\\' | 0 => return false,
+            b'/' if previous == b'/' => return false,
+            b'.' if previous == b'/' => return false,
+            _ => {}
+        }
+        previous = b;
+    }
+    true
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+fn decode_unreserved(bytes: &[u8]) -> Result<String, PathError> {
+    let mut out = String::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let (Some(hi), Some(lo)) = (
+                    bytes.get(i + 1).copied().and_then(hex),
+                    bytes.get(i + 2).copied().and_then(hex),
+                ) else {
+                    return Err(PathError::InvalidEscape);
+                };
+                let value = hi << 4 | lo;
+                match value {
+                    b'/' => return Err(PathError::EncodedSlash),
+                    b'\\' => return Err(PathError::Backslash),
+                    0 => return Err(PathError::Nul),
+                    v if is_unreserved(v) => out.push(v as char),
+                    v => {
+                        out.push('%');
+                        out.push(char::from(b"0123456789ABCDEF"[usize::from(v >> 4)]));
+                        out.push(char::from(b"0123456789ABCDEF"[usize::from(v & 15)]));
+                    }
+                }
+                i += 3;
+            }
+            b'\\' => return Err(PathError::Backslash),
+            0 => return Err(PathError::Nul),
+            // hyper only hands over visible ASCII in a request target.
+            b => {
+                out.push(b as char);
+                i += 1;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// RFC 3986 §5.2.4 over `/`-separated segments, with empty segments (`//`) merged.
+fn remove_dot_segments(path: &str) -> String {
+    let mut segments: Vec<&str> = Vec::new();
+    let mut trailing_slash = false;
+    for segment in path.split('/').skip(1) {
+        trailing_slash = false;
+        match segment {
+            "" => trailing_slash = true,
+            "." => trailing_slash = true,
+            ".." => {
+                segments.pop();
+                trailing_slash = true;
+            }
+            s => segments.push(s),
+        }
+    }
+    let mut out = String::with_capacity(path.len());
+    for segment in &segments {
+        out.push('/');
+        out.push_str(segment);
+    }
+    if trailing_slash || segments.is_empty() {
+        out.push('/');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(raw: &str) -> Result<String, PathError> {
+        normalize_path(raw).map(Cow::into_owned)
+    }
+
+    #[test]
+    fn normal_paths_are_borrowed_unchanged() {
+        for p in ["/", "/a/b", "/a/b/", "/a.b/c", "/a-b_c~d"] {
+            assert!(matches!(normalize_path(p), Ok(Cow::Borrowed(_))), "{p}");
+        }
+    }
+
+    #[test]
+    fn dot_segments_and_repeated_slashes_are_removed() {
+        assert_eq!(n("/a/../b").unwrap(), "/b");
+        assert_eq!(n("/a/./b").unwrap(), "/a/b");
+        assert_eq!(n("/a//b").unwrap(), "/a/b");
+        assert_eq!(n("//a").unwrap(), "/a");
+        assert_eq!(n("/../../etc/passwd").unwrap(), "/etc/passwd");
+        assert_eq!(n("/a/b/..").unwrap(), "/a/");
+        assert_eq!(n("/a/.").unwrap(), "/a/");
+        assert_eq!(n("/a/..b").unwrap(), "/a/..b");
+    }
+
+    #[test]
+    fn encoded_dots_are_decoded_before_dot_removal() {
+        assert_eq!(n("/a/%2e%2e/b").unwrap(), "/b");
+        assert_eq!(n("/a/%2E./b").unwrap(), "/b");
+        assert_eq!(n("/%61dmin").unwrap(), "/admin");
+    }
+
+    #[test]
+    fn reserved_escapes_are_kept_with_upper_case_hex() {
+        assert_eq!(n("/a%20b").unwrap(), "/a%20b");
+        assert_eq!(n("/a%3fb").unwrap(), "/a%3Fb");
+    }
+
+    #[test]
+    fn ambiguous_spellings_are_refused() {
+        assert_eq!(n("/a%2fb"), Err(PathError::EncodedSlash));
+        assert_eq!(n("/a%2Fb"), Err(PathError::EncodedSlash));
+        assert_eq!(n("/a%5cb"), Err(PathError::Backslash));
+        assert_eq!(n("/a\\b"), Err(PathError::Backslash));
+        assert_eq!(n("/a%00"), Err(PathError::Nul));
+        assert_eq!(n("/a%zz"), Err(PathError::InvalidEscape));
+        assert_eq!(n("/a%4"), Err(PathError::InvalidEscape));
+        assert_eq!(n("a/b"), Err(PathError::NotAbsolute));
+        assert_eq!(
+            n(&format!("/{}", "a".repeat(MAX_PATH_BYTES))),
+            Err(PathError::TooLong)
+        );
+    }
+}

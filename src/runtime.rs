@@ -1,0 +1,60 @@
+//! The compiled, immutable configuration every request runs against. It is built whole by
+//! [`crate::config::load`] and swapped atomically, so a request always sees one configuration.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::proxy::Backend;
+use crate::request::client_ip::IpSet;
+use crate::request::headers::GatewayHeaders;
+use crate::route::RouteTable;
+
+pub struct Runtime {
+    /// The configuration file it was built from.
+    pub source: PathBuf,
+    pub listeners: Vec<ListenerSpec>,
+    pub admin: Option<SocketAddr>,
+    pub trusted_proxies: IpSet,
+    pub routes: RouteTable,
+    pub backends: Vec<Arc<Backend>>,
+    pub gateway_headers: GatewayHeaders,
+    /// How long shutdown waits for in-flight requests.
+    pub drain_timeout: Duration,
+}
+
+impl Runtime {
+    /// Starts background work (active health checks). Needs a tokio runtime.
+    pub fn start(&self) {
+        for backend in &self.backends {
+            backend.start();
+        }
+    }
+
+    pub fn listener(&self, name: &str) -> Option<&ListenerSpec> {
+        self.listeners.iter().find(|l| &*l.name == name)
+    }
+}
+
+pub struct ListenerSpec {
+    pub name: Arc<str>,
+    pub bind: SocketAddr,
+    pub kind: ListenerKind,
+    pub limits: Limits,
+}
+
+pub enum ListenerKind {
+    Tls(Arc<rustls::ServerConfig>),
+    /// Plain HTTP that only redirects to this HTTPS base URL (no trailing `/`).
+    Redirect(Arc<str>),
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub max_header_bytes: usize,
+    pub max_body_bytes: u64,
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+}

@@ -1,0 +1,80 @@
+//! The client certificate a connection presented, verified at the handshake and parsed once
+//! per connection into what policies and forwarded headers need.
+
+use std::fmt::Write as _;
+
+use rustls_pki_types::CertificateDer;
+use sha2::{Digest, Sha256};
+use x509_parser::extensions::GeneralName;
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+/// Summary of a verified client certificate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientCertInfo {
+    /// RFC 4514 form, e.g. `CN=apim-client,O=Example`.
+    pub subject: String,
+    pub issuer: String,
+    /// Upper-case hex, no separators.
+    pub serial: String,
+    /// SHA-256 of the DER certificate, upper-case hex.
+    pub thumbprint_sha256: String,
+    pub dns_names: Vec<String>,
+    pub uris: Vec<String>,
+    /// Unix seconds.
+    pub not_after: i64,
+}
+
+impl ClientCertInfo {
+    /// Parses the end-entity certificate.
+    ///
+    /// # Errors
+    /// The DER is not an X.509 certificate.
+    pub fn parse(der: &CertificateDer<'_>) -> Result<Self, String> {
+        let (_, cert) = X509Certificate::from_der(der).map_err(|e| e.to_string())?;
+        let mut dns_names = Vec::new();
+        let mut uris = Vec::new();
+        if let Ok(Some(san)) = cert.subject_alternative_name() {
+            for name in &san.value.general_names {
+                match name {
+                    GeneralName::DNSName(n) => dns_names.push((*n).to_owned()),
+                    GeneralName::URI(u) => uris.push((*u).to_owned()),
+                    _ => {}
+                }
+            }
+        }
+        Ok(Self {
+            subject: cert.subject().to_string(),
+            issuer: cert.issuer().to_string(),
+            serial: hex_upper(cert.raw_serial()),
+            thumbprint_sha256: hex_upper(&Sha256::digest(der.as_ref())),
+            dns_names,
+            uris,
+            not_after: cert.validity().not_after.timestamp(),
+        })
+    }
+}
+
+/// The DNS names a certificate is valid for (its SAN DNS entries).
+///
+/// # Errors
+/// The DER is not an X.509 certificate.
+pub fn dns_names(der: &CertificateDer<'_>) -> Result<Vec<String>, String> {
+    let (_, cert) = X509Certificate::from_der(der).map_err(|e| e.to_string())?;
+    let mut names = Vec::new();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            if let GeneralName::DNSName(n) = name {
+                names.push((*n).to_owned());
+            }
+        }
+    }
+    Ok(names)
+}
+
+fn hex_upper(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(out, "{b:02X}");
+    }
+    out
+}

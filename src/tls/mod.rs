@@ -1,0 +1,240 @@
+//! TLS for the listeners (rustls server with SNI certificate selection, minimum version, ALPN
+//! h2 + http/1.1, client certificates verified at the handshake against trusted CAs and CRLs)
+//! and for backends (rustls client with private CAs and a client certificate).
+
+pub mod client_cert;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::client::ResolvesClientCert;
+use rustls::crypto::CryptoProvider;
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+
+pub use client_cert::ClientCertInfo;
+
+/// The one crypto provider the gateway uses (ring: small, fast to build, audited).
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Reads every certificate of a PEM file.
+///
+/// # Errors
+/// The file is unreadable, not PEM, or holds no certificate.
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let text = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let certs = CertificateDer::pem_slice_iter(&text)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{} is not a PEM certificate file: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{} holds no PEM certificate", path.display()));
+    }
+    Ok(certs)
+}
+
+/// Reads the private key of a PEM file (PKCS#8, PKCS#1 or SEC1).
+///
+/// # Errors
+/// The file is unreadable or holds no private key.
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
+    let text = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    PrivateKeyDer::from_pem_slice(&text)
+        .map_err(|e| format!("{} holds no usable PEM private key: {e}", path.display()))
+}
+
+/// Reads a certificate revocation list, PEM or DER.
+///
+/// # Errors
+/// The file is unreadable.
+pub fn load_crl(path: &Path) -> Result<CertificateRevocationListDer<'static>, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    match CertificateRevocationListDer::from_pem_slice(&bytes) {
+        Ok(crl) => Ok(crl),
+        Err(_) => Ok(CertificateRevocationListDer::from(bytes)),
+    }
+}
+
+fn root_store(certs: Vec<CertificateDer<'static>>) -> Result<RootCertStore, String> {
+    let mut roots = RootCertStore::empty();
+    for cert in certs {
+        roots
+            .add(cert)
+            .map_err(|e| format!("not a usable CA certificate: {e}"))?;
+    }
+    Ok(roots)
+}
+
+/// Binds a certificate chain to its key, checking that they belong together.
+///
+/// # Errors
+/// The key type is unsupported or does not match the certificate.
+pub fn certified_key(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<Arc<CertifiedKey>, String> {
+    let certified = CertifiedKey::from_der(chain, key, &provider())
+        .map_err(|e| format!("certificate and key do not fit together: {e}"))?;
+    Ok(Arc::new(certified))
+}
+
+/// What a listener asks of client certificates at the handshake.
+pub enum ClientAuth {
+    None,
+    /// Verify a presented certificate against `cas` and `crls`; `required` refuses a
+    /// handshake without one.
+    Verify {
+        cas: Vec<CertificateDer<'static>>,
+        crls: Vec<CertificateRevocationListDer<'static>>,
+        required: bool,
+    },
+}
+
+/// Builds a listener's TLS configuration. The first certificate is the default; the others
+/// are chosen by SNI against their DNS names.
+///
+/// # Errors
+/// A certificate or CA is unusable, or the versions cannot be offered.
+pub fn server_config(
+    certificates: Vec<Arc<CertifiedKey>>,
+    tls13_only: bool,
+    client_auth: ClientAuth,
+) -> Result<Arc<ServerConfig>, String> {
+    let versions: &[&rustls::SupportedProtocolVersion] = if tls13_only {
+        &[&rustls::version::TLS13]
+    } else {
+        &[&rustls::version::TLS13, &rustls::version::TLS12]
+    };
+    let builder = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(versions)
+        .map_err(|e| format!("cannot offer these TLS versions: {e}"))?;
+    let builder = match client_auth {
+        ClientAuth::None => builder.with_no_client_auth(),
+        ClientAuth::Verify {
+            cas,
+            crls,
+            required,
+        } => {
+            let verifier =
+                WebPkiClientVerifier::builder_with_provider(Arc::new(root_store(cas)?), provider())
+                    .with_crls(crls);
+            let verifier = if required {
+                verifier
+            } else {
+                verifier.allow_unauthenticated()
+            };
+            let verifier = verifier
+                .build()
+                .map_err(|e| format!("cannot build the client certificate verifier: {e}"))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder.with_cert_resolver(Arc::new(SniResolver::new(certificates)?));
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Picks a certificate by the client's SNI name: exact DNS names first, then `*.domain`
+/// wildcards, then the default (the first certificate).
+#[derive(Debug)]
+struct SniResolver {
+    exact: HashMap<String, Arc<CertifiedKey>>,
+    wildcard: HashMap<String, Arc<CertifiedKey>>,
+    default: Arc<CertifiedKey>,
+}
+
+impl SniResolver {
+    fn new(certificates: Vec<Arc<CertifiedKey>>) -> Result<Self, String> {
+        let default = certificates
+            .first()
+            .cloned()
+            .ok_or("at least one certificate is needed")?;
+        let mut exact = HashMap::new();
+        let mut wildcard = HashMap::new();
+        for key in &certificates {
+            let names = client_cert::dns_names(&key.cert[0])
+                .map_err(|e| format!("unreadable certificate: {e}"))?;
+            for name in names {
+                let name = name.to_ascii_lowercase();
+                match name.strip_prefix("*.") {
+                    Some(domain) => wildcard
+                        .entry(domain.to_owned())
+                        .or_insert_with(|| key.clone()),
+                    None => exact.entry(name).or_insert_with(|| key.clone()),
+                };
+            }
+        }
+        Ok(Self {
+            exact,
+            wildcard,
+            default,
+        })
+    }
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let Some(name) = hello.server_name() else {
+            return Some(self.default.clone());
+        };
+        // rustls hands over the SNI name already lower-cased and validated.
+        if let Some(key) = self.exact.get(name) {
+            return Some(key.clone());
+        }
+        let parent = name.split_once('.').map(|(_, parent)| parent);
+        Some(
+            parent
+                .and_then(|p| self.wildcard.get(p))
+                .unwrap_or(&self.default)
+                .clone(),
+        )
+    }
+}
+
+/// Builds the TLS client configuration for a backend. With `trusted_cas` only those CAs are
+/// trusted; without, the system's roots. ALPN offers h2 and http/1.1.
+///
+/// # Errors
+/// A CA or the client certificate is unusable.
+pub fn backend_client_config(
+    trusted_cas: Option<Vec<CertificateDer<'static>>>,
+    client_cert: Option<Arc<CertifiedKey>>,
+) -> Result<Arc<ClientConfig>, String> {
+    let roots = match trusted_cas {
+        Some(cas) => root_store(cas)?,
+        None => {
+            let mut roots = RootCertStore::empty();
+            roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+            roots
+        }
+    };
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("cannot offer TLS versions: {e}"))?
+        .with_root_certificates(roots);
+    let mut config = match client_cert {
+        Some(key) => builder.with_client_cert_resolver(Arc::new(AlwaysCert(key))),
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Presents one client certificate to every backend that asks.
+#[derive(Debug)]
+struct AlwaysCert(Arc<CertifiedKey>);
+
+impl ResolvesClientCert for AlwaysCert {
+    fn resolve(&self, _: &[&[u8]], _: &[rustls::SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
