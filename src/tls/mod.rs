@@ -197,7 +197,7 @@ impl ResolvesServerCert for SniResolver {
 }
 
 /// Builds the TLS client configuration for a backend. With `trusted_cas` only those CAs are
-/// trusted; without, the system's roots. ALPN offers h2 and http/1.1.
+/// trusted; without, the system's roots.
 ///
 /// # Errors
 /// A CA or the client certificate is unusable.
@@ -217,11 +217,11 @@ pub fn backend_client_config(
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("cannot offer TLS versions: {e}"))?
         .with_root_certificates(roots);
-    let mut config = match client_cert {
+    // ALPN (h2, http/1.1) is set by the connector that uses this configuration.
+    let config = match client_cert {
         Some(key) => builder.with_client_cert_resolver(Arc::new(AlwaysCert(key))),
         None => builder.with_no_client_auth(),
     };
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
 

@@ -1,0 +1,66 @@
+//! Certificates for tests, written into a temporary directory that also holds the
+//! configuration, so configs name them by bare file name.
+
+use std::path::{Path, PathBuf};
+
+use portcullis::pki::{Ca, LeafKind};
+use tempfile::TempDir;
+
+pub struct Pki {
+    pub dir: TempDir,
+    /// Signs server certificates; clients trust it.
+    pub ca_pem: String,
+}
+
+impl Pki {
+    /// Files: `ca.pem`; `server.pem`/`server-key.pem` (localhost, 127.0.0.1);
+    /// `alt.pem`/`alt-key.pem` (alt.test); `client-ca.pem`; `client.pem`/`client-key.pem`
+    /// (CN=test-client,O=Example).
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ca = Ca::new("test server CA").expect("ca");
+        let client_ca = Ca::new("test client CA").expect("client ca");
+        let server = ca.issue(&LeafKind::Server(&["localhost", "127.0.0.1"]), 30).expect("server");
+        let alt = ca.issue(&LeafKind::Server(&["alt.test"]), 30).expect("alt");
+        let client = client_ca
+            .issue(&LeafKind::Client { common_name: "test-client", organization: "Example" }, 30)
+            .expect("client");
+        let pki = Self { dir, ca_pem: ca.cert_pem.clone() };
+        pki.write("ca.pem", &ca.cert_pem);
+        pki.write("server.pem", &server.cert_pem);
+        pki.write("server-key.pem", &server.key_pem);
+        pki.write("alt.pem", &alt.cert_pem);
+        pki.write("alt-key.pem", &alt.key_pem);
+        pki.write("client-ca.pem", &client_ca.cert_pem);
+        pki.write("client.pem", &client.cert_pem);
+        pki.write("client-key.pem", &client.key_pem);
+        pki
+    }
+
+    pub fn path(&self, file: &str) -> PathBuf {
+        self.dir.path().join(file)
+    }
+
+    pub fn write(&self, file: &str, contents: &str) -> PathBuf {
+        let path = self.path(file);
+        std::fs::write(&path, contents).expect("write test file");
+        path
+    }
+
+    pub fn read(&self, file: &str) -> String {
+        std::fs::read_to_string(self.path(file)).expect("read test file")
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// A listener block serving `server.pem` on an ephemeral loopback port.
+pub const TLS_LISTENER: &str = r#"
+  - name: public
+    bind: 127.0.0.1:0
+    tls:
+      certificates:
+        - { cert: server.pem, key: server-key.pem }
+"#;
