@@ -56,7 +56,10 @@ async fn setup() -> (Pki, TestBackend, TestGateway, Client) {
 }
 
 fn get(target: &str, host: &str) -> Request<Full<Bytes>> {
-    Request::get(target).header("host", host).body(Full::default()).unwrap()
+    Request::get(target)
+        .header("host", host)
+        .body(Full::default())
+        .unwrap()
 }
 
 #[tokio::test]
@@ -67,26 +70,52 @@ async fn routes_by_host_prefix_template_and_method() {
     assert_eq!(rsp.status, 200, "{}", rsp.text());
     let seen = backend.last();
     assert_eq!(seen.headers["x-route"], "api");
-    assert_eq!(seen.target, "/items?x=1", "strip_prefix removed /apolloapi, the query is kept");
+    assert_eq!(
+        seen.target, "/items?x=1",
+        "strip_prefix removed /apolloapi, the query is kept"
+    );
 
-    client.send(get("/apolloapi/items", "API.Example.com:443")).await;
-    assert_eq!(backend.last().headers["x-route"], "other-host", "hosts match case-insensitively, without port");
-    assert_eq!(backend.last().target, "/apolloapi/items", "no rewrite on this route");
+    client
+        .send(get("/apolloapi/items", "API.Example.com:443"))
+        .await;
+    assert_eq!(
+        backend.last().headers["x-route"],
+        "other-host",
+        "hosts match case-insensitively, without port"
+    );
+    assert_eq!(
+        backend.last().target,
+        "/apolloapi/items",
+        "no rewrite on this route"
+    );
 
-    client.send(get("/partners/accounts/42/cases/7/notes", "localhost")).await;
+    client
+        .send(get("/partners/accounts/42/cases/7/notes", "localhost"))
+        .await;
     assert_eq!(backend.last().headers["x-route"], "case");
 
     let before = backend.received().len();
-    let put = Request::put("/apolloapi/items").header("host", "localhost").body(Full::default()).unwrap();
+    let put = Request::put("/apolloapi/items")
+        .header("host", "localhost")
+        .body(Full::default())
+        .unwrap();
     let rsp = client.send(put).await;
     assert_eq!(rsp.status, 404, "PUT is not among the api route's methods");
     assert_eq!(rsp.problem_kind(), "not-found");
 
-    for target in ["/nowhere", "/apolloapix/items", "/partners/accounts/42/other"] {
+    for target in [
+        "/nowhere",
+        "/apolloapix/items",
+        "/partners/accounts/42/other",
+    ] {
         let rsp = client.get(target).await;
         assert_eq!(rsp.status, 404, "{target}");
     }
-    assert_eq!(backend.received().len(), before, "nothing unrouted reached the backend");
+    assert_eq!(
+        backend.received().len(),
+        before,
+        "nothing unrouted reached the backend"
+    );
 }
 
 #[tokio::test]
@@ -109,17 +138,36 @@ async fn path_spellings_land_where_their_normalized_path_says_or_get_400() {
         assert_eq!(rsp.status, 200, "{target}: {}", rsp.text());
         let seen = backend.last();
         assert_eq!(seen.headers["x-route"], route, "{target}");
-        assert_eq!(seen.target, path, "{target}: the backend sees the normalized path");
+        assert_eq!(
+            seen.target, path,
+            "{target}: the backend sees the normalized path"
+        );
     }
     let before = backend.received().len();
-    for target in ["/public/%2fadmin/x", "/public/..%2fadmin", "/public/%5cadmin", "/public/%00", "/public/%zz", "/public/%2"] {
+    for target in [
+        "/public/%2fadmin/x",
+        "/public/..%2fadmin",
+        "/public/%5cadmin",
+        "/public/%00",
+        "/public/%zz",
+        "/public/%2",
+    ] {
         let rsp = client.get(target).await;
         assert_eq!(rsp.status, 400, "{target}: {}", rsp.text());
         assert_eq!(rsp.problem_kind(), "bad-request");
     }
-    let raw = client.raw(b"GET /public/..\\admin/x HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await;
-    assert!(raw.starts_with("HTTP/1.1 400"), "a raw backslash is refused: {raw}");
-    assert_eq!(backend.received().len(), before, "no refused spelling reached the backend");
+    let raw = client
+        .raw(b"GET /public/..\\admin/x HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await;
+    assert!(
+        raw.starts_with("HTTP/1.1 400"),
+        "a raw backslash is refused: {raw}"
+    );
+    assert_eq!(
+        backend.received().len(),
+        before,
+        "no refused spelling reached the backend"
+    );
 }
 
 #[tokio::test]
@@ -139,14 +187,27 @@ async fn backend_sees_forwarded_headers_and_client_gets_the_request_id() {
     let rsp = client.send(req).await;
     assert_eq!(rsp.status, 200);
     let seen = backend.last();
-    assert_eq!(seen.headers["x-forwarded-for"], "127.0.0.1", "an untrusted peer's X-Forwarded-For is replaced");
+    assert_eq!(
+        seen.headers["x-forwarded-for"], "127.0.0.1",
+        "an untrusted peer's X-Forwarded-For is replaced"
+    );
     assert_eq!(seen.headers["x-forwarded-proto"], "https");
     assert_eq!(seen.headers["x-forwarded-host"], "localhost");
     assert!(!seen.headers.contains_key("x-real-ip") && !seen.headers.contains_key("forwarded"));
-    assert_eq!(seen.headers["x-route"], "public", "a header a policy sets is the policy's value");
+    assert_eq!(
+        seen.headers["x-route"], "public",
+        "a header a policy sets is the policy's value"
+    );
     assert_eq!(seen.headers.get_all("x-route").iter().count(), 1);
-    assert_eq!(seen.headers["host"], backend.addr.to_string(), "the backend gets its own Host");
-    let id = rsp.header("x-request-id").expect("request id returned").to_owned();
+    assert_eq!(
+        seen.headers["host"],
+        backend.addr.to_string(),
+        "the backend gets its own Host"
+    );
+    let id = rsp
+        .header("x-request-id")
+        .expect("request id returned")
+        .to_owned();
     assert_ne!(id, "chosen-by-attacker");
     assert_eq!(seen.headers["x-request-id"], id.as_str());
 }
@@ -170,10 +231,16 @@ async fn trusted_proxies_may_pass_on_forwarded_for_and_request_id() {
         .unwrap();
     let rsp = client.send(req).await;
     let seen = backend.last();
-    assert_eq!(seen.headers["x-forwarded-for"], "203.0.113.9, 10.0.0.1, 127.0.0.1", "the list is extended");
+    assert_eq!(
+        seen.headers["x-forwarded-for"], "203.0.113.9, 10.0.0.1, 127.0.0.1",
+        "the list is extended"
+    );
     assert_eq!(seen.headers["x-request-id"], "edge-1234");
     assert_eq!(rsp.header("x-request-id"), Some("edge-1234"));
-    assert!(!seen.headers.contains_key("x-real-ip"), "only X-Forwarded-For and X-Request-Id pass");
+    assert!(
+        !seen.headers.contains_key("x-real-ip"),
+        "only X-Forwarded-For and X-Request-Id pass"
+    );
 }
 
 #[tokio::test]
@@ -192,11 +259,26 @@ async fn hop_by_hop_headers_are_stripped_both_ways() {
     let rsp = client.send(req).await;
     assert_eq!(rsp.status, 200);
     let seen = backend.last();
-    for name in ["x-private", "keep-alive", "proxy-authorization", "te", "upgrade"] {
-        assert!(!seen.headers.contains_key(name), "{name} reached the backend");
+    for name in [
+        "x-private",
+        "keep-alive",
+        "proxy-authorization",
+        "te",
+        "upgrade",
+    ] {
+        assert!(
+            !seen.headers.contains_key(name),
+            "{name} reached the backend"
+        );
     }
-    assert_eq!(seen.headers["x-forwarded-for"], "127.0.0.1", "Connection cannot remove the gateway's own header");
-    assert!(rsp.header("x-backend-private").is_none(), "a header the backend's Connection names is dropped");
+    assert_eq!(
+        seen.headers["x-forwarded-for"], "127.0.0.1",
+        "Connection cannot remove the gateway's own header"
+    );
+    assert!(
+        rsp.header("x-backend-private").is_none(),
+        "a header the backend's Connection names is dropped"
+    );
     assert_eq!(rsp.header("x-powered-by"), Some("tests"));
 }
 
@@ -207,7 +289,11 @@ async fn h2_is_negotiated_by_alpn() {
     let rsp = h2.send(get("/apolloapi/items", "localhost")).await;
     assert_eq!(rsp.version, http::Version::HTTP_2);
     assert_eq!(rsp.status, 200, "{}", rsp.text());
-    assert_eq!(backend.last().headers["x-route"], "api", "the :authority routes like Host");
+    assert_eq!(
+        backend.last().headers["x-route"],
+        "api",
+        "the :authority routes like Host"
+    );
     assert_eq!(backend.last().headers["x-forwarded-host"], "localhost");
 }
 
@@ -216,7 +302,10 @@ async fn backend_down_is_502_and_slow_is_504_and_idempotent_requests_retry() {
     let pki = Pki::new();
     let backend = TestBackend::start().await;
     // A port that refuses connections: bind, then close.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let yaml = format!(
         r#"version: 1
 listeners:{TLS_LISTENER}
@@ -237,7 +326,10 @@ routes:
     let rsp = client.get("/down/x").await;
     assert_eq!(rsp.status, 502);
     assert_eq!(rsp.problem_kind(), "bad-gateway");
-    assert!(!rsp.text().contains(&closed.to_string()), "the problem does not reveal backend addresses");
+    assert!(
+        !rsp.text().contains(&closed.to_string()),
+        "the problem does not reveal backend addresses"
+    );
 
     let rsp = client.get("/slow/x?ms=3000").await;
     assert_eq!(rsp.status, 504);
@@ -245,18 +337,35 @@ routes:
 
     for _ in 0..4 {
         let rsp = client.get("/half/x").await;
-        assert_eq!(rsp.status, 200, "a GET retries on the healthy url: {}", rsp.text());
+        assert_eq!(
+            rsp.status,
+            200,
+            "a GET retries on the healthy url: {}",
+            rsp.text()
+        );
     }
-    let post = Request::post("/half/x").header("host", "localhost").body(Full::new(Bytes::from_static(b"data"))).unwrap();
+    let post = Request::post("/half/x")
+        .header("host", "localhost")
+        .body(Full::new(Bytes::from_static(b"data")))
+        .unwrap();
     let statuses: Vec<u16> = futures_statuses(&client, post, 4).await;
-    assert!(statuses.iter().all(|s| *s == 200 || *s == 502), "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 502),
+        "{statuses:?}"
+    );
 }
 
 async fn futures_statuses(client: &Client, req: Request<Full<Bytes>>, n: usize) -> Vec<u16> {
     let mut out = Vec::new();
     for _ in 0..n {
         let (parts, body) = req.clone().into_parts();
-        out.push(client.send(Request::from_parts(parts, body)).await.status.as_u16());
+        out.push(
+            client
+                .send(Request::from_parts(parts, body))
+                .await
+                .status
+                .as_u16(),
+        );
     }
     out
 }
@@ -283,15 +392,25 @@ routes:
     let gw = TestGateway::start(&yaml, &pki);
     let client = Client::new(gw.addr("public"), &pki);
 
-    let ok = Request::post("/x").header("host", "localhost").body(Full::new(Bytes::from(vec![b'a'; 1024]))).unwrap();
+    let ok = Request::post("/x")
+        .header("host", "localhost")
+        .body(Full::new(Bytes::from(vec![b'a'; 1024])))
+        .unwrap();
     assert_eq!(client.send(ok).await.status, 200);
 
     let before = backend.received().len();
-    let big = Request::post("/x").header("host", "localhost").body(Full::new(Bytes::from(vec![b'a'; 1025]))).unwrap();
+    let big = Request::post("/x")
+        .header("host", "localhost")
+        .body(Full::new(Bytes::from(vec![b'a'; 1025])))
+        .unwrap();
     let rsp = client.send(big).await;
     assert_eq!(rsp.status, 413);
     assert_eq!(rsp.problem_kind(), "payload-too-large");
-    assert_eq!(backend.received().len(), before, "a declared oversize body is refused before forwarding");
+    assert_eq!(
+        backend.received().len(),
+        before,
+        "a declared oversize body is refused before forwarding"
+    );
 
     // Chunked, so the size is only known while streaming.
     let chunk = "a".repeat(600);
@@ -300,9 +419,16 @@ routes:
     );
     let answer = client.raw(raw.as_bytes()).await;
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
-    assert!(backend.received().iter().all(|r| r.body_bytes <= 1024), "the backend never got more than the limit");
+    assert!(
+        backend.received().iter().all(|r| r.body_bytes <= 1024),
+        "the backend never got more than the limit"
+    );
 
-    let huge = Request::get("/x").header("host", "localhost").header("x-big", "b".repeat(10_000)).body(Full::default()).unwrap();
+    let huge = Request::get("/x")
+        .header("host", "localhost")
+        .header("x-big", "b".repeat(10_000))
+        .body(Full::default())
+        .unwrap();
     assert_eq!(client.send(huge).await.status, 431);
 }
 
@@ -331,21 +457,37 @@ routes:
 
     const TOTAL: u64 = 200 << 20;
     let tls = client.connect().await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .unwrap();
     tokio::spawn(conn);
     let chunks = futures_stream(TOTAL);
     let body = http_body_util::StreamBody::new(chunks);
-    let req = Request::post("/upload").header("host", "localhost").header("content-length", TOTAL.to_string()).body(body).unwrap();
+    let req = Request::post("/upload")
+        .header("host", "localhost")
+        .header("content-length", TOTAL.to_string())
+        .body(body)
+        .unwrap();
     let rsp = sender.send_request(req).await.unwrap();
     assert_eq!(rsp.status(), 200);
     assert_eq!(backend.last().body_bytes, TOTAL, "every byte arrived");
     let growth_mib = (gw.peak_rss_kib().saturating_sub(before)) / 1024;
-    eprintln!("gateway peak RSS: {} KiB before, {} KiB after the upload", before, gw.peak_rss_kib());
-    assert!(growth_mib < 64, "the gateway's peak memory grew by {growth_mib} MiB for a 200 MiB upload");
+    eprintln!(
+        "gateway peak RSS: {} KiB before, {} KiB after the upload",
+        before,
+        gw.peak_rss_kib()
+    );
+    assert!(
+        growth_mib < 64,
+        "the gateway's peak memory grew by {growth_mib} MiB for a 200 MiB upload"
+    );
 }
 
 /// 200 MiB in 64 KiB frames, produced lazily.
-fn futures_stream(total: u64) -> impl futures_util::Stream<Item = Result<http_body::Frame<Bytes>, std::convert::Infallible>> {
+fn futures_stream(
+    total: u64,
+) -> impl futures_util::Stream<Item = Result<http_body::Frame<Bytes>, std::convert::Infallible>> {
     const CHUNK: usize = 64 << 10;
     let chunk = Bytes::from(vec![b'z'; CHUNK]);
     let mut sent = 0u64;

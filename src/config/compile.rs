@@ -58,7 +58,7 @@ fn parse_error(file: &Path, error: &serde_saphyr::Error) -> ConfigError {
         .trim()
         .to_owned();
     let hint = if message.contains("unknown field") {
-        "remove the key or fix its spelling; the keys allowed here are listed above"
+        "remove the key or fix its spelling; the message lists the keys allowed here"
     } else {
         "see the configuration reference in README.md"
     };

@@ -37,14 +37,18 @@ pub struct TestBackend {
 
 impl TestBackend {
     pub async fn start() -> Self {
-        let tcp = TcpListener::bind("127.0.0.1:0").await.expect("bind backend");
+        let tcp = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind backend");
         let addr = tcp.local_addr().expect("backend addr");
         let received = Arc::new(Mutex::new(Vec::new()));
         let arrived = Arc::new(Notify::new());
         let (rec, notify) = (received.clone(), arrived.clone());
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = tcp.accept().await else { continue };
+                let Ok((stream, _)) = tcp.accept().await else {
+                    continue;
+                };
                 let (rec, notify) = (rec.clone(), notify.clone());
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| answer(req, rec.clone(), notify.clone()));
@@ -54,7 +58,12 @@ impl TestBackend {
                 });
             }
         });
-        Self { addr, received, arrived, task }
+        Self {
+            addr,
+            received,
+            arrived,
+            task,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -67,12 +76,16 @@ impl TestBackend {
     }
 
     pub fn last(&self) -> Received {
-        self.received().pop().expect("the backend received a request")
+        self.received()
+            .pop()
+            .expect("the backend received a request")
     }
 
     /// Waits until a request's head has arrived (before its body is read).
     pub async fn wait_for_request(&self) {
-        tokio::time::timeout(Duration::from_secs(10), self.arrived.notified()).await.expect("a request reached the backend");
+        tokio::time::timeout(Duration::from_secs(10), self.arrived.notified())
+            .await
+            .expect("a request reached the backend");
     }
 }
 
@@ -82,7 +95,11 @@ impl Drop for TestBackend {
     }
 }
 
-async fn answer(req: Request<Incoming>, received: Arc<Mutex<Vec<Received>>>, arrived: Arc<Notify>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn answer(
+    req: Request<Incoming>,
+    received: Arc<Mutex<Vec<Received>>>,
+    arrived: Arc<Notify>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let (parts, mut body) = req.into_parts();
     arrived.notify_one();
     let mut body_bytes = 0u64;
@@ -91,7 +108,10 @@ async fn answer(req: Request<Incoming>, received: Arc<Mutex<Vec<Received>>>, arr
             body_bytes += data.len() as u64;
         }
     }
-    let target = parts.uri.path_and_query().map_or("/".to_owned(), |pq| pq.to_string());
+    let target = parts
+        .uri
+        .path_and_query()
+        .map_or("/".to_owned(), |pq| pq.to_string());
     received.lock().unwrap().push(Received {
         method: parts.method.to_string(),
         target: target.clone(),
@@ -99,7 +119,12 @@ async fn answer(req: Request<Incoming>, received: Arc<Mutex<Vec<Received>>>, arr
         body_bytes,
     });
     if parts.uri.path().contains("/slow") {
-        let ms = parts.uri.query().and_then(|q| q.strip_prefix("ms=")).and_then(|v| v.parse().ok()).unwrap_or(1000);
+        let ms = parts
+            .uri
+            .query()
+            .and_then(|q| q.strip_prefix("ms="))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1000);
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
     let rsp = Response::builder()
@@ -108,7 +133,10 @@ async fn answer(req: Request<Incoming>, received: Arc<Mutex<Vec<Received>>>, arr
         .header("connection", "X-Backend-Private")
         .header("x-backend-private", "secret")
         .header("content-type", "text/plain")
-        .body(Full::new(Bytes::from(format!("backend saw {} {target} ({body_bytes} bytes)", parts.method))))
+        .body(Full::new(Bytes::from(format!(
+            "backend saw {} {target} ({body_bytes} bytes)",
+            parts.method
+        ))))
         .unwrap();
     Ok(rsp)
 }

@@ -20,12 +20,23 @@ impl Pki {
         let dir = tempfile::tempdir().expect("temp dir");
         let ca = Ca::new("test server CA").expect("ca");
         let client_ca = Ca::new("test client CA").expect("client ca");
-        let server = ca.issue(&LeafKind::Server(&["localhost", "127.0.0.1"]), 30).expect("server");
+        let server = ca
+            .issue(&LeafKind::Server(&["localhost", "127.0.0.1"]), 30)
+            .expect("server");
         let alt = ca.issue(&LeafKind::Server(&["alt.test"]), 30).expect("alt");
         let client = client_ca
-            .issue(&LeafKind::Client { common_name: "test-client", organization: "Example" }, 30)
+            .issue(
+                &LeafKind::Client {
+                    common_name: "test-client",
+                    organization: "Example",
+                },
+                30,
+            )
             .expect("client");
-        let pki = Self { dir, ca_pem: ca.cert_pem.clone() };
+        let pki = Self {
+            dir,
+            ca_pem: ca.cert_pem.clone(),
+        };
         pki.write("ca.pem", &ca.cert_pem);
         pki.write("server.pem", &server.cert_pem);
         pki.write("server-key.pem", &server.key_pem);
