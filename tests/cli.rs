@@ -72,8 +72,8 @@ fn check_errors_name_file_line_and_column_with_a_hint() {
         (("cert: server.pem", "cert: missing.pem"), "gateway.yaml:7:19: listeners[0].tls.certificates[0].cert: cannot read"),
         (("key: server-key.pem", "key: client-key.pem"), "gateway.yaml:7:36: listeners[0].tls.certificates[0].key: certificate and key do not fit together"),
         (("version: 1", "version: 2"), "gateway.yaml:1:10: version: unsupported version 2"),
-        (("path_prefix: /a/", "path: /a/{}"), "gateway.yaml:15:20: routes[0].match.path: invalid parameter"),
-        (("X-Tag: \"1\"", "X-Tag: ${env:PORTCULLIS_UNSET_FOR_TEST}"), "environment variable PORTCULLIS_UNSET_FOR_TEST is not set"),
+        (("path_prefix: /a/", "path: \"/a/{}\""), "gateway.yaml:15:20: routes[0].match.path: invalid parameter"),
+        (("X-Tag: \"1\"", "X-Tag: \"${env:PORTCULLIS_UNSET_FOR_TEST}\""), "environment variable PORTCULLIS_UNSET_FOR_TEST is not set"),
     ];
     for ((from, to), expected) in cases {
         assert!(VALID.contains(from), "{from}");

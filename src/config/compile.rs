@@ -378,7 +378,10 @@ impl<'a> Compiler<'a> {
             match Upstream::parse(&url.value) {
                 Ok(u) => upstreams.push(u),
                 Err(e) => {
-                    self.error(url.referenced, format!("{path}.urls[{i}]"), e);
+                    self.error(url.referenced, format!("{path}.urls[{i}]"), e)
+                        .hint(
+                        "write a base URL like http://127.0.0.1:7071 or https://app.internal/api",
+                    );
                 }
             }
         }
@@ -515,7 +518,8 @@ impl<'a> Compiler<'a> {
         match HeaderName::from_bytes(name.as_bytes()) {
             Ok(n) => Some(n),
             Err(_) => {
-                self.error(at, path, format!("{name:?} is not a valid header name"));
+                self.error(at, path, format!("{name:?} is not a valid header name"))
+                    .hint("header names are letters, digits and '-'");
                 None
             }
         }
@@ -581,7 +585,8 @@ impl<'a> Compiler<'a> {
                 (None, Some(template)) => match PathMatch::template(&template.value) {
                     Ok(t) => Some(t),
                     Err(e) => {
-                        self.error(template.referenced, format!("{path}.match.path"), e);
+                        self.error(template.referenced, format!("{path}.match.path"), e)
+                            .hint("a template looks like /partners/accounts/{account}/cases/**");
                         None
                     }
                 },
