@@ -50,7 +50,7 @@ impl std::fmt::Debug for Backend {
 
 enum BackendKind {
     Echo,
-    Pool(Pool),
+    Pool(Box<Pool>),
 }
 
 /// One backend url.
@@ -192,14 +192,14 @@ impl Backend {
             .build(https);
         Self {
             name: name.into(),
-            kind: BackendKind::Pool(Pool {
+            kind: BackendKind::Pool(Box::new(Pool {
                 upstreams: upstreams.into(),
                 next: AtomicUsize::new(0),
                 client,
                 settings,
                 epoch: Instant::now(),
                 health_task: std::sync::Mutex::new(None),
-            }),
+            })),
         }
     }
 

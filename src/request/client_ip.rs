@@ -40,13 +40,13 @@ pub fn resolve(peer: IpAddr, headers: &HeaderMap, trusted_proxies: &IpSet) -> Ip
     let mut client = peer;
     // Entries are appended left to right, so the right-most untrusted one is the first
     // address that no trusted proxy vouches for. All headers, in order, form one list.
-    let entries: Vec<&str> = headers
+    let entries = headers
         .get_all(&X_FORWARDED_FOR)
         .iter()
+        .rev()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .collect();
-    for entry in entries.iter().rev() {
+        .flat_map(|v| v.rsplit(','));
+    for entry in entries {
         let Ok(ip) = entry.trim().parse::<IpAddr>() else {
             // Garbage from beyond the last trusted hop: stop at what we know.
             break;
