@@ -16,9 +16,7 @@ use std::sync::Arc;
 
 fn normalize(c: &mut Criterion) {
     let mut g = c.benchmark_group("normalize_path");
-    g.bench_function("already_normal", |b| {
-        b.iter(|| normalize_path(black_box("/apolloapi/items/42/details")))
-    });
+    g.bench_function("already_normal", |b| b.iter(|| normalize_path(black_box("/apolloapi/items/42/details"))));
     g.bench_function("dot_segments_and_escapes", |b| {
         b.iter(|| normalize_path(black_box("/apolloapi/./items/%2e%2e/items//42/%64etails")))
     });
@@ -50,25 +48,11 @@ fn routes(c: &mut Criterion) {
     });
     let mut g = c.benchmark_group("route_find");
     g.bench_function("first_of_51", |b| {
-        b.iter(|| {
-            table
-                .find(
-                    black_box("localhost"),
-                    black_box("/service0/x"),
-                    &Method::GET,
-                )
-                .is_some()
-        })
+        b.iter(|| table.find(black_box("localhost"), black_box("/service0/x"), &Method::GET).is_some())
     });
     g.bench_function("template_after_50_prefixes", |b| {
         b.iter(|| {
-            table
-                .find(
-                    black_box("localhost"),
-                    black_box("/partners/accounts/42/cases/7"),
-                    &Method::GET,
-                )
-                .is_some()
+            table.find(black_box("localhost"), black_box("/partners/accounts/42/cases/7"), &Method::GET).is_some()
         })
     });
     g.finish();
@@ -78,56 +62,31 @@ fn headers(c: &mut Criterion) {
     let rules = HeaderRules {
         request: HeaderEdits {
             remove: vec![HeaderName::from_static("x-internal")],
-            set: vec![(
-                HeaderName::from_static("x-gateway"),
-                HeaderValue::from_static("portcullis"),
-            )],
+            set: vec![(HeaderName::from_static("x-gateway"), HeaderValue::from_static("portcullis"))],
         },
         response: HeaderEdits {
-            remove: vec![
-                HeaderName::from_static("server"),
-                HeaderName::from_static("x-powered-by"),
-            ],
+            remove: vec![HeaderName::from_static("server"), HeaderName::from_static("x-powered-by")],
             set: vec![],
         },
     };
     let mut base = HeaderMap::new();
-    for (n, v) in [
-        ("host", "localhost"),
-        ("accept", "*/*"),
-        ("user-agent", "bench"),
-        ("x-internal", "1"),
-    ] {
+    for (n, v) in [("host", "localhost"), ("accept", "*/*"), ("user-agent", "bench"), ("x-internal", "1")] {
         base.insert(n, HeaderValue::from_static(v));
     }
     c.bench_function("headers_policy_request", |b| {
-        b.iter_batched_ref(
-            || base.clone(),
-            |h| rules.on_request(h),
-            criterion::BatchSize::SmallInput,
-        )
+        b.iter_batched_ref(|| base.clone(), |h| rules.on_request(h), criterion::BatchSize::SmallInput)
     });
 }
 
 fn client_address(c: &mut Criterion) {
-    let trusted = IpSet::new([
-        "10.1.0.0/16".parse().unwrap(),
-        "192.168.0.0/24".parse().unwrap(),
-    ]);
+    let trusted = IpSet::new(["10.1.0.0/16".parse().unwrap(), "192.168.0.0/24".parse().unwrap()]);
     let mut headers = HeaderMap::new();
-    headers.insert(
-        "x-forwarded-for",
-        HeaderValue::from_static("203.0.113.9, 10.1.2.3"),
-    );
+    headers.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9, 10.1.2.3"));
     let untrusted: IpAddr = "198.51.100.7".parse().unwrap();
     let proxy: IpAddr = "10.1.0.5".parse().unwrap();
     let mut g = c.benchmark_group("client_ip");
-    g.bench_function("untrusted_peer", |b| {
-        b.iter(|| client_ip::resolve(black_box(untrusted), &headers, &trusted))
-    });
-    g.bench_function("behind_trusted_proxy", |b| {
-        b.iter(|| client_ip::resolve(black_box(proxy), &headers, &trusted))
-    });
+    g.bench_function("untrusted_peer", |b| b.iter(|| client_ip::resolve(black_box(untrusted), &headers, &trusted)));
+    g.bench_function("behind_trusted_proxy", |b| b.iter(|| client_ip::resolve(black_box(proxy), &headers, &trusted)));
     g.finish();
 }
 

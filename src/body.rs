@@ -17,9 +17,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type Body = BoxBody<Bytes, BoxError>;
 
 pub fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into())
-        .map_err(|never| match never {})
-        .boxed()
+    Full::new(bytes.into()).map_err(|never| match never {}).boxed()
 }
 
 pub fn empty() -> Body {
@@ -53,12 +51,7 @@ pub struct LimitedBody<B> {
 
 impl<B> LimitedBody<B> {
     pub fn new(inner: B, limit: u64, tripped: Arc<AtomicBool>) -> Self {
-        Self {
-            inner,
-            remaining: limit,
-            limit,
-            tripped,
-        }
+        Self { inner, remaining: limit, limit, tripped }
     }
 }
 
@@ -70,10 +63,7 @@ where
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {

@@ -13,20 +13,13 @@ use crate::body::{self, Body, LimitedBody};
 use crate::policy::RequestContext;
 use crate::problem::Problem;
 use crate::proxy::{ForwardError, Outbound};
-use crate::request::headers::{
-    strip_hop_by_hop, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID,
-};
+use crate::request::headers::{strip_hop_by_hop, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID};
 use crate::request::{client_ip, normalize};
 use crate::runtime::{Limits, Runtime};
 use crate::server::ConnInfo;
 
 /// Handles one request on a TLS listener. Never fails: every fault becomes a problem answer.
-pub async fn handle(
-    rt: &Runtime,
-    req: Request<Incoming>,
-    conn: &ConnInfo,
-    limits: Limits,
-) -> Response<Body> {
+pub async fn handle(rt: &Runtime, req: Request<Incoming>, conn: &ConnInfo, limits: Limits) -> Response<Body> {
     let (mut parts, incoming) = req.into_parts();
     let peer = conn.peer.ip().to_canonical();
     let from_trusted = rt.trusted_proxies.contains(peer);
@@ -39,36 +32,19 @@ pub async fn handle(
     let uri = parts.uri.clone();
     let path = match normalize::normalize_path(uri.path()) {
         Ok(path) => path,
-        Err(e) => {
-            return finish(
-                Problem::bad_request(e.to_string()).into_response(&request_id),
-                &request_id,
-            )
-        }
+        Err(e) => return finish(Problem::bad_request(e.to_string()).into_response(&request_id), &request_id),
     };
     let Some(host) = host(&parts) else {
-        return finish(
-            Problem::bad_request("missing or invalid Host").into_response(&request_id),
-            &request_id,
-        );
+        return finish(Problem::bad_request("missing or invalid Host").into_response(&request_id), &request_id);
     };
     let Some((route, params)) = rt.routes.find(&host, &path, &parts.method) else {
         return finish(Problem::not_found().into_response(&request_id), &request_id);
     };
     if content_length(&parts.headers).is_some_and(|len| len > limits.max_body_bytes) {
-        return finish(
-            Problem::payload_too_large(limits.max_body_bytes).into_response(&request_id),
-            &request_id,
-        );
+        return finish(Problem::payload_too_large(limits.max_body_bytes).into_response(&request_id), &request_id);
     }
 
-    let mut cx = RequestContext {
-        request_id: &request_id,
-        client_ip,
-        conn,
-        params: &params,
-        decisions: Vec::new(),
-    };
+    let mut cx = RequestContext { request_id: &request_id, client_ip, conn, params: &params, decisions: Vec::new() };
     let outcome = route.chain.on_request(&mut parts, &mut cx);
     let mut rsp = match outcome.answer {
         Some(Ok(rsp)) => rsp,
@@ -78,20 +54,9 @@ pub async fn handle(
             let headers = forwarded_headers(parts.headers, peer, original_host, &host, &request_id);
             let tripped = Arc::new(AtomicBool::new(false));
             let body_is_empty = http_body::Body::is_end_stream(&incoming);
-            let body = body::boxed(LimitedBody::new(
-                incoming,
-                limits.max_body_bytes,
-                tripped.clone(),
-            ));
+            let body = body::boxed(LimitedBody::new(incoming, limits.max_body_bytes, tripped.clone()));
             let (path, query) = (route.upstream_path(&path), uri.query());
-            let out = Outbound {
-                method: parts.method,
-                path,
-                query,
-                headers,
-                body,
-                body_is_empty,
-            };
+            let out = Outbound { method: parts.method, path, query, headers, body, body_is_empty };
             let forwarded = route.backend.forward(out).await;
             if tripped.load(Ordering::Relaxed) {
                 Problem::payload_too_large(limits.max_body_bytes).into_response(&request_id)
@@ -105,12 +70,8 @@ pub async fn handle(
                         tracing::warn!(request.id = %request_id, route.name = %route.name, backend.name = %route.backend.name, error = %e, "forwarding failed");
                         match e {
                             ForwardError::Timeout => Problem::gateway_timeout(),
-                            ForwardError::Target => {
-                                Problem::bad_request("the request target cannot be forwarded")
-                            }
-                            ForwardError::Connect(_) | ForwardError::Upstream(_) => {
-                                Problem::bad_gateway()
-                            }
+                            ForwardError::Target => Problem::bad_request("the request target cannot be forwarded"),
+                            ForwardError::Connect(_) | ForwardError::Upstream(_) => Problem::bad_gateway(),
                         }
                         .into_response(&request_id)
                     }
@@ -156,12 +117,7 @@ fn host(parts: &http::request::Parts) -> Option<String> {
 }
 
 fn content_length(headers: &HeaderMap) -> Option<u64> {
-    headers
-        .get(header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()
+    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
 
 /// The headers the backend receives: the client's (already cleaned) plus `X-Forwarded-*`

@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -27,10 +27,7 @@ pub enum LeafKind<'a> {
     /// A server certificate for these DNS names and IP addresses.
     Server(&'a [&'a str]),
     /// A client certificate with this subject common name and organization.
-    Client {
-        common_name: &'a str,
-        organization: &'a str,
-    },
+    Client { common_name: &'a str, organization: &'a str },
 }
 
 fn name(common_name: &str, organization: &str) -> DistinguishedName {
@@ -49,21 +46,14 @@ impl Ca {
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         params.distinguished_name = name(common_name, "portcullis development");
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
+        params.key_usages =
+            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
         let now = OffsetDateTime::now_utc();
         params.not_before = now - Duration::days(1);
         params.not_after = now + Duration::days(3650);
         let key = KeyPair::generate()?;
         let cert_pem = params.self_signed(&key)?.pem();
-        Ok(Self {
-            cert_pem,
-            params,
-            key,
-        })
+        Ok(Self { cert_pem, params, key })
     }
 
     /// Issues a leaf valid from yesterday for `days` days (negative: already expired).
@@ -73,40 +63,26 @@ impl Ca {
     pub fn issue(&self, kind: &LeafKind<'_>, days: i64) -> Result<Leaf, rcgen::Error> {
         let mut params = match kind {
             LeafKind::Server(names) => {
-                let mut p = CertificateParams::new(
-                    names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>(),
-                )?;
-                p.distinguished_name = name(
-                    names.first().copied().unwrap_or("server"),
-                    "portcullis development",
-                );
+                let mut p = CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())?;
+                p.distinguished_name = name(names.first().copied().unwrap_or("server"), "portcullis development");
                 p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
                 p
             }
-            LeafKind::Client {
-                common_name,
-                organization,
-            } => {
+            LeafKind::Client { common_name, organization } => {
                 let mut p = CertificateParams::new(Vec::<String>::new())?;
                 p.distinguished_name = name(common_name, organization);
                 p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
                 p
             }
         };
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
         let now = OffsetDateTime::now_utc();
         params.not_before = now - Duration::days(1).max(Duration::days(1 - days));
         params.not_after = now + Duration::days(days);
         let key = KeyPair::generate()?;
         let issuer = Issuer::from_params(&self.params, &self.key);
         let cert = params.signed_by(&key, &issuer)?;
-        Ok(Leaf {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-        })
+        Ok(Leaf { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
     }
 }
 
@@ -141,20 +117,8 @@ pub fn ensure_dev_material(dir: &Path, force: bool) -> anyhow::Result<bool> {
     let client_ca = Ca::new("portcullis dev client CA")?;
     let stranger_ca = Ca::new("untrusted CA")?;
     let server = server_ca.issue(&LeafKind::Server(&["localhost", "127.0.0.1", "::1"]), 825)?;
-    let client = client_ca.issue(
-        &LeafKind::Client {
-            common_name: "demo-client",
-            organization: "Example",
-        },
-        825,
-    )?;
-    let other = stranger_ca.issue(
-        &LeafKind::Client {
-            common_name: "demo-client",
-            organization: "Example",
-        },
-        825,
-    )?;
+    let client = client_ca.issue(&LeafKind::Client { common_name: "demo-client", organization: "Example" }, 825)?;
+    let other = stranger_ca.issue(&LeafKind::Client { common_name: "demo-client", organization: "Example" }, 825)?;
     let signing = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
     let files: [(&str, &str); 10] = [
         ("ca.pem", &server_ca.cert_pem),

@@ -30,30 +30,15 @@ impl Problem {
         title: &'static str,
         detail: impl Into<Cow<'static, str>>,
     ) -> Self {
-        Self {
-            status,
-            kind,
-            title,
-            detail: detail.into(),
-        }
+        Self { status, kind, title, detail: detail.into() }
     }
 
     pub fn bad_request(detail: impl Into<Cow<'static, str>>) -> Self {
-        Self::new(
-            StatusCode::BAD_REQUEST,
-            "bad-request",
-            "Bad request",
-            detail,
-        )
+        Self::new(StatusCode::BAD_REQUEST, "bad-request", "Bad request", detail)
     }
 
     pub fn not_found() -> Self {
-        Self::new(
-            StatusCode::NOT_FOUND,
-            "not-found",
-            "Not found",
-            "no route matches this request",
-        )
+        Self::new(StatusCode::NOT_FOUND, "not-found", "Not found", "no route matches this request")
     }
 
     pub fn payload_too_large(limit: u64) -> Self {
@@ -66,12 +51,7 @@ impl Problem {
     }
 
     pub fn bad_gateway() -> Self {
-        Self::new(
-            StatusCode::BAD_GATEWAY,
-            "bad-gateway",
-            "Bad gateway",
-            "the backend could not be reached",
-        )
+        Self::new(StatusCode::BAD_GATEWAY, "bad-gateway", "Bad gateway", "the backend could not be reached")
     }
 
     pub fn gateway_timeout() -> Self {
@@ -84,12 +64,7 @@ impl Problem {
     }
 
     pub fn service_unavailable(detail: impl Into<Cow<'static, str>>) -> Self {
-        Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "service-unavailable",
-            "Service unavailable",
-            detail,
-        )
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "service-unavailable", "Service unavailable", detail)
     }
 
     /// The JSON body, with `instance` set to the request id.
@@ -107,10 +82,8 @@ impl Problem {
     pub fn into_response(self, request_id: &str) -> Response<Body> {
         let mut rsp = Response::new(body::full(self.to_json(request_id)));
         *rsp.status_mut() = self.status;
-        rsp.headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
-        rsp.headers_mut()
-            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        rsp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+        rsp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         rsp
     }
 }

@@ -36,9 +36,7 @@ pub struct Gateway {
 
 impl Gateway {
     pub fn new(runtime: Runtime) -> Self {
-        Self {
-            runtime: ArcSwap::from_pointee(runtime),
-        }
+        Self { runtime: ArcSwap::from_pointee(runtime) }
     }
 
     /// The current runtime; a request keeps the one it started with.
@@ -87,21 +85,10 @@ impl Server {
             let addr = tcp.local_addr()?;
             tracing::info!(listener.name = "admin", listener.addr = %addr, "listening");
             addrs.insert("admin".to_owned(), addr);
-            accept_loops.spawn(admin::serve(
-                tcp,
-                gateway.clone(),
-                stopped.clone(),
-                graceful.clone(),
-            ));
+            accept_loops.spawn(admin::serve(tcp, gateway.clone(), stopped.clone(), graceful.clone()));
         }
         tracing::info!(config = %runtime.source.display(), "ready");
-        Ok(Self {
-            gateway,
-            addrs,
-            stop,
-            accept_loops,
-            graceful,
-        })
+        Ok(Self { gateway, addrs, stop, accept_loops, graceful })
     }
 
     /// The bound address of a listener (`admin` for the admin listener).
@@ -115,17 +102,12 @@ impl Server {
         let deadline = self.gateway.runtime().drain_timeout;
         let _ = self.stop.send(true);
         while self.accept_loops.join_next().await.is_some() {}
-        tracing::info!(
-            deadline_ms = deadline.as_millis() as u64,
-            "draining connections"
-        );
+        tracing::info!(deadline_ms = deadline.as_millis() as u64, "draining connections");
         // The accept loops held the only other references; they have ended.
         let Ok(graceful) = Arc::try_unwrap(self.graceful) else {
             return false;
         };
-        let drained = tokio::time::timeout(deadline, graceful.shutdown())
-            .await
-            .is_ok();
+        let drained = tokio::time::timeout(deadline, graceful.shutdown()).await.is_ok();
         if drained {
             tracing::info!("all connections drained");
         } else {
@@ -136,12 +118,9 @@ impl Server {
 }
 
 async fn bind(addr: SocketAddr, name: &str) -> io::Result<TcpListener> {
-    TcpListener::bind(addr).await.map_err(|e| {
-        io::Error::new(
-            e.kind(),
-            format!("listener {name}: cannot bind {addr}: {e}"),
-        )
-    })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| io::Error::new(e.kind(), format!("listener {name}: cannot bind {addr}: {e}")))
 }
 
 /// Waits for SIGTERM or Ctrl-C.

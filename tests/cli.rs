@@ -32,18 +32,9 @@ routes:
 
 fn check(pki: &Pki, yaml: &str) -> (bool, String, String) {
     let file = pki.write("gateway.yaml", yaml);
-    let out = Command::new(binary())
-        .args(["check", "--config"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    let stderr =
-        String::from_utf8_lossy(&out.stderr).replace(&format!("{}/", pki.dir().display()), "");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr,
-    )
+    let out = Command::new(binary()).args(["check", "--config"]).arg(&file).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).replace(&format!("{}/", pki.dir().display()), "");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), stderr)
 }
 
 #[test]
@@ -54,10 +45,7 @@ fn check_accepts_a_valid_file_without_binding_ports() {
     let yaml = VALID.replace("127.0.0.1:0", &taken.local_addr().unwrap().to_string());
     let (ok, stdout, stderr) = check(&pki, &yaml);
     assert!(ok, "{stderr}");
-    assert!(
-        stdout.contains("ok (1 listeners, 1 routes, 1 backends, 0 warnings)"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("ok (1 listeners, 1 routes, 1 backends, 0 warnings)"), "{stdout}");
 }
 
 #[test]
@@ -69,32 +57,31 @@ fn check_errors_name_file_line_and_column_with_a_hint() {
         (("max_body_bytes: 10MiB", "max_body_bytez: 1"), "gateway.yaml:8:15: unknown field `max_body_bytez`"),
         (("policies: [tag]", "policies: [jwt2]"), "gateway.yaml:16:16: routes[0].policies[0]: unknown policy \"jwt2\""),
         (("backend: echo", "backend: ech0"), "gateway.yaml:17:14: routes[0].backend: unknown backend \"ech0\""),
-        (("cert: server.pem", "cert: missing.pem"), "gateway.yaml:7:19: listeners[0].tls.certificates[0].cert: cannot read"),
-        (("key: server-key.pem", "key: client-key.pem"), "gateway.yaml:7:36: listeners[0].tls.certificates[0].key: certificate and key do not fit together"),
+        (
+            ("cert: server.pem", "cert: missing.pem"),
+            "gateway.yaml:7:19: listeners[0].tls.certificates[0].cert: cannot read",
+        ),
+        (
+            ("key: server-key.pem", "key: client-key.pem"),
+            "gateway.yaml:7:36: listeners[0].tls.certificates[0].key: certificate and key do not fit together",
+        ),
         (("version: 1", "version: 2"), "gateway.yaml:1:10: version: unsupported version 2"),
         (("path_prefix: /a/", "path: \"/a/{}\""), "gateway.yaml:15:20: routes[0].match.path: invalid parameter"),
-        (("X-Tag: \"1\"", "X-Tag: \"${env:PORTCULLIS_UNSET_FOR_TEST}\""), "environment variable PORTCULLIS_UNSET_FOR_TEST is not set"),
+        (
+            ("X-Tag: \"1\"", "X-Tag: \"${env:PORTCULLIS_UNSET_FOR_TEST}\""),
+            "environment variable PORTCULLIS_UNSET_FOR_TEST is not set",
+        ),
     ];
     for ((from, to), expected) in cases {
         assert!(VALID.contains(from), "{from}");
         let (ok, _, stderr) = check(&pki, &VALID.replace(from, to));
         assert!(!ok, "{to}: accepted");
-        assert!(
-            stderr.contains(expected),
-            "{to}: expected {expected:?} in:\n{stderr}"
-        );
-        assert!(
-            stderr.contains("hint:") || expected.contains("env"),
-            "{to}: a hint follows:\n{stderr}"
-        );
+        assert!(stderr.contains(expected), "{to}: expected {expected:?} in:\n{stderr}");
+        assert!(stderr.contains("hint:") || expected.contains("env"), "{to}: a hint follows:\n{stderr}");
     }
     // Several errors are reported together, in file order.
-    let (_, _, stderr) = check(
-        &pki,
-        &VALID
-            .replace("backend: echo", "backend: ech0")
-            .replace("policies: [tag]", "policies: [nope]"),
-    );
+    let (_, _, stderr) =
+        check(&pki, &VALID.replace("backend: echo", "backend: ech0").replace("policies: [tag]", "policies: [nope]"));
     let policy = stderr.find("unknown policy").unwrap();
     let backend = stderr.find("unknown backend").unwrap();
     assert!(policy < backend, "{stderr}");
@@ -104,16 +91,10 @@ fn check_errors_name_file_line_and_column_with_a_hint() {
 #[test]
 fn check_warns_about_shadowed_routes() {
     let pki = Pki::new();
-    let yaml = VALID.replace(
-        "routes:\n",
-        "routes:\n  - { name: catch-all, match: {}, backend: echo }\n",
-    );
+    let yaml = VALID.replace("routes:\n", "routes:\n  - { name: catch-all, match: {}, backend: echo }\n");
     let (ok, stdout, stderr) = check(&pki, &yaml);
     assert!(ok, "{stderr}");
-    assert!(
-        stderr.contains("warning: ") && stderr.contains("route \"a\" is never reached"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("warning: ") && stderr.contains("route \"a\" is never reached"), "{stderr}");
     assert!(stdout.contains("1 warnings"));
 }
 
@@ -134,29 +115,17 @@ async fn sigterm_lets_an_in_flight_request_finish() {
     backend.wait_for_request().await;
     assert_eq!(unsafe { libc::kill(gw.pid(), libc::SIGTERM) }, 0);
     let rsp = slow.await.unwrap();
-    assert_eq!(
-        rsp.status,
-        200,
-        "the in-flight request completed: {}",
-        rsp.text()
-    );
-    let status = tokio::task::spawn_blocking(move || gw.child.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    assert_eq!(rsp.status, 200, "the in-flight request completed: {}", rsp.text());
+    let status = tokio::task::spawn_blocking(move || gw.child.wait()).await.unwrap().unwrap();
     assert!(status.success(), "drained and exited cleanly: {status:?}");
-    assert!(
-        client.connect().await.is_err(),
-        "no new connections after shutdown"
-    );
+    assert!(client.connect().await.is_err(), "no new connections after shutdown");
 }
 
 #[test]
 fn demo_starts_and_its_printed_commands_succeed() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("policies")).unwrap();
-    let demo = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/policies/demo.yaml"))
-        .unwrap();
+    let demo = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/policies/demo.yaml")).unwrap();
     // Ephemeral ports: the printed commands use whatever was bound.
     let demo = demo
         .replace("127.0.0.1:8443", "127.0.0.1:0")
@@ -186,24 +155,12 @@ fn demo_starts_and_its_printed_commands_succeed() {
         }
     }
     std::thread::spawn(move || lines.for_each(drop));
-    assert!(
-        dir.path().join("certs/dev/ca.pem").exists(),
-        "demo created the development certificates"
-    );
+    assert!(dir.path().join("certs/dev/ca.pem").exists(), "demo created the development certificates");
     assert!(commands.len() >= 6, "{commands:?}");
     for (what, command) in &commands {
-        let out = Command::new("sh")
-            .arg("-c")
-            .arg(command)
-            .current_dir(dir.path())
-            .output()
-            .unwrap();
+        let out = Command::new("sh").arg("-c").arg(command).current_dir(dir.path()).output().unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{what}: `{command}` failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "{what}: `{command}` failed: {}", String::from_utf8_lossy(&out.stderr));
         let expected = if what.starts_with("allowed") {
             "\"method\":\"GET\""
         } else if what.starts_with("no route") {
@@ -217,10 +174,7 @@ fn demo_starts_and_its_printed_commands_succeed() {
         } else {
             " 200"
         };
-        assert!(
-            stdout.contains(expected),
-            "{what}: `{command}` printed:\n{stdout}"
-        );
+        assert!(stdout.contains(expected), "{what}: `{command}` printed:\n{stdout}");
     }
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let status = child.wait().unwrap();

@@ -56,10 +56,7 @@ async fn setup() -> (Pki, TestBackend, TestGateway, Client) {
 }
 
 fn get(target: &str, host: &str) -> Request<Full<Bytes>> {
-    Request::get(target)
-        .header("host", host)
-        .body(Full::default())
-        .unwrap()
+    Request::get(target).header("host", host).body(Full::default()).unwrap()
 }
 
 #[tokio::test]
@@ -70,52 +67,26 @@ async fn routes_by_host_prefix_template_and_method() {
     assert_eq!(rsp.status, 200, "{}", rsp.text());
     let seen = backend.last();
     assert_eq!(seen.headers["x-route"], "api");
-    assert_eq!(
-        seen.target, "/items?x=1",
-        "strip_prefix removed /apolloapi, the query is kept"
-    );
+    assert_eq!(seen.target, "/items?x=1", "strip_prefix removed /apolloapi, the query is kept");
 
-    client
-        .send(get("/apolloapi/items", "API.Example.com:443"))
-        .await;
-    assert_eq!(
-        backend.last().headers["x-route"],
-        "other-host",
-        "hosts match case-insensitively, without port"
-    );
-    assert_eq!(
-        backend.last().target,
-        "/apolloapi/items",
-        "no rewrite on this route"
-    );
+    client.send(get("/apolloapi/items", "API.Example.com:443")).await;
+    assert_eq!(backend.last().headers["x-route"], "other-host", "hosts match case-insensitively, without port");
+    assert_eq!(backend.last().target, "/apolloapi/items", "no rewrite on this route");
 
-    client
-        .send(get("/partners/accounts/42/cases/7/notes", "localhost"))
-        .await;
+    client.send(get("/partners/accounts/42/cases/7/notes", "localhost")).await;
     assert_eq!(backend.last().headers["x-route"], "case");
 
     let before = backend.received().len();
-    let put = Request::put("/apolloapi/items")
-        .header("host", "localhost")
-        .body(Full::default())
-        .unwrap();
+    let put = Request::put("/apolloapi/items").header("host", "localhost").body(Full::default()).unwrap();
     let rsp = client.send(put).await;
     assert_eq!(rsp.status, 404, "PUT is not among the api route's methods");
     assert_eq!(rsp.problem_kind(), "not-found");
 
-    for target in [
-        "/nowhere",
-        "/apolloapix/items",
-        "/partners/accounts/42/other",
-    ] {
+    for target in ["/nowhere", "/apolloapix/items", "/partners/accounts/42/other"] {
         let rsp = client.get(target).await;
         assert_eq!(rsp.status, 404, "{target}");
     }
-    assert_eq!(
-        backend.received().len(),
-        before,
-        "nothing unrouted reached the backend"
-    );
+    assert_eq!(backend.received().len(), before, "nothing unrouted reached the backend");
 }
 
 #[tokio::test]
@@ -138,36 +109,19 @@ async fn path_spellings_land_where_their_normalized_path_says_or_get_400() {
         assert_eq!(rsp.status, 200, "{target}: {}", rsp.text());
         let seen = backend.last();
         assert_eq!(seen.headers["x-route"], route, "{target}");
-        assert_eq!(
-            seen.target, path,
-            "{target}: the backend sees the normalized path"
-        );
+        assert_eq!(seen.target, path, "{target}: the backend sees the normalized path");
     }
     let before = backend.received().len();
-    for target in [
-        "/public/%2fadmin/x",
-        "/public/..%2fadmin",
-        "/public/%5cadmin",
-        "/public/%00",
-        "/public/%zz",
-        "/public/%2",
-    ] {
+    for target in
+        ["/public/%2fadmin/x", "/public/..%2fadmin", "/public/%5cadmin", "/public/%00", "/public/%zz", "/public/%2"]
+    {
         let rsp = client.get(target).await;
         assert_eq!(rsp.status, 400, "{target}: {}", rsp.text());
         assert_eq!(rsp.problem_kind(), "bad-request");
     }
-    let raw = client
-        .raw(b"GET /public/..\\admin/x HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .await;
-    assert!(
-        raw.starts_with("HTTP/1.1 400"),
-        "a raw backslash is refused: {raw}"
-    );
-    assert_eq!(
-        backend.received().len(),
-        before,
-        "no refused spelling reached the backend"
-    );
+    let raw = client.raw(b"GET /public/..\\admin/x HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await;
+    assert!(raw.starts_with("HTTP/1.1 400"), "a raw backslash is refused: {raw}");
+    assert_eq!(backend.received().len(), before, "no refused spelling reached the backend");
 }
 
 #[tokio::test]
@@ -187,27 +141,14 @@ async fn backend_sees_forwarded_headers_and_client_gets_the_request_id() {
     let rsp = client.send(req).await;
     assert_eq!(rsp.status, 200);
     let seen = backend.last();
-    assert_eq!(
-        seen.headers["x-forwarded-for"], "127.0.0.1",
-        "an untrusted peer's X-Forwarded-For is replaced"
-    );
+    assert_eq!(seen.headers["x-forwarded-for"], "127.0.0.1", "an untrusted peer's X-Forwarded-For is replaced");
     assert_eq!(seen.headers["x-forwarded-proto"], "https");
     assert_eq!(seen.headers["x-forwarded-host"], "localhost");
     assert!(!seen.headers.contains_key("x-real-ip") && !seen.headers.contains_key("forwarded"));
-    assert_eq!(
-        seen.headers["x-route"], "public",
-        "a header a policy sets is the policy's value"
-    );
+    assert_eq!(seen.headers["x-route"], "public", "a header a policy sets is the policy's value");
     assert_eq!(seen.headers.get_all("x-route").iter().count(), 1);
-    assert_eq!(
-        seen.headers["host"],
-        backend.addr.to_string(),
-        "the backend gets its own Host"
-    );
-    let id = rsp
-        .header("x-request-id")
-        .expect("request id returned")
-        .to_owned();
+    assert_eq!(seen.headers["host"], backend.addr.to_string(), "the backend gets its own Host");
+    let id = rsp.header("x-request-id").expect("request id returned").to_owned();
     assert_ne!(id, "chosen-by-attacker");
     assert_eq!(seen.headers["x-request-id"], id.as_str());
 }
@@ -216,10 +157,7 @@ async fn backend_sees_forwarded_headers_and_client_gets_the_request_id() {
 async fn trusted_proxies_may_pass_on_forwarded_for_and_request_id() {
     let pki = Pki::new();
     let backend = TestBackend::start().await;
-    let yaml = format!(
-        "{}trusted_proxies: [127.0.0.0/8]\n",
-        routing_config(&backend.url())
-    );
+    let yaml = format!("{}trusted_proxies: [127.0.0.0/8]\n", routing_config(&backend.url()));
     let gw = TestGateway::start(&yaml, &pki);
     let client = Client::new(gw.addr("public"), &pki);
     let req = Request::get("/public/x")
@@ -231,16 +169,10 @@ async fn trusted_proxies_may_pass_on_forwarded_for_and_request_id() {
         .unwrap();
     let rsp = client.send(req).await;
     let seen = backend.last();
-    assert_eq!(
-        seen.headers["x-forwarded-for"], "203.0.113.9, 10.0.0.1, 127.0.0.1",
-        "the list is extended"
-    );
+    assert_eq!(seen.headers["x-forwarded-for"], "203.0.113.9, 10.0.0.1, 127.0.0.1", "the list is extended");
     assert_eq!(seen.headers["x-request-id"], "edge-1234");
     assert_eq!(rsp.header("x-request-id"), Some("edge-1234"));
-    assert!(
-        !seen.headers.contains_key("x-real-ip"),
-        "only X-Forwarded-For and X-Request-Id pass"
-    );
+    assert!(!seen.headers.contains_key("x-real-ip"), "only X-Forwarded-For and X-Request-Id pass");
 }
 
 #[tokio::test]
@@ -259,26 +191,11 @@ async fn hop_by_hop_headers_are_stripped_both_ways() {
     let rsp = client.send(req).await;
     assert_eq!(rsp.status, 200);
     let seen = backend.last();
-    for name in [
-        "x-private",
-        "keep-alive",
-        "proxy-authorization",
-        "te",
-        "upgrade",
-    ] {
-        assert!(
-            !seen.headers.contains_key(name),
-            "{name} reached the backend"
-        );
+    for name in ["x-private", "keep-alive", "proxy-authorization", "te", "upgrade"] {
+        assert!(!seen.headers.contains_key(name), "{name} reached the backend");
     }
-    assert_eq!(
-        seen.headers["x-forwarded-for"], "127.0.0.1",
-        "Connection cannot remove the gateway's own header"
-    );
-    assert!(
-        rsp.header("x-backend-private").is_none(),
-        "a header the backend's Connection names is dropped"
-    );
+    assert_eq!(seen.headers["x-forwarded-for"], "127.0.0.1", "Connection cannot remove the gateway's own header");
+    assert!(rsp.header("x-backend-private").is_none(), "a header the backend's Connection names is dropped");
     assert_eq!(rsp.header("x-powered-by"), Some("tests"));
 }
 
@@ -289,11 +206,7 @@ async fn h2_is_negotiated_by_alpn() {
     let rsp = h2.send(get("/apolloapi/items", "localhost")).await;
     assert_eq!(rsp.version, http::Version::HTTP_2);
     assert_eq!(rsp.status, 200, "{}", rsp.text());
-    assert_eq!(
-        backend.last().headers["x-route"],
-        "api",
-        "the :authority routes like Host"
-    );
+    assert_eq!(backend.last().headers["x-route"], "api", "the :authority routes like Host");
     assert_eq!(backend.last().headers["x-forwarded-host"], "localhost");
 }
 
@@ -302,10 +215,7 @@ async fn backend_down_is_502_and_slow_is_504_and_idempotent_requests_retry() {
     let pki = Pki::new();
     let backend = TestBackend::start().await;
     // A port that refuses connections: bind, then close.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let yaml = format!(
         r#"version: 1
 listeners:{TLS_LISTENER}
@@ -326,10 +236,7 @@ routes:
     let rsp = client.get("/down/x").await;
     assert_eq!(rsp.status, 502);
     assert_eq!(rsp.problem_kind(), "bad-gateway");
-    assert!(
-        !rsp.text().contains(&closed.to_string()),
-        "the problem does not reveal backend addresses"
-    );
+    assert!(!rsp.text().contains(&closed.to_string()), "the problem does not reveal backend addresses");
 
     let rsp = client.get("/slow/x?ms=3000").await;
     assert_eq!(rsp.status, 504);
@@ -337,35 +244,19 @@ routes:
 
     for _ in 0..4 {
         let rsp = client.get("/half/x").await;
-        assert_eq!(
-            rsp.status,
-            200,
-            "a GET retries on the healthy url: {}",
-            rsp.text()
-        );
+        assert_eq!(rsp.status, 200, "a GET retries on the healthy url: {}", rsp.text());
     }
-    let post = Request::post("/half/x")
-        .header("host", "localhost")
-        .body(Full::new(Bytes::from_static(b"data")))
-        .unwrap();
+    let post =
+        Request::post("/half/x").header("host", "localhost").body(Full::new(Bytes::from_static(b"data"))).unwrap();
     let statuses: Vec<u16> = futures_statuses(&client, post, 4).await;
-    assert!(
-        statuses.iter().all(|s| *s == 200 || *s == 502),
-        "{statuses:?}"
-    );
+    assert!(statuses.iter().all(|s| *s == 200 || *s == 502), "{statuses:?}");
 }
 
 async fn futures_statuses(client: &Client, req: Request<Full<Bytes>>, n: usize) -> Vec<u16> {
     let mut out = Vec::new();
     for _ in 0..n {
         let (parts, body) = req.clone().into_parts();
-        out.push(
-            client
-                .send(Request::from_parts(parts, body))
-                .await
-                .status
-                .as_u16(),
-        );
+        out.push(client.send(Request::from_parts(parts, body)).await.status.as_u16());
     }
     out
 }
@@ -392,25 +283,15 @@ routes:
     let gw = TestGateway::start(&yaml, &pki);
     let client = Client::new(gw.addr("public"), &pki);
 
-    let ok = Request::post("/x")
-        .header("host", "localhost")
-        .body(Full::new(Bytes::from(vec![b'a'; 1024])))
-        .unwrap();
+    let ok = Request::post("/x").header("host", "localhost").body(Full::new(Bytes::from(vec![b'a'; 1024]))).unwrap();
     assert_eq!(client.send(ok).await.status, 200);
 
     let before = backend.received().len();
-    let big = Request::post("/x")
-        .header("host", "localhost")
-        .body(Full::new(Bytes::from(vec![b'a'; 1025])))
-        .unwrap();
+    let big = Request::post("/x").header("host", "localhost").body(Full::new(Bytes::from(vec![b'a'; 1025]))).unwrap();
     let rsp = client.send(big).await;
     assert_eq!(rsp.status, 413);
     assert_eq!(rsp.problem_kind(), "payload-too-large");
-    assert_eq!(
-        backend.received().len(),
-        before,
-        "a declared oversize body is refused before forwarding"
-    );
+    assert_eq!(backend.received().len(), before, "a declared oversize body is refused before forwarding");
 
     // Chunked, so the size is only known while streaming.
     let chunk = "a".repeat(600);
@@ -419,10 +300,7 @@ routes:
     );
     let answer = client.raw(raw.as_bytes()).await;
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
-    assert!(
-        backend.received().iter().all(|r| r.body_bytes <= 1024),
-        "the backend never got more than the limit"
-    );
+    assert!(backend.received().iter().all(|r| r.body_bytes <= 1024), "the backend never got more than the limit");
 
     let huge = Request::get("/x")
         .header("host", "localhost")
@@ -457,10 +335,7 @@ routes:
 
     const TOTAL: u64 = 200 << 20;
     let tls = client.connect().await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-            .await
-            .unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await.unwrap();
     tokio::spawn(conn);
     let chunks = futures_stream(TOTAL);
     let body = http_body_util::StreamBody::new(chunks);
@@ -473,15 +348,8 @@ routes:
     assert_eq!(rsp.status(), 200);
     assert_eq!(backend.last().body_bytes, TOTAL, "every byte arrived");
     let growth_mib = (gw.peak_rss_kib().saturating_sub(before)) / 1024;
-    eprintln!(
-        "gateway peak RSS: {} KiB before, {} KiB after the upload",
-        before,
-        gw.peak_rss_kib()
-    );
-    assert!(
-        growth_mib < 64,
-        "the gateway's peak memory grew by {growth_mib} MiB for a 200 MiB upload"
-    );
+    eprintln!("gateway peak RSS: {} KiB before, {} KiB after the upload", before, gw.peak_rss_kib());
+    assert!(growth_mib < 64, "the gateway's peak memory grew by {growth_mib} MiB for a 200 MiB upload");
 }
 
 /// 200 MiB in 64 KiB frames, produced lazily.
@@ -499,4 +367,92 @@ fn futures_stream(
         sent += n as u64;
         std::task::Poll::Ready(Some(Ok(http_body::Frame::data(chunk.slice(..n)))))
     })
+}
+
+#[tokio::test]
+async fn https_backends_get_the_gateway_client_certificate_and_h2() {
+    let pki = Pki::new();
+    let backend = TestBackend::start_tls(&pki).await;
+    let yaml = format!(
+        r#"version: 1
+listeners:{TLS_LISTENER}
+backends:
+  mtls:
+    urls: ["https://localhost:{port}"]
+    tls: {{ trusted_cas: ca.pem, client_cert: gateway-client.pem, client_key: gateway-client-key.pem }}
+  no-cert:
+    urls: ["https://localhost:{port}"]
+    tls: {{ trusted_cas: ca.pem }}
+  untrusted:
+    urls: ["https://localhost:{port}"]
+    tls: {{ trusted_cas: client-ca.pem, client_cert: gateway-client.pem, client_key: gateway-client-key.pem }}
+routes:
+  - {{ name: mtls, match: {{ path_prefix: /mtls/ }}, backend: mtls }}
+  - {{ name: no-cert, match: {{ path_prefix: /no-cert/ }}, backend: no-cert }}
+  - {{ name: untrusted, match: {{ path_prefix: /untrusted/ }}, backend: untrusted }}
+"#,
+        port = backend.addr.port()
+    );
+    let gw = TestGateway::start(&yaml, &pki);
+    let client = Client::new(gw.addr("public"), &pki);
+
+    let rsp = client.get("/mtls/x").await;
+    assert_eq!(rsp.status, 200, "{}", rsp.text());
+    let seen = backend.last();
+    assert_eq!(seen.client_cert.as_deref(), Some("CN=gateway, O=Example"));
+    assert_eq!(seen.version, http::Version::HTTP_2, "h2 negotiated by ALPN with the backend");
+
+    assert_eq!(client.get("/no-cert/x").await.status, 502, "the backend requires a client certificate");
+    assert_eq!(client.get("/untrusted/x").await.status, 502, "the backend's certificate is not from the trusted CA");
+    assert_eq!(backend.received().len(), 1);
+}
+
+#[tokio::test]
+async fn round_robin_spreads_requests_and_active_health_drives_readiness() {
+    let pki = Pki::new();
+    let (a, b) = (TestBackend::start().await, TestBackend::start().await);
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let yaml = format!(
+        r#"version: 1
+listeners:{TLS_LISTENER}
+admin: {{ bind: 127.0.0.1:0 }}
+backends:
+  pair: {{ urls: ["{a}", "{b}"] }}
+  gone: {{ urls: ["http://{closed}"], health_check: {{ path: /health, interval: 100ms }} }}
+routes:
+  - {{ name: pair, match: {{ path_prefix: /pair/ }}, backend: pair }}
+  - {{ name: gone, match: {{ path_prefix: /gone/ }}, backend: gone }}
+"#,
+        a = a.url(),
+        b = b.url()
+    );
+    let gw = TestGateway::start(&yaml, &pki);
+    let client = Client::new(gw.addr("public"), &pki);
+    for _ in 0..6 {
+        assert_eq!(client.get("/pair/x").await.status, 200);
+    }
+    assert_eq!((a.received().len(), b.received().len()), (3, 3));
+
+    // The health check marks the only url of `gone` down; /readyz says which backend.
+    let admin = gw.addr("admin");
+    let mut body = String::new();
+    for _ in 0..100 {
+        body = http_get(admin, "/readyz").await;
+        if body.starts_with("HTTP/1.1 503") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(body.starts_with("HTTP/1.1 503"), "{body}");
+    assert!(body.contains("backend gone has no healthy url"), "{body}");
+    assert!(http_get(admin, "/healthz").await.starts_with("HTTP/1.1 200"));
+}
+
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+    let mut out = String::new();
+    tcp.read_to_string(&mut out).await.unwrap();
+    out
 }

@@ -35,8 +35,7 @@ pub async fn serve(
             let svc = service_fn(move |req: Request<Incoming>| {
                 std::future::ready(Ok::<_, Infallible>(answer(&gateway, &req)))
             });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc);
+            let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
             let _ = watcher.watch(conn).await;
         });
     }
@@ -56,22 +55,13 @@ fn answer(gateway: &Gateway, req: &Request<Incoming>) -> Response<Body> {
             if not_ready.is_empty() {
                 (StatusCode::OK, serde_json::json!({ "status": "ready" }))
             } else {
-                (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    serde_json::json!({ "status": "not ready", "reasons": not_ready }),
-                )
+                (StatusCode::SERVICE_UNAVAILABLE, serde_json::json!({ "status": "not ready", "reasons": not_ready }))
             }
         }
-        _ => (
-            StatusCode::NOT_FOUND,
-            serde_json::json!({ "error": "not found: try /healthz or /readyz" }),
-        ),
+        _ => (StatusCode::NOT_FOUND, serde_json::json!({ "error": "not found: try /healthz or /readyz" })),
     };
     let mut rsp = Response::new(body::full(json.to_string()));
     *rsp.status_mut() = status;
-    rsp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    rsp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     rsp
 }

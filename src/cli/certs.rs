@@ -9,10 +9,7 @@ pub fn dev(dir: &Path, force: bool) -> anyhow::Result<ExitCode> {
     if pki::ensure_dev_material(dir, force)? {
         println!("created development certificates in {}:", dir.display());
     } else {
-        println!(
-            "development certificates already in {} (use --force to replace them):",
-            dir.display()
-        );
+        println!("development certificates already in {} (use --force to replace them):", dir.display());
     }
     for file in pki::DEV_FILES {
         println!("  {}", dir.join(file).display());

@@ -20,21 +20,14 @@ pub fn demo(config_file: &Path, certs: &Path, log_level: &str) -> anyhow::Result
     };
     super::init_logging(log_level);
     super::run::serve(loaded.runtime, |server| {
-        let https = server
-            .local_addr("public")
-            .map(|a| format!("https://localhost:{}", a.port()));
+        let https = server.local_addr("public").map(|a| format!("https://localhost:{}", a.port()));
         let plain = server.local_addr("plain");
         let admin = server.local_addr("admin");
         eprintln!("{}", commands(certs, https.as_deref(), plain, admin));
     })
 }
 
-fn commands(
-    certs: &Path,
-    https: Option<&str>,
-    plain: Option<SocketAddr>,
-    admin: Option<SocketAddr>,
-) -> String {
+fn commands(certs: &Path, https: Option<&str>, plain: Option<SocketAddr>, admin: Option<SocketAddr>) -> String {
     let c = certs.display();
     let mut out = String::from("\nportcullis demo is running. Try (Ctrl-C stops it):\n\n");
     if let Some(base) = https {
@@ -43,11 +36,11 @@ fn commands(
         out += &format!(
             "# allowed with a client certificate\n{curl} --cert {c}/client.pem --key {c}/client-key.pem {base}/echo/with-cert\n\n"
         );
-        out += &format!("# the response-side header rule removed the backend's X-Powered-By\n{curl} -i {base}/echo/headers\n\n");
-        out += &format!("# no route: 404 problem+json\n{curl} -i {base}/nowhere\n\n");
         out += &format!(
-            "# an encoded slash cannot sneak past routing: 400\n{curl} -i {base}/echo/a%2fb\n\n"
+            "# the response-side header rule removed the backend's X-Powered-By\n{curl} -i {base}/echo/headers\n\n"
         );
+        out += &format!("# no route: 404 problem+json\n{curl} -i {base}/nowhere\n\n");
+        out += &format!("# an encoded slash cannot sneak past routing: 400\n{curl} -i {base}/echo/a%2fb\n\n");
     }
     if let Some(addr) = plain {
         out += &format!(

@@ -11,11 +11,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(
-    name = "portcullis",
-    version,
-    about = "TLS-terminating reverse-proxy security gateway"
-)]
+#[command(name = "portcullis", version, about = "TLS-terminating reverse-proxy security gateway")]
 struct Cli {
     /// Log filter, e.g. `info`, `debug`, `portcullis=debug` (RUST_LOG wins when set).
     #[arg(long, global = true, default_value = "info")]
@@ -70,9 +66,7 @@ pub fn main() -> ExitCode {
         Command::Run { config } => run::run(&config, &cli.log_level),
         Command::Check { config } => check::check(&config),
         Command::Demo { config, certs } => demo::demo(&config, &certs, &cli.log_level),
-        Command::Certs {
-            command: CertsCommand::Dev { dir, force },
-        } => certs::dev(&dir, force),
+        Command::Certs { command: CertsCommand::Dev { dir, force } } => certs::dev(&dir, force),
     };
     match result {
         Ok(code) => code,

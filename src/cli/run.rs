@@ -23,23 +23,14 @@ pub fn run(config_file: &Path, log_level: &str) -> anyhow::Result<ExitCode> {
 
 /// Starts the gateway on a multi-threaded runtime, calls `started` once every listener is
 /// bound, and drains on SIGTERM or Ctrl-C.
-pub(super) fn serve(
-    runtime: crate::runtime::Runtime,
-    started: impl FnOnce(&Server),
-) -> anyhow::Result<ExitCode> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+pub(super) fn serve(runtime: crate::runtime::Runtime, started: impl FnOnce(&Server)) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
         let server = Server::start(runtime).await?;
         started(&server);
         server::termination_signal().await;
         tracing::info!("shutting down");
         let drained = server.shutdown().await;
-        Ok(if drained {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::FAILURE
-        })
+        Ok(if drained { ExitCode::SUCCESS } else { ExitCode::FAILURE })
     })
 }

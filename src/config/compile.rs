@@ -35,13 +35,8 @@ pub struct Loaded {
 /// Every problem found, each with its location in the file.
 pub fn load(file: &Path) -> Result<Loaded, ConfigErrors> {
     let text = std::fs::read_to_string(file).map_err(|e| {
-        ConfigError::new(
-            file,
-            Location::UNKNOWN,
-            "",
-            format!("cannot read the configuration: {e}"),
-        )
-        .with_hint("check the path given to --config")
+        ConfigError::new(file, Location::UNKNOWN, "", format!("cannot read the configuration: {e}"))
+            .with_hint("check the path given to --config")
     })?;
     let raw: RawConfig = serde_saphyr::from_str(&text).map_err(|e| parse_error(file, &e))?;
     Compiler::new(file).compile(raw)
@@ -51,12 +46,7 @@ fn parse_error(file: &Path, error: &serde_saphyr::Error) -> ConfigError {
     let at = error.location().unwrap_or(Location::UNKNOWN);
     let message = error.without_snippet().to_string();
     // The message ends with its own " at line L column C"; the location is printed in front.
-    let message = message
-        .split(" at line ")
-        .next()
-        .unwrap_or(&message)
-        .trim()
-        .to_owned();
+    let message = message.split(" at line ").next().unwrap_or(&message).trim().to_owned();
     let hint = if message.contains("unknown field") {
         "remove the key or fix its spelling; the message lists the keys allowed here"
     } else {
@@ -75,28 +65,16 @@ struct Compiler<'a> {
 impl<'a> Compiler<'a> {
     fn new(file: &'a Path) -> Self {
         let dir = file.parent().map(Path::to_owned).unwrap_or_default();
-        Self {
-            file,
-            dir,
-            errors: Vec::new(),
-            warnings: Vec::new(),
-        }
+        Self { file, dir, errors: Vec::new(), warnings: Vec::new() }
     }
 
-    fn error(
-        &mut self,
-        at: Location,
-        path: impl Into<String>,
-        message: impl Into<String>,
-    ) -> &mut ConfigError {
-        self.errors
-            .push(ConfigError::new(self.file, at, path, message));
+    fn error(&mut self, at: Location, path: impl Into<String>, message: impl Into<String>) -> &mut ConfigError {
+        self.errors.push(ConfigError::new(self.file, at, path, message));
         self.errors.last_mut().expect("just pushed")
     }
 
     fn warn(&mut self, at: Location, path: impl Into<String>, message: impl Into<String>) {
-        self.warnings
-            .push(ConfigError::new(self.file, at, path, message));
+        self.warnings.push(ConfigError::new(self.file, at, path, message));
     }
 
     fn resolve(&self, path: &Located) -> PathBuf {
@@ -105,12 +83,8 @@ impl<'a> Compiler<'a> {
 
     fn compile(mut self, raw: RawConfig) -> Result<Loaded, ConfigErrors> {
         if raw.version.value != 1 {
-            self.error(
-                raw.version.referenced,
-                "version",
-                format!("unsupported version {}", raw.version.value),
-            )
-            .hint("write `version: 1`");
+            self.error(raw.version.referenced, "version", format!("unsupported version {}", raw.version.value))
+                .hint("write `version: 1`");
         }
         let backends = self.backends(&raw.backends);
         let policies = self.policies(&raw.policies);
@@ -121,13 +95,11 @@ impl<'a> Compiler<'a> {
                 gateway_headers.insert(name.clone());
             }
         }
-        let defaults = self.references(&raw.default_policies, "default_policies", &policies);
-        let routes = self.routes(&raw.routes, &defaults, &policies, &backends);
+        let declared = Declared { policies: &raw.policies, backends: &raw.backends };
+        let defaults = self.references(&raw.default_policies, "default_policies", &policies, &declared);
+        let routes = self.routes(&raw.routes, &defaults, &policies, &backends, &declared);
         let listeners = self.listeners(&raw.listeners);
-        let admin = raw
-            .admin
-            .as_ref()
-            .and_then(|a| self.socket_addr(&a.bind, "admin.bind"));
+        let admin = raw.admin.as_ref().and_then(|a| self.socket_addr(&a.bind, "admin.bind"));
         if self.errors.is_empty() {
             let runtime = Runtime {
                 source: self.file.to_owned(),
@@ -139,10 +111,7 @@ impl<'a> Compiler<'a> {
                 gateway_headers,
                 drain_timeout: raw.drain_timeout.map_or(DEFAULT_DRAIN_TIMEOUT, |d| d.0),
             };
-            Ok(Loaded {
-                runtime,
-                warnings: self.warnings,
-            })
+            Ok(Loaded { runtime, warnings: self.warnings })
         } else {
             self.errors.sort_by_key(|e| (e.line, e.column));
             Err(ConfigErrors(self.errors))
@@ -153,22 +122,14 @@ impl<'a> Compiler<'a> {
         match bind.value.parse() {
             Ok(addr) => Some(addr),
             Err(_) => {
-                self.error(
-                    bind.referenced,
-                    path,
-                    format!("invalid address {:?}", bind.value),
-                )
-                .hint("write an IP address and a port, like 127.0.0.1:8443 or [::1]:8443");
+                self.error(bind.referenced, path, format!("invalid address {:?}", bind.value))
+                    .hint("write an IP address and a port, like 127.0.0.1:8443 or [::1]:8443");
                 None
             }
         }
     }
 
-    fn certs(
-        &mut self,
-        file: &Located,
-        path: &str,
-    ) -> Option<Vec<rustls_pki_types::CertificateDer<'static>>> {
+    fn certs(&mut self, file: &Located, path: &str) -> Option<Vec<rustls_pki_types::CertificateDer<'static>>> {
         match tls::load_certs(&self.resolve(file)) {
             Ok(certs) => Some(certs),
             Err(e) => {
@@ -179,12 +140,7 @@ impl<'a> Compiler<'a> {
         }
     }
 
-    fn cert_and_key(
-        &mut self,
-        cert: &Located,
-        key: &Located,
-        path: &str,
-    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+    fn cert_and_key(&mut self, cert: &Located, key: &Located, path: &str) -> Option<Arc<rustls::sign::CertifiedKey>> {
         let chain = self.certs(cert, &format!("{path}.cert"))?;
         let key_der = match tls::load_key(&self.resolve(key)) {
             Ok(k) => k,
@@ -223,18 +179,14 @@ impl<'a> Compiler<'a> {
                 continue;
             };
             if bind.port() != 0 && !binds.insert(bind) {
-                self.error(
-                    l.bind.referenced,
-                    format!("{path}.bind"),
-                    format!("{bind} is bound by another listener"),
-                );
+                self.error(l.bind.referenced, format!("{path}.bind"), format!("{bind} is bound by another listener"));
             }
             let kind = match (&l.tls, &l.redirect_to_https) {
                 (Some(t), None) => self.server_tls(t, &path).map(ListenerKind::Tls),
                 (None, Some(url)) => match url.value.strip_prefix("https://") {
-                    Some(rest) if !rest.is_empty() => Some(ListenerKind::Redirect(
-                        url.value.trim_end_matches('/').into(),
-                    )),
+                    Some(rest) if !rest.is_empty() => {
+                        Some(ListenerKind::Redirect(url.value.trim_end_matches('/').into()))
+                    }
                     _ => {
                         self.error(
                             url.referenced,
@@ -257,11 +209,7 @@ impl<'a> Compiler<'a> {
             };
             let limits = &l.limits;
             if limits.max_connections == 0 {
-                self.error(
-                    spanned.referenced,
-                    format!("{path}.limits.max_connections"),
-                    "must be at least 1",
-                );
+                self.error(spanned.referenced, format!("{path}.limits.max_connections"), "must be at least 1");
             }
             let Some(kind) = kind else { continue };
             out.push(ListenerSpec {
@@ -269,8 +217,7 @@ impl<'a> Compiler<'a> {
                 bind,
                 kind,
                 limits: Limits {
-                    max_header_bytes: usize::try_from(limits.max_header_bytes.0)
-                        .unwrap_or(usize::MAX),
+                    max_header_bytes: usize::try_from(limits.max_header_bytes.0).unwrap_or(usize::MAX),
                     max_body_bytes: limits.max_body_bytes.0,
                     header_read_timeout: limits.header_read_timeout.0,
                     idle_timeout: limits.idle_timeout.0,
@@ -292,11 +239,7 @@ impl<'a> Compiler<'a> {
         }
         let mut keys = Vec::new();
         for (j, ck) in t.certificates.value.iter().enumerate() {
-            keys.extend(self.cert_and_key(
-                &ck.cert,
-                &ck.key,
-                &format!("{path}.tls.certificates[{j}]"),
-            ));
+            keys.extend(self.cert_and_key(&ck.cert, &ck.key, &format!("{path}.tls.certificates[{j}]")));
         }
         let client_auth = match &t.client_auth {
             None => ClientAuth::None,
@@ -317,19 +260,11 @@ impl<'a> Compiler<'a> {
                     match tls::load_crl(&self.resolve(crl)) {
                         Ok(c) => crls.push(c),
                         Err(e) => {
-                            self.error(
-                                crl.referenced,
-                                format!("{path}.tls.client_auth.crls[{k}]"),
-                                e,
-                            );
+                            self.error(crl.referenced, format!("{path}.tls.client_auth.crls[{k}]"), e);
                         }
                     }
                 }
-                ClientAuth::Verify {
-                    cas,
-                    crls,
-                    required: ca.mode.value == ClientAuthMode::Required,
-                }
+                ClientAuth::Verify { cas, crls, required: ca.mode.value == ClientAuthMode::Required }
             }
         };
         if keys.len() != t.certificates.value.len() {
@@ -344,10 +279,7 @@ impl<'a> Compiler<'a> {
         }
     }
 
-    fn backends(
-        &mut self,
-        raw: &BTreeMap<String, Spanned<raw::BackendConfig>>,
-    ) -> BTreeMap<String, Arc<Backend>> {
+    fn backends(&mut self, raw: &BTreeMap<String, Spanned<raw::BackendConfig>>) -> BTreeMap<String, Arc<Backend>> {
         let mut out = BTreeMap::new();
         for (name, spanned) in raw {
             let b = &spanned.value;
@@ -356,12 +288,8 @@ impl<'a> Compiler<'a> {
                 (Some(raw::Builtin::Echo), true) => Some(Backend::echo(name)),
                 (None, false) => self.pool(name, b, &path),
                 _ => {
-                    self.error(
-                        spanned.referenced,
-                        &path,
-                        "a backend needs exactly one of `urls` or `builtin`",
-                    )
-                    .hint("for example `urls: [http://127.0.0.1:7071]` or `builtin: echo`");
+                    self.error(spanned.referenced, &path, "a backend needs exactly one of `urls` or `builtin`")
+                        .hint("for example `urls: [http://127.0.0.1:7071]` or `builtin: echo`");
                     None
                 }
             };
@@ -379,9 +307,7 @@ impl<'a> Compiler<'a> {
                 Ok(u) => upstreams.push(u),
                 Err(e) => {
                     self.error(url.referenced, format!("{path}.urls[{i}]"), e)
-                        .hint(
-                        "write a base URL like http://127.0.0.1:7071 or https://app.internal/api",
-                    );
+                        .hint("write a base URL like http://127.0.0.1:7071 or https://app.internal/api");
                 }
             }
         }
@@ -392,16 +318,11 @@ impl<'a> Compiler<'a> {
             }
             match (&t.client_cert, &t.client_key) {
                 (Some(cert), Some(key)) => {
-                    client_cert =
-                        Some(self.cert_and_key(cert, key, &format!("{path}.tls.client_cert"))?)
+                    client_cert = Some(self.cert_and_key(cert, key, &format!("{path}.tls.client_cert"))?)
                 }
                 (None, None) => {}
                 (Some(at), None) | (None, Some(at)) => {
-                    self.error(
-                        at.referenced,
-                        format!("{path}.tls"),
-                        "`client_cert` and `client_key` go together",
-                    );
+                    self.error(at.referenced, format!("{path}.tls"), "`client_cert` and `client_key` go together");
                     return None;
                 }
             }
@@ -415,19 +336,13 @@ impl<'a> Compiler<'a> {
         };
         let health_check = b.health_check.as_ref().and_then(|h| {
             if !h.path.value.starts_with('/') {
-                self.error(
-                    h.path.referenced,
-                    format!("{path}.health_check.path"),
-                    "must start with '/'",
-                );
+                self.error(h.path.referenced, format!("{path}.health_check.path"), "must start with '/'");
                 return None;
             }
             Some(HealthCheck {
                 path: h.path.value.clone(),
                 interval: h.interval.0,
-                timeout: h
-                    .timeout
-                    .map_or(h.interval.0.min(Duration::from_secs(5)), |t| t.0),
+                timeout: h.timeout.map_or(h.interval.0.min(Duration::from_secs(5)), |t| t.0),
             })
         });
         if upstreams.len() != b.urls.len() {
@@ -443,10 +358,7 @@ impl<'a> Compiler<'a> {
         Some(Backend::pool(name, upstreams, settings))
     }
 
-    fn policies(
-        &mut self,
-        raw: &BTreeMap<String, Spanned<raw::PolicyConfig>>,
-    ) -> HashMap<String, Arc<NamedPolicy>> {
+    fn policies(&mut self, raw: &BTreeMap<String, Spanned<raw::PolicyConfig>>) -> HashMap<String, Arc<NamedPolicy>> {
         let mut out = HashMap::new();
         for (name, spanned) in raw {
             let p = &spanned.value;
@@ -454,8 +366,7 @@ impl<'a> Compiler<'a> {
             let policy = match &p.headers {
                 Some(h) => {
                     let request = self.header_edits(&h.request, &format!("{path}.headers.request"));
-                    let response =
-                        self.header_edits(&h.response, &format!("{path}.headers.response"));
+                    let response = self.header_edits(&h.response, &format!("{path}.headers.response"));
                     Policy::Headers(HeaderRules { request, response })
                 }
                 None => {
@@ -464,14 +375,7 @@ impl<'a> Compiler<'a> {
                     continue;
                 }
             };
-            out.insert(
-                name.clone(),
-                Arc::new(NamedPolicy {
-                    name: name.as_str().into(),
-                    mode: p.mode,
-                    policy,
-                }),
-            );
+            out.insert(name.clone(), Arc::new(NamedPolicy { name: name.as_str().into(), mode: p.mode, policy }));
         }
         out
     }
@@ -479,9 +383,7 @@ impl<'a> Compiler<'a> {
     fn header_edits(&mut self, raw: &raw::HeaderRulesConfig, path: &str) -> HeaderEdits {
         let mut edits = HeaderEdits::default();
         for name in &raw.remove {
-            if let Some(n) =
-                self.header_name(&name.value, name.referenced, &format!("{path}.remove"))
-            {
+            if let Some(n) = self.header_name(&name.value, name.referenced, &format!("{path}.remove")) {
                 edits.remove.push(n);
             }
         }
@@ -502,12 +404,8 @@ impl<'a> Compiler<'a> {
                     edits.set.push((n, v));
                 }
                 Err(_) => {
-                    self.error(
-                        value.referenced,
-                        format!("{path}.set.{name}"),
-                        "not a valid header value",
-                    )
-                    .hint("use visible ASCII without line breaks");
+                    self.error(value.referenced, format!("{path}.set.{name}"), "not a valid header value")
+                        .hint("use visible ASCII without line breaks");
                 }
             }
         }
@@ -530,19 +428,18 @@ impl<'a> Compiler<'a> {
         names: &[Located],
         path: &str,
         policies: &HashMap<String, Arc<NamedPolicy>>,
+        declared: &Declared<'_>,
     ) -> Vec<Arc<NamedPolicy>> {
         let mut out = Vec::new();
         for (i, name) in names.iter().enumerate() {
             match policies.get(&name.value) {
                 Some(p) => out.push(p.clone()),
+                // Declared but broken: its own error is already reported.
+                None if declared.policies.contains_key(&name.value) => {}
                 None => {
                     let known = sorted_keys(policies.keys());
-                    self.error(
-                        name.referenced,
-                        format!("{path}[{i}]"),
-                        format!("unknown policy {:?}", name.value),
-                    )
-                    .hint(format!("defined policies: {known}"));
+                    self.error(name.referenced, format!("{path}[{i}]"), format!("unknown policy {:?}", name.value))
+                        .hint(format!("defined policies: {known}"));
                 }
             }
         }
@@ -555,6 +452,7 @@ impl<'a> Compiler<'a> {
         defaults: &[Arc<NamedPolicy>],
         policies: &HashMap<String, Arc<NamedPolicy>>,
         backends: &BTreeMap<String, Arc<Backend>>,
+        declared: &Declared<'_>,
     ) -> RouteTable {
         let mut table = RouteTable::default();
         let mut names = HashSet::new();
@@ -571,15 +469,9 @@ impl<'a> Compiler<'a> {
             let m = &r.matcher;
             let path_match = match (&m.path_prefix, &m.path) {
                 (None, None) => Some(PathMatch::Any),
-                (Some(prefix), None) if prefix.value.starts_with('/') => {
-                    Some(PathMatch::Prefix(prefix.value.clone()))
-                }
+                (Some(prefix), None) if prefix.value.starts_with('/') => Some(PathMatch::Prefix(prefix.value.clone())),
                 (Some(prefix), None) => {
-                    self.error(
-                        prefix.referenced,
-                        format!("{path}.match.path_prefix"),
-                        "must start with '/'",
-                    );
+                    self.error(prefix.referenced, format!("{path}.match.path_prefix"), "must start with '/'");
                     None
                 }
                 (None, Some(template)) => match PathMatch::template(&template.value) {
@@ -591,12 +483,8 @@ impl<'a> Compiler<'a> {
                     }
                 },
                 (Some(at), Some(_)) => {
-                    self.error(
-                        at.referenced,
-                        format!("{path}.match"),
-                        "`path_prefix` and `path` exclude each other",
-                    )
-                    .hint("keep one of them");
+                    self.error(at.referenced, format!("{path}.match"), "`path_prefix` and `path` exclude each other")
+                        .hint("keep one of them");
                     None
                 }
             };
@@ -613,16 +501,11 @@ impl<'a> Compiler<'a> {
                     }
                 }
             }
-            let mut chain = Chain {
-                policies: defaults.to_vec(),
-            };
-            chain.policies.extend(self.references(
-                &r.policies,
-                &format!("{path}.policies"),
-                policies,
-            ));
+            let mut chain = Chain { policies: defaults.to_vec() };
+            chain.policies.extend(self.references(&r.policies, &format!("{path}.policies"), policies, declared));
             let backend = match backends.get(&r.backend.value) {
                 Some(b) => Some(b.clone()),
+                None if declared.backends.contains_key(&r.backend.value) => None,
                 None => {
                     let known = sorted_keys(backends.keys());
                     self.error(
@@ -635,9 +518,7 @@ impl<'a> Compiler<'a> {
                 }
             };
             let strip_prefix = match r.rewrite.as_ref().and_then(|rw| rw.strip_prefix.as_ref()) {
-                Some(p)
-                    if !p.value.starts_with('/') || p.value.len() > 1 && p.value.ends_with('/') =>
-                {
+                Some(p) if !p.value.starts_with('/') || p.value.len() > 1 && p.value.ends_with('/') => {
                     self.error(
                         p.referenced,
                         format!("{path}.rewrite.strip_prefix"),
@@ -654,11 +535,7 @@ impl<'a> Compiler<'a> {
             };
             let route = Route {
                 name: r.name.as_str().into(),
-                hosts: m
-                    .hosts
-                    .iter()
-                    .map(|h| HostPattern::parse(&h.value))
-                    .collect(),
+                hosts: m.hosts.iter().map(|h| HostPattern::parse(&h.value)).collect(),
                 path: path_match,
                 methods,
                 chain,
@@ -678,17 +555,23 @@ impl<'a> Compiler<'a> {
     }
 }
 
+/// Names the file declares, compiled or not: a reference to a declared but broken entry
+/// is not reported again as unknown.
+struct Declared<'r> {
+    policies: &'r BTreeMap<String, Spanned<raw::PolicyConfig>>,
+    backends: &'r BTreeMap<String, Spanned<raw::BackendConfig>>,
+}
+
 /// Whether every request `later` matches is matched by `earlier` first.
 fn shadows(earlier: &Route, later: &Route) -> bool {
-    let hosts = earlier.hosts.is_empty()
-        || (!later.hosts.is_empty() && later.hosts.iter().all(|h| earlier.hosts.contains(h)));
+    let hosts =
+        earlier.hosts.is_empty() || (!later.hosts.is_empty() && later.hosts.iter().all(|h| earlier.hosts.contains(h)));
     let methods = earlier.methods.is_empty()
         || (!later.methods.is_empty() && later.methods.iter().all(|m| earlier.methods.contains(m)));
     let paths = match (&earlier.path, &later.path) {
         (PathMatch::Any, _) => true,
         (PathMatch::Prefix(a), PathMatch::Prefix(b)) => {
-            b.starts_with(a.as_str())
-                && (a.ends_with('/') || b.len() == a.len() || b.as_bytes()[a.len()] == b'/')
+            b.starts_with(a.as_str()) && (a.ends_with('/') || b.len() == a.len() || b.as_bytes()[a.len()] == b'/')
         }
         (a, b) => a == b,
     };

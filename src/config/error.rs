@@ -20,12 +20,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    pub fn new(
-        file: &Path,
-        at: Location,
-        path: impl Into<String>,
-        message: impl Into<String>,
-    ) -> Self {
+    pub fn new(file: &Path, at: Location, path: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             file: file.to_owned(),
             line: at.line(),

@@ -17,13 +17,9 @@ impl TryFrom<String> for ConfigDuration {
     type Error = String;
 
     fn try_from(text: String) -> Result<Self, Self::Error> {
-        let split = text
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len());
+        let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
         let (digits, unit) = text.split_at(split);
-        let hint = || {
-            format!("invalid duration {text:?}: write a whole number and a unit, like 500ms, 30s, 10m or 1h")
-        };
+        let hint = || format!("invalid duration {text:?}: write a whole number and a unit, like 500ms, 30s, 10m or 1h");
         let n: u64 = digits.parse().map_err(|_| hint())?;
         let duration = match unit {
             "ms" => Duration::from_millis(n),
@@ -57,13 +53,9 @@ impl TryFrom<SizeText> for ByteSize {
             SizeText::Bytes(n) => return Ok(Self(n)),
             SizeText::Text(text) => text,
         };
-        let split = text
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len());
+        let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
         let (digits, unit) = text.split_at(split);
-        let hint = || {
-            format!("invalid size {text:?}: write a whole number and a unit, like 512, 16KiB, 10MiB or 1GiB")
-        };
+        let hint = || format!("invalid size {text:?}: write a whole number and a unit, like 512, 16KiB, 10MiB or 1GiB");
         let n: u64 = digits.parse().map_err(|_| hint())?;
         let scale: u64 = match unit {
             "" | "B" => 1,
@@ -88,9 +80,7 @@ pub enum ValueRef {
 
 impl From<String> for ValueRef {
     fn from(text: String) -> Self {
-        let inner = text
-            .strip_prefix("${")
-            .and_then(|rest| rest.strip_suffix('}'));
+        let inner = text.strip_prefix("${").and_then(|rest| rest.strip_suffix('}'));
         match inner {
             Some(r) if r.starts_with("env:") => Self::Env(r["env:".len()..].to_owned()),
             Some(r) if r.starts_with("file:") => Self::File(r["file:".len()..].to_owned()),
@@ -112,11 +102,8 @@ impl ValueRef {
     pub fn resolve(&self, base_dir: &Path) -> Result<String, String> {
         match self {
             Self::Literal(text) => Ok(text.clone()),
-            Self::Env(name) => std::env::var(name).map_err(|_| {
-                format!(
-                    "environment variable {name} is not set: export it before starting the gateway"
-                )
-            }),
+            Self::Env(name) => std::env::var(name)
+                .map_err(|_| format!("environment variable {name} is not set: export it before starting the gateway")),
             Self::File(path) => {
                 let full = base_dir.join(path);
                 std::fs::read_to_string(&full)
@@ -173,13 +160,7 @@ mod tests {
         assert_eq!(r.resolve(Path::new(".")).as_deref(), Ok("hunter2"));
         assert!(!format!("{r:?}").contains("hunter2"));
         let missing = ValueRef::from("${env:PORTCULLIS_TEST_UNSET}".to_owned());
-        assert!(missing
-            .resolve(Path::new("."))
-            .unwrap_err()
-            .contains("PORTCULLIS_TEST_UNSET"));
-        assert_eq!(
-            ValueRef::from("plain".to_owned()),
-            ValueRef::Literal("plain".into())
-        );
+        assert!(missing.resolve(Path::new(".")).unwrap_err().contains("PORTCULLIS_TEST_UNSET"));
+        assert_eq!(ValueRef::from("plain".to_owned()), ValueRef::Literal("plain".into()));
     }
 }

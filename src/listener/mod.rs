@@ -28,10 +28,7 @@ pub async fn serve(
     mut stopped: watch::Receiver<bool>,
     graceful: Arc<GracefulShutdown>,
 ) {
-    let max_connections = gateway
-        .runtime()
-        .listener(&name)
-        .map_or(1, |l| l.limits.max_connections);
+    let max_connections = gateway.runtime().listener(&name).map_or(1, |l| l.limits.max_connections);
     let slots = Arc::new(Semaphore::new(max_connections));
     loop {
         // At the limit, stop accepting: new clients wait in the kernel backlog.
@@ -71,9 +68,7 @@ pub async fn serve(
                 let watcher = graceful.watcher();
                 tokio::spawn(async move {
                     let _permit = permit;
-                    let svc = service_fn(move |req| {
-                        std::future::ready(Ok::<_, Infallible>(redirect(&base, &req)))
-                    });
+                    let svc = service_fn(move |req| std::future::ready(Ok::<_, Infallible>(redirect(&base, &req))));
                     let http = http_builder(&limits);
                     let conn = http.serve_connection(TokioIo::new(stream), svc);
                     let _ = watcher.watch(conn).await;
@@ -111,8 +106,7 @@ async fn serve_tls(
     watcher: Watcher,
 ) {
     // A client that does not finish its handshake in time holds no slot for long.
-    let tls = match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await
-    {
+    let tls = match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
             tracing::debug!(listener.name = %name, client.addr = %peer, error = %e, "TLS handshake failed");

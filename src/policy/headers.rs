@@ -47,15 +47,9 @@ mod tests {
         let rules = HeaderRules {
             request: HeaderEdits {
                 remove: vec![HeaderName::from_static("x-a")],
-                set: vec![(
-                    HeaderName::from_static("x-b"),
-                    HeaderValue::from_static("gw"),
-                )],
+                set: vec![(HeaderName::from_static("x-b"), HeaderValue::from_static("gw"))],
             },
-            response: HeaderEdits {
-                remove: vec![HeaderName::from_static("server")],
-                set: vec![],
-            },
+            response: HeaderEdits { remove: vec![HeaderName::from_static("server")], set: vec![] },
         };
         let mut h = HeaderMap::new();
         h.insert("x-a", HeaderValue::from_static("1"));

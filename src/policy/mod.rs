@@ -108,10 +108,7 @@ impl Chain {
                 return ChainOutcome { ran: i + 1, answer };
             }
         }
-        ChainOutcome {
-            ran: self.policies.len(),
-            answer: None,
-        }
+        ChainOutcome { ran: self.policies.len(), answer: None }
     }
 
     /// Runs the response side, in reverse order, over the first `ran` policies.

@@ -27,12 +27,7 @@ pub(super) async fn answer(out: Outbound<'_>) -> Response<Body> {
     let headers: serde_json::Map<String, serde_json::Value> = out
         .headers
         .iter()
-        .map(|(name, value)| {
-            (
-                name.as_str().to_owned(),
-                String::from_utf8_lossy(value.as_bytes()).into(),
-            )
-        })
+        .map(|(name, value)| (name.as_str().to_owned(), String::from_utf8_lossy(value.as_bytes()).into()))
         .collect();
     let json = serde_json::json!({
         "method": out.method.as_str(),
@@ -43,9 +38,6 @@ pub(super) async fn answer(out: Outbound<'_>) -> Response<Body> {
         "body": String::from_utf8_lossy(&kept),
     });
     let mut rsp = Response::new(body::full(json.to_string()));
-    rsp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    rsp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     rsp
 }

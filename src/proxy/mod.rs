@@ -42,9 +42,7 @@ pub struct Backend {
 
 impl std::fmt::Debug for Backend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Backend")
-            .field("name", &self.name)
-            .finish_non_exhaustive()
+        f.debug_struct("Backend").field("name", &self.name).finish_non_exhaustive()
     }
 }
 
@@ -71,22 +69,12 @@ impl Upstream {
     /// # Errors
     /// Another scheme, no host, or a query.
     pub fn parse(url: &str) -> Result<Self, String> {
-        let uri: Uri = url
-            .parse()
-            .map_err(|e| format!("invalid url {url:?}: {e}"))?;
-        let scheme = uri
-            .scheme()
-            .cloned()
-            .ok_or_else(|| format!("url {url:?} needs http:// or https://"))?;
+        let uri: Uri = url.parse().map_err(|e| format!("invalid url {url:?}: {e}"))?;
+        let scheme = uri.scheme().cloned().ok_or_else(|| format!("url {url:?} needs http:// or https://"))?;
         if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
-            return Err(format!(
-                "url {url:?}: only http:// and https:// are supported"
-            ));
+            return Err(format!("url {url:?}: only http:// and https:// are supported"));
         }
-        let authority = uri
-            .authority()
-            .cloned()
-            .ok_or_else(|| format!("url {url:?} has no host"))?;
+        let authority = uri.authority().cloned().ok_or_else(|| format!("url {url:?} has no host"))?;
         if uri.query().is_some() {
             return Err(format!("url {url:?}: a backend url cannot have a query"));
         }
@@ -100,9 +88,7 @@ impl Upstream {
     }
 
     fn uri(&self, path: &str, query: Option<&str>) -> Result<Uri, http::Error> {
-        let mut pq = String::with_capacity(
-            self.base_path.len() + path.len() + query.map_or(0, |q| q.len() + 1),
-        );
+        let mut pq = String::with_capacity(self.base_path.len() + path.len() + query.map_or(0, |q| q.len() + 1));
         pq.push_str(&self.base_path);
         pq.push_str(path);
         if let Some(q) = query {
@@ -167,10 +153,7 @@ pub struct Outbound<'a> {
 
 impl Backend {
     pub fn echo(name: &str) -> Self {
-        Self {
-            name: name.into(),
-            kind: BackendKind::Echo,
-        }
+        Self { name: name.into(), kind: BackendKind::Echo }
     }
 
     /// A pool over `upstreams`. Connections are built lazily; nothing is bound here.
@@ -235,10 +218,7 @@ impl Backend {
     pub fn is_ready(&self) -> bool {
         match &self.kind {
             BackendKind::Echo => true,
-            BackendKind::Pool(pool) => pool
-                .upstreams
-                .iter()
-                .any(|u| u.healthy.load(Ordering::Relaxed)),
+            BackendKind::Pool(pool) => pool.upstreams.iter().any(|u| u.healthy.load(Ordering::Relaxed)),
         }
     }
 
@@ -247,36 +227,22 @@ impl Backend {
     ///
     /// # Errors
     /// See [`ForwardError`]; the caller maps it to 502 or 504.
-    pub async fn forward(
-        &self,
-        out: Outbound<'_>,
-    ) -> Result<(Response<Body>, Option<Authority>), ForwardError> {
+    pub async fn forward(&self, out: Outbound<'_>) -> Result<(Response<Body>, Option<Authority>), ForwardError> {
         let pool = match &self.kind {
             BackendKind::Echo => return Ok((echo::answer(out).await, None)),
             BackendKind::Pool(pool) => pool,
         };
         let idempotent = matches!(
             out.method,
-            Method::GET
-                | Method::HEAD
-                | Method::OPTIONS
-                | Method::PUT
-                | Method::DELETE
-                | Method::TRACE
+            Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
         );
-        let attempts = if idempotent && out.body_is_empty {
-            1 + pool.settings.retries
-        } else {
-            1
-        };
+        let attempts = if idempotent && out.body_is_empty { 1 + pool.settings.retries } else { 1 };
         let mut body = Some(out.body);
         let mut attempt = 0;
         loop {
             attempt += 1;
             let upstream = pool.pick();
-            let uri = upstream
-                .uri(out.path, out.query)
-                .map_err(|_| ForwardError::Target)?;
+            let uri = upstream.uri(out.path, out.query).map_err(|_| ForwardError::Target)?;
             let mut req = Request::new(body.take().unwrap_or_else(body::empty));
             *req.method_mut() = out.method.clone();
             *req.uri_mut() = uri;
@@ -311,9 +277,7 @@ impl Pool {
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         for i in 0..n {
             let upstream = &self.upstreams[(start + i) % n];
-            if upstream.healthy.load(Ordering::Relaxed)
-                && upstream.ejected_until.load(Ordering::Relaxed) <= now
-            {
+            if upstream.healthy.load(Ordering::Relaxed) && upstream.ejected_until.load(Ordering::Relaxed) <= now {
                 return upstream;
             }
         }
@@ -326,11 +290,7 @@ impl Pool {
     }
 }
 
-async fn probe(
-    client: &Client<HttpsConnector<HttpConnector>, Body>,
-    upstream: &Upstream,
-    check: &HealthCheck,
-) -> bool {
+async fn probe(client: &Client<HttpsConnector<HttpConnector>, Body>, upstream: &Upstream, check: &HealthCheck) -> bool {
     let Ok(uri) = upstream.uri(&check.path, None) else {
         return false;
     };

@@ -16,9 +16,7 @@ pub struct IpSet {
 
 impl IpSet {
     pub fn new(nets: impl IntoIterator<Item = IpNet>) -> Self {
-        Self {
-            nets: nets.into_iter().map(|n| n.trunc()).collect(),
-        }
+        Self { nets: nets.into_iter().map(|n| n.trunc()).collect() }
     }
 
     pub fn contains(&self, ip: IpAddr) -> bool {
@@ -40,12 +38,8 @@ pub fn resolve(peer: IpAddr, headers: &HeaderMap, trusted_proxies: &IpSet) -> Ip
     let mut client = peer;
     // Entries are appended left to right, so the right-most untrusted one is the first
     // address that no trusted proxy vouches for. All headers, in order, form one list.
-    let entries = headers
-        .get_all(&X_FORWARDED_FOR)
-        .iter()
-        .rev()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.rsplit(','));
+    let entries =
+        headers.get_all(&X_FORWARDED_FOR).iter().rev().filter_map(|v| v.to_str().ok()).flat_map(|v| v.rsplit(','));
     for entry in entries {
         let Ok(ip) = entry.trim().parse::<IpAddr>() else {
             // Garbage from beyond the last trusted hop: stop at what we know.

@@ -62,12 +62,7 @@ pub struct GatewayHeaders {
 
 impl Default for GatewayHeaders {
     fn default() -> Self {
-        Self {
-            names: ALWAYS_SPOOFABLE
-                .iter()
-                .map(|n| HeaderName::from_static(n))
-                .collect(),
-        }
+        Self { names: ALWAYS_SPOOFABLE.iter().map(|n| HeaderName::from_static(n)).collect() }
     }
 }
 
@@ -115,14 +110,7 @@ mod tests {
         set.insert(HeaderName::from_static("x-user-id"));
         let sent = || {
             let mut h = HeaderMap::new();
-            for n in [
-                "x-forwarded-for",
-                "x-request-id",
-                "x-real-ip",
-                "forwarded",
-                "x-user-id",
-                "accept",
-            ] {
+            for n in ["x-forwarded-for", "x-request-id", "x-real-ip", "forwarded", "x-user-id", "accept"] {
                 h.insert(HeaderName::from_static(n), "spoofed".parse().unwrap());
             }
             h

@@ -81,10 +81,9 @@ fn decode_unreserved(bytes: &[u8]) -> Result<String, PathError> {
     while i < bytes.len() {
         match bytes[i] {
             b'%' => {
-                let (Some(hi), Some(lo)) = (
-                    bytes.get(i + 1).copied().and_then(hex),
-                    bytes.get(i + 2).copied().and_then(hex),
-                ) else {
+                let (Some(hi), Some(lo)) =
+                    (bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex))
+                else {
                     return Err(PathError::InvalidEscape);
                 };
                 let value = hi << 4 | lo;
@@ -190,9 +189,6 @@ mod tests {
         assert_eq!(n("/a%zz"), Err(PathError::InvalidEscape));
         assert_eq!(n("/a%4"), Err(PathError::InvalidEscape));
         assert_eq!(n("a/b"), Err(PathError::NotAbsolute));
-        assert_eq!(
-            n(&format!("/{}", "a".repeat(MAX_PATH_BYTES))),
-            Err(PathError::TooLong)
-        );
+        assert_eq!(n(&format!("/{}", "a".repeat(MAX_PATH_BYTES))), Err(PathError::TooLong));
     }
 }

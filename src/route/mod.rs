@@ -58,16 +58,10 @@ impl PathMatch {
     /// A template that does not start with `/`, an empty or malformed `{}` segment, or a
     /// `**` anywhere but at the end.
     pub fn template(text: &str) -> Result<Self, String> {
-        let body = text
-            .strip_prefix('/')
-            .ok_or("a path template must start with '/'")?;
+        let body = text.strip_prefix('/').ok_or("a path template must start with '/'")?;
         let mut segments = Vec::new();
         let mut rest = false;
-        let parts: Vec<&str> = if body.is_empty() {
-            Vec::new()
-        } else {
-            body.split('/').collect()
-        };
+        let parts: Vec<&str> = if body.is_empty() { Vec::new() } else { body.split('/').collect() };
         for (i, part) in parts.iter().enumerate() {
             if *part == "**" {
                 if i + 1 != parts.len() {
@@ -76,15 +70,11 @@ impl PathMatch {
                 rest = true;
             } else if let Some(name) = part.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
                 if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                    return Err(format!(
-                        "invalid parameter {part:?}: write {{name}} with letters, digits or '_'"
-                    ));
+                    return Err(format!("invalid parameter {part:?}: write {{name}} with letters, digits or '_'"));
                 }
                 segments.push(Segment::Param(name.into()));
             } else if part.contains(['{', '}', '*']) {
-                return Err(format!(
-                    "invalid segment {part:?}: a segment is literal, {{name}} or a final '**'"
-                ));
+                return Err(format!("invalid segment {part:?}: a segment is literal, {{name}} or a final '**'"));
             } else {
                 segments.push(Segment::Literal((*part).to_owned()));
             }
@@ -97,9 +87,7 @@ impl PathMatch {
             Self::Any => true,
             Self::Prefix(prefix) => {
                 path.starts_with(prefix.as_str())
-                    && (prefix.ends_with('/')
-                        || path.len() == prefix.len()
-                        || path.as_bytes()[prefix.len()] == b'/')
+                    && (prefix.ends_with('/') || path.len() == prefix.len() || path.as_bytes()[prefix.len()] == b'/')
             }
             Self::Template { segments, rest } => {
                 let mut parts = path[1..].split('/');
@@ -109,9 +97,7 @@ impl PathMatch {
                     };
                     match segment {
                         Segment::Literal(lit) if lit == part => {}
-                        Segment::Param(name) if !part.is_empty() => {
-                            params.push((name.clone(), part.to_owned()))
-                        }
+                        Segment::Param(name) if !part.is_empty() => params.push((name.clone(), part.to_owned())),
                         _ => return false,
                     }
                 }

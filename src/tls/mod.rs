@@ -44,8 +44,7 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
 /// The file is unreadable or holds no private key.
 pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
     let text = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    PrivateKeyDer::from_pem_slice(&text)
-        .map_err(|e| format!("{} holds no usable PEM private key: {e}", path.display()))
+    PrivateKeyDer::from_pem_slice(&text).map_err(|e| format!("{} holds no usable PEM private key: {e}", path.display()))
 }
 
 /// Reads a certificate revocation list, PEM or DER.
@@ -63,9 +62,7 @@ pub fn load_crl(path: &Path) -> Result<CertificateRevocationListDer<'static>, St
 fn root_store(certs: Vec<CertificateDer<'static>>) -> Result<RootCertStore, String> {
     let mut roots = RootCertStore::empty();
     for cert in certs {
-        roots
-            .add(cert)
-            .map_err(|e| format!("not a usable CA certificate: {e}"))?;
+        roots.add(cert).map_err(|e| format!("not a usable CA certificate: {e}"))?;
     }
     Ok(roots)
 }
@@ -105,32 +102,19 @@ pub fn server_config(
     tls13_only: bool,
     client_auth: ClientAuth,
 ) -> Result<Arc<ServerConfig>, String> {
-    let versions: &[&rustls::SupportedProtocolVersion] = if tls13_only {
-        &[&rustls::version::TLS13]
-    } else {
-        &[&rustls::version::TLS13, &rustls::version::TLS12]
-    };
+    let versions: &[&rustls::SupportedProtocolVersion] =
+        if tls13_only { &[&rustls::version::TLS13] } else { &[&rustls::version::TLS13, &rustls::version::TLS12] };
     let builder = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(versions)
         .map_err(|e| format!("cannot offer these TLS versions: {e}"))?;
     let builder = match client_auth {
         ClientAuth::None => builder.with_no_client_auth(),
-        ClientAuth::Verify {
-            cas,
-            crls,
-            required,
-        } => {
+        ClientAuth::Verify { cas, crls, required } => {
             let verifier =
-                WebPkiClientVerifier::builder_with_provider(Arc::new(root_store(cas)?), provider())
-                    .with_crls(crls);
-            let verifier = if required {
-                verifier
-            } else {
-                verifier.allow_unauthenticated()
-            };
-            let verifier = verifier
-                .build()
-                .map_err(|e| format!("cannot build the client certificate verifier: {e}"))?;
+                WebPkiClientVerifier::builder_with_provider(Arc::new(root_store(cas)?), provider()).with_crls(crls);
+            let verifier = if required { verifier } else { verifier.allow_unauthenticated() };
+            let verifier =
+                verifier.build().map_err(|e| format!("cannot build the client certificate verifier: {e}"))?;
             builder.with_client_cert_verifier(verifier)
         }
     };
@@ -150,30 +134,20 @@ struct SniResolver {
 
 impl SniResolver {
     fn new(certificates: Vec<Arc<CertifiedKey>>) -> Result<Self, String> {
-        let default = certificates
-            .first()
-            .cloned()
-            .ok_or("at least one certificate is needed")?;
+        let default = certificates.first().cloned().ok_or("at least one certificate is needed")?;
         let mut exact = HashMap::new();
         let mut wildcard = HashMap::new();
         for key in &certificates {
-            let names = client_cert::dns_names(&key.cert[0])
-                .map_err(|e| format!("unreadable certificate: {e}"))?;
+            let names = client_cert::dns_names(&key.cert[0]).map_err(|e| format!("unreadable certificate: {e}"))?;
             for name in names {
                 let name = name.to_ascii_lowercase();
                 match name.strip_prefix("*.") {
-                    Some(domain) => wildcard
-                        .entry(domain.to_owned())
-                        .or_insert_with(|| key.clone()),
+                    Some(domain) => wildcard.entry(domain.to_owned()).or_insert_with(|| key.clone()),
                     None => exact.entry(name).or_insert_with(|| key.clone()),
                 };
             }
         }
-        Ok(Self {
-            exact,
-            wildcard,
-            default,
-        })
+        Ok(Self { exact, wildcard, default })
     }
 }
 
@@ -187,12 +161,7 @@ impl ResolvesServerCert for SniResolver {
             return Some(key.clone());
         }
         let parent = name.split_once('.').map(|(_, parent)| parent);
-        Some(
-            parent
-                .and_then(|p| self.wildcard.get(p))
-                .unwrap_or(&self.default)
-                .clone(),
-        )
+        Some(parent.and_then(|p| self.wildcard.get(p)).unwrap_or(&self.default).clone())
     }
 }
 

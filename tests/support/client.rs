@@ -33,8 +33,7 @@ impl Reply {
     }
 
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
@@ -43,26 +42,11 @@ impl Reply {
 
     /// The last part of a problem's `type` URI, after checking the RFC 9457 shape.
     pub fn problem_kind(&self) -> String {
-        assert_eq!(
-            self.header("content-type"),
-            Some("application/problem+json"),
-            "{}",
-            self.text()
-        );
+        assert_eq!(self.header("content-type"), Some("application/problem+json"), "{}", self.text());
         let p = self.json();
         assert_eq!(p["status"], self.status.as_u16(), "{p}");
-        assert_eq!(
-            p["instance"].as_str(),
-            self.header("x-request-id"),
-            "instance is the request id"
-        );
-        p["type"]
-            .as_str()
-            .unwrap()
-            .rsplit('/')
-            .next()
-            .unwrap()
-            .to_owned()
+        assert_eq!(p["instance"].as_str(), self.header("x-request-id"), "instance is the request id");
+        p["type"].as_str().unwrap().rsplit('/').next().unwrap().to_owned()
     }
 }
 
@@ -88,13 +72,7 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 impl Client {
     /// HTTP/1.1 over TLS, trusting the test CA, SNI `localhost`.
     pub fn new(addr: SocketAddr, pki: &Pki) -> Self {
-        Self::with_config(
-            addr,
-            pki,
-            None,
-            &[&rustls::version::TLS13, &rustls::version::TLS12],
-            &[b"http/1.1"],
-        )
+        Self::with_config(addr, pki, None, &[&rustls::version::TLS13, &rustls::version::TLS12], &[b"http/1.1"])
     }
 
     pub fn with_config(
@@ -110,31 +88,18 @@ impl Client {
             .with_root_certificates(roots(pki));
         let mut config = match client_cert {
             Some((cert, key)) => {
-                let chain = CertificateDer::pem_file_iter(pki.path(cert))
-                    .unwrap()
-                    .map(Result::unwrap)
-                    .collect();
+                let chain = CertificateDer::pem_file_iter(pki.path(cert)).unwrap().map(Result::unwrap).collect();
                 let key = PrivateKeyDer::from_pem_file(pki.path(key)).unwrap();
                 builder.with_client_auth_cert(chain, key).unwrap()
             }
             None => builder.with_no_client_auth(),
         };
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-        Self {
-            addr,
-            server_name: "localhost".into(),
-            config: Arc::new(config),
-        }
+        Self { addr, server_name: "localhost".into(), config: Arc::new(config) }
     }
 
     pub fn h2(addr: SocketAddr, pki: &Pki) -> Self {
-        Self::with_config(
-            addr,
-            pki,
-            None,
-            &[&rustls::version::TLS13],
-            &[b"h2", b"http/1.1"],
-        )
+        Self::with_config(addr, pki, None, &[&rustls::version::TLS13], &[b"h2", b"http/1.1"])
     }
 
     pub fn with_cert(addr: SocketAddr, pki: &Pki, cert: &str, key: &str) -> Self {
@@ -159,9 +124,7 @@ impl Client {
     pub async fn connect(&self) -> std::io::Result<TlsStream<TcpStream>> {
         let tcp = TcpStream::connect(self.addr).await?;
         let name = ServerName::try_from(self.server_name.clone()).unwrap();
-        let mut tls = TlsConnector::from(self.config.clone())
-            .connect(name, tcp)
-            .await?;
+        let mut tls = TlsConnector::from(self.config.clone()).connect(name, tcp).await?;
         // With TLS 1.3 a rejected client certificate surfaces on the first read; a write of
         // nothing is enough to flush the handshake here.
         tls.flush().await?;
@@ -169,13 +132,7 @@ impl Client {
     }
 
     pub async fn get(&self, target: &str) -> Reply {
-        self.send(
-            Request::get(target)
-                .header("host", "localhost")
-                .body(Full::default())
-                .unwrap(),
-        )
-        .await
+        self.send(Request::get(target).header("host", "localhost").body(Full::default()).unwrap()).await
     }
 
     /// Sends one request on a new connection, over whatever protocol ALPN chose.
@@ -190,32 +147,22 @@ impl Client {
         let tls = self.connect().await?;
         let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
         let rsp = if h2 {
-            let authority = req
-                .headers_mut()
-                .remove("host")
-                .map(|h| h.to_str().unwrap().to_owned())
-                .unwrap_or("localhost".into());
+            let authority =
+                req.headers_mut().remove("host").map(|h| h.to_str().unwrap().to_owned()).unwrap_or("localhost".into());
             let path = req.uri().path_and_query().unwrap().as_str().to_owned();
             *req.uri_mut() = format!("https://{authority}{path}").parse()?;
             let (mut sender, conn) =
-                hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-                    .await?;
+                hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls)).await?;
             tokio::spawn(conn);
             sender.send_request(req).await?
         } else {
-            let (mut sender, conn) =
-                hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
             tokio::spawn(conn);
             sender.send_request(req).await?
         };
         let (parts, body) = rsp.into_parts();
         let body = body.collect().await?.to_bytes();
-        Ok(Reply {
-            status: parts.status,
-            version: parts.version,
-            headers: parts.headers,
-            body,
-        })
+        Ok(Reply { status: parts.status, version: parts.version, headers: parts.headers, body })
     }
 
     /// Writes `bytes` as they are and returns everything the gateway answers until it closes.
@@ -223,11 +170,7 @@ impl Client {
         let mut tls = self.connect().await.expect("connect");
         tls.write_all(bytes).await.unwrap();
         let mut out = Vec::new();
-        let _ = tokio::time::timeout(
-            std::time::Duration::from_secs(10),
-            tls.read_to_end(&mut out),
-        )
-        .await;
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), tls.read_to_end(&mut out)).await;
         String::from_utf8_lossy(&out).into_owned()
     }
 }

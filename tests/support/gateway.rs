@@ -73,12 +73,7 @@ impl TestGateway {
                 panic!("the gateway did not start:\n{err}");
             }
         };
-        Self {
-            child,
-            addrs,
-            logs,
-            config,
-        }
+        Self { child, addrs, logs, config }
     }
 
     pub fn addr(&self, listener: &str) -> SocketAddr {

@@ -15,28 +15,30 @@ pub struct Pki {
 impl Pki {
     /// Files: `ca.pem`; `server.pem`/`server-key.pem` (localhost, 127.0.0.1);
     /// `alt.pem`/`alt-key.pem` (alt.test); `client-ca.pem`; `client.pem`/`client-key.pem`
-    /// (CN=test-client,O=Example).
+    /// (CN=test-client,O=Example); `stranger.pem`/`stranger-key.pem` (same subject, from a CA
+    /// nobody trusts); `gateway-client.pem`/`gateway-client-key.pem` (CN=gateway, signed by
+    /// the client CA: what the gateway presents to mTLS backends).
     pub fn new() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let ca = Ca::new("test server CA").expect("ca");
         let client_ca = Ca::new("test client CA").expect("client ca");
-        let server = ca
-            .issue(&LeafKind::Server(&["localhost", "127.0.0.1"]), 30)
-            .expect("server");
+        let server = ca.issue(&LeafKind::Server(&["localhost", "127.0.0.1"]), 30).expect("server");
         let alt = ca.issue(&LeafKind::Server(&["alt.test"]), 30).expect("alt");
         let client = client_ca
-            .issue(
-                &LeafKind::Client {
-                    common_name: "test-client",
-                    organization: "Example",
-                },
-                30,
-            )
+            .issue(&LeafKind::Client { common_name: "test-client", organization: "Example" }, 30)
             .expect("client");
-        let pki = Self {
-            dir,
-            ca_pem: ca.cert_pem.clone(),
-        };
+        let stranger = Ca::new("untrusted CA")
+            .expect("stranger ca")
+            .issue(&LeafKind::Client { common_name: "test-client", organization: "Example" }, 30)
+            .expect("stranger");
+        let gateway_client = client_ca
+            .issue(&LeafKind::Client { common_name: "gateway", organization: "Example" }, 30)
+            .expect("gateway client");
+        let pki = Self { dir, ca_pem: ca.cert_pem.clone() };
+        pki.write("stranger.pem", &stranger.cert_pem);
+        pki.write("stranger-key.pem", &stranger.key_pem);
+        pki.write("gateway-client.pem", &gateway_client.cert_pem);
+        pki.write("gateway-client-key.pem", &gateway_client.key_pem);
         pki.write("ca.pem", &ca.cert_pem);
         pki.write("server.pem", &server.cert_pem);
         pki.write("server-key.pem", &server.key_pem);
