@@ -9,6 +9,7 @@ pub mod admin;
 pub mod body;
 pub mod cli;
 pub mod config;
+pub mod ipset;
 pub mod listener;
 pub mod pipeline;
 pub mod pki;

@@ -1,12 +1,14 @@
 //! One request, start to end (DESIGN §3 steps 2–6): strip, normalize, route, run the policy
 //! chain, forward, and apply the response side. Every answer carries `X-Request-Id`.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use http::header::{self, HeaderValue};
-use http::{HeaderMap, Request, Response};
+use http::request::Parts;
+use http::{HeaderMap, Request, Response, Uri};
 use hyper::body::Incoming;
 
 use crate::body::{self, Body, LimitedBody};
@@ -15,51 +17,91 @@ use crate::problem::Problem;
 use crate::proxy::{ForwardError, Outbound};
 use crate::request::headers::{strip_hop_by_hop, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID};
 use crate::request::{client_ip, normalize};
+use crate::route::{Params, Route};
 use crate::runtime::{Limits, Runtime};
 use crate::server::ConnInfo;
+
+/// A request after DESIGN §3 steps 2–4: cleaned of spoofable headers, normalized, routed.
+pub struct Routed<'rt> {
+    pub request_id: String,
+    pub peer: IpAddr,
+    pub client_ip: IpAddr,
+    /// Lower-case, without port.
+    pub host: String,
+    uri: Uri,
+    /// The normalized path when it differs from the request's.
+    normalized: Option<String>,
+    pub route: &'rt Route,
+    pub params: Params,
+}
+
+impl Routed<'_> {
+    /// The normalized path that routing, policies and the backend see.
+    pub fn path(&self) -> &str {
+        self.normalized.as_deref().unwrap_or_else(|| self.uri.path())
+    }
+
+    pub fn query(&self) -> Option<&str> {
+        self.uri.query()
+    }
+}
+
+/// Steps 2–4: strips hop-by-hop and gateway headers, resolves the client address,
+/// normalizes the path and finds the route.
+///
+/// # Errors
+/// The request id and the problem to answer: a bad path (400) or no route (404).
+pub fn route<'rt>(rt: &'rt Runtime, parts: &mut Parts, conn: &ConnInfo) -> Result<Routed<'rt>, (String, Problem)> {
+    let peer = conn.peer.ip().to_canonical();
+    let from_trusted = rt.trusted_proxies.contains(peer);
+    let request_id = request_id(&parts.headers, from_trusted);
+    strip_hop_by_hop(&mut parts.headers);
+    rt.gateway_headers.strip(&mut parts.headers, from_trusted);
+    let client_ip = client_ip::resolve(peer, &parts.headers, &rt.trusted_proxies);
+    let uri = parts.uri.clone();
+    let normalized = match normalize::normalize_path(uri.path()) {
+        Ok(Cow::Borrowed(_)) => None,
+        Ok(Cow::Owned(path)) => Some(path),
+        Err(e) => return Err((request_id, Problem::bad_request(e.to_string()))),
+    };
+    let Some(host) = host(parts) else {
+        return Err((request_id, Problem::bad_request("missing or invalid Host")));
+    };
+    let path = normalized.as_deref().unwrap_or_else(|| uri.path());
+    let Some((route, params)) = rt.routes.find(&host, path, &parts.method) else {
+        return Err((request_id, Problem::not_found()));
+    };
+    Ok(Routed { request_id, peer, client_ip, host, uri, normalized, route, params })
+}
 
 /// Handles one request on a TLS listener. Never fails: every fault becomes a problem answer.
 pub async fn handle(rt: &Runtime, req: Request<Incoming>, conn: &ConnInfo, limits: Limits) -> Response<Body> {
     let (mut parts, incoming) = req.into_parts();
-    let peer = conn.peer.ip().to_canonical();
-    let from_trusted = rt.trusted_proxies.contains(peer);
-    let request_id = request_id(&parts.headers, from_trusted);
-
-    strip_hop_by_hop(&mut parts.headers);
-    rt.gateway_headers.strip(&mut parts.headers, from_trusted);
-    let client_ip = client_ip::resolve(peer, &parts.headers, &rt.trusted_proxies);
-
-    let uri = parts.uri.clone();
-    let path = match normalize::normalize_path(uri.path()) {
-        Ok(path) => path,
-        Err(e) => return finish(Problem::bad_request(e.to_string()).into_response(&request_id), &request_id),
+    let routed = match route(rt, &mut parts, conn) {
+        Ok(routed) => routed,
+        Err((request_id, problem)) => return finish(problem.into_response(&request_id), &request_id),
     };
-    let Some(host) = host(&parts) else {
-        return finish(Problem::bad_request("missing or invalid Host").into_response(&request_id), &request_id);
-    };
-    let Some((route, params)) = rt.routes.find(&host, &path, &parts.method) else {
-        return finish(Problem::not_found().into_response(&request_id), &request_id);
-    };
+    let request_id = routed.request_id.as_str();
     if content_length(&parts.headers).is_some_and(|len| len > limits.max_body_bytes) {
-        return finish(Problem::payload_too_large(limits.max_body_bytes).into_response(&request_id), &request_id);
+        return finish(Problem::payload_too_large(limits.max_body_bytes).into_response(request_id), request_id);
     }
-
-    let mut cx = RequestContext { request_id: &request_id, client_ip, conn, params: &params, decisions: Vec::new() };
-    let outcome = route.chain.on_request(&mut parts, &mut cx);
+    let route = routed.route;
+    let mut cx = RequestContext::new(request_id, routed.client_ip, conn, routed.path(), &routed.params);
+    let outcome = route.chain.on_request(&mut parts, &mut cx).await;
     let mut rsp = match outcome.answer {
         Some(Ok(rsp)) => rsp,
-        Some(Err(denial)) => denial.problem.into_response(&request_id),
+        Some(Err(denial)) => denial.problem.into_response(request_id),
         None => {
             let original_host = parts.headers.get(header::HOST).cloned();
-            let headers = forwarded_headers(parts.headers, peer, original_host, &host, &request_id);
+            let headers = forwarded_headers(parts.headers, routed.peer, original_host, &routed.host, request_id);
             let tripped = Arc::new(AtomicBool::new(false));
             let body_is_empty = http_body::Body::is_end_stream(&incoming);
             let body = body::boxed(LimitedBody::new(incoming, limits.max_body_bytes, tripped.clone()));
-            let (path, query) = (route.upstream_path(&path), uri.query());
+            let (path, query) = (route.upstream_path(routed.path()), routed.query());
             let out = Outbound { method: parts.method, path, query, headers, body, body_is_empty };
             let forwarded = route.backend.forward(out).await;
             if tripped.load(Ordering::Relaxed) {
-                Problem::payload_too_large(limits.max_body_bytes).into_response(&request_id)
+                Problem::payload_too_large(limits.max_body_bytes).into_response(request_id)
             } else {
                 match forwarded {
                     Ok((mut rsp, _upstream)) => {
@@ -73,14 +115,14 @@ pub async fn handle(rt: &Runtime, req: Request<Incoming>, conn: &ConnInfo, limit
                             ForwardError::Target => Problem::bad_request("the request target cannot be forwarded"),
                             ForwardError::Connect(_) | ForwardError::Upstream(_) => Problem::bad_gateway(),
                         }
-                        .into_response(&request_id)
+                        .into_response(request_id)
                     }
                 }
             }
         }
     };
-    route.chain.on_response(outcome.ran, &mut rsp);
-    finish(rsp, &request_id)
+    route.chain.on_response(outcome.ran, &cx, &mut rsp);
+    finish(rsp, request_id)
 }
 
 fn finish(mut rsp: Response<Body>, request_id: &str) -> Response<Body> {

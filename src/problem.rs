@@ -5,7 +5,8 @@
 
 use std::borrow::Cow;
 
-use http::{header, HeaderValue, Response, StatusCode};
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Response, StatusCode};
 
 use crate::body::{self, Body};
 
@@ -21,6 +22,8 @@ pub struct Problem {
     pub kind: &'static str,
     pub title: &'static str,
     pub detail: Cow<'static, str>,
+    /// Extra response headers, like `WWW-Authenticate` or `Retry-After`.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl Problem {
@@ -30,7 +33,13 @@ impl Problem {
         title: &'static str,
         detail: impl Into<Cow<'static, str>>,
     ) -> Self {
-        Self { status, kind, title, detail: detail.into() }
+        Self { status, kind, title, detail: detail.into(), headers: Vec::new() }
+    }
+
+    #[must_use]
+    pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers.push((name, value));
+        self
     }
 
     pub fn bad_request(detail: impl Into<Cow<'static, str>>) -> Self {
@@ -84,6 +93,9 @@ impl Problem {
         *rsp.status_mut() = self.status;
         rsp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
         rsp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        for (name, value) in self.headers {
+            rsp.headers_mut().insert(name, value);
+        }
         rsp
     }
 }

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::policy::{NamedPolicy, Policy};
 use crate::proxy::Backend;
 use crate::request::client_ip::IpSet;
 use crate::request::headers::GatewayHeaders;
@@ -19,6 +20,8 @@ pub struct Runtime {
     pub trusted_proxies: IpSet,
     pub routes: RouteTable,
     pub backends: Vec<Arc<Backend>>,
+    /// Every named policy, by name.
+    pub policies: Vec<Arc<NamedPolicy>>,
     pub gateway_headers: GatewayHeaders,
     /// How long shutdown waits for in-flight requests.
     pub drain_timeout: Duration,
@@ -30,6 +33,21 @@ impl Runtime {
         for backend in &self.backends {
             backend.start();
         }
+        for named in &self.policies {
+            if let Policy::Jwt(jwt) = &named.policy {
+                jwt.keys.start();
+            }
+        }
+    }
+
+    /// What keeps the gateway from being ready: backends without a healthy url, `jwt`
+    /// policies without keys. Empty when ready.
+    pub fn not_ready(&self) -> Vec<String> {
+        let backends =
+            self.backends.iter().filter(|b| !b.is_ready()).map(|b| format!("backend {} has no healthy url", b.name));
+        let policies =
+            self.policies.iter().filter(|p| !p.policy.is_ready()).map(|p| format!("policy {} has no keys yet", p.name));
+        backends.chain(policies).collect()
     }
 
     pub fn listener(&self, name: &str) -> Option<&ListenerSpec> {

@@ -46,12 +46,7 @@ fn answer(gateway: &Gateway, req: &Request<Incoming>) -> Response<Body> {
         (&Method::GET, "/healthz") => (StatusCode::OK, serde_json::json!({ "status": "ok" })),
         (&Method::GET, "/readyz") => {
             let runtime = gateway.runtime();
-            let not_ready: Vec<String> = runtime
-                .backends
-                .iter()
-                .filter(|b| !b.is_ready())
-                .map(|b| format!("backend {} has no healthy url", b.name))
-                .collect();
+            let not_ready = runtime.not_ready();
             if not_ready.is_empty() {
                 (StatusCode::OK, serde_json::json!({ "status": "ready" }))
             } else {

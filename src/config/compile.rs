@@ -14,7 +14,7 @@ use serde_saphyr::{Location, Spanned};
 use super::error::{ConfigError, ConfigErrors};
 use super::raw::{self, ClientAuthMode, Located, RawConfig, TlsVersion};
 use crate::policy::headers::HeaderEdits;
-use crate::policy::{Chain, HeaderRules, NamedPolicy, Policy};
+use crate::policy::{Chain, ClientCert, Cors, HeaderRules, IpFilter, Jwt, NamedPolicy, Policy};
 use crate::proxy::{Backend, HealthCheck, PoolSettings, Upstream};
 use crate::request::client_ip::IpSet;
 use crate::request::headers::GatewayHeaders;
@@ -90,8 +90,7 @@ impl<'a> Compiler<'a> {
         let policies = self.policies(&raw.policies);
         let mut gateway_headers = GatewayHeaders::default();
         for policy in policies.values() {
-            let Policy::Headers(rules) = &policy.policy;
-            for (name, _) in &rules.request.set {
+            for name in policy.policy.forwarded_headers() {
                 gateway_headers.insert(name.clone());
             }
         }
@@ -108,6 +107,7 @@ impl<'a> Compiler<'a> {
                 trusted_proxies: IpSet::new(raw.trusted_proxies.iter().copied()),
                 routes,
                 backends: backends.into_values().collect(),
+                policies: sorted_policies(policies),
                 gateway_headers,
                 drain_timeout: raw.drain_timeout.map_or(DEFAULT_DRAIN_TIMEOUT, |d| d.0),
             };
@@ -363,17 +363,59 @@ impl<'a> Compiler<'a> {
         for (name, spanned) in raw {
             let p = &spanned.value;
             let path = format!("policies.{name}");
-            let policy = match &p.headers {
-                Some(h) => {
-                    let request = self.header_edits(&h.request, &format!("{path}.headers.request"));
-                    let response = self.header_edits(&h.response, &format!("{path}.headers.response"));
-                    Policy::Headers(HeaderRules { request, response })
+            let kinds = [
+                p.headers.is_some(),
+                p.cors.is_some(),
+                p.ip_filter.is_some(),
+                p.jwt.is_some(),
+                p.client_cert.is_some(),
+            ];
+            if kinds.iter().filter(|k| **k).count() != 1 {
+                self.error(spanned.referenced, &path, "a policy has exactly one kind")
+                    .hint("one of headers, cors, ip_filter, jwt, client_cert; write several policies to combine them");
+                continue;
+            }
+            let at = spanned.referenced;
+            let policy = if let Some(h) = &p.headers {
+                let request = self.header_edits(&h.request, &format!("{path}.headers.request"));
+                let response = self.header_edits(&h.response, &format!("{path}.headers.response"));
+                Policy::Headers(HeaderRules { request, response })
+            } else if let Some(c) = &p.cors {
+                match Cors::compile(c) {
+                    Ok(cors) => Policy::Cors(cors),
+                    Err(errors) => {
+                        for (field, message) in errors {
+                            self.error(at, format!("{path}.cors.{field}"), message)
+                                .hint("see the cors section of README.md");
+                        }
+                        continue;
+                    }
                 }
-                None => {
-                    self.error(spanned.referenced, &path, "a policy needs a kind")
-                        .hint("add `headers:` with `request` and/or `response` rules");
-                    continue;
+            } else if let Some(f) = &p.ip_filter {
+                Policy::IpFilter(IpFilter::compile(f))
+            } else if let Some(j) = &p.jwt {
+                match Jwt::compile(name, j, &self.dir) {
+                    Ok(jwt) => Policy::Jwt(jwt),
+                    Err(errors) => {
+                        for (field, message) in errors {
+                            let at = jwt_field_location(j, &field).unwrap_or(at);
+                            self.error(at, format!("{path}.jwt.{field}"), message)
+                                .hint("see the jwt section of README.md");
+                        }
+                        continue;
+                    }
                 }
+            } else if let Some(c) = &p.client_cert {
+                match ClientCert::compile(c) {
+                    Ok(policy) => Policy::ClientCert(policy),
+                    Err(message) => {
+                        self.error(at, format!("{path}.client_cert"), message)
+                            .hint("see the client_cert section of README.md");
+                        continue;
+                    }
+                }
+            } else {
+                unreachable!("exactly one kind was checked above")
             };
             out.insert(name.clone(), Arc::new(NamedPolicy { name: name.as_str().into(), mode: p.mode, policy }));
         }
@@ -555,6 +597,15 @@ impl<'a> Compiler<'a> {
     }
 }
 
+/// Where a `jwt` field was written, for the fields that keep their location.
+fn jwt_field_location(cfg: &raw::JwtConfig, field: &str) -> Option<Location> {
+    if field == "trusted_cas" {
+        return cfg.trusted_cas.as_ref().map(|f| f.referenced);
+    }
+    let index: usize = field.strip_prefix("keys[")?.strip_suffix(']')?.parse().ok()?;
+    cfg.keys.get(index).map(|f| f.referenced)
+}
+
 /// Names the file declares, compiled or not: a reference to a declared but broken entry
 /// is not reported again as unknown.
 struct Declared<'r> {
@@ -576,6 +627,12 @@ fn shadows(earlier: &Route, later: &Route) -> bool {
         (a, b) => a == b,
     };
     hosts && methods && paths
+}
+
+fn sorted_policies(policies: HashMap<String, Arc<NamedPolicy>>) -> Vec<Arc<NamedPolicy>> {
+    let mut out: Vec<_> = policies.into_values().collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
 }
 
 fn sorted_keys<'k>(keys: impl Iterator<Item = &'k String>) -> String {

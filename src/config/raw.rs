@@ -9,6 +9,10 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 use super::values::{ByteSize, ConfigDuration, ValueRef};
+pub use crate::policy::client_cert::ClientCertConfig;
+pub use crate::policy::cors::CorsConfig;
+pub use crate::policy::ip_filter::IpFilterConfig;
+pub use crate::policy::jwt::JwtConfig;
 
 /// A string that remembers where it was written.
 pub type Located = Spanned<String>;
@@ -160,6 +164,10 @@ pub struct PolicyConfig {
     #[serde(default)]
     pub mode: PolicyMode,
     pub headers: Option<HeadersConfig>,
+    pub cors: Option<CorsConfig>,
+    pub ip_filter: Option<IpFilterConfig>,
+    pub jwt: Option<JwtConfig>,
+    pub client_cert: Option<ClientCertConfig>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]

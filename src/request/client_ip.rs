@@ -4,30 +4,9 @@
 use std::net::IpAddr;
 
 use http::HeaderMap;
-use ipnet::IpNet;
 
 use super::headers::X_FORWARDED_FOR;
-
-/// A set of networks. IPv4-mapped IPv6 addresses match IPv4 networks.
-#[derive(Clone, Debug, Default)]
-pub struct IpSet {
-    nets: Vec<IpNet>,
-}
-
-impl IpSet {
-    pub fn new(nets: impl IntoIterator<Item = IpNet>) -> Self {
-        Self { nets: nets.into_iter().map(|n| n.trunc()).collect() }
-    }
-
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = ip.to_canonical();
-        self.nets.iter().any(|net| net.contains(&ip))
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.nets.is_empty()
-    }
-}
+pub use crate::ipset::IpSet;
 
 /// Resolves the client address of a request that arrived from `peer`.
 pub fn resolve(peer: IpAddr, headers: &HeaderMap, trusted_proxies: &IpSet) -> IpAddr {

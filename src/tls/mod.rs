@@ -194,6 +194,25 @@ pub fn backend_client_config(
     Ok(Arc::new(config))
 }
 
+/// A TLS client configuration trusting the system's roots plus `extra` (for key fetches
+/// from issuers with a private CA).
+///
+/// # Errors
+/// A CA is unusable.
+pub fn client_config_with_extra_roots(extra: Vec<CertificateDer<'static>>) -> Result<Arc<ClientConfig>, String> {
+    let mut roots = RootCertStore::empty();
+    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+    for cert in extra {
+        roots.add(cert).map_err(|e| format!("not a usable CA certificate: {e}"))?;
+    }
+    let config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("cannot offer TLS versions: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
 /// Presents one client certificate to every backend that asks.
 #[derive(Debug)]
 struct AlwaysCert(Arc<CertifiedKey>);

@@ -1,0 +1,211 @@
+//! `client_cert`: requires a client certificate verified at the handshake (the listener's
+//! `client_auth` with `trusted_cas` and `crls`) and matches it against `identities`; any one
+//! identity matches when every field it names matches. Forwards a summary header; a
+//! client-sent header of that name is always removed first (it is a gateway header).
+
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::StatusCode;
+use serde::Deserialize;
+
+use super::{Decision, Denial};
+use crate::problem::Problem;
+use crate::tls::ClientCertInfo;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientCertConfig {
+    #[serde(default)]
+    pub identities: Vec<IdentityConfig>,
+    pub forward_header: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityConfig {
+    pub subject: Option<String>,
+    pub issuer: Option<String>,
+    pub thumbprint_sha256: Option<String>,
+    pub serial: Option<String>,
+    pub dns_name: Option<String>,
+    pub uri: Option<String>,
+}
+
+/// One compiled identity: each `Some` field must match.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Identity {
+    subject: Option<Vec<(String, String)>>,
+    issuer: Option<Vec<(String, String)>>,
+    thumbprint: Option<String>,
+    serial: Option<String>,
+    dns_name: Option<String>,
+    uri: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct ClientCert {
+    identities: Vec<Identity>,
+    forward_header: Option<HeaderName>,
+}
+
+/// A distinguished name as `(TYPE, value)` pairs: `CN=a, O=b` and `cn=a,O=b` are equal.
+/// (Values containing escaped commas are compared as written.)
+fn dn(text: &str) -> Vec<(String, String)> {
+    text.split(',')
+        .filter_map(|rdn| rdn.split_once('='))
+        .map(|(k, v)| (k.trim().to_ascii_uppercase(), v.trim().to_owned()))
+        .collect()
+}
+
+/// Hex without separators or leading zeros, upper-case.
+fn hex(text: &str) -> String {
+    let digits: String = text.chars().filter(char::is_ascii_hexdigit).collect::<String>().to_ascii_uppercase();
+    let trimmed = digits.trim_start_matches('0');
+    if trimmed.is_empty() {
+        "0".to_owned()
+    } else {
+        trimmed.to_owned()
+    }
+}
+
+impl ClientCert {
+    /// # Errors
+    /// No identity, an empty identity, a malformed thumbprint or header name.
+    pub fn compile(cfg: &ClientCertConfig) -> Result<Self, String> {
+        if cfg.identities.is_empty() {
+            return Err(
+                "list at least one identity (subject, issuer, thumbprint_sha256, serial, dns_name or uri)".into()
+            );
+        }
+        let mut identities = Vec::new();
+        for id in &cfg.identities {
+            let compiled = Identity {
+                subject: id.subject.as_deref().map(dn),
+                issuer: id.issuer.as_deref().map(dn),
+                thumbprint: id.thumbprint_sha256.as_deref().map(hex),
+                serial: id.serial.as_deref().map(hex),
+                dns_name: id.dns_name.as_ref().map(|n| n.to_ascii_lowercase()),
+                uri: id.uri.clone(),
+            };
+            if compiled == Identity::default() {
+                return Err("an identity needs at least one field".into());
+            }
+            if compiled.thumbprint.as_ref().is_some_and(|t| t.len() > 64) {
+                return Err("thumbprint_sha256 must be 32 bytes of hex".into());
+            }
+            identities.push(compiled);
+        }
+        let forward_header = cfg
+            .forward_header
+            .as_ref()
+            .map(|h| HeaderName::from_bytes(h.as_bytes()).map_err(|_| format!("{h:?} is not a header name")))
+            .transpose()?;
+        Ok(Self { identities, forward_header })
+    }
+
+    /// The header this policy sets on forwarded requests.
+    pub fn forward_header(&self) -> Option<&HeaderName> {
+        self.forward_header.as_ref()
+    }
+
+    pub fn check(&self, cert: Option<&ClientCertInfo>, headers: &mut HeaderMap) -> Decision {
+        let Some(cert) = cert else {
+            return Decision::Deny(denial("no_client_cert", "a client certificate is required"));
+        };
+        if !self.identities.iter().any(|id| matches(id, cert)) {
+            return Decision::Deny(denial("client_cert_not_allowed", "this client certificate is not allowed"));
+        }
+        if let Some(name) = &self.forward_header {
+            if let Ok(value) = HeaderValue::from_str(&summary(cert)) {
+                headers.insert(name.clone(), value);
+            }
+        }
+        Decision::Continue
+    }
+}
+
+fn matches(id: &Identity, cert: &ClientCertInfo) -> bool {
+    id.subject.as_ref().is_none_or(|s| *s == dn(&cert.subject))
+        && id.issuer.as_ref().is_none_or(|s| *s == dn(&cert.issuer))
+        && id.thumbprint.as_ref().is_none_or(|t| *t == hex(&cert.thumbprint_sha256))
+        && id.serial.as_ref().is_none_or(|s| *s == hex(&cert.serial))
+        && id.dns_name.as_ref().is_none_or(|n| cert.dns_names.iter().any(|d| d.eq_ignore_ascii_case(n)))
+        && id.uri.as_ref().is_none_or(|u| cert.uris.contains(u))
+}
+
+/// `subject="…";issuer="…";thumbprint_sha256=…;serial=…;not_after=<unix seconds>`.
+fn summary(cert: &ClientCertInfo) -> String {
+    let quote = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
+    format!(
+        "subject=\"{}\";issuer=\"{}\";thumbprint_sha256={};serial={};not_after={}",
+        quote(&cert.subject),
+        quote(&cert.issuer),
+        cert.thumbprint_sha256,
+        cert.serial,
+        cert.not_after
+    )
+}
+
+fn denial(reason: &'static str, detail: &'static str) -> Denial {
+    Denial::new(
+        reason,
+        Problem::new(StatusCode::FORBIDDEN, "client-cert-rejected", "Client certificate rejected", detail),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cert() -> ClientCertInfo {
+        ClientCertInfo {
+            subject: "CN=apim-client, O=Example".into(),
+            issuer: "CN=Issuing CA".into(),
+            serial: "01A2".into(),
+            thumbprint_sha256: "9F86D081884C7D659A2FEAA0C55AD015A3BF4F1B2B0B822CD15D6C15B0F00A08".into(),
+            dns_names: vec!["apim.internal.example.com".into()],
+            uris: vec![],
+            not_after: 0,
+        }
+    }
+
+    fn policy(id: IdentityConfig) -> ClientCert {
+        ClientCert::compile(&ClientCertConfig { identities: vec![id], forward_header: Some("X-Client-Cert".into()) })
+            .unwrap()
+    }
+
+    #[test]
+    fn is_authorized_for_each_kind_of_identity() {
+        let ids = [
+            IdentityConfig { subject: Some("CN=apim-client,O=Example".into()), ..Default::default() },
+            IdentityConfig { issuer: Some("cn=Issuing CA".into()), ..Default::default() },
+            IdentityConfig {
+                thumbprint_sha256: Some(
+                    "9f:86:d0:81:88:4c:7d:65:9a:2f:ea:a0:c5:5a:d0:15:a3:bf:4f:1b:2b:0b:82:2c:d1:5d:6c:15:b0:f0:0a:08"
+                        .into(),
+                ),
+                ..Default::default()
+            },
+            IdentityConfig { serial: Some("00:01:a2".into()), ..Default::default() },
+            IdentityConfig { dns_name: Some("APIM.internal.example.com".into()), ..Default::default() },
+        ];
+        for id in ids {
+            let p = policy(id);
+            let mut h = HeaderMap::new();
+            assert!(matches!(p.check(Some(&cert()), &mut h), Decision::Continue));
+            assert!(h["x-client-cert"].to_str().unwrap().starts_with("subject=\"CN=apim-client, O=Example\""));
+        }
+    }
+
+    #[test]
+    fn is_not_authorized_without_a_match_or_a_certificate() {
+        let p = policy(IdentityConfig {
+            subject: Some("CN=apim-client,O=Example".into()),
+            serial: Some("FF".into()),
+            ..Default::default()
+        });
+        let mut h = HeaderMap::new();
+        assert!(matches!(p.check(Some(&cert()), &mut h), Decision::Deny(d) if d.reason == "client_cert_not_allowed"));
+        assert!(matches!(p.check(None, &mut h), Decision::Deny(d) if d.reason == "no_client_cert"));
+        assert!(h.is_empty());
+    }
+}

@@ -1,0 +1,369 @@
+//! `cors`: cross-origin limits (Fetch standard, "CORS protocol").
+//!
+//! Origins are exact (`https://portal.example.com`) or one-label-or-more wildcards
+//! (`https://*.portal.example.com`, which never matches `portal.example.com` itself nor a
+//! look-alike such as `evilportal.example.com`). Origins are compared in the form browsers
+//! send them (lower-case, default port omitted); any other spelling does not match. A
+//! preflight (OPTIONS with `Access-Control-Request-Method`) is answered here with 204 and
+//! never forwarded. Every response of the route carries `Vary: Origin`.
+
+use std::collections::HashSet;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Response, StatusCode};
+use serde::Deserialize;
+
+use super::{Decision, Denial};
+use crate::body;
+use crate::config::values::ConfigDuration;
+use crate::problem::Problem;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorsConfig {
+    pub allowed_origins: Vec<String>,
+    #[serde(default)]
+    pub allowed_methods: Vec<String>,
+    #[serde(default)]
+    pub allowed_headers: Vec<String>,
+    #[serde(default)]
+    pub expose_headers: Vec<String>,
+    #[serde(default)]
+    pub allow_credentials: bool,
+    pub max_age: Option<ConfigDuration>,
+    #[serde(default)]
+    pub terminate_unmatched: bool,
+}
+
+/// `scheme://*.domain[:port]`: `suffix` is `.domain`, `port` empty for the default.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Wildcard {
+    scheme: String,
+    suffix: String,
+    port: String,
+}
+
+/// The compiled `cors` policy.
+#[derive(Debug)]
+pub struct Cors {
+    any: bool,
+    exact: HashSet<String>,
+    wildcards: Vec<Wildcard>,
+    methods: Vec<Method>,
+    allow_methods: HeaderValue,
+    /// Lower-case names.
+    headers: HashSet<String>,
+    allow_headers: Option<HeaderValue>,
+    expose_headers: Option<HeaderValue>,
+    credentials: bool,
+    max_age: Option<HeaderValue>,
+    terminate_unmatched: bool,
+}
+
+fn join(items: &[String]) -> Result<Option<HeaderValue>, String> {
+    if items.is_empty() {
+        return Ok(None);
+    }
+    HeaderValue::from_str(&items.join(", ")).map(Some).map_err(|_| format!("invalid header list {items:?}"))
+}
+
+/// Splits `scheme://host[:port]`; refuses paths, queries, user info and empty hosts.
+fn split_origin(origin: &str) -> Option<(&str, &str, &str)> {
+    let (scheme, rest) = origin.split_once("://")?;
+    if !matches!(scheme, "http" | "https") || rest.is_empty() || rest.contains(['/', '?', '#', '@']) {
+        return None;
+    }
+    let (host, port) = if rest.starts_with('[') {
+        let end = rest.find(']')? + 1;
+        match &rest[end..] {
+            "" => (&rest[..end], ""),
+            tail => (&rest[..end], tail.strip_prefix(':')?),
+        }
+    } else {
+        rest.rsplit_once(':').unwrap_or((rest, ""))
+    };
+    if host.is_empty() || (!port.is_empty() && !port.bytes().all(|b| b.is_ascii_digit())) {
+        return None;
+    }
+    Some((scheme, host, port))
+}
+
+impl Cors {
+    /// Compiles the policy. Errors are `(field, message)`.
+    ///
+    /// # Errors
+    /// An origin that is not `scheme://host[:port]`, `*` with credentials, a bad method or
+    /// header name.
+    pub fn compile(cfg: &CorsConfig) -> Result<Self, Vec<(&'static str, String)>> {
+        let mut errors = Vec::new();
+        let mut any = false;
+        let mut exact = HashSet::new();
+        let mut wildcards = Vec::new();
+        for origin in &cfg.allowed_origins {
+            if origin == "*" {
+                any = true;
+                continue;
+            }
+            if origin == "null" {
+                exact.insert(origin.clone());
+                continue;
+            }
+            let lower = origin.to_ascii_lowercase();
+            let Some((scheme, host, port)) = split_origin(&lower) else {
+                errors.push((
+                    "allowed_origins",
+                    format!("{origin:?} is not an origin: write scheme://host[:port], like https://portal.example.com"),
+                ));
+                continue;
+            };
+            let port = match (scheme, port) {
+                ("https", "443") | ("http", "80") => "",
+                (_, p) => p,
+            };
+            match host.strip_prefix("*.") {
+                Some(domain) if !domain.is_empty() && !domain.contains('*') => wildcards.push(Wildcard {
+                    scheme: scheme.to_owned(),
+                    suffix: format!(".{domain}"),
+                    port: port.to_owned(),
+                }),
+                _ if host.contains('*') => errors.push((
+                    "allowed_origins",
+                    format!("{origin:?}: a wildcard may only be the first label, like https://*.example.com"),
+                )),
+                _ => {
+                    let port = if port.is_empty() { String::new() } else { format!(":{port}") };
+                    exact.insert(format!("{scheme}://{host}{port}"));
+                }
+            }
+        }
+        if any && cfg.allow_credentials {
+            errors.push(("allow_credentials", "`*` origins with allow_credentials: true would let every site act as the user; list the origins instead".to_owned()));
+        }
+        let mut methods = Vec::new();
+        for m in &cfg.allowed_methods {
+            match Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
+                Ok(method) => methods.push(method),
+                Err(_) => errors.push(("allowed_methods", format!("{m:?} is not an HTTP method"))),
+            }
+        }
+        if methods.is_empty() {
+            methods = vec![Method::GET, Method::HEAD, Method::POST];
+        }
+        let method_names: Vec<String> = methods.iter().map(|m| m.as_str().to_owned()).collect();
+        for h in cfg.allowed_headers.iter().chain(&cfg.expose_headers) {
+            if HeaderName::from_bytes(h.as_bytes()).is_err() {
+                errors.push(("allowed_headers", format!("{h:?} is not a header name")));
+            }
+        }
+        let built = (|| -> Result<Self, String> {
+            Ok(Self {
+                any,
+                exact,
+                wildcards,
+                allow_methods: join(&method_names)?.expect("at least one method"),
+                methods,
+                headers: cfg.allowed_headers.iter().map(|h| h.to_ascii_lowercase()).collect(),
+                allow_headers: join(&cfg.allowed_headers)?,
+                expose_headers: join(&cfg.expose_headers)?,
+                credentials: cfg.allow_credentials,
+                max_age: cfg.max_age.map(|d| HeaderValue::from(d.0.as_secs())),
+                terminate_unmatched: cfg.terminate_unmatched,
+            })
+        })();
+        match built {
+            Ok(cors) if errors.is_empty() => Ok(cors),
+            Ok(_) => Err(errors),
+            Err(e) => {
+                errors.push(("allowed_headers", e));
+                Err(errors)
+            }
+        }
+    }
+
+    /// Whether a request's `Origin` value is allowed, exactly as a browser sends it.
+    pub fn allows(&self, origin: &str) -> bool {
+        if origin == "null" {
+            return self.exact.contains(origin);
+        }
+        if self.any || self.exact.contains(origin) {
+            return true;
+        }
+        // Browsers send origins lower-case; another spelling is not a browser's origin.
+        let Some((scheme, host, port)) = split_origin(origin) else { return false };
+        if origin.bytes().any(|b| b.is_ascii_uppercase()) {
+            return false;
+        }
+        self.wildcards.iter().any(|w| {
+            w.scheme == scheme
+                && w.port == port
+                && host.len() > w.suffix.len()
+                && host.ends_with(w.suffix.as_str())
+                && valid_label_run(&host[..host.len() - w.suffix.len()])
+        })
+    }
+
+    /// The request side: answers preflights, refuses unlisted origins when configured.
+    /// Returns the origin to echo on the response, if any.
+    pub fn check(&self, method: &Method, headers: &HeaderMap) -> (Decision, Option<HeaderValue>) {
+        let Some(origin) = headers.get(header::ORIGIN) else {
+            return (Decision::Continue, None);
+        };
+        let allowed = origin.to_str().is_ok_and(|o| self.allows(o));
+        let preflight = method == Method::OPTIONS && headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+        if !allowed {
+            if preflight || self.terminate_unmatched {
+                return (Decision::Deny(forbidden("origin_not_allowed", "the request's origin is not allowed")), None);
+            }
+            return (Decision::Continue, None);
+        }
+        if !preflight {
+            return (Decision::Continue, Some(origin.clone()));
+        }
+        let requested =
+            headers.get(header::ACCESS_CONTROL_REQUEST_METHOD).and_then(|m| Method::from_bytes(m.as_bytes()).ok());
+        if !requested.is_some_and(|m| self.methods.contains(&m)) {
+            return (Decision::Deny(forbidden("method_not_allowed", "the requested method is not allowed")), None);
+        }
+        let all_headers_allowed = headers
+            .get_all(header::ACCESS_CONTROL_REQUEST_HEADERS)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|h| !h.is_empty())
+            .all(|h| self.headers.contains(&h.to_ascii_lowercase()));
+        if !all_headers_allowed {
+            return (Decision::Deny(forbidden("header_not_allowed", "a requested header is not allowed")), None);
+        }
+        let mut rsp = Response::new(body::empty());
+        *rsp.status_mut() = StatusCode::NO_CONTENT;
+        let h = rsp.headers_mut();
+        h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, self.allow_methods.clone());
+        if let Some(v) = &self.allow_headers {
+            h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, v.clone());
+        }
+        if let Some(v) = &self.max_age {
+            h.insert(header::ACCESS_CONTROL_MAX_AGE, v.clone());
+        }
+        h.append(
+            header::VARY,
+            HeaderValue::from_static("Access-Control-Request-Method, Access-Control-Request-Headers"),
+        );
+        (Decision::Answer(rsp), Some(origin.clone()))
+    }
+
+    /// The response side: `Vary: Origin` always; the CORS headers when the origin matched.
+    pub fn on_response(&self, origin: Option<&HeaderValue>, headers: &mut HeaderMap) {
+        headers.append(header::VARY, HeaderValue::from_static("Origin"));
+        let Some(origin) = origin else { return };
+        let allow_origin = if self.any && !self.credentials { HeaderValue::from_static("*") } else { origin.clone() };
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allow_origin);
+        if self.credentials {
+            headers.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+        }
+        if let Some(v) = &self.expose_headers {
+            headers.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, v.clone());
+        }
+    }
+}
+
+/// `a` or `a.b`: DNS labels of letters, digits and `-`.
+fn valid_label_run(labels: &str) -> bool {
+    labels.split('.').all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+}
+
+fn forbidden(reason: &'static str, detail: &'static str) -> Denial {
+    Denial::new(reason, Problem::new(StatusCode::FORBIDDEN, "cors-rejected", "Cross-origin request refused", detail))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cors(origins: &[&str]) -> Cors {
+        Cors::compile(&CorsConfig {
+            allowed_origins: origins.iter().map(|o| (*o).to_owned()).collect(),
+            allowed_methods: vec!["GET".into(), "POST".into()],
+            allowed_headers: vec!["Authorization".into()],
+            expose_headers: vec![],
+            allow_credentials: false,
+            max_age: None,
+            terminate_unmatched: true,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn is_allowed_for_listed_and_wildcard_origins() {
+        let c = cors(&["https://portal.example.com", "https://*.portal.example.com", "http://localhost:3000"]);
+        assert!(c.allows("https://portal.example.com"));
+        assert!(c.allows("https://a.portal.example.com"));
+        assert!(c.allows("https://a.b.portal.example.com"));
+        assert!(c.allows("http://localhost:3000"));
+    }
+
+    #[test]
+    fn is_not_allowed_for_look_alikes() {
+        let c = cors(&["https://portal.example.com", "https://*.portal.example.com", "http://localhost:3000"]);
+        for origin in [
+            "https://portal.example.com.evil.net",
+            "https://evilportal.example.com",
+            "https://evil.portal.example.com.evil.net",
+            "http://portal.example.com",
+            "https://portal.example.com:8443",
+            "https://PORTAL.example.com",
+            "https://portal.example.com/",
+            "https://user@portal.example.com",
+            "https://.portal.example.com",
+            "https://a..portal.example.com",
+            "http://localhost:30000",
+            "null",
+            "",
+        ] {
+            assert!(!c.allows(origin), "{origin}");
+        }
+    }
+
+    #[test]
+    fn default_ports_are_the_same_origin() {
+        let c = cors(&["https://portal.example.com:443"]);
+        assert!(c.allows("https://portal.example.com"));
+    }
+
+    #[test]
+    fn null_only_when_listed() {
+        assert!(cors(&["null"]).allows("null"));
+        assert!(!cors(&["*"]).allows("null"));
+    }
+
+    #[test]
+    fn star_with_credentials_is_a_config_error() {
+        let err = Cors::compile(&CorsConfig {
+            allowed_origins: vec!["*".into()],
+            allowed_methods: vec![],
+            allowed_headers: vec![],
+            expose_headers: vec![],
+            allow_credentials: true,
+            max_age: None,
+            terminate_unmatched: false,
+        })
+        .unwrap_err();
+        assert_eq!(err[0].0, "allow_credentials");
+    }
+
+    #[test]
+    fn malformed_origins_are_config_errors() {
+        for bad in ["portal.example.com", "https://", "https://a.com/path", "https://a.*.com", "ftp://a.com"] {
+            let r = Cors::compile(&CorsConfig {
+                allowed_origins: vec![bad.into()],
+                allowed_methods: vec![],
+                allowed_headers: vec![],
+                expose_headers: vec![],
+                allow_credentials: false,
+                max_age: None,
+                terminate_unmatched: false,
+            });
+            assert!(r.is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,299 @@
+//! Verification keys for the `jwt` policy: from PEM files, a shared secret, a JWKS URL or an
+//! OpenID discovery document. Remote keys are fetched over HTTPS (system roots plus an
+//! optional `trusted_cas`), refreshed on a schedule that honours `Cache-Control: max-age`
+//! within bounds, refreshed on demand for an unknown `kid` at most once per
+//! `min_refresh`, and kept when the issuer is down.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
+use bytes::Bytes;
+use http::{header, Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use jsonwebtoken::jwk::Jwk;
+use jsonwebtoken::{AlgorithmFamily, DecodingKey};
+use tokio::task::JoinHandle;
+
+/// Largest JWKS or discovery document accepted.
+const MAX_DOCUMENT_BYTES: usize = 1 << 20;
+const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bounds on a `Cache-Control: max-age` the issuer sends.
+const MIN_MAX_AGE: Duration = Duration::from_secs(60);
+const MAX_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+
+/// One verification key.
+pub struct Key {
+    pub kid: Option<String>,
+    pub family: AlgorithmFamily,
+    pub key: DecodingKey,
+}
+
+/// The keys in force.
+#[derive(Default)]
+pub struct KeySet {
+    pub keys: Vec<Key>,
+}
+
+impl KeySet {
+    /// Keys of `family` with this `kid`; without a `kid`, every key of the family.
+    pub fn candidates<'a>(
+        &'a self,
+        kid: Option<&'a str>,
+        family: AlgorithmFamily,
+    ) -> impl Iterator<Item = &'a Key> + 'a {
+        self.keys.iter().filter(move |k| k.family == family && (kid.is_none() || k.kid.as_deref() == kid))
+    }
+
+    /// Parses a JWKS document; keys that are unsupported or meant for encryption are skipped.
+    ///
+    /// # Errors
+    /// The document is not JSON with a `keys` array.
+    pub fn from_jwks(document: &[u8]) -> Result<Self, String> {
+        let value: serde_json::Value =
+            serde_json::from_slice(document).map_err(|e| format!("JWKS is not JSON: {e}"))?;
+        let entries = value.get("keys").and_then(|k| k.as_array()).ok_or("JWKS has no `keys` array")?;
+        let mut keys = Vec::new();
+        for entry in entries {
+            if entry.get("use").and_then(|u| u.as_str()).is_some_and(|u| u != "sig") {
+                continue;
+            }
+            let Ok(jwk) = serde_json::from_value::<Jwk>(entry.clone()) else { continue };
+            let Ok(key) = DecodingKey::from_jwk(&jwk) else { continue };
+            let family = match &jwk.algorithm {
+                jsonwebtoken::jwk::AlgorithmParameters::RSA(_) => AlgorithmFamily::Rsa,
+                jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(_) => AlgorithmFamily::Ec,
+                jsonwebtoken::jwk::AlgorithmParameters::OctetKeyPair(_) => AlgorithmFamily::Ed,
+                jsonwebtoken::jwk::AlgorithmParameters::OctetKey(_) => continue, // never trust a published secret
+            };
+            keys.push(Key { kid: jwk.common.key_id.clone(), family, key });
+        }
+        Ok(Self { keys })
+    }
+}
+
+/// Where a policy's keys come from.
+pub enum Source {
+    Static(Arc<KeySet>),
+    Jwks(String),
+    Discovery(String),
+}
+
+/// A policy's keys, swapped whole on refresh; readers never wait.
+pub struct KeyStore {
+    pub name: Arc<str>,
+    source: Source,
+    client: Option<Client<HttpsConnector<HttpConnector>, Empty<Bytes>>>,
+    current: ArcSwapOption<KeySet>,
+    /// When the last fetch was tried; held while fetching so that fetches never overlap.
+    last_fetch: tokio::sync::Mutex<Option<Instant>>,
+    refresh: Duration,
+    min_refresh: Duration,
+    task: std::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for KeyStore {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.get_mut().ok().and_then(Option::take) {
+            task.abort();
+        }
+    }
+}
+
+impl KeyStore {
+    pub fn new(
+        name: &str,
+        source: Source,
+        tls: Option<Arc<rustls::ClientConfig>>,
+        refresh: Duration,
+        min_refresh: Duration,
+    ) -> Self {
+        let current = match &source {
+            Source::Static(keys) => ArcSwapOption::from(Some(keys.clone())),
+            _ => ArcSwapOption::empty(),
+        };
+        let client = tls.map(|tls| {
+            let mut http = HttpConnector::new();
+            http.enforce_http(false);
+            http.set_connect_timeout(Some(Duration::from_secs(5)));
+            let https = hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config((*tls).clone())
+                .https_only()
+                .enable_http1()
+                .enable_http2()
+                .wrap_connector(http);
+            Client::builder(TokioExecutor::new()).build(https)
+        });
+        Self {
+            name: name.into(),
+            source,
+            client,
+            current,
+            last_fetch: tokio::sync::Mutex::new(None),
+            refresh,
+            min_refresh,
+            task: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// The keys in force; `None` until remote keys were first loaded.
+    pub fn current(&self) -> Option<Arc<KeySet>> {
+        self.current.load_full()
+    }
+
+    pub fn is_remote(&self) -> bool {
+        !matches!(self.source, Source::Static(_))
+    }
+
+    /// Starts the refresh loop for remote keys. Needs a tokio runtime.
+    pub fn start(self: &Arc<Self>) {
+        if !self.is_remote() {
+            return;
+        }
+        let store = Arc::downgrade(self);
+        let task = tokio::spawn(async move {
+            let mut failures = 0u32;
+            loop {
+                let Some(this) = store.upgrade() else { return };
+                let next = match this.fetch_and_swap().await {
+                    Ok(max_age) => {
+                        failures = 0;
+                        max_age.map_or(this.refresh, |age| age.clamp(MIN_MAX_AGE, MAX_MAX_AGE).min(this.refresh))
+                    }
+                    Err(e) => {
+                        failures += 1;
+                        tracing::warn!(policy.name = %this.name, error = %e, kept_last_good = this.current().is_some(), "JWKS fetch failed");
+                        // 1 s, 2 s, 4 s … while no keys are loaded; never slower than the schedule.
+                        Duration::from_secs(1u64 << failures.min(6)).min(this.refresh)
+                    }
+                };
+                drop(this);
+                tokio::time::sleep(next).await;
+            }
+        });
+        if let Ok(mut slot) = self.task.lock() {
+            *slot = Some(task);
+        }
+    }
+
+    /// Refreshes now because a token named an unknown `kid` — unless a fetch happened less
+    /// than `min_refresh` ago, so a flood of random kids cannot hammer the issuer.
+    pub async fn refresh_for_unknown_kid(&self) {
+        if !self.is_remote() {
+            return;
+        }
+        let mut last = self.last_fetch.lock().await;
+        if last.is_some_and(|t| t.elapsed() < self.min_refresh) {
+            return;
+        }
+        *last = Some(Instant::now());
+        match self.fetch().await {
+            Ok((keys, _)) => self.current.store(Some(Arc::new(keys))),
+            Err(e) => tracing::warn!(policy.name = %self.name, error = %e, "JWKS refresh for an unknown kid failed"),
+        }
+    }
+
+    async fn fetch_and_swap(&self) -> Result<Option<Duration>, String> {
+        let mut last = self.last_fetch.lock().await;
+        *last = Some(Instant::now());
+        let (keys, max_age) = self.fetch().await?;
+        tracing::info!(policy.name = %self.name, keys = keys.keys.len(), "JWKS loaded");
+        self.current.store(Some(Arc::new(keys)));
+        Ok(max_age)
+    }
+
+    async fn fetch(&self) -> Result<(KeySet, Option<Duration>), String> {
+        let jwks_url = match &self.source {
+            Source::Static(_) => return Err("static keys are not fetched".into()),
+            Source::Jwks(url) => url.clone(),
+            Source::Discovery(url) => {
+                let (doc, _) = self.get(url).await?;
+                let doc: serde_json::Value =
+                    serde_json::from_slice(&doc).map_err(|e| format!("discovery document is not JSON: {e}"))?;
+                let uri = doc.get("jwks_uri").and_then(|u| u.as_str()).ok_or("discovery document has no jwks_uri")?;
+                if !uri.starts_with("https://") {
+                    return Err(format!("jwks_uri {uri:?} is not https"));
+                }
+                uri.to_owned()
+            }
+        };
+        let (body, max_age) = self.get(&jwks_url).await?;
+        let keys = KeySet::from_jwks(&body)?;
+        if keys.keys.is_empty() {
+            return Err("the JWKS holds no usable signing key".into());
+        }
+        Ok((keys, max_age))
+    }
+
+    async fn get(&self, url: &str) -> Result<(Bytes, Option<Duration>), String> {
+        let client = self.client.as_ref().ok_or("no HTTPS client")?;
+        let uri: Uri = url.parse().map_err(|e| format!("invalid url {url:?}: {e}"))?;
+        let req = Request::get(uri)
+            .header(header::ACCEPT, "application/json")
+            .body(Empty::new())
+            .map_err(|e| e.to_string())?;
+        let rsp = tokio::time::timeout(FETCH_TIMEOUT, client.request(req))
+            .await
+            .map_err(|_| format!("{url}: timed out"))?
+            .map_err(|e| format!("{url}: {}", error_chain(&e)))?;
+        if rsp.status() != StatusCode::OK {
+            return Err(format!("{url}: status {}", rsp.status()));
+        }
+        let max_age = rsp.headers().get(header::CACHE_CONTROL).and_then(|v| v.to_str().ok()).and_then(max_age);
+        let body = tokio::time::timeout(FETCH_TIMEOUT, Limited::new(rsp.into_body(), MAX_DOCUMENT_BYTES).collect())
+            .await
+            .map_err(|_| format!("{url}: timed out reading the body"))?
+            .map_err(|e| format!("{url}: {e}"))?
+            .to_bytes();
+        Ok((body, max_age))
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+/// `max-age=N` from a Cache-Control value.
+fn max_age(value: &str) -> Option<Duration> {
+    value
+        .split(',')
+        .filter_map(|d| d.trim().strip_prefix("max-age="))
+        .find_map(|n| n.trim().parse().ok())
+        .map(Duration::from_secs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_age_is_read_from_cache_control() {
+        assert_eq!(max_age("public, max-age=300"), Some(Duration::from_secs(300)));
+        assert_eq!(max_age("no-cache"), None);
+    }
+
+    #[test]
+    fn jwks_skips_secrets_encryption_keys_and_garbage() {
+        let doc = br#"{"keys":[
+            {"kty":"oct","k":"c2VjcmV0","kid":"s"},
+            {"kty":"RSA","use":"enc","n":"AQAB","e":"AQAB","kid":"e"},
+            {"kty":"nope","kid":"x"},
+            {"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo","kid":"ed"}
+        ]}"#;
+        let set = KeySet::from_jwks(doc).unwrap();
+        assert_eq!(set.keys.len(), 1);
+        assert_eq!(set.keys[0].kid.as_deref(), Some("ed"));
+        assert!(KeySet::from_jwks(b"{}").is_err());
+    }
+}
