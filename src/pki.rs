@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, RevocationReason, RevokedCertParams, SerialNumber,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -20,6 +20,7 @@ pub struct Ca {
 pub struct Leaf {
     pub cert_pem: String,
     pub key_pem: String,
+    pub serial: Vec<u8>,
 }
 
 /// What a leaf certificate is for.
@@ -76,14 +77,47 @@ impl Ca {
             }
         };
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        let mut serial: [u8; 16] = rand_bytes();
+        serial[0] &= 0x7f; // a positive INTEGER
+        params.serial_number = Some(SerialNumber::from_slice(&serial));
         let now = OffsetDateTime::now_utc();
         params.not_before = now - Duration::days(1).max(Duration::days(1 - days));
         params.not_after = now + Duration::days(days);
         let key = KeyPair::generate()?;
         let issuer = Issuer::from_params(&self.params, &self.key);
         let cert = params.signed_by(&key, &issuer)?;
-        Ok(Leaf { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+        Ok(Leaf { cert_pem: cert.pem(), key_pem: key.serialize_pem(), serial: serial.to_vec() })
     }
+
+    /// A certificate revocation list, valid for a week, revoking these serials.
+    ///
+    /// # Errors
+    /// Signing failed.
+    pub fn crl(&self, revoked: &[&[u8]]) -> Result<String, rcgen::Error> {
+        let now = OffsetDateTime::now_utc();
+        let params = CertificateRevocationListParams {
+            this_update: now - Duration::hours(1),
+            next_update: now + Duration::days(7),
+            crl_number: SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: revoked
+                .iter()
+                .map(|serial| RevokedCertParams {
+                    serial_number: SerialNumber::from_slice(serial),
+                    revocation_time: now - Duration::minutes(5),
+                    reason_code: Some(RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        let issuer = Issuer::from_params(&self.params, &self.key);
+        params.signed_by(&issuer)?.pem()
+    }
+}
+
+fn rand_bytes() -> [u8; 16] {
+    *uuid::Uuid::new_v4().as_bytes()
 }
 
 /// The files `certs dev` writes, relative to its directory.

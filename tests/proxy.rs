@@ -6,6 +6,7 @@ mod support;
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
+use support::gateway::admin_get;
 use support::pki::TLS_LISTENER;
 use support::{Client, Pki, TestBackend, TestGateway};
 
@@ -437,7 +438,7 @@ routes:
     let admin = gw.addr("admin");
     let mut body = String::new();
     for _ in 0..100 {
-        body = http_get(admin, "/readyz").await;
+        body = admin_get(admin, "/readyz").await;
         if body.starts_with("HTTP/1.1 503") {
             break;
         }
@@ -445,14 +446,5 @@ routes:
     }
     assert!(body.starts_with("HTTP/1.1 503"), "{body}");
     assert!(body.contains("backend gone has no healthy url"), "{body}");
-    assert!(http_get(admin, "/healthz").await.starts_with("HTTP/1.1 200"));
-}
-
-async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    tcp.write_all(format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
-    let mut out = String::new();
-    tcp.read_to_string(&mut out).await.unwrap();
-    out
+    assert!(admin_get(admin, "/healthz").await.starts_with("HTTP/1.1 200"));
 }

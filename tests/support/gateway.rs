@@ -80,6 +80,17 @@ impl TestGateway {
         self.addrs[listener]
     }
 
+    /// Polls the admin listener's `/readyz` until it answers 200 (at most 10 s).
+    pub async fn wait_ready(&self) {
+        for _ in 0..200 {
+            if admin_get(self.addr("admin"), "/readyz").await.starts_with("HTTP/1.1 200") {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the gateway did not become ready: {}", admin_get(self.addr("admin"), "/readyz").await);
+    }
+
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
     }
@@ -100,4 +111,14 @@ impl Drop for TestGateway {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A plain HTTP/1.1 GET to the admin listener; the whole answer as text.
+pub async fn admin_get(addr: SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+    let mut out = String::new();
+    tcp.read_to_string(&mut out).await.unwrap();
+    out
 }

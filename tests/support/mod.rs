@@ -6,6 +6,7 @@ pub mod backend;
 pub mod client;
 pub mod gateway;
 pub mod pki;
+pub mod tokens;
 
 pub use backend::TestBackend;
 pub use client::Client;

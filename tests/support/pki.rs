@@ -17,7 +17,9 @@ impl Pki {
     /// `alt.pem`/`alt-key.pem` (alt.test); `client-ca.pem`; `client.pem`/`client-key.pem`
     /// (CN=test-client,O=Example); `stranger.pem`/`stranger-key.pem` (same subject, from a CA
     /// nobody trusts); `gateway-client.pem`/`gateway-client-key.pem` (CN=gateway, signed by
-    /// the client CA: what the gateway presents to mTLS backends).
+    /// the client CA: what the gateway presents to mTLS backends); `expired.pem`,
+    /// `revoked.pem` (listed in `client-crl.pem`) and `someone.pem` (CN=someone-else), each
+    /// with its `-key.pem`, all from the client CA.
     pub fn new() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let ca = Ca::new("test server CA").expect("ca");
@@ -37,6 +39,22 @@ impl Pki {
         let pki = Self { dir, ca_pem: ca.cert_pem.clone() };
         pki.write("stranger.pem", &stranger.cert_pem);
         pki.write("stranger-key.pem", &stranger.key_pem);
+        let expired = client_ca
+            .issue(&LeafKind::Client { common_name: "test-client", organization: "Example" }, -1)
+            .expect("expired");
+        let revoked = client_ca
+            .issue(&LeafKind::Client { common_name: "test-client", organization: "Example" }, 30)
+            .expect("revoked");
+        let someone = client_ca
+            .issue(&LeafKind::Client { common_name: "someone-else", organization: "Example" }, 30)
+            .expect("someone");
+        pki.write("expired.pem", &expired.cert_pem);
+        pki.write("expired-key.pem", &expired.key_pem);
+        pki.write("revoked.pem", &revoked.cert_pem);
+        pki.write("revoked-key.pem", &revoked.key_pem);
+        pki.write("someone.pem", &someone.cert_pem);
+        pki.write("someone-key.pem", &someone.key_pem);
+        pki.write("client-crl.pem", &client_ca.crl(&[&revoked.serial]).expect("crl"));
         pki.write("gateway-client.pem", &gateway_client.cert_pem);
         pki.write("gateway-client-key.pem", &gateway_client.key_pem);
         pki.write("ca.pem", &ca.cert_pem);

@@ -40,13 +40,16 @@ pub struct KeySet {
 }
 
 impl KeySet {
-    /// Keys of `family` with this `kid`; without a `kid`, every key of the family.
+    /// Keys of `family` that may have signed a token with this `kid`: keys published with
+    /// that `kid`, and keys without one (configured PEM files, a secret).
     pub fn candidates<'a>(
         &'a self,
         kid: Option<&'a str>,
         family: AlgorithmFamily,
     ) -> impl Iterator<Item = &'a Key> + 'a {
-        self.keys.iter().filter(move |k| k.family == family && (kid.is_none() || k.kid.as_deref() == kid))
+        self.keys
+            .iter()
+            .filter(move |k| k.family == family && (kid.is_none() || k.kid.is_none() || k.kid.as_deref() == kid))
     }
 
     /// Parses a JWKS document; keys that are unsupported or meant for encryption are skipped.
