@@ -33,13 +33,25 @@ pub struct Key {
     pub key: DecodingKey,
 }
 
-/// The keys in force.
-#[derive(Default)]
+/// The keys in force. Each set gets a new `generation`, so a cache of verified tokens can
+/// tell that the keys changed since it verified one.
 pub struct KeySet {
     pub keys: Vec<Key>,
+    pub generation: u64,
+}
+
+impl Default for KeySet {
+    fn default() -> Self {
+        Self::new(Vec::new())
+    }
 }
 
 impl KeySet {
+    pub fn new(keys: Vec<Key>) -> Self {
+        static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        Self { keys, generation: GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed) }
+    }
+
     /// Keys of `family` that may have signed a token with this `kid`: keys published with
     /// that `kid`, and keys without one (configured PEM files, a secret).
     pub fn candidates<'a>(
@@ -75,7 +87,7 @@ impl KeySet {
             };
             keys.push(Key { kid: jwk.common.key_id.clone(), family, key });
         }
-        Ok(Self { keys })
+        Ok(Self::new(keys))
     }
 }
 

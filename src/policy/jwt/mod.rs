@@ -26,6 +26,13 @@ use crate::config::raw::Located;
 use crate::config::values::{ConfigDuration, ValueRef};
 use crate::problem::Problem;
 
+/// Verified tokens remembered per policy unless `token_cache` says otherwise.
+pub const DEFAULT_TOKEN_CACHE: usize = 4096;
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
 /// Tokens longer than this are refused unparsed.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 
@@ -51,6 +58,8 @@ pub struct JwtConfig {
     pub jwks_refresh: Option<ConfigDuration>,
     /// The shortest interval between two fetches for unknown `kid`s.
     pub jwks_min_refresh: Option<ConfigDuration>,
+    /// How many verified tokens to remember until their `exp` (0: none).
+    pub token_cache: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -91,6 +100,17 @@ pub struct Jwt {
     validations: Vec<(Algorithm, Validation)>,
     require: Vec<ClaimRule>,
     forward: Vec<(String, HeaderName)>,
+    /// Verified tokens, keyed by the whole token, until their `exp`.
+    cache: Option<quick_cache::sync::Cache<Box<str>, Arc<Verified>>>,
+    leeway: u64,
+}
+
+/// A token that passed verification.
+struct Verified {
+    claims: Arc<Map<String, Value>>,
+    exp: u64,
+    /// The key set that verified it: a cached token is dropped when the keys change.
+    generation: u64,
 }
 
 impl std::fmt::Debug for Jwt {
@@ -191,13 +211,11 @@ impl Jwt {
             Source::Discovery(url.clone())
         } else if let Some(secret) = &cfg.secret {
             match secret.resolve(dir) {
-                Ok(s) if s.len() >= 32 => Source::Static(Arc::new(KeySet {
-                    keys: vec![Key {
-                        kid: None,
-                        family: AlgorithmFamily::Hmac,
-                        key: DecodingKey::from_secret(s.as_bytes()),
-                    }],
-                })),
+                Ok(s) if s.len() >= 32 => Source::Static(Arc::new(KeySet::new(vec![Key {
+                    kid: None,
+                    family: AlgorithmFamily::Hmac,
+                    key: DecodingKey::from_secret(s.as_bytes()),
+                }]))),
                 Ok(_) => {
                     err("secret", "the secret must be at least 32 bytes (RFC 7518 §3.2)".into());
                     Source::Static(Arc::default())
@@ -247,6 +265,11 @@ impl Jwt {
             validations,
             require,
             forward,
+            cache: match cfg.token_cache.unwrap_or(DEFAULT_TOKEN_CACHE) {
+                0 => None,
+                n => Some(quick_cache::sync::Cache::new(n)),
+            },
+            leeway: skew.as_secs(),
         })
     }
 
@@ -262,29 +285,45 @@ impl Jwt {
     /// Verifies the bearer token; on success sets the forwarded-claim headers and returns
     /// the verified claims.
     pub async fn check(&self, headers: &mut HeaderMap) -> (Decision, Option<Arc<Map<String, Value>>>) {
-        match self.verify(headers).await {
-            Ok(claims) => {
-                for rule in &self.require {
-                    if !rule.holds(&claims) {
-                        return (Decision::Deny(insufficient()), None);
-                    }
-                }
-                for (claim, name) in &self.forward {
-                    if let Some(value) = claims.get(claim).and_then(claim_header) {
-                        headers.insert(name.clone(), value);
-                    }
-                }
-                (Decision::Continue, Some(Arc::new(claims)))
-            }
-            Err(denial) => (Decision::Deny(denial), None),
+        let claims = match self.verify_cached(headers).await {
+            Ok(claims) => claims,
+            Err(denial) => return (Decision::Deny(denial), None),
+        };
+        if !self.require.iter().all(|rule| rule.holds(&claims)) {
+            return (Decision::Deny(insufficient()), None);
         }
+        for (claim, name) in &self.forward {
+            if let Some(value) = claims.get(claim).and_then(claim_header) {
+                headers.insert(name.clone(), value);
+            }
+        }
+        (Decision::Continue, Some(claims))
     }
 
-    async fn verify(&self, headers: &HeaderMap) -> Result<Map<String, Value>, Denial> {
+    /// Verifies the token, or finds it verified in the cache under the same keys and
+    /// before its `exp` (with the clock skew, as verification allows).
+    async fn verify_cached(&self, headers: &HeaderMap) -> Result<Arc<Map<String, Value>>, Denial> {
         let token = bearer(headers).ok_or_else(|| invalid("missing_token"))?;
         if token.len() > MAX_TOKEN_BYTES {
             return Err(invalid("token_too_large"));
         }
+        let Some(cache) = &self.cache else {
+            return self.verify(token).await.map(|v| v.claims);
+        };
+        if let Some(hit) = cache.get(token) {
+            let generation = self.keys.current().map(|k| k.generation);
+            if generation == Some(hit.generation) && unix_now() <= hit.exp.saturating_add(self.leeway) {
+                return Ok(hit.claims.clone());
+            }
+        }
+        let verified = Arc::new(self.verify(token).await?);
+        let claims = verified.claims.clone();
+        cache.insert(token.into(), verified);
+        Ok(claims)
+    }
+
+    /// Full verification: header, algorithm, key, signature, registered claims.
+    async fn verify(&self, token: &str) -> Result<Verified, Denial> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| invalid("malformed"))?;
         if header.jwk.is_some() || header.jku.is_some() || header.x5u.is_some() || header.x5c.is_some() {
             return Err(invalid("embedded_key"));
@@ -302,7 +341,10 @@ impl Jwt {
         let mut outcome = Err(invalid(if kid.is_some() { "unknown_kid" } else { "no_key" }));
         for key in keys.candidates(kid, family) {
             match jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, validation) {
-                Ok(data) => return Ok(data.claims),
+                Ok(data) => {
+                    let exp = data.claims.get("exp").and_then(Value::as_u64).unwrap_or(0);
+                    return Ok(Verified { claims: Arc::new(data.claims), exp, generation: keys.generation });
+                }
                 Err(e) => {
                     outcome = Err(match e.kind() {
                         ErrorKind::ExpiredSignature => expired(),
