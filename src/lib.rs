@@ -16,6 +16,7 @@ pub mod pki;
 pub mod policy;
 pub mod problem;
 pub mod proxy;
+pub mod redact;
 pub mod request;
 pub mod route;
 pub mod runtime;

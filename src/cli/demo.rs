@@ -1,9 +1,13 @@
 //! `portcullis demo`: development certificates, the demo configuration in front of the
-//! built-in echo backend, and ready-to-paste `curl` commands built from the bound addresses.
+//! built-in echo backend, and ready-to-paste `curl` commands built from the bound addresses:
+//! allowed requests and requests refused by IP, CORS, JWT and client certificate.
 
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
+
+use anyhow::Context;
 
 use crate::{config, pki};
 
@@ -18,38 +22,69 @@ pub fn demo(config_file: &Path, certs: &Path, log_level: &str) -> anyhow::Result
             return Ok(ExitCode::FAILURE);
         }
     };
+    let token = demo_token(certs)?;
     super::init_logging(log_level);
     super::run::serve(loaded.runtime, |server| {
         let https = server.local_addr("public").map(|a| format!("https://localhost:{}", a.port()));
-        let plain = server.local_addr("plain");
-        let admin = server.local_addr("admin");
-        eprintln!("{}", commands(certs, https.as_deref(), plain, admin));
+        eprintln!(
+            "{}",
+            commands(certs, https.as_deref(), server.local_addr("plain"), server.local_addr("admin"), &token)
+        );
     })
 }
 
-fn commands(certs: &Path, https: Option<&str>, plain: Option<SocketAddr>, admin: Option<SocketAddr>) -> String {
+/// A token the demo's `jwt` policy accepts for an hour, signed with the dev signing key.
+fn demo_token(certs: &Path) -> anyhow::Result<String> {
+    let pem = std::fs::read(certs.join("token-signing-key.pem")).context("reading the dev token-signing key")?;
+    let key = jsonwebtoken::EncodingKey::from_ec_pem(&pem).context("the dev token-signing key is not ES256")?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    let claims = serde_json::json!({
+        "iss": "https://portcullis.demo", "aud": "api://demo", "sub": "demo-user",
+        "roles": ["Demo.Read"], "iat": now, "exp": now + 3600,
+    });
+    Ok(jsonwebtoken::encode(&jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256), &claims, &key)?)
+}
+
+fn commands(
+    certs: &Path,
+    https: Option<&str>,
+    plain: Option<SocketAddr>,
+    admin: Option<SocketAddr>,
+    token: &str,
+) -> String {
     let c = certs.display();
-    let mut out = String::from("\nportcullis demo is running. Try (Ctrl-C stops it):\n\n");
+    let mut out = String::from("\nportcullis demo is running. Try these (Ctrl-C stops it):\n");
+    let mut add = |what: &str, command: String| {
+        let _ = write!(out, "\n# {what}\n{command}\n");
+    };
     if let Some(base) = https {
-        let curl = format!("curl -sS --cacert {c}/ca.pem");
-        out += &format!("# allowed: the echo backend answers with what it received\n{curl} {base}/echo/hello\n\n");
-        out += &format!(
-            "# allowed with a client certificate\n{curl} --cert {c}/client.pem --key {c}/client-key.pem {base}/echo/with-cert\n\n"
+        let curl = format!("curl -sS -i --cacert {c}/ca.pem");
+        let cert = format!("--cert {c}/client.pem --key {c}/client-key.pem");
+        let portal = "-H 'Origin: https://portal.example.com'";
+        add("allowed (200): the echo backend answers with what it received", format!("{curl} {base}/echo/hello"));
+        add(
+            "allowed (200): a valid token from the portal's origin",
+            format!("{curl} {portal} -H 'Authorization: Bearer {token}' {base}/api/items"),
         );
-        out += &format!(
-            "# the response-side header rule removed the backend's X-Powered-By\n{curl} -i {base}/echo/headers\n\n"
+        add("denied by JWT (401): no token", format!("{curl} {portal} {base}/api/items"));
+        add(
+            "denied by CORS (403): an origin that only looks like the portal's",
+            format!("{curl} -H 'Origin: https://evilportal.example.com' -H 'Authorization: Bearer {token}' {base}/api/items"),
         );
-        out += &format!("# no route: 404 problem+json\n{curl} -i {base}/nowhere\n\n");
-        out += &format!("# an encoded slash cannot sneak past routing: 400\n{curl} -i {base}/echo/a%2fb\n\n");
+        add("denied by IP (403): loopback is not in the office range", format!("{curl} {base}/office/report"));
+        add("allowed (200): the demo client certificate", format!("{curl} {cert} {base}/partners/cases"));
+        add("denied by client certificate (403): none presented", format!("{curl} {base}/partners/cases"));
+        add("no route (404)", format!("{curl} {base}/nowhere"));
+        add("an encoded slash cannot sneak past routing (400)", format!("{curl} {base}/echo/a%2fb"));
     }
     if let Some(addr) = plain {
-        out += &format!(
-            "# plain HTTP only redirects to HTTPS\ncurl -sS -i http://localhost:{}/echo/hello\n\n",
-            addr.port()
+        add(
+            "plain HTTP only redirects to HTTPS (308)",
+            format!("curl -sS -i http://localhost:{}/echo/hello", addr.port()),
         );
     }
     if let Some(addr) = admin {
-        out += &format!("# health and readiness\ncurl -sS http://{addr}/readyz\n");
+        add("readiness (200)", format!("curl -sS -i http://{addr}/readyz"));
     }
     out
 }

@@ -4,6 +4,7 @@ mod certs;
 mod check;
 mod demo;
 mod run;
+mod trace;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -40,6 +41,27 @@ enum Command {
         #[arg(long, default_value = "certs/dev")]
         certs: PathBuf,
     },
+    /// Dry run: show the route and each policy's decision for one request; no backend is called.
+    Trace {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long, short = 'X', default_value = "GET")]
+        method: String,
+        /// A request header, `Name: value` (repeatable).
+        #[arg(long = "header", short = 'H')]
+        headers: Vec<String>,
+        /// The client address the policies see.
+        #[arg(long, default_value = "127.0.0.1")]
+        client_ip: std::net::IpAddr,
+        /// A PEM client certificate, as if presented and verified at the handshake.
+        #[arg(long)]
+        client_cert: Option<PathBuf>,
+        /// A bearer token, sent as `Authorization: Bearer …`.
+        #[arg(long)]
+        token: Option<String>,
+        /// The request URL, like https://localhost/apolloapi/items.
+        url: String,
+    },
     /// Certificates: `certs dev` creates development material.
     Certs {
         #[command(subcommand)]
@@ -67,6 +89,9 @@ pub fn main() -> ExitCode {
         Command::Check { config } => check::check(&config),
         Command::Demo { config, certs } => demo::demo(&config, &certs, &cli.log_level),
         Command::Certs { command: CertsCommand::Dev { dir, force } } => certs::dev(&dir, force),
+        Command::Trace { config, method, headers, client_ip, client_cert, token, url } => {
+            trace::trace(&trace::TraceRequest { config, method, url, headers, client_ip, client_cert, token })
+        }
     };
     match result {
         Ok(code) => code,
