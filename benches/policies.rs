@@ -1,0 +1,157 @@
+//! Per-request cost of each policy over its compiled structure, with naive baselines where
+//! the structure is hand-rolled (the IP range table), and JWT verification per algorithm
+//! family with the verified-token cache missing (full verification) and hitting.
+
+use std::future::Future;
+use std::hint::black_box;
+use std::net::IpAddr;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use http::{HeaderMap, HeaderValue, Method};
+use ipnet::IpNet;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use portcullis::policy::client_cert::{ClientCert, ClientCertConfig, IdentityConfig};
+use portcullis::policy::cors::{Cors, CorsConfig};
+use portcullis::policy::ip_filter::{IpFilter, IpFilterConfig};
+use portcullis::policy::jwt::{Jwt, JwtConfig};
+use portcullis::policy::Decision;
+use portcullis::tls::ClientCertInfo;
+use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
+
+/// Polls a future that never waits (static keys) to completion.
+fn ready<F: Future>(f: F) -> F::Output {
+    let mut f = pin!(f);
+    match f.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(out) => out,
+        Poll::Pending => panic!("the benchmarked check waited"),
+    }
+}
+
+fn cors(c: &mut Criterion) {
+    let cors = Cors::compile(&CorsConfig {
+        allowed_origins: vec!["https://portal.example.com".into(), "https://*.portal.example.com".into()],
+        allowed_methods: vec!["GET".into(), "POST".into()],
+        allowed_headers: vec!["Authorization".into()],
+        expose_headers: vec!["X-Request-Id".into()],
+        allow_credentials: false,
+        max_age: None,
+        terminate_unmatched: true,
+    })
+    .unwrap();
+    let mut g = c.benchmark_group("cors");
+    for (name, origin) in [
+        ("exact", "https://portal.example.com"),
+        ("wildcard", "https://eu.portal.example.com"),
+        ("look_alike", "https://evilportal.example.com"),
+    ] {
+        let mut headers = HeaderMap::new();
+        headers.insert("origin", HeaderValue::from_static(origin));
+        g.bench_function(name, |b| b.iter(|| cors.check(&Method::GET, black_box(&headers))));
+    }
+    g.finish();
+}
+
+fn ip_filter(c: &mut Criterion) {
+    // 1,000 allow rules and 1,000 deny rules across the address space.
+    let allow: Vec<IpNet> =
+        (0..1000u32).map(|i| format!("{}.{}.0.0/16", 1 + i / 250, i % 250).parse().unwrap()).collect();
+    let deny: Vec<IpNet> =
+        (0..1000u32).map(|i| format!("{}.{}.{}.0/24", 100 + i / 250, i % 250, 7).parse().unwrap()).collect();
+    let filter = IpFilter::compile(&IpFilterConfig { allow: allow.clone(), deny: deny.clone() });
+    let probe: IpAddr = "4.200.1.1".parse().unwrap();
+    let mut g = c.benchmark_group("ip_filter_2000_rules");
+    g.bench_function("range_table", |b| b.iter(|| matches!(filter.check(black_box(probe)), Decision::Continue)));
+    g.bench_function("naive_linear_baseline", |b| {
+        b.iter(|| {
+            let ip = black_box(probe);
+            !deny.iter().any(|n| n.contains(&ip)) && allow.iter().any(|n| n.contains(&ip))
+        })
+    });
+    g.finish();
+}
+
+fn client_cert(c: &mut Criterion) {
+    let policy = ClientCert::compile(&ClientCertConfig {
+        identities: vec![
+            IdentityConfig { thumbprint_sha256: Some("00".repeat(32)), ..Default::default() },
+            IdentityConfig { dns_name: Some("other.example.com".into()), ..Default::default() },
+            IdentityConfig { subject: Some("CN=apim-client,O=Example".into()), ..Default::default() },
+        ],
+        forward_header: Some("X-Client-Cert".into()),
+    })
+    .unwrap();
+    let cert = ClientCertInfo {
+        subject: "CN=apim-client, O=Example".into(),
+        issuer: "CN=Issuing CA, O=Example".into(),
+        serial: "1A2B3C".into(),
+        thumbprint_sha256: "9F86D081884C7D659A2FEAA0C55AD015A3BF4F1B2B0B822CD15D6C15B0F00A08".into(),
+        dns_names: vec!["apim.internal.example.com".into()],
+        uris: vec![],
+        not_after: 1_900_000_000,
+    };
+    c.bench_function("client_cert_third_identity", |b| {
+        b.iter_batched_ref(HeaderMap::new, |h| policy.check(Some(black_box(&cert)), h), BatchSize::SmallInput)
+    });
+}
+
+/// (algorithm, private PEM, public PEM)
+fn keys() -> Vec<(Algorithm, String, String)> {
+    let rsa = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).unwrap();
+    let es = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let ed = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+    vec![
+        (
+            Algorithm::RS256,
+            rsa.to_pkcs8_pem(LineEnding::LF).unwrap().to_string(),
+            rsa.to_public_key().to_public_key_pem(LineEnding::LF).unwrap(),
+        ),
+        (Algorithm::ES256, es.serialize_pem(), es.public_key_pem()),
+        (Algorithm::EdDSA, ed.serialize_pem(), ed.public_key_pem()),
+    ]
+}
+
+fn jwt(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let claims = serde_json::json!({ "iss": "https://idp.test", "aud": "api://bench", "sub": "u", "exp": now + 3600, "roles": ["Read"] });
+    let mut g = c.benchmark_group("jwt");
+    let mut cases: Vec<(String, Algorithm, String, String)> = Vec::new();
+    for (alg, private, public) in keys() {
+        let file = format!("{alg:?}.pub.pem");
+        std::fs::write(dir.path().join(&file), public).unwrap();
+        let encoding = match alg {
+            Algorithm::RS256 => EncodingKey::from_rsa_pem(private.as_bytes()).unwrap(),
+            Algorithm::ES256 => EncodingKey::from_ec_pem(private.as_bytes()).unwrap(),
+            _ => EncodingKey::from_ed_pem(private.as_bytes()).unwrap(),
+        };
+        let token = jsonwebtoken::encode(&Header::new(alg), &claims, &encoding).unwrap();
+        cases.push((format!("{alg:?}"), alg, format!("keys: [{file}]"), token));
+    }
+    let secret = "a bench secret of more than 32 bytes";
+    std::fs::write(dir.path().join("hs.secret"), secret).unwrap();
+    let hs =
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret.as_bytes()))
+            .unwrap();
+    cases.push(("HS256".into(), Algorithm::HS256, "secret: \"${file:hs.secret}\"".into(), hs));
+    for (name, alg, source, token) in cases {
+        for (cache, size) in [("miss", 0), ("hit", 1024)] {
+            let yaml = format!(
+                "{{ issuers: [https://idp.test], audiences: [api://bench], algorithms: [{alg:?}], {source}, token_cache: {size}, require_claims: {{ roles: {{ any_of: [Read] }} }} }}"
+            );
+            let cfg: JwtConfig = serde_saphyr::from_str(&yaml).unwrap();
+            let policy = Jwt::compile("bench", &cfg, dir.path()).unwrap();
+            let mut headers = HeaderMap::new();
+            headers.insert("authorization", HeaderValue::from_str(&format!("Bearer {token}")).unwrap());
+            assert!(matches!(ready(policy.check(&mut headers.clone())).0, Decision::Continue), "{name} verifies");
+            g.bench_function(format!("{name}/cache_{cache}"), |b| {
+                b.iter_batched_ref(|| headers.clone(), |h| ready(policy.check(h)), BatchSize::SmallInput)
+            });
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, cors, ip_filter, client_cert, jwt);
+criterion_main!(benches);
