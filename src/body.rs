@@ -2,7 +2,7 @@
 //! bytes as they stream past instead of buffering them.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -40,18 +40,35 @@ pub struct BodyTooLarge {
     pub limit: u64,
 }
 
-/// Passes a body through while counting; past `limit` bytes it fails with [`BodyTooLarge`]
-/// and raises `tripped`, so the caller can answer 413 rather than 502.
+/// What a request body did while streaming: bytes read, and whether it hit the limit.
+#[derive(Debug, Default)]
+pub struct BodyStats {
+    bytes: AtomicU64,
+    tripped: AtomicBool,
+}
+
+impl BodyStats {
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Whether the body grew past its limit (answer 413, not 502).
+    pub fn tripped(&self) -> bool {
+        self.tripped.load(Ordering::Relaxed)
+    }
+}
+
+/// Passes a body through while counting into `stats`; past `limit` bytes it fails with
+/// [`BodyTooLarge`].
 pub struct LimitedBody<B> {
     inner: B,
-    remaining: u64,
     limit: u64,
-    tripped: Arc<AtomicBool>,
+    stats: Arc<BodyStats>,
 }
 
 impl<B> LimitedBody<B> {
-    pub fn new(inner: B, limit: u64, tripped: Arc<AtomicBool>) -> Self {
-        Self { inner, remaining: limit, limit, tripped }
+    pub fn new(inner: B, limit: u64, stats: Arc<BodyStats>) -> Self {
+        Self { inner, limit, stats }
     }
 }
 
@@ -68,12 +85,11 @@ where
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
-                    let len = data.len() as u64;
-                    if len > this.remaining {
-                        this.tripped.store(true, Ordering::Relaxed);
+                    let total = this.stats.bytes.fetch_add(data.len() as u64, Ordering::Relaxed) + data.len() as u64;
+                    if total > this.limit {
+                        this.stats.tripped.store(true, Ordering::Relaxed);
                         return Poll::Ready(Some(Err(BodyTooLarge { limit: this.limit }.into())));
                     }
-                    this.remaining -= len;
                 }
                 Poll::Ready(Some(Ok(frame)))
             }

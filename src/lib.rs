@@ -21,4 +21,5 @@ pub mod request;
 pub mod route;
 pub mod runtime;
 pub mod server;
+pub mod telemetry;
 pub mod tls;

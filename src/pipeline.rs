@@ -3,15 +3,17 @@
 
 use std::borrow::Cow;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
+
+use http_body_util::BodyExt;
 
 use http::header::{self, HeaderValue};
 use http::request::Parts;
 use http::{HeaderMap, Request, Response, Uri};
 use hyper::body::Incoming;
 
-use crate::body::{self, Body, LimitedBody};
+use crate::body::{self, Body, BodyStats, LimitedBody};
 use crate::policy::RequestContext;
 use crate::problem::Problem;
 use crate::proxy::{ForwardError, Outbound};
@@ -20,6 +22,8 @@ use crate::request::{client_ip, normalize};
 use crate::route::{Params, Route};
 use crate::runtime::{Limits, Runtime};
 use crate::server::ConnInfo;
+use crate::telemetry::access::{AccessRecord, LoggedBody};
+use crate::telemetry::metrics::{method_class, metrics};
 
 /// A request after DESIGN §3 steps 2–4: cleaned of spoofable headers, normalized, routed.
 pub struct Routed<'rt> {
@@ -75,17 +79,44 @@ pub fn route<'rt>(rt: &'rt Runtime, parts: &mut Parts, conn: &ConnInfo) -> Resul
 }
 
 /// Handles one request on a TLS listener. Never fails: every fault becomes a problem answer.
+/// Counts it in the metrics and writes its access-log line once the response is sent.
 pub async fn handle(rt: &Runtime, req: Request<Incoming>, conn: &ConnInfo, limits: Limits) -> Response<Body> {
     let (mut parts, incoming) = req.into_parts();
+    let mut log = AccessRecord {
+        request_id: String::new(),
+        listener: conn.listener.clone(),
+        route: None,
+        method: parts.method.clone(),
+        path: parts.uri.path().to_owned(),
+        query: parts.uri.query().map(str::to_owned),
+        status: 0,
+        client_ip: conn.peer.ip().to_canonical(),
+        tls_version: conn.tls_version,
+        client_cert: conn.client_cert.as_ref().map(|c| c.subject.clone()),
+        subject: None,
+        decisions: Vec::new(),
+        upstream: None,
+        upstream_time: None,
+        started: Instant::now(),
+        request_body: None,
+    };
     let routed = match route(rt, &mut parts, conn) {
         Ok(routed) => routed,
-        Err((request_id, problem)) => return finish(problem.into_response(&request_id), &request_id),
+        Err((request_id, problem)) => {
+            let rsp = problem.into_response(&request_id);
+            log.request_id = request_id;
+            return respond(rsp, log);
+        }
     };
-    let request_id = routed.request_id.as_str();
-    if content_length(&parts.headers).is_some_and(|len| len > limits.max_body_bytes) {
-        return finish(Problem::payload_too_large(limits.max_body_bytes).into_response(request_id), request_id);
-    }
     let route = routed.route;
+    let request_id = routed.request_id.as_str();
+    log.request_id = routed.request_id.clone();
+    log.route = Some(route.name.clone());
+    log.path = routed.path().to_owned();
+    log.client_ip = routed.client_ip;
+    if content_length(&parts.headers).is_some_and(|len| len > limits.max_body_bytes) {
+        return respond(Problem::payload_too_large(limits.max_body_bytes).into_response(request_id), log);
+    }
     let mut cx = RequestContext::new(request_id, routed.client_ip, conn, routed.path(), &routed.params);
     let outcome = route.chain.on_request(&mut parts, &mut cx).await;
     let mut rsp = match outcome.answer {
@@ -94,42 +125,62 @@ pub async fn handle(rt: &Runtime, req: Request<Incoming>, conn: &ConnInfo, limit
         None => {
             let original_host = parts.headers.get(header::HOST).cloned();
             let headers = forwarded_headers(parts.headers, routed.peer, original_host, &routed.host, request_id);
-            let tripped = Arc::new(AtomicBool::new(false));
+            let stats = Arc::new(BodyStats::default());
+            log.request_body = Some(stats.clone());
             let body_is_empty = http_body::Body::is_end_stream(&incoming);
-            let body = body::boxed(LimitedBody::new(incoming, limits.max_body_bytes, tripped.clone()));
+            let body = body::boxed(LimitedBody::new(incoming, limits.max_body_bytes, stats.clone()));
             let (path, query) = (route.upstream_path(routed.path()), routed.query());
             let out = Outbound { method: parts.method, path, query, headers, body, body_is_empty };
+            let sent = Instant::now();
             let forwarded = route.backend.forward(out).await;
-            if tripped.load(Ordering::Relaxed) {
-                Problem::payload_too_large(limits.max_body_bytes).into_response(request_id)
-            } else {
-                match forwarded {
-                    Ok((mut rsp, _upstream)) => {
-                        strip_hop_by_hop(rsp.headers_mut());
-                        rsp
-                    }
-                    Err(e) => {
-                        tracing::warn!(request.id = %request_id, route.name = %route.name, backend.name = %route.backend.name, error = %e, "forwarding failed");
-                        match e {
-                            ForwardError::Timeout => Problem::gateway_timeout(),
-                            ForwardError::Target => Problem::bad_request("the request target cannot be forwarded"),
-                            ForwardError::Connect(_) | ForwardError::Upstream(_) => Problem::bad_gateway(),
+            let upstream_time = sent.elapsed();
+            log.upstream_time = Some(upstream_time);
+            let backend = &*route.backend.name;
+            metrics().upstream_duration.with_label_values(&[backend]).observe(upstream_time.as_secs_f64());
+            match forwarded {
+                _ if stats.tripped() => Problem::payload_too_large(limits.max_body_bytes).into_response(request_id),
+                Ok((mut rsp, upstream)) => {
+                    log.upstream = upstream.map(|a| a.to_string());
+                    strip_hop_by_hop(rsp.headers_mut());
+                    rsp
+                }
+                Err(e) => {
+                    tracing::warn!(request.id = %request_id, route.name = %route.name, backend.name = %backend, error = %e, "forwarding failed");
+                    let (kind, problem) = match e {
+                        ForwardError::Timeout => ("timeout", Problem::gateway_timeout()),
+                        ForwardError::Target => {
+                            ("target", Problem::bad_request("the request target cannot be forwarded"))
                         }
-                        .into_response(request_id)
-                    }
+                        ForwardError::Connect(_) => ("connect", Problem::bad_gateway()),
+                        ForwardError::Upstream(_) => ("upstream", Problem::bad_gateway()),
+                    };
+                    metrics().upstream_errors.with_label_values(&[backend, kind]).inc();
+                    problem.into_response(request_id)
                 }
             }
         }
     };
     route.chain.on_response(outcome.ran, &cx, &mut rsp);
-    finish(rsp, request_id)
+    for d in &cx.decisions {
+        let outcome = if d.report_only { format!("report_{}", d.outcome) } else { d.outcome.to_owned() };
+        metrics().policy_decisions.with_label_values(&[&*d.policy, &outcome]).inc();
+    }
+    log.subject = cx.claims.as_ref().and_then(|c| c.get("sub")).and_then(|s| s.as_str()).map(str::to_owned);
+    log.decisions = cx.decisions;
+    respond(rsp, log)
 }
 
-fn finish(mut rsp: Response<Body>, request_id: &str) -> Response<Body> {
-    if let Ok(value) = HeaderValue::from_str(request_id) {
+/// Sets `X-Request-Id`, counts the answer, and hands the access-log line to the body.
+fn respond(mut rsp: Response<Body>, mut log: AccessRecord) -> Response<Body> {
+    if let Ok(value) = HeaderValue::from_str(&log.request_id) {
         rsp.headers_mut().insert(X_REQUEST_ID.clone(), value);
     }
-    rsp
+    log.status = rsp.status().as_u16();
+    let route = log.route.as_deref().unwrap_or("-");
+    let m = metrics();
+    m.requests.with_label_values(&[route, method_class(&log.method), rsp.status().as_str()]).inc();
+    m.request_duration.with_label_values(&[route]).observe(log.started.elapsed().as_secs_f64());
+    rsp.map(|body| LoggedBody::new(body, log).boxed())
 }
 
 /// A trusted proxy's id is kept when it is short and printable; otherwise a new one.

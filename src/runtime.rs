@@ -25,6 +25,21 @@ pub struct Runtime {
     pub gateway_headers: GatewayHeaders,
     /// How long shutdown waits for in-flight requests.
     pub drain_timeout: Duration,
+    /// The configuration file and every file it references: a change to any reloads.
+    pub files: Vec<PathBuf>,
+    /// Every certificate the configuration uses, for expiry tracking.
+    pub certificates: Vec<CertificateInUse>,
+}
+
+/// A certificate the configuration uses, and where.
+#[derive(Clone, Debug)]
+pub struct CertificateInUse {
+    pub path: PathBuf,
+    /// Where in the configuration, like `listeners[0].tls.certificates[0].cert`.
+    pub usage: String,
+    pub subject: String,
+    /// Unix seconds.
+    pub not_after: i64,
 }
 
 impl Runtime {

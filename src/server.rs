@@ -10,10 +10,12 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tokio::task::JoinSet;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
 
+use crate::config;
 use crate::runtime::Runtime;
+use crate::telemetry::metrics;
 use crate::tls::ClientCertInfo;
 use crate::{admin, listener};
 
@@ -29,82 +31,122 @@ pub struct ConnInfo {
     pub client_cert: Option<Arc<ClientCertInfo>>,
 }
 
-/// The configuration requests run against, swappable as a whole.
+/// The configuration requests run against, swappable as a whole, and the way to ask for
+/// a reload.
 pub struct Gateway {
     runtime: ArcSwap<Runtime>,
+    reloads: std::sync::OnceLock<mpsc::Sender<ReloadRequest>>,
 }
+
+/// A reload asked for by `POST /reload`, SIGHUP or a file change; answered with a summary or
+/// the configuration errors.
+pub type ReloadRequest = oneshot::Sender<Result<String, String>>;
 
 impl Gateway {
     pub fn new(runtime: Runtime) -> Self {
-        Self { runtime: ArcSwap::from_pointee(runtime) }
+        Self { runtime: ArcSwap::from_pointee(runtime), reloads: std::sync::OnceLock::new() }
     }
 
     /// The current runtime; a request keeps the one it started with.
     pub fn runtime(&self) -> Arc<Runtime> {
         self.runtime.load_full()
     }
+
+    /// Asks the server to reload and waits for the outcome.
+    ///
+    /// # Errors
+    /// The new configuration was refused (the old one keeps serving), or no server runs.
+    pub async fn reload(&self) -> Result<String, String> {
+        let sender = self.reloads.get().ok_or("no server is running")?;
+        let (reply, answer) = oneshot::channel();
+        sender.send(reply).await.map_err(|_| "the server is shutting down".to_owned())?;
+        answer.await.map_err(|_| "the server is shutting down".to_owned())?
+    }
+}
+
+/// One accept loop.
+struct Loop {
+    /// The configured address (port 0 stays 0), to tell whether a reload changed it.
+    bind: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+/// What the reload task and the server share.
+struct Inner {
+    gateway: Arc<Gateway>,
+    graceful: Arc<GracefulShutdown>,
+    loops: tokio::sync::Mutex<HashMap<String, Loop>>,
+    addrs: std::sync::Mutex<HashMap<String, SocketAddr>>,
 }
 
 /// A started gateway.
 pub struct Server {
     pub gateway: Arc<Gateway>,
-    addrs: HashMap<String, SocketAddr>,
-    stop: watch::Sender<bool>,
-    accept_loops: JoinSet<()>,
-    graceful: Arc<GracefulShutdown>,
+    inner: Arc<Inner>,
+    /// Reload, SIGHUP and file-watch tasks.
+    tasks: Vec<JoinHandle<()>>,
 }
 
 impl Server {
-    /// Binds every listener (and the admin listener) and starts serving.
+    /// Binds every listener (and the admin listener), starts serving, and starts the reload
+    /// machinery: SIGHUP, `POST /reload` and, when `watch` is set, file changes.
     ///
     /// # Errors
     /// A bind failed; its listener is named.
     pub async fn start(runtime: Runtime) -> io::Result<Self> {
         runtime.start();
+        export_certificate_expiry(&runtime);
         let gateway = Arc::new(Gateway::new(runtime));
         let runtime = gateway.runtime();
-        let (stop, stopped) = watch::channel(false);
-        let graceful = Arc::new(GracefulShutdown::new());
-        let mut accept_loops = JoinSet::new();
-        let mut addrs = HashMap::new();
-        for spec in &runtime.listeners {
-            let tcp = bind(spec.bind, &spec.name).await?;
-            let addr = tcp.local_addr()?;
-            tracing::info!(listener.name = %spec.name, listener.addr = %addr, "listening");
-            addrs.insert(spec.name.to_string(), addr);
-            accept_loops.spawn(listener::serve(
-                tcp,
-                spec.name.clone(),
-                gateway.clone(),
-                stopped.clone(),
-                graceful.clone(),
-            ));
+        let inner = Arc::new(Inner {
+            gateway: gateway.clone(),
+            graceful: Arc::new(GracefulShutdown::new()),
+            loops: tokio::sync::Mutex::new(HashMap::new()),
+            addrs: std::sync::Mutex::new(HashMap::new()),
+        });
+        {
+            let mut loops = inner.loops.lock().await;
+            for (name, bind_addr) in endpoints(&runtime) {
+                let tcp = bind(bind_addr, &name).await?;
+                let lp = inner.spawn_loop(&name, bind_addr, tcp)?;
+                loops.insert(name, lp);
+            }
         }
-        if let Some(bind_addr) = runtime.admin {
-            let tcp = bind(bind_addr, "admin").await?;
-            let addr = tcp.local_addr()?;
-            tracing::info!(listener.name = "admin", listener.addr = %addr, "listening");
-            addrs.insert("admin".to_owned(), addr);
-            accept_loops.spawn(admin::serve(tcp, gateway.clone(), stopped.clone(), graceful.clone()));
-        }
+        let (tx, rx) = mpsc::channel(8);
+        let _ = gateway.reloads.set(tx);
+        let mut tasks = vec![tokio::spawn(reload_loop(inner.clone(), rx))];
+        tasks.push(tokio::spawn(reload_on_sighup(gateway.clone())));
+        tasks.push(tokio::spawn(reload_on_file_change(gateway.clone())));
         tracing::info!(config = %runtime.source.display(), "ready");
-        Ok(Self { gateway, addrs, stop, accept_loops, graceful })
+        Ok(Self { gateway, inner, tasks })
     }
 
     /// The bound address of a listener (`admin` for the admin listener).
     pub fn local_addr(&self, listener: &str) -> Option<SocketAddr> {
-        self.addrs.get(listener).copied()
+        self.inner.addrs.lock().ok()?.get(listener).copied()
     }
 
     /// Stops accepting, then waits up to the configured drain timeout for open requests.
     /// Returns whether every connection finished in time.
-    pub async fn shutdown(mut self) -> bool {
+    pub async fn shutdown(self) -> bool {
         let deadline = self.gateway.runtime().drain_timeout;
-        let _ = self.stop.send(true);
-        while self.accept_loops.join_next().await.is_some() {}
+        for task in &self.tasks {
+            task.abort();
+        }
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        let loops: Vec<Loop> = self.inner.loops.lock().await.drain().map(|(_, l)| l).collect();
+        for l in &loops {
+            let _ = l.stop.send(true);
+        }
+        for l in loops {
+            let _ = l.task.await;
+        }
         tracing::info!(deadline_ms = deadline.as_millis() as u64, "draining connections");
-        // The accept loops held the only other references; they have ended.
-        let Ok(graceful) = Arc::try_unwrap(self.graceful) else {
+        // The accept loops and the reload task held the only other references; they ended.
+        let Some(graceful) = Arc::into_inner(self.inner).and_then(|inner| Arc::into_inner(inner.graceful)) else {
             return false;
         };
         let drained = tokio::time::timeout(deadline, graceful.shutdown()).await.is_ok();
@@ -114,6 +156,153 @@ impl Server {
             tracing::warn!("drain deadline reached; closing the remaining connections");
         }
         drained
+    }
+}
+
+/// Every address a runtime serves on: its listeners, then `admin`.
+fn endpoints(runtime: &Runtime) -> Vec<(String, SocketAddr)> {
+    let mut out: Vec<(String, SocketAddr)> = runtime.listeners.iter().map(|l| (l.name.to_string(), l.bind)).collect();
+    out.extend(runtime.admin.map(|a| ("admin".to_owned(), a)));
+    out
+}
+
+impl Inner {
+    fn spawn_loop(&self, name: &str, bind_addr: SocketAddr, tcp: TcpListener) -> io::Result<Loop> {
+        let addr = tcp.local_addr()?;
+        tracing::info!(listener.name = %name, listener.addr = %addr, "listening");
+        if let Ok(mut addrs) = self.addrs.lock() {
+            addrs.insert(name.to_owned(), addr);
+        }
+        let (stop, stopped) = watch::channel(false);
+        let task = if name == "admin" {
+            tokio::spawn(admin::serve(tcp, self.gateway.clone(), stopped, self.graceful.clone()))
+        } else {
+            tokio::spawn(listener::serve(tcp, name.into(), self.gateway.clone(), stopped, self.graceful.clone()))
+        };
+        Ok(Loop { bind: bind_addr, stop, task })
+    }
+
+    /// Builds the new configuration completely, binds what is new, then swaps it in:
+    /// requests in flight finish on the old one, unchanged listeners keep their sockets,
+    /// removed ones stop accepting and drain.
+    async fn reload(&self) -> Result<String, String> {
+        let source = self.gateway.runtime().source.clone();
+        let loaded = config::load(&source).map_err(|e| e.to_string())?;
+        for warning in &loaded.warnings {
+            tracing::warn!(warning = %warning, "configuration warning");
+        }
+        let runtime = loaded.runtime;
+        let mut loops = self.loops.lock().await;
+        let wanted = endpoints(&runtime);
+        let mut fresh = Vec::new();
+        for (name, bind_addr) in &wanted {
+            if loops.get(name).is_some_and(|l| l.bind == *bind_addr) {
+                continue;
+            }
+            let tcp = bind(*bind_addr, name).await.map_err(|e| e.to_string())?;
+            fresh.push((name.clone(), *bind_addr, tcp));
+        }
+        runtime.start();
+        export_certificate_expiry(&runtime);
+        let (listeners, routes) = (runtime.listeners.len(), runtime.routes.routes.len());
+        self.gateway.runtime.store(Arc::new(runtime));
+        let stale: Vec<String> = loops
+            .iter()
+            .filter(|(name, l)| !wanted.iter().any(|(n, b)| n == *name && *b == l.bind))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in stale {
+            if let Some(l) = loops.remove(&name) {
+                tracing::info!(listener.name = %name, "listener removed; draining its connections");
+                let _ = l.stop.send(true);
+                if let Ok(mut addrs) = self.addrs.lock() {
+                    addrs.remove(&name);
+                }
+            }
+        }
+        for (name, bind_addr, tcp) in fresh {
+            let lp = self.spawn_loop(&name, bind_addr, tcp).map_err(|e| e.to_string())?;
+            loops.insert(name, lp);
+        }
+        Ok(format!("reloaded {}: {listeners} listeners, {routes} routes", source.display()))
+    }
+}
+
+/// Serializes reloads: one at a time, in the order asked.
+async fn reload_loop(inner: Arc<Inner>, mut requests: mpsc::Receiver<ReloadRequest>) {
+    while let Some(reply) = requests.recv().await {
+        let outcome = inner.reload().await;
+        match &outcome {
+            Ok(summary) => {
+                metrics().config_reloads.with_label_values(&["ok"]).inc();
+                tracing::info!(summary = %summary, "configuration reloaded");
+            }
+            Err(errors) => {
+                metrics().config_reloads.with_label_values(&["error"]).inc();
+                tracing::error!(errors = %errors, "configuration reload refused; the previous configuration keeps serving");
+            }
+        }
+        let _ = reply.send(outcome);
+    }
+}
+
+async fn reload_on_sighup(gateway: Arc<Gateway>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading");
+            let _ = gateway.reload().await;
+        }
+    }
+}
+
+/// How often watched files are checked, and how long they must stay unchanged before a
+/// reload (an editor writes a file in several steps).
+const WATCH_INTERVAL: Duration = Duration::from_millis(500);
+const SETTLE: Duration = Duration::from_millis(300);
+
+/// Reloads when the configuration file or any file it references changes.
+async fn reload_on_file_change(gateway: Arc<Gateway>) {
+    let mut seen = snapshot(&gateway.runtime().files);
+    loop {
+        tokio::time::sleep(WATCH_INTERVAL).await;
+        let files = gateway.runtime().files.clone();
+        let mut now = snapshot(&files);
+        if now == seen {
+            continue;
+        }
+        // Debounce: wait until the files stop changing.
+        loop {
+            tokio::time::sleep(SETTLE).await;
+            let settled = snapshot(&files);
+            if settled == now {
+                break;
+            }
+            now = settled;
+        }
+        tracing::info!("configuration files changed: reloading");
+        let _ = gateway.reload().await;
+        // After a refused reload the runtime and its file list are unchanged, so a fix to
+        // the same files is picked up next.
+        seen = snapshot(&gateway.runtime().files);
+    }
+}
+
+type Stamp = Vec<Option<(std::time::SystemTime, u64)>>;
+
+fn snapshot(files: &[std::path::PathBuf]) -> Stamp {
+    files.iter().map(|f| std::fs::metadata(f).ok().and_then(|m| Some((m.modified().ok()?, m.len())))).collect()
+}
+
+/// Sets `portcullis_certificate_expiry_seconds` for every certificate the runtime uses.
+fn export_certificate_expiry(runtime: &Runtime) {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    for cert in &runtime.certificates {
+        let label =
+            cert.path.file_name().map_or_else(|| cert.path.display().to_string(), |f| f.to_string_lossy().into_owned());
+        metrics().certificate_expiry.with_label_values(&[&label, &cert.usage]).set((cert.not_after - now) as f64);
     }
 }
 

@@ -1,5 +1,6 @@
-//! The admin listener: `GET /healthz` (the process answers) and `GET /readyz` (every backend
-//! has a healthy url), as JSON. Plain HTTP; bind it to loopback.
+//! The admin listener: `GET /healthz` (the process answers), `GET /readyz` (every backend has
+//! a healthy url, every `jwt` policy has keys), `GET /metrics` (Prometheus) and
+//! `POST /reload`. Plain HTTP; bind it to loopback.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -33,7 +34,13 @@ pub async fn serve(
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             let svc = service_fn(move |req: Request<Incoming>| {
-                std::future::ready(Ok::<_, Infallible>(answer(&gateway, &req)))
+                let gateway = gateway.clone();
+                async move {
+                    if req.method() == Method::POST && req.uri().path() == "/reload" {
+                        return Ok::<_, Infallible>(reload(&gateway).await);
+                    }
+                    Ok(answer(&gateway, &req))
+                }
             });
             let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
             let _ = watcher.watch(conn).await;
@@ -41,8 +48,30 @@ pub async fn serve(
     }
 }
 
+/// `POST /reload`: 200 with a summary, or 400 with the configuration errors (the previous
+/// configuration keeps serving).
+async fn reload(gateway: &Gateway) -> Response<Body> {
+    let (status, json) = match gateway.reload().await {
+        Ok(summary) => (StatusCode::OK, serde_json::json!({ "status": "reloaded", "summary": summary })),
+        Err(errors) => (StatusCode::BAD_REQUEST, serde_json::json!({ "status": "refused", "errors": errors })),
+    };
+    json_response(status, &json)
+}
+
+fn json_response(status: StatusCode, json: &serde_json::Value) -> Response<Body> {
+    let mut rsp = Response::new(body::full(json.to_string()));
+    *rsp.status_mut() = status;
+    rsp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    rsp
+}
+
 fn answer(gateway: &Gateway, req: &Request<Incoming>) -> Response<Body> {
     let (status, json) = match (req.method(), req.uri().path()) {
+        (&Method::GET, "/metrics") => {
+            let mut rsp = Response::new(body::full(crate::telemetry::metrics().render()));
+            rsp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
+            return rsp;
+        }
         (&Method::GET, "/healthz") => (StatusCode::OK, serde_json::json!({ "status": "ok" })),
         (&Method::GET, "/readyz") => {
             let runtime = gateway.runtime();
@@ -53,10 +82,10 @@ fn answer(gateway: &Gateway, req: &Request<Incoming>) -> Response<Body> {
                 (StatusCode::SERVICE_UNAVAILABLE, serde_json::json!({ "status": "not ready", "reasons": not_ready }))
             }
         }
-        _ => (StatusCode::NOT_FOUND, serde_json::json!({ "error": "not found: try /healthz or /readyz" })),
+        _ => (
+            StatusCode::NOT_FOUND,
+            serde_json::json!({ "error": "not found: try /healthz, /readyz, /metrics or POST /reload" }),
+        ),
     };
-    let mut rsp = Response::new(body::full(json.to_string()));
-    *rsp.status_mut() = status;
-    rsp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    rsp
+    json_response(status, &json)
 }

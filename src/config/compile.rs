@@ -13,13 +13,14 @@ use serde_saphyr::{Location, Spanned};
 
 use super::error::{ConfigError, ConfigErrors};
 use super::raw::{self, ClientAuthMode, Located, RawConfig, TlsVersion};
+use super::values::ValueRef;
 use crate::policy::headers::HeaderEdits;
 use crate::policy::{Chain, ClientCert, Cors, HeaderRules, IpFilter, Jwt, NamedPolicy, Policy};
 use crate::proxy::{Backend, HealthCheck, PoolSettings, Upstream};
 use crate::request::client_ip::IpSet;
 use crate::request::headers::GatewayHeaders;
 use crate::route::{HostPattern, PathMatch, Route, RouteTable};
-use crate::runtime::{Limits, ListenerKind, ListenerSpec, Runtime};
+use crate::runtime::{CertificateInUse, Limits, ListenerKind, ListenerSpec, Runtime};
 use crate::server::DEFAULT_DRAIN_TIMEOUT;
 use crate::tls::{self, ClientAuth};
 
@@ -60,12 +61,21 @@ struct Compiler<'a> {
     dir: PathBuf,
     errors: Vec<ConfigError>,
     warnings: Vec<ConfigError>,
+    files: Vec<PathBuf>,
+    certificates: Vec<CertificateInUse>,
 }
 
 impl<'a> Compiler<'a> {
     fn new(file: &'a Path) -> Self {
         let dir = file.parent().map(Path::to_owned).unwrap_or_default();
-        Self { file, dir, errors: Vec::new(), warnings: Vec::new() }
+        Self {
+            file,
+            dir,
+            errors: Vec::new(),
+            warnings: Vec::new(),
+            files: vec![file.to_owned()],
+            certificates: Vec::new(),
+        }
     }
 
     fn error(&mut self, at: Location, path: impl Into<String>, message: impl Into<String>) -> &mut ConfigError {
@@ -77,8 +87,21 @@ impl<'a> Compiler<'a> {
         self.warnings.push(ConfigError::new(self.file, at, path, message));
     }
 
-    fn resolve(&self, path: &Located) -> PathBuf {
-        self.dir.join(&path.value)
+    /// Watches a file a `${file:…}` reference names.
+    fn watch(&mut self, path: &str) {
+        let full = self.dir.join(path);
+        if !self.files.contains(&full) {
+            self.files.push(full);
+        }
+    }
+
+    /// The file a path names, relative to the configuration; it is watched for changes.
+    fn resolve(&mut self, path: &Located) -> PathBuf {
+        let full = self.dir.join(&path.value);
+        if !self.files.contains(&full) {
+            self.files.push(full.clone());
+        }
+        full
     }
 
     fn compile(mut self, raw: RawConfig) -> Result<Loaded, ConfigErrors> {
@@ -110,6 +133,8 @@ impl<'a> Compiler<'a> {
                 policies: sorted_policies(policies),
                 gateway_headers,
                 drain_timeout: raw.drain_timeout.map_or(DEFAULT_DRAIN_TIMEOUT, |d| d.0),
+                files: self.files,
+                certificates: self.certificates,
             };
             Ok(Loaded { runtime, warnings: self.warnings })
         } else {
@@ -130,8 +155,21 @@ impl<'a> Compiler<'a> {
     }
 
     fn certs(&mut self, file: &Located, path: &str) -> Option<Vec<rustls_pki_types::CertificateDer<'static>>> {
-        match tls::load_certs(&self.resolve(file)) {
-            Ok(certs) => Some(certs),
+        let full = self.resolve(file);
+        match tls::load_certs(&full) {
+            Ok(certs) => {
+                for der in &certs {
+                    if let Ok(info) = tls::ClientCertInfo::parse(der) {
+                        self.certificates.push(CertificateInUse {
+                            path: full.clone(),
+                            usage: path.to_owned(),
+                            subject: info.subject,
+                            not_after: info.not_after,
+                        });
+                    }
+                }
+                Some(certs)
+            }
             Err(e) => {
                 self.error(file.referenced, path, e)
                     .hint("paths are relative to the configuration file; `portcullis certs dev` creates development certificates");
@@ -394,6 +432,15 @@ impl<'a> Compiler<'a> {
             } else if let Some(f) = &p.ip_filter {
                 Policy::IpFilter(IpFilter::compile(f))
             } else if let Some(j) = &p.jwt {
+                for file in j.keys.iter().chain(&j.trusted_cas) {
+                    self.resolve(file);
+                }
+                if let Some(ValueRef::File(file)) = &j.secret {
+                    self.watch(file);
+                }
+                if let Some(cas) = &j.trusted_cas {
+                    self.certs(cas, &format!("{path}.jwt.trusted_cas"));
+                }
                 match Jwt::compile(name, j, &self.dir) {
                     Ok(jwt) => Policy::Jwt(jwt),
                     Err(errors) => {
@@ -433,6 +480,9 @@ impl<'a> Compiler<'a> {
             let Some(n) = self.header_name(name, value.referenced, &format!("{path}.set")) else {
                 continue;
             };
+            if let ValueRef::File(file) = &value.value {
+                self.watch(file);
+            }
             let text = match value.value.resolve(&self.dir) {
                 Ok(t) => t,
                 Err(e) => {

@@ -18,6 +18,7 @@ use crate::body::{self, Body};
 use crate::problem::Problem;
 use crate::runtime::{Limits, ListenerKind};
 use crate::server::{ConnInfo, Gateway};
+use crate::telemetry::metrics::{handshake_reason, metrics};
 use crate::tls::ClientCertInfo;
 
 /// Serves one listener until `stopped` turns true.
@@ -105,14 +106,18 @@ async fn serve_tls(
     limits: Limits,
     watcher: Watcher,
 ) {
+    let _open = OpenConnection::new(&name);
     // A client that does not finish its handshake in time holds no slot for long.
     let tls = match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
-            tracing::debug!(listener.name = %name, client.addr = %peer, error = %e, "TLS handshake failed");
+            let reason = handshake_reason(&e);
+            metrics().tls_handshake_failures.with_label_values(&[&name, reason]).inc();
+            tracing::debug!(listener.name = %name, client.addr = %peer, error = %e, reason, "TLS handshake failed");
             return;
         }
         Err(_) => {
+            metrics().tls_handshake_failures.with_label_values(&[&name, "timeout"]).inc();
             tracing::debug!(listener.name = %name, client.addr = %peer, "TLS handshake timed out");
             return;
         }
@@ -139,6 +144,23 @@ async fn serve_tls(
     let conn = http.serve_connection(TokioIo::new(tls), svc);
     if let Err(e) = watcher.watch(conn).await {
         tracing::debug!(client.addr = %peer, error = %e, "connection ended with an error");
+    }
+}
+
+/// Counts a connection in `portcullis_active_connections` while it lives.
+struct OpenConnection(prometheus::IntGauge);
+
+impl OpenConnection {
+    fn new(listener: &str) -> Self {
+        let gauge = metrics().active_connections.with_label_values(&[listener]);
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 

@@ -174,7 +174,10 @@ impl KeyStore {
             let mut failures = 0u32;
             loop {
                 let Some(this) = store.upgrade() else { return };
-                let next = match this.fetch_and_swap().await {
+                let fetched = this.fetch_and_swap().await;
+                let result = if fetched.is_ok() { "ok" } else { "error" };
+                crate::telemetry::metrics().jwks_fetches.with_label_values(&[&this.name, result]).inc();
+                let next = match fetched {
                     Ok(max_age) => {
                         failures = 0;
                         max_age.map_or(this.refresh, |age| age.clamp(MIN_MAX_AGE, MAX_MAX_AGE).min(this.refresh))
@@ -206,7 +209,10 @@ impl KeyStore {
             return;
         }
         *last = Some(Instant::now());
-        match self.fetch().await {
+        let fetched = self.fetch().await;
+        let result = if fetched.is_ok() { "ok" } else { "error" };
+        crate::telemetry::metrics().jwks_fetches.with_label_values(&[&self.name, result]).inc();
+        match fetched {
             Ok((keys, _)) => self.current.store(Some(Arc::new(keys))),
             Err(e) => tracing::warn!(policy.name = %self.name, error = %e, "JWKS refresh for an unknown kid failed"),
         }

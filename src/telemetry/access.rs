@@ -1,0 +1,166 @@
+//! The access log: one JSON line per request (target `access`), written when the response
+//! body has been sent (or the client went away), so it carries the bytes really sent.
+//! Header values are never logged; secret-looking query parameters are redacted.
+
+use std::io::Write as _;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+
+use crate::body::{BodyStats, BoxError};
+use crate::policy::PolicyDecision;
+use crate::redact;
+
+/// What is known about a request when its response head is ready.
+pub struct AccessRecord {
+    pub request_id: String,
+    pub listener: Arc<str>,
+    pub route: Option<Arc<str>>,
+    pub method: http::Method,
+    pub path: String,
+    pub query: Option<String>,
+    pub status: u16,
+    pub client_ip: std::net::IpAddr,
+    pub tls_version: Option<&'static str>,
+    pub client_cert: Option<String>,
+    pub subject: Option<String>,
+    pub decisions: Vec<PolicyDecision>,
+    pub upstream: Option<String>,
+    pub upstream_time: Option<Duration>,
+    pub started: Instant,
+    pub request_body: Option<Arc<BodyStats>>,
+}
+
+impl AccessRecord {
+    fn emit(&self, bytes_out: u64, complete: bool) {
+        let decisions: Vec<serde_json::Value> = self
+            .decisions
+            .iter()
+            .map(|d| serde_json::json!({ "policy": &*d.policy, "outcome": d.outcome, "report_only": d.report_only }))
+            .collect();
+        let line = serde_json::json!({
+            "timestamp": time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+            "log": "access",
+            "request.id": self.request_id,
+            "listener": &*self.listener,
+            "route": self.route.as_deref(),
+            "method": self.method.as_str(),
+            "path": self.path,
+            "query": self.query.as_deref().map(redact::query),
+            "status": self.status,
+            "client.ip": self.client_ip.to_string(),
+            "tls.version": self.tls_version,
+            "client_cert.subject": self.client_cert,
+            "jwt.sub": self.subject,
+            "decisions": decisions,
+            "upstream.addr": self.upstream,
+            "upstream.ms": self.upstream_time.map(|d| d.as_secs_f64() * 1000.0),
+            "total.ms": self.started.elapsed().as_secs_f64() * 1000.0,
+            "bytes.in": self.request_body.as_ref().map_or(0, |s| s.bytes()),
+            "bytes.out": bytes_out,
+            "complete": complete,
+        });
+        sink().write_line(&line.to_string());
+    }
+}
+
+/// Where access-log lines go: stdout (default) or a file.
+pub enum AccessSink {
+    Stdout,
+    File(Mutex<std::fs::File>),
+    Off,
+}
+
+impl AccessSink {
+    fn write_line(&self, line: &str) {
+        let mut buf = String::with_capacity(line.len() + 1);
+        buf.push_str(line);
+        buf.push('\n');
+        match self {
+            Self::Stdout => {
+                let _ = std::io::stdout().lock().write_all(buf.as_bytes());
+            }
+            Self::File(file) => {
+                if let Ok(mut f) = file.lock() {
+                    let _ = f.write_all(buf.as_bytes());
+                }
+            }
+            Self::Off => {}
+        }
+    }
+}
+
+static SINK: OnceLock<AccessSink> = OnceLock::new();
+
+/// Chooses where access-log lines go; the first call wins (stdout when never called).
+pub fn set_sink(sink: AccessSink) {
+    let _ = SINK.set(sink);
+}
+
+fn sink() -> &'static AccessSink {
+    SINK.get_or_init(|| AccessSink::Stdout)
+}
+
+/// A response body that counts what it sends and writes the access log line at its end.
+pub struct LoggedBody<B> {
+    inner: B,
+    record: Option<Box<AccessRecord>>,
+    sent: u64,
+}
+
+impl<B> LoggedBody<B> {
+    pub fn new(inner: B, record: AccessRecord) -> Self {
+        Self { inner, record: Some(Box::new(record)), sent: 0 }
+    }
+
+    fn finish(&mut self, complete: bool) {
+        if let Some(record) = self.record.take() {
+            record.emit(self.sent, complete);
+        }
+    }
+}
+
+impl<B> Drop for LoggedBody<B> {
+    fn drop(&mut self) {
+        // The client left before the end (or the body errored): still one line.
+        self.finish(false);
+    }
+}
+
+impl<B> http_body::Body for LoggedBody<B>
+where
+    B: http_body::Body<Data = Bytes, Error = BoxError> + Unpin,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.sent += data.len() as u64;
+                }
+                if this.inner.is_end_stream() {
+                    this.finish(true);
+                }
+            }
+            Poll::Ready(None) => this.finish(true),
+            Poll::Ready(Some(Err(_))) | Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

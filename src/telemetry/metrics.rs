@@ -1,0 +1,145 @@
+//! Prometheus metrics (`GET /metrics` on the admin listener). One registry for the process,
+//! so counters survive reloads. Every label value comes from configuration names or fixed
+//! vocabularies: never a raw path, address or certificate subject.
+
+use std::sync::OnceLock;
+
+use prometheus::{
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+pub struct Metrics {
+    registry: Registry,
+    /// route, method class (read/write/other), status code.
+    pub requests: IntCounterVec,
+    /// route.
+    pub request_duration: HistogramVec,
+    /// policy, outcome (`allowed`, `answered`, or the denial reason).
+    pub policy_decisions: IntCounterVec,
+    /// backend.
+    pub upstream_duration: HistogramVec,
+    /// backend, kind (`connect`, `timeout`, `upstream`).
+    pub upstream_errors: IntCounterVec,
+    /// listener.
+    pub active_connections: IntGaugeVec,
+    /// listener, reason.
+    pub tls_handshake_failures: IntCounterVec,
+    /// policy, result (`ok`, `error`).
+    pub jwks_fetches: IntCounterVec,
+    /// result (`ok`, `error`).
+    pub config_reloads: IntCounterVec,
+    /// certificate (file name), usage.
+    pub certificate_expiry: GaugeVec,
+}
+
+const LATENCY_BUCKETS: [f64; 14] =
+    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry.register(Box::new(c.clone())).expect("registered once");
+    c
+}
+
+fn histogram(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
+    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()), labels)
+        .expect("valid metric");
+    registry.register(Box::new(h.clone())).expect("registered once");
+    h
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let registry = Registry::new();
+        let active_connections =
+            IntGaugeVec::new(Opts::new("portcullis_active_connections", "Open client connections"), &["listener"])
+                .expect("valid");
+        registry.register(Box::new(active_connections.clone())).expect("registered once");
+        let certificate_expiry = GaugeVec::new(
+            Opts::new("portcullis_certificate_expiry_seconds", "Seconds until a certificate in use expires"),
+            &["certificate", "usage"],
+        )
+        .expect("valid");
+        registry.register(Box::new(certificate_expiry.clone())).expect("registered once");
+        Self {
+            requests: counter(
+                &registry,
+                "portcullis_requests_total",
+                "Requests answered",
+                &["route", "method", "status"],
+            ),
+            request_duration: histogram(
+                &registry,
+                "portcullis_request_duration_seconds",
+                "Time to the response head",
+                &["route"],
+            ),
+            policy_decisions: counter(
+                &registry,
+                "portcullis_policy_decisions_total",
+                "Policy decisions",
+                &["policy", "outcome"],
+            ),
+            upstream_duration: histogram(
+                &registry,
+                "portcullis_upstream_duration_seconds",
+                "Backend time to the response head",
+                &["backend"],
+            ),
+            upstream_errors: counter(
+                &registry,
+                "portcullis_upstream_errors_total",
+                "Backend failures",
+                &["backend", "kind"],
+            ),
+            active_connections,
+            tls_handshake_failures: counter(
+                &registry,
+                "portcullis_tls_handshake_failures_total",
+                "Failed TLS handshakes",
+                &["listener", "reason"],
+            ),
+            jwks_fetches: counter(&registry, "portcullis_jwks_fetches_total", "JWKS fetches", &["policy", "result"]),
+            config_reloads: counter(&registry, "portcullis_config_reloads_total", "Configuration reloads", &["result"]),
+            certificate_expiry,
+            registry,
+        }
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// The process-wide metrics.
+pub fn metrics() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(Metrics::new)
+}
+
+/// `read` (GET, HEAD, OPTIONS), `write` (POST, PUT, PATCH, DELETE) or `other`.
+pub fn method_class(method: &http::Method) -> &'static str {
+    match *method {
+        http::Method::GET | http::Method::HEAD | http::Method::OPTIONS => "read",
+        http::Method::POST | http::Method::PUT | http::Method::PATCH | http::Method::DELETE => "write",
+        _ => "other",
+    }
+}
+
+/// A bounded label for a TLS handshake error.
+pub fn handshake_reason(error: &std::io::Error) -> &'static str {
+    let text = error.to_string();
+    if text.contains("ProtocolVersion") || text.contains("protocol version") || text.contains("no protocols in common")
+    {
+        "protocol_version"
+    } else if text.contains("certificate") || text.contains("Certificate") {
+        "bad_certificate"
+    } else if error.kind() == std::io::ErrorKind::UnexpectedEof || text.contains("eof") {
+        "closed"
+    } else {
+        "other"
+    }
+}

@@ -1,0 +1,6 @@
+//! What the gateway tells operators: Prometheus metrics and the access log.
+
+pub mod access;
+pub mod metrics;
+
+pub use metrics::metrics;
