@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::ipset::IpSet;
 use crate::policy::{NamedPolicy, Policy};
 use crate::proxy::Backend;
-use crate::request::client_ip::IpSet;
 use crate::request::headers::GatewayHeaders;
 use crate::route::RouteTable;
 
@@ -17,6 +17,9 @@ pub struct Runtime {
     pub source: PathBuf,
     pub listeners: Vec<ListenerSpec>,
     pub admin: Option<SocketAddr>,
+    /// Who may use the admin listener (empty: anyone who can reach it).
+    pub admin_allow: IpSet,
+    pub watch_files: bool,
     pub trusted_proxies: IpSet,
     pub routes: RouteTable,
     pub backends: Vec<Arc<Backend>>,

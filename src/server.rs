@@ -268,6 +268,9 @@ async fn reload_on_file_change(gateway: Arc<Gateway>) {
     let mut seen = snapshot(&gateway.runtime().files);
     loop {
         tokio::time::sleep(WATCH_INTERVAL).await;
+        if !gateway.runtime().watch_files {
+            continue;
+        }
         let files = gateway.runtime().files.clone();
         let mut now = snapshot(&files);
         if now == seen {
@@ -296,13 +299,20 @@ fn snapshot(files: &[std::path::PathBuf]) -> Stamp {
     files.iter().map(|f| std::fs::metadata(f).ok().and_then(|m| Some((m.modified().ok()?, m.len())))).collect()
 }
 
+/// Certificates closer than this to expiry are warned about at start and reload.
+const EXPIRY_WARNING_SECONDS: i64 = 30 * 86_400;
+
 /// Sets `portcullis_certificate_expiry_seconds` for every certificate the runtime uses.
 fn export_certificate_expiry(runtime: &Runtime) {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
     for cert in &runtime.certificates {
         let label =
             cert.path.file_name().map_or_else(|| cert.path.display().to_string(), |f| f.to_string_lossy().into_owned());
-        metrics().certificate_expiry.with_label_values(&[&label, &cert.usage]).set((cert.not_after - now) as f64);
+        let left = cert.not_after - now;
+        metrics().certificate_expiry.with_label_values(&[&label, &cert.usage]).set(left as f64);
+        if left < EXPIRY_WARNING_SECONDS {
+            tracing::warn!(certificate = %cert.path.display(), usage = %cert.usage, subject = %cert.subject, days_left = left.div_euclid(86_400), "certificate expires soon");
+        }
     }
 }
 

@@ -25,7 +25,14 @@ pub async fn serve(
     loop {
         let stream = tokio::select! {
             accepted = tcp.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok((stream, peer)) => {
+                    let allow = &gateway.runtime().admin_allow;
+                    if !allow.is_empty() && !allow.contains(peer.ip()) {
+                        tracing::warn!(client.addr = %peer, "admin connection refused: not in admin.allow");
+                        continue;
+                    }
+                    stream
+                }
                 Err(_) => continue,
             },
             _ = stopped.changed() => return,

@@ -11,7 +11,7 @@ use anyhow::Context;
 
 use crate::{config, pki};
 
-pub fn demo(config_file: &Path, certs: &Path, log_level: &str) -> anyhow::Result<ExitCode> {
+pub fn demo(config_file: &Path, certs: &Path, logging: &super::Logging) -> anyhow::Result<ExitCode> {
     if pki::ensure_dev_material(certs, false)? {
         eprintln!("created development certificates in {}", certs.display());
     }
@@ -23,7 +23,7 @@ pub fn demo(config_file: &Path, certs: &Path, log_level: &str) -> anyhow::Result
         }
     };
     let token = demo_token(certs)?;
-    super::init_logging(log_level);
+    super::init_logging(logging)?;
     super::run::serve(loaded.runtime, |server| {
         let https = server.local_addr("public").map(|a| format!("https://localhost:{}", a.port()));
         eprintln!(

@@ -17,8 +17,27 @@ struct Cli {
     /// Log filter, e.g. `info`, `debug`, `portcullis=debug` (RUST_LOG wins when set).
     #[arg(long, global = true, default_value = "info")]
     log_level: String,
+    /// `json` (one object per line) or `pretty` (for people).
+    #[arg(long, global = true, default_value = "json")]
+    log_format: LogFormat,
+    /// Where access-log lines go: `stdout`, `off`, or a file path (appended).
+    #[arg(long, global = true, default_value = "stdout")]
+    access_log: String,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Json,
+    Pretty,
+}
+
+/// How the gateway logs.
+struct Logging {
+    level: String,
+    format: LogFormat,
+    access_log: String,
 }
 
 #[derive(Subcommand)]
@@ -79,16 +98,26 @@ enum CertsCommand {
         #[arg(long)]
         force: bool,
     },
+    /// List every certificate the configuration uses with its expiry; exit 1 when one
+    /// expires within --warn-days.
+    Check {
+        #[arg(long, default_value = "policies/gateway.yaml")]
+        config: PathBuf,
+        #[arg(long, default_value_t = 30)]
+        warn_days: i64,
+    },
 }
 
 /// Parses the command line and runs the command.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    let logging = Logging { level: cli.log_level, format: cli.log_format, access_log: cli.access_log };
     let result = match cli.command {
-        Command::Run { config } => run::run(&config, &cli.log_level),
+        Command::Run { config } => run::run(&config, &logging),
         Command::Check { config } => check::check(&config),
-        Command::Demo { config, certs } => demo::demo(&config, &certs, &cli.log_level),
+        Command::Demo { config, certs } => demo::demo(&config, &certs, &logging),
         Command::Certs { command: CertsCommand::Dev { dir, force } } => certs::dev(&dir, force),
+        Command::Certs { command: CertsCommand::Check { config, warn_days } } => certs::check(&config, warn_days),
         Command::Trace { config, method, headers, client_ip, client_cert, token, url } => {
             trace::trace(&trace::TraceRequest { config, method, url, headers, client_ip, client_cert, token })
         }
@@ -102,15 +131,25 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// Structured JSON logs on stdout.
-fn init_logging(level: &str) {
+/// Logs on stdout (JSON by default); access-log lines where `--access-log` says.
+fn init_logging(logging: &Logging) -> anyhow::Result<()> {
+    use crate::telemetry::access::{set_sink, AccessSink};
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    tracing_subscriber::fmt()
-        .json()
-        .flatten_event(true)
-        .with_current_span(false)
-        .with_env_filter(filter)
-        .with_writer(std::io::stdout)
-        .init();
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&logging.level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stdout);
+    match logging.format {
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
+        LogFormat::Pretty => builder.pretty().init(),
+    }
+    set_sink(match logging.access_log.as_str() {
+        "stdout" => AccessSink::Stdout,
+        "off" => AccessSink::Off,
+        path => {
+            let file = std::fs::OpenOptions::new().create(true).append(true).open(path);
+            AccessSink::File(std::sync::Mutex::new(
+                file.map_err(|e| anyhow::anyhow!("cannot open the access log {path}: {e}"))?,
+            ))
+        }
+    });
+    Ok(())
 }

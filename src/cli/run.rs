@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use crate::config;
 use crate::server::{self, Server};
 
-pub fn run(config_file: &Path, log_level: &str) -> anyhow::Result<ExitCode> {
-    super::init_logging(log_level);
+pub fn run(config_file: &Path, logging: &super::Logging) -> anyhow::Result<ExitCode> {
+    super::init_logging(logging)?;
     let loaded = match config::load(config_file) {
         Ok(loaded) => loaded,
         Err(errors) => {

@@ -122,11 +122,18 @@ impl<'a> Compiler<'a> {
         let routes = self.routes(&raw.routes, &defaults, &policies, &backends, &declared);
         let listeners = self.listeners(&raw.listeners);
         let admin = raw.admin.as_ref().and_then(|a| self.socket_addr(&a.bind, "admin.bind"));
+        if let (Some(addr), Some(a)) = (admin, &raw.admin) {
+            if !addr.ip().is_loopback() && a.allow.is_empty() {
+                self.warn(a.bind.referenced, "admin.bind", format!("the admin listener ({addr}) is reachable beyond this host and has no `allow` list: anyone who reaches it can reload the configuration and read metrics"));
+            }
+        }
         if self.errors.is_empty() {
             let runtime = Runtime {
                 source: self.file.to_owned(),
                 listeners,
                 admin,
+                admin_allow: IpSet::new(raw.admin.iter().flat_map(|a| a.allow.iter().copied())),
+                watch_files: raw.watch_files.unwrap_or(true),
                 trusted_proxies: IpSet::new(raw.trusted_proxies.iter().copied()),
                 routes,
                 backends: backends.into_values().collect(),

@@ -36,6 +36,8 @@ pub struct RawConfig {
     pub routes: Vec<Spanned<RouteConfig>>,
     /// How long a shutdown waits for in-flight requests.
     pub drain_timeout: Option<ConfigDuration>,
+    /// Reload when the configuration or a file it names changes (default true).
+    pub watch_files: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -118,6 +120,9 @@ impl Default for LimitsConfig {
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     pub bind: Located,
+    /// Client networks allowed to use the admin listener; empty: any.
+    #[serde(default)]
+    pub allow: Vec<IpNet>,
 }
 
 #[derive(Debug, Deserialize)]

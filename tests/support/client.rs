@@ -174,3 +174,27 @@ impl Client {
         String::from_utf8_lossy(&out).into_owned()
     }
 }
+
+/// One keep-alive HTTP/1.1 connection for many requests.
+pub struct Session {
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+}
+
+impl Client {
+    pub async fn session(&self) -> Result<Session, Box<dyn std::error::Error + Send + Sync>> {
+        let tls = self.connect().await?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
+        tokio::spawn(conn);
+        Ok(Session { sender })
+    }
+}
+
+impl Session {
+    pub async fn send(&mut self, req: Request<Full<Bytes>>) -> Result<Reply, Box<dyn std::error::Error + Send + Sync>> {
+        self.sender.ready().await?;
+        let rsp = self.sender.send_request(req).await?;
+        let (parts, body) = rsp.into_parts();
+        let body = body.collect().await?.to_bytes();
+        Ok(Reply { status: parts.status, version: parts.version, headers: parts.headers, body })
+    }
+}

@@ -13,7 +13,9 @@ use super::Pki;
 
 pub struct TestGateway {
     pub child: Child,
-    pub addrs: HashMap<String, SocketAddr>,
+    /// Bound addresses by listener name, kept current across reloads.
+    addrs: Arc<Mutex<HashMap<String, SocketAddr>>>,
+    /// Every line the gateway wrote to stdout (JSON logs and access-log lines) and stderr.
     pub logs: Arc<Mutex<Vec<String>>>,
     pub config: PathBuf,
 }
@@ -41,43 +43,63 @@ impl TestGateway {
         let stdout = child.stdout.take().unwrap();
         let stderr = child.stderr.take().unwrap();
         let logs = Arc::new(Mutex::new(Vec::new()));
+        let addrs = Arc::new(Mutex::new(HashMap::new()));
         let (ready_tx, ready_rx) = mpsc::channel();
-        let sink = logs.clone();
+        let (sink, live) = (logs.clone(), addrs.clone());
         std::thread::spawn(move || {
-            let mut addrs = HashMap::new();
             let mut ready = Some(ready_tx);
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Ok(json) = serde_json::from_str::<serde_json::Value>(&line) {
                     if json["message"] == "listening" {
                         let addr = json["listener.addr"].as_str().unwrap().parse().unwrap();
-                        addrs.insert(json["listener.name"].as_str().unwrap().to_owned(), addr);
+                        live.lock().unwrap().insert(json["listener.name"].as_str().unwrap().to_owned(), addr);
                     }
                     if json["message"] == "ready" {
                         if let Some(tx) = ready.take() {
-                            let _ = tx.send(Ok(addrs.clone()));
+                            let _ = tx.send(true);
                         }
                     }
                 }
                 sink.lock().unwrap().push(line);
             }
             if let Some(tx) = ready.take() {
-                let _ = tx.send(Err(()));
+                let _ = tx.send(false);
             }
         });
-        let addrs = match ready_rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(Ok(addrs)) => addrs,
-            _ => {
-                let _ = child.kill();
-                let mut err = String::new();
-                let _ = std::io::Read::read_to_string(&mut BufReader::new(stderr), &mut err);
-                panic!("the gateway did not start:\n{err}");
+        let sink = logs.clone();
+        let errors = std::thread::spawn(move || {
+            let mut all = String::new();
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                all.push_str(&line);
+                all.push('\n');
+                sink.lock().unwrap().push(line);
             }
-        };
+            all
+        });
+        if ready_rx.recv_timeout(Duration::from_secs(20)) != Ok(true) {
+            let _ = child.kill();
+            let err = errors.join().unwrap_or_default();
+            panic!("the gateway did not start:\n{err}");
+        }
         Self { child, addrs, logs, config }
     }
 
     pub fn addr(&self, listener: &str) -> SocketAddr {
-        self.addrs[listener]
+        self.addrs.lock().unwrap()[listener]
+    }
+
+    pub fn has_listener(&self, listener: &str) -> bool {
+        self.addrs.lock().unwrap().contains_key(listener)
+    }
+
+    /// Everything logged so far, one line each.
+    pub fn log_text(&self) -> String {
+        self.logs.lock().unwrap().join("\n")
+    }
+
+    /// Asks for a reload on the admin listener; returns the whole HTTP answer.
+    pub async fn reload(&self) -> String {
+        admin_request(self.addr("admin"), "POST", "/reload").await
     }
 
     /// Polls the admin listener's `/readyz` until it answers 200 (at most 10 s).
@@ -115,9 +137,14 @@ impl Drop for TestGateway {
 
 /// A plain HTTP/1.1 GET to the admin listener; the whole answer as text.
 pub async fn admin_get(addr: SocketAddr, path: &str) -> String {
+    admin_request(addr, "GET", path).await
+}
+
+pub async fn admin_request(addr: SocketAddr, method: &str, path: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    tcp.write_all(format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+    let request = format!("{method} {path} HTTP/1.1\r\nHost: admin\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    tcp.write_all(request.as_bytes()).await.unwrap();
     let mut out = String::new();
     tcp.read_to_string(&mut out).await.unwrap();
     out
