@@ -113,6 +113,8 @@ fn keys() -> Vec<(Algorithm, String, String)> {
 }
 
 fn jwt(c: &mut Criterion) {
+    // Before any token is signed: the first use of jsonwebtoken fixes its provider.
+    portcullis::policy::jwt::crypto::install();
     let dir = tempfile::tempdir().unwrap();
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     let claims = serde_json::json!({ "iss": "https://idp.test", "aud": "api://bench", "sub": "u", "exp": now + 3600, "roles": ["Read"] });

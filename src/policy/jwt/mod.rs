@@ -6,6 +6,7 @@
 //! `x5u`, `x5c`) all fail. `exp` is required; `nbf`, `iss`, `aud` are checked with
 //! `clock_skew`; `require_claims` and `forward_claims` apply to verified tokens only.
 
+pub mod crypto;
 pub mod keys;
 
 use std::collections::BTreeMap;
@@ -126,6 +127,7 @@ impl Jwt {
     /// # Errors
     /// Every problem found, as `(field, message)`.
     pub fn compile(name: &str, cfg: &JwtConfig, dir: &Path) -> Result<Self, Vec<FieldError>> {
+        crypto::install();
         let mut errors: Vec<FieldError> = Vec::new();
         let mut err = |field: &str, message: String| errors.push((field.to_owned(), message));
         let mut algorithms = Vec::new();
