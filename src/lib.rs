@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod ipset;
 pub mod listener;
+pub mod loadtest;
 pub mod pipeline;
 pub mod pki;
 pub mod policy;

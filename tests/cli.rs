@@ -260,3 +260,106 @@ routes:
     let out = trace(&["https://localhost/elsewhere"]);
     assert!(out.contains("final: 404 not-found"), "{out}");
 }
+
+// The backend runs on this test's runtime while the bench command blocks a thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_reports_each_kind_and_fails_on_thresholds() {
+    use jsonwebtoken::Algorithm;
+    use support::tokens::SigningKey;
+    let pki = Pki::new();
+    let backend = TestBackend::start().await;
+    let key = SigningKey::new(Algorithm::ES256, "k1");
+    pki.write("es.pub.pem", &key.public_pem);
+    pki.write("es-key.pem", &key.private_pem);
+    let yaml = format!(
+        r#"version: 1
+listeners:{TLS_LISTENER}
+backends:
+  app: {{ urls: ["{}"] }}
+policies:
+  jwt: {{ jwt: {{ issuers: [https://idp.test], audiences: [api://portcullis], algorithms: [ES256], keys: [es.pub.pem] }} }}
+routes:
+  - {{ name: api, match: {{ path_prefix: /api/ }}, policies: [jwt], backend: app }}
+"#,
+        backend.url()
+    );
+    let gw = TestGateway::start(&yaml, &pki);
+    let scenario = |extra: &str| {
+        format!(
+            r#"requests_total: 300
+connections: 4
+{extra}
+tls: {{ ca: ca.pem, server_name: localhost }}
+tokens:
+  valid: {{ key: es-key.pem, alg: ES256, claims: {{ iss: "https://idp.test", aud: "api://portcullis", sub: bench }} }}
+  fresh: {{ key: es-key.pem, alg: ES256, unique: true, claims: {{ iss: "https://idp.test", aud: "api://portcullis", sub: bench }} }}
+  expired: {{ key: es-key.pem, alg: ES256, ttl: -1h, claims: {{ iss: "https://idp.test", aud: "api://portcullis" }} }}
+requests:
+  - {{ name: ok, weight: 6, url: /api/a, headers: {{ Authorization: "Bearer ${{token:valid}}" }}, expect: 200 }}
+  - {{ name: fresh, weight: 2, url: /api/b, headers: {{ Authorization: "Bearer ${{token:fresh}}" }}, expect: 200 }}
+  - {{ name: expired, weight: 2, url: /api/c, headers: {{ Authorization: "Bearer ${{token:expired}}" }}, expect: 401 }}
+"#
+        )
+    };
+    let url = format!("https://localhost:{}", gw.addr("public").port());
+    let run = |file: &str, body: String, extra_args: &[&str]| {
+        let path = pki.write(file, &body);
+        let mut cmd = Command::new(binary());
+        cmd.args(["bench", "--url", &url, "--scenario"]).arg(path).args(extra_args);
+        cmd.output().unwrap()
+    };
+
+    let out = run("s1.yaml", scenario("thresholds: { min_rps: 1, p99: 10s, unexpected_status: 0 }"), &["--json"]);
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["total"]["requests"], 300);
+    assert_eq!(report["total"]["unexpected_status"], 0);
+    assert_eq!(report["total"]["errors"], 0);
+    let kinds: Vec<&str> = report["kinds"].as_array().unwrap().iter().map(|k| k["name"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["ok", "fresh", "expired"]);
+    assert!(report["kinds"].as_array().unwrap().iter().all(|k| k["requests"].as_u64().unwrap() > 0));
+    assert_eq!(report["pass"], true);
+    assert_eq!(
+        backend.received().len() as u64,
+        300 - report["kinds"][2]["requests"].as_u64().unwrap(),
+        "expired tokens never reached the backend"
+    );
+
+    // h2, a new connection per request, a wrong expectation and an impossible rate: exit 1.
+    let body = scenario("http: \"2\"\nkeep_alive: false\nthresholds: { min_rps: 1000000000, unexpected_status: 0 }")
+        .replace("expect: 401", "expect: 200");
+    let out = run("s2.yaml", body, &[]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{table}");
+    assert!(table.contains("threshold min_rps") && table.contains("FAIL") && table.contains("result: FAIL"), "{table}");
+    let expired_row = table.lines().find(|l| l.starts_with("expired")).unwrap();
+    let cols: Vec<&str> = expired_row.split_whitespace().collect();
+    assert_eq!(cols[1], cols[7], "every expired request is unexpected when 200 is expected: {expired_row}");
+}
+
+#[test]
+fn bench_can_start_the_gateway_itself() {
+    let pki = Pki::new();
+    let config = pki.write(
+        "gateway.yaml",
+        "version: 1\nlisteners:\n  - name: public\n    bind: 127.0.0.1:0\n    tls: { certificates: [{ cert: server.pem, key: server-key.pem }] }\nbackends:\n  echo: { builtin: echo }\nroutes:\n  - { name: all, match: {}, backend: echo }\n",
+    );
+    let scenario = pki.write(
+        "s.yaml",
+        "requests_total: 100\nconnections: 2\ntls: { ca: ca.pem }\nrequests:\n  - { name: echo, url: /x, expect: 200 }\n  - { name: post, method: POST, url: /y, body: hello, expect: 200 }\nthresholds: { unexpected_status: 0 }\n",
+    );
+    let out = Command::new(binary())
+        .arg("bench")
+        .arg("--config")
+        .arg(&config)
+        .arg("--scenario")
+        .arg(&scenario)
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{table}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        table.contains("result: pass") && table.lines().any(|l| l.starts_with("total") && l.contains(" 100 ")),
+        "{table}"
+    );
+}

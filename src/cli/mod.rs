@@ -1,5 +1,6 @@
 //! The command line (DESIGN §1): one file per command.
 
+mod bench;
 mod certs;
 mod check;
 mod demo;
@@ -81,6 +82,20 @@ enum Command {
         /// The request URL, like https://localhost/apolloapi/items.
         url: String,
     },
+    /// Load-test a policy chain with a scenario file; exit 1 when a threshold fails.
+    Bench {
+        #[arg(long)]
+        scenario: PathBuf,
+        /// Base URL of a running gateway (or any HTTPS server), like https://localhost:8443.
+        #[arg(long)]
+        url: Option<String>,
+        /// Start a gateway from this configuration and load-test it.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Certificates: `certs dev` creates development material.
     Certs {
         #[command(subcommand)]
@@ -118,6 +133,9 @@ pub fn main() -> ExitCode {
         Command::Demo { config, certs } => demo::demo(&config, &certs, &logging),
         Command::Certs { command: CertsCommand::Dev { dir, force } } => certs::dev(&dir, force),
         Command::Certs { command: CertsCommand::Check { config, warn_days } } => certs::check(&config, warn_days),
+        Command::Bench { scenario, url, config, json } => {
+            bench::bench(&bench::BenchArgs { scenario, url, config, json })
+        }
         Command::Trace { config, method, headers, client_ip, client_cert, token, url } => {
             trace::trace(&trace::TraceRequest { config, method, url, headers, client_ip, client_cert, token })
         }

@@ -188,7 +188,7 @@ pub fn backend_client_config(
         .with_root_certificates(roots);
     // ALPN (h2, http/1.1) is set by the connector that uses this configuration.
     let config = match client_cert {
-        Some(key) => builder.with_client_cert_resolver(Arc::new(AlwaysCert(key))),
+        Some(key) => builder.with_client_cert_resolver(Arc::new(FixedClientCert(key))),
         None => builder.with_no_client_auth(),
     };
     Ok(Arc::new(config))
@@ -200,6 +200,18 @@ pub fn backend_client_config(
 /// # Errors
 /// A CA is unusable.
 pub fn client_config_with_extra_roots(extra: Vec<CertificateDer<'static>>) -> Result<Arc<ClientConfig>, String> {
+    client_config(extra, None)
+}
+
+/// A TLS client configuration trusting the system's roots plus `extra`, presenting
+/// `client_cert` when a server asks.
+///
+/// # Errors
+/// A CA is unusable.
+pub fn client_config(
+    extra: Vec<CertificateDer<'static>>,
+    client_cert: Option<Arc<CertifiedKey>>,
+) -> Result<Arc<ClientConfig>, String> {
     let mut roots = RootCertStore::empty();
     roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
     for cert in extra {
@@ -208,16 +220,19 @@ pub fn client_config_with_extra_roots(extra: Vec<CertificateDer<'static>>) -> Re
     let config = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("cannot offer TLS versions: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let config = match client_cert {
+        Some(key) => config.with_client_cert_resolver(Arc::new(FixedClientCert(key))),
+        None => config.with_no_client_auth(),
+    };
     Ok(Arc::new(config))
 }
 
-/// Presents one client certificate to every backend that asks.
+/// Presents one client certificate to every server that asks.
 #[derive(Debug)]
-struct AlwaysCert(Arc<CertifiedKey>);
+pub struct FixedClientCert(pub Arc<CertifiedKey>);
 
-impl ResolvesClientCert for AlwaysCert {
+impl ResolvesClientCert for FixedClientCert {
     fn resolve(&self, _: &[&[u8]], _: &[rustls::SignatureScheme]) -> Option<Arc<CertifiedKey>> {
         Some(self.0.clone())
     }
