@@ -1,0 +1,209 @@
+#!/usr/bin/env bash
+# End-to-end load benchmark: portcullis side by side with HAProxy on this machine, same chain.
+#
+#   benches/e2e.sh            # BENCH_SECONDS=10 BENCH_RUNS=3 BENCH_CONNECTIONS=64 by default
+#
+# Builds in release mode, installs HAProxy and nginx from the distribution when missing, starts
+# nginx (a static 100-byte 200, plain HTTP for the proxies and TLS for the direct path), HAProxy
+# and portcullis with the same policies, pins the proxy to CPU 0 and nginx + the load generator
+# to CPU 1, drives each with `portcullis bench` (checking every status), and prints one table
+# with medians and the ratios against HAProxy and the direct path.
+#
+# "chain" = IP allow-list + client certificate verified at the handshake (and matched) + JWT
+# RS256 (RSA-2048) with iss/aud/exp + CORS, every request allowed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECONDS_PER_RUN=${BENCH_SECONDS:-10}
+RUNS=${BENCH_RUNS:-3}
+CONNS=${BENCH_CONNECTIONS:-64}
+ulimit -n 65536 2>/dev/null || true
+W=$(mktemp -d /tmp/portcullis-e2e.XXXX)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+
+need() { command -v "$1" >/dev/null || { apt-get update -qq && apt-get install -y -qq "$2" >/dev/null; }; }
+need haproxy haproxy
+need nginx nginx-light
+need openssl openssl
+need taskset util-linux
+
+echo "== building (release)" >&2
+cargo build --release --quiet
+PC=$PWD/target/release/portcullis
+
+echo "== key material in $W" >&2
+"$PC" certs dev --dir "$W/certs" >/dev/null
+C=$W/certs
+cat "$C/server.pem" "$C/server-key.pem" > "$W/haproxy.pem"
+openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$W/jwt-key.pem" 2>/dev/null
+openssl pkey -in "$W/jwt-key.pem" -pubout -out "$W/jwt.pub.pem"
+BODY=$(printf 'x%.0s' $(seq 1 100))
+
+cat > "$W/nginx.conf" <<NGINX
+worker_processes 1;
+pid $W/nginx.pid;
+error_log $W/nginx-error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  server { listen 127.0.0.1:18080; location / { return 200 "$BODY"; } }
+  server {
+    listen 127.0.0.1:18443 ssl;
+    ssl_certificate $C/server.pem; ssl_certificate_key $C/server-key.pem; ssl_protocols TLSv1.3;
+    location / { return 200 "$BODY"; }
+  }
+}
+NGINX
+
+cat > "$W/haproxy.cfg" <<HAPROXY
+global
+  nbthread 1
+  cpu-map 1/1 0
+  maxconn 8000
+  tune.ssl.default-dh-param 2048
+defaults
+  mode http
+  timeout connect 2s
+  timeout client 30s
+  timeout server 30s
+  http-reuse always
+frontend plain
+  bind 127.0.0.1:19443 ssl crt $W/haproxy.pem ssl-min-ver TLSv1.3 alpn http/1.1
+  default_backend nginx
+frontend chain
+  bind 127.0.0.1:19444 ssl crt $W/haproxy.pem ssl-min-ver TLSv1.3 alpn http/1.1 ca-file $C/client-ca.pem verify required
+  http-request deny unless { src 127.0.0.0/8 }
+  http-request deny unless { ssl_c_s_dn(CN) -m str demo-client }
+  http-request deny if { req.hdr(origin) -m found } !{ req.hdr(origin) -m str https://portal.example.com }
+  http-request set-var(txn.origin) req.hdr(origin)
+  http-request set-var(txn.bearer) http_auth_bearer
+  http-request set-var(txn.alg) var(txn.bearer),jwt_header_query('\$.alg')
+  http-request set-var(txn.now) date
+  http-request set-var(txn.exp) var(txn.bearer),jwt_payload_query('\$.exp','int')
+  http-request return status 401 unless { var(txn.alg) -m str RS256 }
+  http-request return status 401 unless { var(txn.bearer),jwt_verify(txn.alg,"$W/jwt.pub.pem") -m int 1 }
+  http-request return status 401 unless { var(txn.bearer),jwt_payload_query('\$.iss') -m str https://idp.bench }
+  http-request return status 401 unless { var(txn.bearer),jwt_payload_query('\$.aud') -m str api://bench }
+  http-request return status 401 if { var(txn.exp),sub(txn.now) -m int lt 0 }
+  http-response set-header Access-Control-Allow-Origin %[var(txn.origin)] if { var(txn.origin) -m found }
+  http-response add-header Vary Origin
+  default_backend nginx
+backend nginx
+  server n1 127.0.0.1:18080
+HAPROXY
+
+gateway() { # name port chain(yes/no)
+  local policies="" auth=""
+  if [ "$3" = yes ]; then
+    policies="policies: [office, partner, jwt, cors],"
+    auth="client_auth: { mode: required, trusted_cas: $C/client-ca.pem }"
+  fi
+  cat > "$W/$1.yaml" <<YAML
+version: 1
+listeners:
+  - name: public
+    bind: 127.0.0.1:$2
+    tls:
+      certificates: [{ cert: $C/server.pem, key: $C/server-key.pem }]
+      min_version: "1.3"
+      $auth
+    limits: { max_connections: 20000 }
+backends:
+  nginx: { urls: [http://127.0.0.1:18080] }
+policies:
+  office: { ip_filter: { allow: [127.0.0.0/8] } }
+  partner: { client_cert: { identities: [{ subject: "CN=demo-client,O=Example" }] } }
+  jwt: { jwt: { issuers: [https://idp.bench], audiences: [api://bench], algorithms: [RS256], keys: [$W/jwt.pub.pem] } }
+  cors: { cors: { allowed_origins: [https://portal.example.com], terminate_unmatched: true } }
+routes:
+  - { name: all, match: {}, $policies backend: nginx }
+YAML
+}
+gateway portcullis-plain 20443 no
+gateway portcullis-chain 20444 yes
+
+scenario() { # file token(valid|fresh) keep_alive cert(yes/no)
+  local cert=""
+  [ "$4" = yes ] && cert="client_cert: $C/client.pem, client_key: $C/client-key.pem,"
+  cat > "$W/$1" <<YAML
+duration: ${SECONDS_PER_RUN}s
+connections: $CONNS
+keep_alive: $3
+tls: { ca: $C/ca.pem, $cert server_name: localhost }
+tokens:
+  valid: { key: $W/jwt-key.pem, alg: RS256, claims: { iss: "https://idp.bench", aud: "api://bench", sub: bench } }
+  fresh: { key: $W/jwt-key.pem, alg: RS256, unique: true, claims: { iss: "https://idp.bench", aud: "api://bench", sub: bench } }
+requests:
+  - { name: ok, url: /items, headers: { Authorization: "Bearer \${token:$2}", Origin: "https://portal.example.com" }, expect: 200 }
+thresholds: { unexpected_status: 0 }
+YAML
+}
+scenario plain.yaml valid true no
+scenario chain.yaml valid true yes
+scenario fresh.yaml fresh true yes
+scenario handshake.yaml valid false yes
+
+echo "== starting nginx, HAProxy, portcullis" >&2
+taskset -c 1 nginx -c "$W/nginx.conf" -g 'daemon off;' & PIDS+=($!)
+taskset -c 0 haproxy -f "$W/haproxy.cfg" -db >/dev/null 2>"$W/haproxy.log" & HAPROXY_PID=$!; PIDS+=($HAPROXY_PID)
+for g in plain chain; do
+  TOKIO_WORKER_THREADS=1 taskset -c 0 "$PC" --log-level warn --access-log off run --config "$W/portcullis-$g.yaml" >"$W/$g.log" 2>&1 &
+  PIDS+=($!); eval "PC_$g=$!"
+done
+for port in 18080 18443 19443 19444 20443 20444; do
+  for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
+done
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# run NAME URL SCENARIO PID: median req/s, median p99 ms, proxy CPU µs per request (median run)
+run() {
+  local name=$1 url=$2 file=$3 pid=${4:-}
+  local results=()
+  for i in $(seq "$RUNS"); do
+    local before=0; [ -n "$pid" ] && before=$(cpu_ticks "$pid")
+    local json; json=$(taskset -c 1 "$PC" bench --url "$url" --scenario "$W/$file" --json 2>/dev/null) || {
+      echo "$name: the run failed (unexpected statuses or errors):" >&2; echo "$json" >&2; exit 1; }
+    local after=0; [ -n "$pid" ] && after=$(cpu_ticks "$pid")
+    results+=("$(python3 -c 'import json,sys; r=json.loads(sys.argv[1]); t=r["total"]; print(t["rps"], t["p99_ms"], t["requests"], int(sys.argv[2]))' "$json" "$((after - before))")")
+    echo "  $name run $i: ${results[-1]}" >&2
+  done
+  printf '%s\n' "${results[@]}" | python3 -c '
+import sys, os
+rows = sorted((tuple(float(x) for x in l.split()) for l in sys.stdin), key=lambda r: r[0])
+rps, p99, n, ticks = rows[len(rows)//2]
+hz = os.sysconf("SC_CLK_TCK")
+cpu = (ticks / hz) / n * 1e6 if ticks else float("nan")
+print(f"{sys.argv[1]}\t{rps:.0f}\t{p99:.2f}\t{cpu:.1f}")' "$name"
+}
+
+echo "== measuring (${RUNS} runs of ${SECONDS_PER_RUN}s, ${CONNS} connections)" >&2
+{
+  run direct            https://localhost:18443 plain.yaml
+  run haproxy-plain     https://localhost:19443 plain.yaml "$HAPROXY_PID"
+  run portcullis-plain  https://localhost:20443 plain.yaml "$PC_plain"
+  run haproxy-chain     https://localhost:19444 chain.yaml "$HAPROXY_PID"
+  run portcullis-chain  https://localhost:20444 chain.yaml "$PC_chain"
+  run haproxy-fresh     https://localhost:19444 fresh.yaml "$HAPROXY_PID"
+  run portcullis-fresh  https://localhost:20444 fresh.yaml "$PC_chain"
+  run haproxy-handshake https://localhost:19444 handshake.yaml "$HAPROXY_PID"
+  run portcullis-handshake https://localhost:20444 handshake.yaml "$PC_chain"
+} > "$W/results.tsv"
+RSS=$(awk '/VmRSS/ {print $2}' "/proc/$PC_chain/status"); HWM=$(awk '/VmHWM/ {print $2}' "/proc/$PC_chain/status")
+HRSS=$(awk '/VmRSS/ {print $2}' "/proc/$HAPROXY_PID/status")
+
+python3 - "$W/results.tsv" "$RSS" "$HWM" "$HRSS" <<'PY'
+import sys
+rows = {l.split("\t")[0]: [float(x) for x in l.split("\t")[1:]] for l in open(sys.argv[1]) if l.strip()}
+direct = rows["direct"][0]
+print(f"{'path':<22}{'req/s':>10}{'p99 ms':>9}{'CPU µs/req':>12}{'vs HAProxy':>12}{'vs direct':>11}")
+for name, (rps, p99, cpu) in rows.items():
+    kind = name.split("-", 1)[1] if "-" in name else None
+    ha = rows.get(f"haproxy-{kind}", [None])[0] if kind else None
+    vs = f"{rps / ha:.2f}x" if ha and name.startswith("portcullis") else ""
+    cpu_s = "" if cpu != cpu else f"{cpu:.1f}"
+    print(f"{name:<22}{rps:>10.0f}{p99:>9.2f}{cpu_s:>12}{vs:>12}{rps / direct:>10.0%}")
+print(f"portcullis chain RSS after the runs: {int(sys.argv[2]) // 1024} MiB (peak {int(sys.argv[3]) // 1024} MiB); HAProxy: {int(sys.argv[4]) // 1024} MiB")
+print("(handshake rows: req/s = new TLS 1.3 connections with a client certificate per second)")
+PY
