@@ -1,3 +1,8 @@
+// mimalloc: thread-local free lists; the request path allocates small, short-lived objects
+// (headers, futures, buffers), where glibc malloc showed ~8 % of the CPU profile.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     portcullis::cli::main()
 }

@@ -22,7 +22,7 @@ use crate::request::{client_ip, normalize};
 use crate::route::{Params, Route};
 use crate::runtime::{Limits, Runtime};
 use crate::server::ConnInfo;
-use crate::telemetry::access::{AccessRecord, LoggedBody};
+use crate::telemetry::access::{self, AccessRecord, LoggedBody};
 use crate::telemetry::metrics::{method_class, metrics};
 
 /// A request after DESIGN §3 steps 2–4: cleaned of spoofable headers, normalized, routed.
@@ -180,7 +180,11 @@ fn respond(mut rsp: Response<Body>, mut log: AccessRecord) -> Response<Body> {
     let m = metrics();
     m.requests.with_label_values(&[route, method_class(&log.method), rsp.status().as_str()]).inc();
     m.request_duration.with_label_values(&[route]).observe(log.started.elapsed().as_secs_f64());
-    rsp.map(|body| LoggedBody::new(body, log).boxed())
+    if access::enabled() {
+        rsp.map(|body| LoggedBody::new(body, log).boxed())
+    } else {
+        rsp
+    }
 }
 
 /// A trusted proxy's id is kept when it is short and printable; otherwise a new one.

@@ -96,6 +96,11 @@ impl AccessSink {
 
 static SINK: OnceLock<AccessSink> = OnceLock::new();
 
+/// Whether access-log lines are written at all (`--access-log off` skips building them).
+pub fn enabled() -> bool {
+    !matches!(sink(), AccessSink::Off)
+}
+
 /// Chooses where access-log lines go; the first call wins (stdout when never called).
 pub fn set_sink(sink: AccessSink) {
     let _ = SINK.set(sink);
