@@ -22,5 +22,6 @@ pub mod request;
 pub mod route;
 pub mod runtime;
 pub mod server;
+pub mod task;
 pub mod telemetry;
 pub mod tls;

@@ -372,7 +372,7 @@ impl<'a> Compiler<'a> {
                 }
             }
         }
-        let tls = match tls::backend_client_config(trusted_cas, client_cert) {
+        let tls = match tls::client_config(trusted_cas.map_or(tls::Roots::System, tls::Roots::Only), client_cert) {
             Ok(c) => c,
             Err(e) => {
                 self.error(Location::UNKNOWN, format!("{path}.tls"), e);

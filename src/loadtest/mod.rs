@@ -238,7 +238,8 @@ fn client_config(scenario: &Scenario) -> anyhow::Result<Arc<rustls::ClientConfig
         (None, None) => None,
         _ => bail!("tls.client_cert and tls.client_key go together"),
     };
-    let base = crate::tls::client_config(extra, client_cert).map_err(anyhow::Error::msg)?;
+    let base =
+        crate::tls::client_config(crate::tls::Roots::SystemAnd(extra), client_cert).map_err(anyhow::Error::msg)?;
     let mut config = (*base).clone();
     config.alpn_protocols = match scenario.http {
         HttpVersion::Http1 => vec![b"http/1.1".to_vec()],

@@ -14,9 +14,9 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use tokio::task::JoinHandle;
 
 use crate::body::{self, Body};
+use crate::task::OwnedTask;
 
 /// How long a url that refused a connection is skipped by round robin.
 const PASSIVE_EJECTION: Duration = Duration::from_secs(5);
@@ -129,15 +129,7 @@ struct Pool {
     client: Client<HttpsConnector<HttpConnector>, Body>,
     settings: PoolSettings,
     epoch: Instant,
-    health_task: std::sync::Mutex<Option<JoinHandle<()>>>,
-}
-
-impl Drop for Pool {
-    fn drop(&mut self) {
-        if let Some(task) = self.health_task.get_mut().ok().and_then(Option::take) {
-            task.abort();
-        }
-    }
+    health_task: OwnedTask,
 }
 
 /// A request ready to forward: the normalized upstream path and the original query.
@@ -181,7 +173,7 @@ impl Backend {
                 client,
                 settings,
                 epoch: Instant::now(),
-                health_task: std::sync::Mutex::new(None),
+                health_task: OwnedTask::default(),
             })),
         }
     }
@@ -209,9 +201,7 @@ impl Backend {
                 }
             }
         });
-        if let Ok(mut slot) = pool.health_task.lock() {
-            *slot = Some(task);
-        }
+        pool.health_task.set(task);
     }
 
     /// Whether at least one url is healthy (always true for built-ins).

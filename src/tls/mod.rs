@@ -165,65 +165,42 @@ impl ResolvesServerCert for SniResolver {
     }
 }
 
-/// Builds the TLS client configuration for a backend. With `trusted_cas` only those CAs are
-/// trusted; without, the system's roots.
+/// Which CAs a TLS client trusts.
+pub enum Roots {
+    /// The operating system's roots.
+    System,
+    /// The system's roots plus these (e.g. an issuer's private CA for key fetches).
+    SystemAnd(Vec<CertificateDer<'static>>),
+    /// Only these (a backend's private CA).
+    Only(Vec<CertificateDer<'static>>),
+}
+
+/// A TLS client configuration, presenting `client_cert` when a server asks. ALPN is left to
+/// the connector that uses it.
 ///
 /// # Errors
-/// A CA or the client certificate is unusable.
-pub fn backend_client_config(
-    trusted_cas: Option<Vec<CertificateDer<'static>>>,
-    client_cert: Option<Arc<CertifiedKey>>,
-) -> Result<Arc<ClientConfig>, String> {
-    let roots = match trusted_cas {
-        Some(cas) => root_store(cas)?,
-        None => {
-            let mut roots = RootCertStore::empty();
-            roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
-            roots
+/// A CA is unusable.
+pub fn client_config(roots: Roots, client_cert: Option<Arc<CertifiedKey>>) -> Result<Arc<ClientConfig>, String> {
+    let roots = match roots {
+        Roots::Only(cas) => root_store(cas)?,
+        Roots::System | Roots::SystemAnd(_) => {
+            let mut store = RootCertStore::empty();
+            store.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+            if let Roots::SystemAnd(extra) = roots {
+                for cert in extra {
+                    store.add(cert).map_err(|e| format!("not a usable CA certificate: {e}"))?;
+                }
+            }
+            store
         }
     };
     let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("cannot offer TLS versions: {e}"))?
         .with_root_certificates(roots);
-    // ALPN (h2, http/1.1) is set by the connector that uses this configuration.
     let config = match client_cert {
         Some(key) => builder.with_client_cert_resolver(Arc::new(FixedClientCert(key))),
         None => builder.with_no_client_auth(),
-    };
-    Ok(Arc::new(config))
-}
-
-/// A TLS client configuration trusting the system's roots plus `extra` (for key fetches
-/// from issuers with a private CA).
-///
-/// # Errors
-/// A CA is unusable.
-pub fn client_config_with_extra_roots(extra: Vec<CertificateDer<'static>>) -> Result<Arc<ClientConfig>, String> {
-    client_config(extra, None)
-}
-
-/// A TLS client configuration trusting the system's roots plus `extra`, presenting
-/// `client_cert` when a server asks.
-///
-/// # Errors
-/// A CA is unusable.
-pub fn client_config(
-    extra: Vec<CertificateDer<'static>>,
-    client_cert: Option<Arc<CertifiedKey>>,
-) -> Result<Arc<ClientConfig>, String> {
-    let mut roots = RootCertStore::empty();
-    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
-    for cert in extra {
-        roots.add(cert).map_err(|e| format!("not a usable CA certificate: {e}"))?;
-    }
-    let config = ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("cannot offer TLS versions: {e}"))?
-        .with_root_certificates(roots);
-    let config = match client_cert {
-        Some(key) => config.with_client_cert_resolver(Arc::new(FixedClientCert(key))),
-        None => config.with_no_client_auth(),
     };
     Ok(Arc::new(config))
 }

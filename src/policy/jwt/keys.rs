@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::task::OwnedTask;
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use http::{header, Request, StatusCode, Uri};
@@ -17,7 +18,6 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{AlgorithmFamily, DecodingKey};
-use tokio::task::JoinHandle;
 
 /// Largest JWKS or discovery document accepted.
 const MAX_DOCUMENT_BYTES: usize = 1 << 20;
@@ -108,15 +108,7 @@ pub struct KeyStore {
     last_fetch: tokio::sync::Mutex<Option<Instant>>,
     refresh: Duration,
     min_refresh: Duration,
-    task: std::sync::Mutex<Option<JoinHandle<()>>>,
-}
-
-impl Drop for KeyStore {
-    fn drop(&mut self) {
-        if let Some(task) = self.task.get_mut().ok().and_then(Option::take) {
-            task.abort();
-        }
-    }
+    task: OwnedTask,
 }
 
 impl KeyStore {
@@ -151,7 +143,7 @@ impl KeyStore {
             last_fetch: tokio::sync::Mutex::new(None),
             refresh,
             min_refresh,
-            task: std::sync::Mutex::new(None),
+            task: OwnedTask::default(),
         }
     }
 
@@ -193,9 +185,7 @@ impl KeyStore {
                 tokio::time::sleep(next).await;
             }
         });
-        if let Ok(mut slot) = self.task.lock() {
-            *slot = Some(task);
-        }
+        self.task.set(task);
     }
 
     /// Refreshes now because a token named an unknown `kid` — unless a fetch happened less

@@ -197,7 +197,7 @@ impl Jwt {
                 },
                 None => Vec::new(),
             };
-            match crate::tls::client_config_with_extra_roots(extra) {
+            match crate::tls::client_config(crate::tls::Roots::SystemAnd(extra), None) {
                 Ok(c) => Some(c),
                 Err(e) => {
                     err("trusted_cas", e);
