@@ -197,7 +197,8 @@ SOAK=${BENCH_SOAK_SECONDS:-0}
 if [ "$SOAK" -gt 0 ]; then  # memory growth under a long run
   sed -i "s/^duration: .*/duration: ${SOAK}s/" "$W/chain.yaml"
   taskset -c 1 "$PC" bench --url https://localhost:20444 --scenario "$W/chain.yaml" --json >/dev/null 2>&1 &
-  sleep 10; SOAK_START=$(awk '/VmRSS/ {print $2}' "/proc/$PC_chain/status"); wait
+  SOAK_PID=$!
+  sleep 10; SOAK_START=$(awk '/VmRSS/ {print $2}' "/proc/$PC_chain/status"); wait "$SOAK_PID"
   SOAK_END=$(awk '/VmRSS/ {print $2}' "/proc/$PC_chain/status")
   echo "soak: portcullis chain RSS $((SOAK_START / 1024)) MiB after 10 s, $((SOAK_END / 1024)) MiB after ${SOAK} s"
 fi

@@ -360,3 +360,31 @@ fn certs_check_flags_a_certificate_about_to_expire() {
     assert!((4..=5).contains(&days), "{row}");
     assert_eq!(check("3").status.code(), Some(0));
 }
+
+#[tokio::test]
+async fn the_admin_listener_answers_only_its_allow_list() {
+    let pki = Pki::new();
+    let backend = TestBackend::start().await;
+    let base = versioned(&backend.url(), "A", "");
+    let gw = TestGateway::start(&base.replace("admin: { bind: 127.0.0.1:0 }", "admin: { bind: 127.0.0.1:0, allow: [10.0.0.0/8] }"), &pki);
+    assert_eq!(admin_get(gw.addr("admin"), "/healthz").await, "", "a client outside `allow` is disconnected");
+    let gw = TestGateway::start(&base.replace("admin: { bind: 127.0.0.1:0 }", "admin: { bind: 127.0.0.1:0, allow: [127.0.0.0/8] }"), &pki);
+    assert!(admin_get(gw.addr("admin"), "/healthz").await.starts_with("HTTP/1.1 200"));
+}
+
+#[test]
+fn check_warns_about_an_exposed_admin_listener() {
+    let pki = Pki::new();
+    let base = versioned("http://127.0.0.1:9", "A", "");
+    let run = |yaml: String| {
+        let config = pki.write("gateway.yaml", &yaml);
+        let out = Command::new(binary()).args(["check", "--config"]).arg(config).output().unwrap();
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let exposed = run(base.replace("admin: { bind: 127.0.0.1:0 }", "admin: { bind: 0.0.0.0:0 }"));
+    assert!(exposed.contains("admin.bind: the admin listener (0.0.0.0:0) is reachable beyond this host"), "{exposed}");
+    let allowed = run(base.replace("admin: { bind: 127.0.0.1:0 }", "admin: { bind: 0.0.0.0:0, allow: [10.0.0.0/8] }"));
+    assert!(!allowed.contains("warning"), "{allowed}");
+    assert!(!run(base).contains("warning"));
+}
