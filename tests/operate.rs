@@ -366,9 +366,15 @@ async fn the_admin_listener_answers_only_its_allow_list() {
     let pki = Pki::new();
     let backend = TestBackend::start().await;
     let base = versioned(&backend.url(), "A", "");
-    let gw = TestGateway::start(&base.replace("admin: { bind: 127.0.0.1:0 }", "admin: { bind: 127.0.0.1:0, allow: [10.0.0.0/8] }"), &pki);
+    let gw = TestGateway::start(
+        &base.replace("admin: { bind: 127.0.0.1:0 }", "admin: { bind: 127.0.0.1:0, allow: [10.0.0.0/8] }"),
+        &pki,
+    );
     assert_eq!(admin_get(gw.addr("admin"), "/healthz").await, "", "a client outside `allow` is disconnected");
-    let gw = TestGateway::start(&base.replace("admin: { bind: 127.0.0.1:0 }", "admin: { bind: 127.0.0.1:0, allow: [127.0.0.0/8] }"), &pki);
+    let gw = TestGateway::start(
+        &base.replace("admin: { bind: 127.0.0.1:0 }", "admin: { bind: 127.0.0.1:0, allow: [127.0.0.0/8] }"),
+        &pki,
+    );
     assert!(admin_get(gw.addr("admin"), "/healthz").await.starts_with("HTTP/1.1 200"));
 }
 
