@@ -10,6 +10,7 @@ use jsonwebtoken::{Algorithm, Header};
 use serde_json::json;
 use support::client::Reply;
 use support::gateway::admin_get;
+use support::pki::listener;
 use support::tokens::{self, claims, now, JwksServer, SigningKey};
 use support::{Client, Pki, TestBackend, TestGateway};
 
@@ -19,17 +20,6 @@ fn req(target: &str, headers: &[(&str, &str)]) -> Request<Full<Bytes>> {
         b = b.header(*n, *v);
     }
     b.body(Full::default()).unwrap()
-}
-
-fn listener(extra_tls: &str, limits: &str) -> String {
-    format!(
-        r#"
-  - name: public
-    bind: 127.0.0.1:0
-    tls:
-      certificates: [{{ cert: server.pem, key: server-key.pem }}]{extra_tls}
-    limits: {{ max_header_bytes: {limits} }}"#
-    )
 }
 
 // ---------------------------------------------------------------- cors
@@ -62,7 +52,7 @@ routes:
   - {{ name: lenient, match: {{ path_prefix: /lenient/ }}, policies: [lenient-cors], backend: app }}
   - {{ name: guarded, match: {{ path_prefix: /guarded/ }}, policies: [portal-cors, needs-token], backend: app }}
 "#,
-        listener = listener("", "16KiB"),
+        listener = listener("", "{ max_header_bytes: 16KiB }"),
         url = backend.url()
     );
     pki.write("hs.secret", "0123456789abcdef0123456789abcdef");
@@ -178,7 +168,7 @@ routes:
   - {{ name: office, match: {{ path_prefix: /office/ }}, policies: [office-only], backend: app }}
   - {{ name: report, match: {{ path_prefix: /report/ }}, policies: [office-report], backend: app }}
 "#,
-        listener = listener("", "16KiB")
+        listener = listener("", "{ max_header_bytes: 16KiB }")
     )
 }
 
@@ -288,7 +278,7 @@ routes:
   - {{ name: jwks-slow, match: {{ path_prefix: /jwks-slow/ }}, policies: [jwks-slow], backend: app }}
   - {{ name: oidc, match: {{ path_prefix: /oidc/ }}, policies: [oidc], backend: app }}
 "#,
-        listener = listener("", "256KiB"),
+        listener = listener("", "{ max_header_bytes: 256KiB }"),
         url = backend.url(),
         jwks_url = jwks.jwks_url(),
         discovery = jwks.discovery_url(),
@@ -469,7 +459,7 @@ policies:
 routes:
   - {{ name: down, match: {{ path_prefix: /down/ }}, policies: [down], backend: app }}
 "#,
-        listener = listener("", "16KiB"),
+        listener = listener("", "{ max_header_bytes: 16KiB }"),
         url = backend.url(),
         port = closed.port()
     );
@@ -507,10 +497,8 @@ routes:
   - {{ name: other, match: {{ path_prefix: /other/ }}, policies: [someone-else], backend: app }}
   - {{ name: open, match: {{ path_prefix: /open/ }}, backend: app }}
 "#,
-        listener = listener(
-            "\n      client_auth: { mode: optional, trusted_cas: client-ca.pem, crls: [client-crl.pem] }",
-            "16KiB"
-        ),
+        listener =
+            listener("\n      client_auth: { mode: optional, trusted_cas: client-ca.pem, crls: [client-crl.pem] }", ""),
         url = backend.url()
     );
     let gw = TestGateway::start(&yaml, &pki);

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
 use support::gateway::admin_get;
-use support::pki::TLS_LISTENER;
+use support::pki::{one_route, TLS_LISTENER};
 use support::{Client, Pki, TestBackend, TestGateway};
 
 fn routing_config(backend: &str) -> String {
@@ -266,21 +266,7 @@ async fn futures_statuses(client: &Client, req: Request<Full<Bytes>>, n: usize) 
 async fn oversized_bodies_get_413_and_oversized_heads_431() {
     let pki = Pki::new();
     let backend = TestBackend::start().await;
-    let yaml = format!(
-        r#"version: 1
-listeners:
-  - name: public
-    bind: 127.0.0.1:0
-    tls:
-      certificates: [{{ cert: server.pem, key: server-key.pem }}]
-    limits: {{ max_body_bytes: 1KiB, max_header_bytes: 8KiB }}
-backends:
-  app: {{ urls: ["{}"] }}
-routes:
-  - {{ name: all, match: {{}}, backend: app }}
-"#,
-        backend.url()
-    );
+    let yaml = one_route(&backend.url(), "{ max_body_bytes: 1KiB, max_header_bytes: 8KiB }");
     let gw = TestGateway::start(&yaml, &pki);
     let client = Client::new(gw.addr("public"), &pki);
 
@@ -315,21 +301,7 @@ routes:
 async fn a_200_mib_upload_streams_through_with_bounded_memory() {
     let pki = Pki::new();
     let backend = TestBackend::start().await;
-    let yaml = format!(
-        r#"version: 1
-listeners:
-  - name: public
-    bind: 127.0.0.1:0
-    tls:
-      certificates: [{{ cert: server.pem, key: server-key.pem }}]
-    limits: {{ max_body_bytes: 1GiB }}
-backends:
-  app: {{ urls: ["{}"] }}
-routes:
-  - {{ name: all, match: {{}}, backend: app }}
-"#,
-        backend.url()
-    );
+    let yaml = one_route(&backend.url(), "{ max_body_bytes: 1GiB }");
     let gw = TestGateway::start(&yaml, &pki);
     let client = Client::new(gw.addr("public"), &pki);
     let before = gw.peak_rss_kib();

@@ -5,7 +5,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::pki::TLS_LISTENER;
+use support::pki::{listener, TLS_LISTENER};
 use support::{Client, Pki, TestBackend, TestGateway};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -62,14 +62,7 @@ async fn tls_1_0_and_1_1_are_refused_with_a_fatal_alert() {
 async fn min_version_1_3_refuses_1_2() {
     let pki = Pki::new();
     let backend = TestBackend::start().await;
-    let listener = r#"
-  - name: public
-    bind: 127.0.0.1:0
-    tls:
-      certificates: [{ cert: server.pem, key: server-key.pem }]
-      min_version: "1.3"
-"#;
-    let gw = TestGateway::start(&config(listener, &backend.url()), &pki);
+    let gw = TestGateway::start(&config(&listener("\n      min_version: \"1.3\"", ""), &backend.url()), &pki);
     let tls12 = Client::with_config(gw.addr("public"), &pki, None, &[&rustls::version::TLS12], &[b"http/1.1"]);
     let err = tls12.connect().await.expect_err("TLS 1.2 must be refused");
     assert!(err.to_string().contains("ProtocolVersion"), "{err}");
@@ -140,14 +133,7 @@ async fn the_plain_listener_only_redirects() {
 async fn slow_header_senders_are_cut_off() {
     let pki = Pki::new();
     let backend = TestBackend::start().await;
-    let listener = r#"
-  - name: public
-    bind: 127.0.0.1:0
-    tls:
-      certificates: [{ cert: server.pem, key: server-key.pem }]
-    limits: { header_read_timeout: 500ms }
-"#;
-    let gw = TestGateway::start(&config(listener, &backend.url()), &pki);
+    let gw = TestGateway::start(&config(&listener("", "{ header_read_timeout: 500ms }"), &backend.url()), &pki);
     let client = Client::new(gw.addr("public"), &pki);
     let mut tls = client.connect().await.unwrap();
     let start = Instant::now();

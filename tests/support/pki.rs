@@ -95,3 +95,20 @@ pub const TLS_LISTENER: &str = r#"
       certificates:
         - { cert: server.pem, key: server-key.pem }
 "#;
+
+/// A `public` listener block serving `server.pem` on an ephemeral port, with extra lines under
+/// `tls:` (indented 6 spaces) and `limits` (a YAML flow mapping, or empty).
+pub fn listener(extra_tls: &str, limits: &str) -> String {
+    let limits = if limits.is_empty() { String::new() } else { format!("\n    limits: {limits}") };
+    format!(
+        "\n  - name: public\n    bind: 127.0.0.1:0\n    tls:\n      certificates: [{{ cert: server.pem, key: server-key.pem }}]{extra_tls}{limits}\n"
+    )
+}
+
+/// One catch-all route to `backend` behind one `public` listener with `limits`.
+pub fn one_route(backend: &str, limits: &str) -> String {
+    format!(
+        "version: 1\nlisteners:{}backends:\n  app: {{ urls: [\"{backend}\"] }}\nroutes:\n  - {{ name: all, match: {{}}, backend: app }}\n",
+        listener("", limits)
+    )
+}
