@@ -82,17 +82,19 @@ pub fn route<'rt>(rt: &'rt Runtime, parts: &mut Parts, conn: &ConnInfo) -> Resul
 /// Counts it in the metrics and writes its access-log line once the response is sent.
 pub async fn handle(rt: &Runtime, req: Request<Incoming>, conn: &ConnInfo, limits: Limits) -> Response<Body> {
     let (mut parts, incoming) = req.into_parts();
+    // Fields only the access log needs are filled only when it is written.
+    let logging = access::enabled();
     let mut log = AccessRecord {
         request_id: String::new(),
         listener: conn.listener.clone(),
         route: None,
         method: parts.method.clone(),
-        path: parts.uri.path().to_owned(),
-        query: parts.uri.query().map(str::to_owned),
+        path: if logging { parts.uri.path().to_owned() } else { String::new() },
+        query: parts.uri.query().filter(|_| logging).map(str::to_owned),
         status: 0,
         client_ip: conn.peer.ip().to_canonical(),
         tls_version: conn.tls_version,
-        client_cert: conn.client_cert.as_ref().map(|c| c.subject.clone()),
+        client_cert: conn.client_cert.as_ref().filter(|_| logging).map(|c| c.subject.clone()),
         subject: None,
         decisions: Vec::new(),
         upstream: None,
@@ -112,7 +114,9 @@ pub async fn handle(rt: &Runtime, req: Request<Incoming>, conn: &ConnInfo, limit
     let request_id = routed.request_id.as_str();
     log.request_id = routed.request_id.clone();
     log.route = Some(route.name.clone());
-    log.path = routed.path().to_owned();
+    if logging {
+        log.path = routed.path().to_owned();
+    }
     log.client_ip = routed.client_ip;
     if content_length(&parts.headers).is_some_and(|len| len > limits.max_body_bytes) {
         return respond(Problem::payload_too_large(limits.max_body_bytes).into_response(request_id), log);
@@ -165,7 +169,9 @@ pub async fn handle(rt: &Runtime, req: Request<Incoming>, conn: &ConnInfo, limit
         let outcome = if d.report_only { format!("report_{}", d.outcome) } else { d.outcome.to_owned() };
         metrics().policy_decisions.with_label_values(&[&*d.policy, &outcome]).inc();
     }
-    log.subject = cx.claims.as_ref().and_then(|c| c.get("sub")).and_then(|s| s.as_str()).map(str::to_owned);
+    if logging {
+        log.subject = cx.claims.as_ref().and_then(|c| c.get("sub")).and_then(|s| s.as_str()).map(str::to_owned);
+    }
     log.decisions = cx.decisions;
     respond(rsp, log)
 }

@@ -228,6 +228,7 @@ impl Backend {
         );
         let attempts = if idempotent && out.body_is_empty { 1 + pool.settings.retries } else { 1 };
         let mut body = Some(out.body);
+        let mut headers = Some(out.headers);
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -236,7 +237,11 @@ impl Backend {
             let mut req = Request::new(body.take().unwrap_or_else(body::empty));
             *req.method_mut() = out.method.clone();
             *req.uri_mut() = uri;
-            *req.headers_mut() = out.headers.clone();
+            // Only an attempt that may be followed by a retry keeps a copy of the headers.
+            *req.headers_mut() = match &headers {
+                Some(h) if attempt < attempts => h.clone(),
+                _ => headers.take().unwrap_or_default(),
+            };
             let sent = tokio::time::timeout(pool.settings.timeout, pool.client.request(req)).await;
             let error = match sent {
                 Ok(Ok(rsp)) => return Ok((rsp.map(body::boxed), Some(upstream.authority.clone()))),
