@@ -164,9 +164,7 @@ fn init_logging(logging: &Logging) -> anyhow::Result<()> {
         "off" => AccessSink::Off,
         path => {
             let file = std::fs::OpenOptions::new().create(true).append(true).open(path);
-            AccessSink::File(std::sync::Mutex::new(
-                file.map_err(|e| anyhow::anyhow!("cannot open the access log {path}: {e}"))?,
-            ))
+            AccessSink::File(file.map_err(|e| anyhow::anyhow!("cannot open the access log {path}: {e}"))?)
         }
     });
     Ok(())

@@ -2,9 +2,9 @@
 //! body has been sent (or the client went away), so it carries the bytes really sent.
 //! Header values are never logged; secret-looking query parameters are redacted.
 
-use std::io::Write as _;
+use std::io::Write;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -64,50 +64,77 @@ impl AccessRecord {
             "bytes.out": bytes_out,
             "complete": complete,
         });
-        sink().write_line(&line.to_string());
+        sink().write_line(line.to_string());
     }
 }
 
-/// Where access-log lines go: stdout (default) or a file.
+/// Where access-log lines go: stdout (default), a file, or nowhere.
 pub enum AccessSink {
     Stdout,
-    File(Mutex<std::fs::File>),
+    File(std::fs::File),
     Off,
 }
 
-impl AccessSink {
-    fn write_line(&self, line: &str) {
-        let mut buf = String::with_capacity(line.len() + 1);
-        buf.push_str(line);
-        buf.push('\n');
-        match self {
-            Self::Stdout => {
-                let _ = std::io::stdout().lock().write_all(buf.as_bytes());
-            }
-            Self::File(file) => {
-                if let Ok(mut f) = file.lock() {
-                    let _ = f.write_all(buf.as_bytes());
+/// Lines waiting for the writer thread; past this, lines are dropped (and counted) rather
+/// than making requests wait for a slow disk or pipe.
+const QUEUE_LINES: usize = 16_384;
+
+/// The request path hands lines to one writer thread through a lock-free queue; the
+/// writer batches them and flushes whenever the queue runs dry.
+struct Writer {
+    queue: Option<std::sync::mpsc::SyncSender<String>>,
+}
+
+impl Writer {
+    fn start(sink: AccessSink) -> Self {
+        let mut out: Box<dyn Write + Send> = match sink {
+            AccessSink::Off => return Self { queue: None },
+            AccessSink::Stdout => Box::new(std::io::stdout()),
+            AccessSink::File(file) => Box::new(file),
+        };
+        let (queue, lines) = std::sync::mpsc::sync_channel::<String>(QUEUE_LINES);
+        let spawned = std::thread::Builder::new().name("access-log".into()).spawn(move || {
+            let mut buf = Vec::with_capacity(64 << 10);
+            while let Ok(line) = lines.recv() {
+                buf.extend_from_slice(line.as_bytes());
+                buf.push(b'\n');
+                while let Ok(more) = lines.try_recv() {
+                    buf.extend_from_slice(more.as_bytes());
+                    buf.push(b'\n');
+                    if buf.len() >= 64 << 10 {
+                        break;
+                    }
                 }
+                let _ = out.write_all(&buf).and_then(|()| out.flush());
+                buf.clear();
             }
-            Self::Off => {}
+        });
+        Self { queue: spawned.ok().map(|_| queue) }
+    }
+
+    fn write_line(&self, line: String) {
+        if let Some(queue) = &self.queue {
+            if queue.try_send(line).is_err() {
+                crate::telemetry::metrics().access_log_dropped.inc();
+            }
         }
     }
 }
 
-static SINK: OnceLock<AccessSink> = OnceLock::new();
+static SINK: OnceLock<Writer> = OnceLock::new();
 
 /// Whether access-log lines are written at all (`--access-log off` skips building them).
 pub fn enabled() -> bool {
-    !matches!(sink(), AccessSink::Off)
+    sink().queue.is_some()
 }
 
 /// Chooses where access-log lines go; the first call wins (stdout when never called).
 pub fn set_sink(sink: AccessSink) {
-    let _ = SINK.set(sink);
+    let _ = SINK.set(Writer::start(sink));
 }
 
-fn sink() -> &'static AccessSink {
-    SINK.get_or_init(|| AccessSink::Stdout)
+fn sink() -> &'static Writer {
+    SINK.get_or_init(|| Writer::start(AccessSink::Stdout))
 }
 
 /// A response body that counts what it sends and writes the access log line at its end.

@@ -30,6 +30,8 @@ pub struct Metrics {
     pub config_reloads: IntCounterVec,
     /// certificate (file name), usage.
     pub certificate_expiry: GaugeVec,
+    /// Access-log lines dropped because the writer fell behind.
+    pub access_log_dropped: prometheus::IntCounter,
 }
 
 const LATENCY_BUCKETS: [f64; 14] =
@@ -61,7 +63,14 @@ impl Metrics {
         )
         .expect("valid");
         registry.register(Box::new(certificate_expiry.clone())).expect("registered once");
+        let access_log_dropped = prometheus::IntCounter::new(
+            "portcullis_access_log_dropped_total",
+            "Access-log lines dropped: the writer fell behind",
+        )
+        .expect("valid");
+        registry.register(Box::new(access_log_dropped.clone())).expect("registered once");
         Self {
+            access_log_dropped,
             requests: counter(
                 &registry,
                 "portcullis_requests_total",

@@ -84,8 +84,16 @@ impl TestGateway {
         Self { child, addrs, logs, config }
     }
 
+    /// The bound address of a listener; after a reload its log line may still be on its way,
+    /// so this waits for it (at most 10 s).
     pub fn addr(&self, listener: &str) -> SocketAddr {
-        self.addrs.lock().unwrap()[listener]
+        for _ in 0..1000 {
+            if let Some(addr) = self.addrs.lock().unwrap().get(listener) {
+                return *addr;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("listener {listener} never logged its address")
     }
 
     pub fn has_listener(&self, listener: &str) -> bool {
