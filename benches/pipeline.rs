@@ -11,6 +11,7 @@ use portcullis::proxy::Backend;
 use portcullis::request::client_ip::{self, IpSet};
 use portcullis::request::normalize::normalize_path;
 use portcullis::route::{PathMatch, Route, RouteTable};
+use portcullis::telemetry::metrics::RouteMetrics;
 use std::hint::black_box;
 use std::sync::Arc;
 
@@ -35,6 +36,7 @@ fn routes(c: &mut Criterion) {
             chain: Chain::default(),
             backend: backend.clone(),
             strip_prefix: None,
+            metrics: RouteMetrics::new(format!("r{i}").into()),
         });
     }
     table.routes.push(Route {
@@ -45,6 +47,7 @@ fn routes(c: &mut Criterion) {
         chain: Chain::default(),
         backend,
         strip_prefix: None,
+        metrics: RouteMetrics::new("cases".into()),
     });
     let mut g = c.benchmark_group("route_find");
     g.bench_function("first_of_51", |b| {

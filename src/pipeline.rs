@@ -107,7 +107,7 @@ pub async fn handle(rt: &Runtime, req: Request<Incoming>, conn: &ConnInfo, limit
         Err((request_id, problem)) => {
             let rsp = problem.into_response(&request_id);
             log.request_id = request_id;
-            return respond(rsp, log);
+            return respond(rsp, log, None);
         }
     };
     let route = routed.route;
@@ -119,7 +119,7 @@ pub async fn handle(rt: &Runtime, req: Request<Incoming>, conn: &ConnInfo, limit
     }
     log.client_ip = routed.client_ip;
     if content_length(&parts.headers).is_some_and(|len| len > limits.max_body_bytes) {
-        return respond(Problem::payload_too_large(limits.max_body_bytes).into_response(request_id), log);
+        return respond(Problem::payload_too_large(limits.max_body_bytes).into_response(request_id), log, Some(route));
     }
     let mut cx = RequestContext::new(request_id, routed.client_ip, conn, routed.path(), &routed.params);
     let outcome = route.chain.on_request(&mut parts, &mut cx).await;
@@ -140,7 +140,7 @@ pub async fn handle(rt: &Runtime, req: Request<Incoming>, conn: &ConnInfo, limit
             let upstream_time = sent.elapsed();
             log.upstream_time = Some(upstream_time);
             let backend = &*route.backend.name;
-            metrics().upstream_duration.with_label_values(&[backend]).observe(upstream_time.as_secs_f64());
+            route.backend.upstream_duration.observe(upstream_time.as_secs_f64());
             match forwarded {
                 _ if stats.tripped() => Problem::payload_too_large(limits.max_body_bytes).into_response(request_id),
                 Ok((mut rsp, upstream)) => {
@@ -165,27 +165,40 @@ pub async fn handle(rt: &Runtime, req: Request<Incoming>, conn: &ConnInfo, limit
         }
     };
     route.chain.on_response(outcome.ran, &cx, &mut rsp);
-    for d in &cx.decisions {
-        let outcome = if d.report_only { format!("report_{}", d.outcome) } else { d.outcome.to_owned() };
-        metrics().policy_decisions.with_label_values(&[&*d.policy, &outcome]).inc();
+    for (d, named) in cx.decisions.iter().zip(&route.chain.policies) {
+        match (d.outcome, d.report_only) {
+            ("allowed", _) => named.allowed.inc(),
+            (reason, false) => metrics().policy_decisions.with_label_values(&[&*d.policy, reason]).inc(),
+            (reason, true) => {
+                metrics().policy_decisions.with_label_values(&[&*d.policy, &format!("report_{reason}")]).inc()
+            }
+        }
     }
     if logging {
         log.subject = cx.claims.as_ref().and_then(|c| c.get("sub")).and_then(|s| s.as_str()).map(str::to_owned);
     }
     log.decisions = cx.decisions;
-    respond(rsp, log)
+    respond(rsp, log, Some(route))
 }
 
 /// Sets `X-Request-Id`, counts the answer, and hands the access-log line to the body.
-fn respond(mut rsp: Response<Body>, mut log: AccessRecord) -> Response<Body> {
+fn respond(mut rsp: Response<Body>, mut log: AccessRecord, route: Option<&Route>) -> Response<Body> {
     if let Ok(value) = HeaderValue::from_str(&log.request_id) {
         rsp.headers_mut().insert(X_REQUEST_ID.clone(), value);
     }
     log.status = rsp.status().as_u16();
-    let route = log.route.as_deref().unwrap_or("-");
-    let m = metrics();
-    m.requests.with_label_values(&[route, method_class(&log.method), rsp.status().as_str()]).inc();
-    m.request_duration.with_label_values(&[route]).observe(log.started.elapsed().as_secs_f64());
+    let elapsed = log.started.elapsed().as_secs_f64();
+    match route {
+        Some(route) => {
+            route.metrics.count(&log.method, rsp.status());
+            route.metrics.duration.observe(elapsed);
+        }
+        None => {
+            let m = metrics();
+            m.requests.with_label_values(&["-", method_class(&log.method), rsp.status().as_str()]).inc();
+            m.request_duration.with_label_values(&["-"]).observe(elapsed);
+        }
+    }
     if access::enabled() {
         rsp.map(|body| LoggedBody::new(body, log).boxed())
     } else {

@@ -22,6 +22,7 @@ use crate::request::headers::GatewayHeaders;
 use crate::route::{HostPattern, PathMatch, Route, RouteTable};
 use crate::runtime::{CertificateInUse, Limits, ListenerKind, ListenerSpec, Runtime};
 use crate::server::DEFAULT_DRAIN_TIMEOUT;
+use crate::telemetry::metrics::RouteMetrics;
 use crate::tls::{self, ClientAuth};
 
 /// A compiled configuration and what `check` should warn about.
@@ -471,7 +472,11 @@ impl<'a> Compiler<'a> {
             } else {
                 unreachable!("exactly one kind was checked above")
             };
-            out.insert(name.clone(), Arc::new(NamedPolicy { name: name.as_str().into(), mode: p.mode, policy }));
+            let allowed = crate::telemetry::metrics().policy_decisions.with_label_values(&[name, "allowed"]);
+            out.insert(
+                name.clone(),
+                Arc::new(NamedPolicy { name: name.as_str().into(), mode: p.mode, policy, allowed }),
+            );
         }
         out
     }
@@ -640,6 +645,7 @@ impl<'a> Compiler<'a> {
                 chain,
                 backend,
                 strip_prefix,
+                metrics: RouteMetrics::new(r.name.as_str().into()),
             };
             if let Some(earlier) = table.routes.iter().find(|e| shadows(e, &route)) {
                 let message = format!(

@@ -166,6 +166,8 @@ pub struct NamedPolicy {
     pub name: Arc<str>,
     pub mode: PolicyMode,
     pub policy: Policy,
+    /// `portcullis_policy_decisions_total{policy, outcome="allowed"}`, resolved once.
+    pub allowed: prometheus::IntCounter,
 }
 
 /// The ordered policies of one route.

@@ -37,6 +37,8 @@ pub enum ForwardError {
 /// A configured backend.
 pub struct Backend {
     pub name: Arc<str>,
+    /// `portcullis_upstream_duration_seconds{backend}`, resolved once.
+    pub upstream_duration: prometheus::Histogram,
     kind: BackendKind,
 }
 
@@ -145,7 +147,7 @@ pub struct Outbound<'a> {
 
 impl Backend {
     pub fn echo(name: &str) -> Self {
-        Self { name: name.into(), kind: BackendKind::Echo }
+        Self { name: name.into(), upstream_duration: upstream_duration(name), kind: BackendKind::Echo }
     }
 
     /// A pool over `upstreams`. Connections are built lazily; nothing is bound here.
@@ -167,6 +169,7 @@ impl Backend {
             .build(https);
         Self {
             name: name.into(),
+            upstream_duration: upstream_duration(name),
             kind: BackendKind::Pool(Box::new(Pool {
                 upstreams: upstreams.into(),
                 next: AtomicUsize::new(0),
@@ -283,6 +286,10 @@ impl Pool {
         let until = (self.epoch.elapsed() + PASSIVE_EJECTION).as_millis() as u64;
         upstream.ejected_until.store(until, Ordering::Relaxed);
     }
+}
+
+fn upstream_duration(backend: &str) -> prometheus::Histogram {
+    crate::telemetry::metrics().upstream_duration.with_label_values(&[backend])
 }
 
 async fn probe(client: &Client<HttpsConnector<HttpConnector>, Body>, upstream: &Upstream, check: &HealthCheck) -> bool {

@@ -11,6 +11,7 @@ use http::Method;
 
 use crate::policy::Chain;
 use crate::proxy::Backend;
+use crate::telemetry::metrics::RouteMetrics;
 
 /// A compiled host pattern: exact, or `*.domain` for any subdomain.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -126,6 +127,7 @@ pub struct Route {
     pub chain: Chain,
     pub backend: Arc<Backend>,
     pub strip_prefix: Option<String>,
+    pub metrics: RouteMetrics,
 }
 
 impl Route {

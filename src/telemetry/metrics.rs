@@ -152,3 +152,35 @@ pub fn handshake_reason(error: &std::io::Error) -> &'static str {
         "other"
     }
 }
+
+const METHOD_CLASSES: [&str; 3] = ["read", "write", "other"];
+/// Statuses whose counters a route resolves once; others are looked up per answer.
+const COMMON_STATUSES: [u16; 13] = [200, 201, 204, 304, 400, 401, 403, 404, 413, 429, 502, 503, 504];
+
+/// A route's metric handles, resolved once, so answering takes no registry lock.
+#[derive(Debug)]
+pub struct RouteMetrics {
+    route: std::sync::Arc<str>,
+    pub duration: prometheus::Histogram,
+    requests: [[OnceLock<prometheus::IntCounter>; COMMON_STATUSES.len()]; METHOD_CLASSES.len()],
+}
+
+impl RouteMetrics {
+    pub fn new(route: std::sync::Arc<str>) -> Self {
+        Self {
+            duration: metrics().request_duration.with_label_values(&[&route]),
+            route,
+            requests: std::array::from_fn(|_| std::array::from_fn(|_| OnceLock::new())),
+        }
+    }
+
+    /// Counts one answer in `portcullis_requests_total`.
+    pub fn count(&self, method: &http::Method, status: http::StatusCode) {
+        let class = METHOD_CLASSES.iter().position(|c| *c == method_class(method)).unwrap_or(2);
+        let labels = [&*self.route, METHOD_CLASSES[class], status.as_str()];
+        match COMMON_STATUSES.iter().position(|s| *s == status.as_u16()) {
+            Some(i) => self.requests[class][i].get_or_init(|| metrics().requests.with_label_values(&labels)).inc(),
+            None => metrics().requests.with_label_values(&labels).inc(),
+        }
+    }
+}
