@@ -72,7 +72,9 @@ pub fn route<'rt>(rt: &'rt Runtime, parts: &mut Parts, conn: &ConnInfo) -> Resul
         return Err((request_id, Problem::bad_request("missing or invalid Host")));
     };
     let path = normalized.as_deref().unwrap_or_else(|| uri.path());
-    let Some((route, params)) = rt.routes.find(&host, path, &parts.method) else {
+    let issuer_routes = rt.identity.as_ref().filter(|i| i.listener == conn.listener).map(|i| &i.routes);
+    let found = issuer_routes.and_then(|table| table.find(&host, path, &parts.method));
+    let Some((route, params)) = found.or_else(|| rt.routes.find(&host, path, &parts.method)) else {
         return Err((request_id, Problem::not_found()));
     };
     Ok(Routed { request_id, peer, client_ip, host, uri, normalized, route, params })
@@ -134,7 +136,15 @@ pub async fn handle(rt: &Runtime, req: Request<Incoming>, conn: &ConnInfo, limit
             let body_is_empty = http_body::Body::is_end_stream(&incoming);
             let body = body::boxed(LimitedBody::new(incoming, limits.max_body_bytes, stats.clone()));
             let (path, query) = (route.upstream_path(routed.path()), routed.query());
-            let out = Outbound { method: parts.method, path, query, headers, body, body_is_empty };
+            let out = Outbound {
+                method: parts.method,
+                path,
+                query,
+                client_ip: routed.client_ip,
+                headers,
+                body,
+                body_is_empty,
+            };
             let sent = Instant::now();
             let forwarded = route.backend.forward(out).await;
             let upstream_time = sent.elapsed();

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::identity::IdentityEndpoints;
 use crate::ipset::IpSet;
 use crate::policy::{NamedPolicy, Policy};
 use crate::proxy::Backend;
@@ -32,6 +33,8 @@ pub struct Runtime {
     pub files: Vec<PathBuf>,
     /// Every certificate the configuration uses, for expiry tracking.
     pub certificates: Vec<CertificateInUse>,
+    /// The token issuer's endpoints, when `identity` is configured.
+    pub identity: Option<IdentityEndpoints>,
 }
 
 /// A certificate the configuration uses, and where.

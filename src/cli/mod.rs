@@ -4,6 +4,7 @@ mod bench;
 mod certs;
 mod check;
 mod demo;
+mod identity;
 mod run;
 mod trace;
 
@@ -96,6 +97,25 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The token issuer's external systems and their secrets and user links.
+    Systems {
+        #[command(flatten)]
+        store: identity::StoreArgs,
+        #[command(subcommand)]
+        command: identity::SystemsCommand,
+    },
+    /// The token issuer's internal users.
+    Users {
+        #[command(flatten)]
+        store: identity::StoreArgs,
+        #[command(subcommand)]
+        command: identity::UsersCommand,
+    },
+    /// The token issuer's audit log, oldest first.
+    Audit {
+        #[command(flatten)]
+        store: identity::StoreArgs,
+    },
     /// Certificates: `certs dev` creates development material.
     Certs {
         #[command(subcommand)]
@@ -136,6 +156,9 @@ pub fn main() -> ExitCode {
         Command::Bench { scenario, url, config, json } => {
             bench::bench(&bench::BenchArgs { scenario, url, config, json })
         }
+        Command::Systems { store, command } => identity::systems(&store, command),
+        Command::Users { store, command } => identity::users(&store, command),
+        Command::Audit { store } => identity::audit(&store),
         Command::Trace { config, method, headers, client_ip, client_cert, token, url } => {
             trace::trace(&trace::TraceRequest { config, method, url, headers, client_ip, client_cert, token })
         }

@@ -12,8 +12,9 @@ use http::Method;
 use serde_saphyr::{Location, Spanned};
 
 use super::error::{ConfigError, ConfigErrors};
-use super::raw::{self, ClientAuthMode, Located, RawConfig, TlsVersion};
+use super::raw::{self, ClientAuthMode, IdentityConfig, Located, RawConfig, TlsVersion};
 use super::values::ValueRef;
+use crate::identity::{self, IdentityEndpoints, Issuer, IssuerSettings, StoreLocation};
 use crate::policy::headers::HeaderEdits;
 use crate::policy::{Chain, ClientCert, Cors, HeaderRules, IpFilter, Jwt, NamedPolicy, Policy};
 use crate::proxy::{Backend, HealthCheck, PoolSettings, Upstream};
@@ -42,6 +43,27 @@ pub fn load(file: &Path) -> Result<Loaded, ConfigErrors> {
     })?;
     let raw: RawConfig = serde_saphyr::from_str(&text).map_err(|e| parse_error(file, &e))?;
     Compiler::new(file).compile(raw)
+}
+
+/// Where the configuration's `identity.store` lives, read without compiling the rest (for
+/// the `systems`, `users` and `audit` commands).
+///
+/// # Errors
+/// The file is unreadable or malformed, has no `identity` section, or a bad store location.
+pub fn identity_store(file: &Path) -> Result<StoreLocation, ConfigErrors> {
+    let text = std::fs::read_to_string(file).map_err(|e| {
+        ConfigError::new(file, Location::UNKNOWN, "", format!("cannot read the configuration: {e}"))
+            .with_hint("pass --config FILE, or --store sqlite:PATH")
+    })?;
+    let raw: RawConfig = serde_saphyr::from_str(&text).map_err(|e| parse_error(file, &e))?;
+    let Some(identity) = raw.identity else {
+        return Err(ConfigError::new(file, Location::UNKNOWN, "identity", "the configuration has no `identity` section")
+            .with_hint("add one (see README.md, token issuer), or pass --store sqlite:PATH")
+            .into());
+    };
+    let dir = file.parent().map(Path::to_owned).unwrap_or_default();
+    StoreLocation::parse(&identity.value.store.value, &dir)
+        .map_err(|e| ConfigError::new(file, identity.value.store.referenced, "identity.store", e).into())
 }
 
 fn parse_error(file: &Path, error: &serde_saphyr::Error) -> ConfigError {
@@ -111,7 +133,8 @@ impl<'a> Compiler<'a> {
                 .hint("write `version: 1`");
         }
         let backends = self.backends(&raw.backends);
-        let policies = self.policies(&raw.policies);
+        let issuer = raw.identity.as_ref().and_then(|i| self.issuer(i, &raw.listeners));
+        let policies = self.policies(&raw.policies, issuer.as_ref());
         let mut gateway_headers = GatewayHeaders::default();
         for policy in policies.values() {
             for name in policy.policy.forwarded_headers() {
@@ -121,6 +144,7 @@ impl<'a> Compiler<'a> {
         let declared = Declared { policies: &raw.policies, backends: &raw.backends };
         let defaults = self.references(&raw.default_policies, "default_policies", &policies, &declared);
         let routes = self.routes(&raw.routes, &defaults, &policies, &backends, &declared);
+        let identity = issuer.map(|(issuer, listener)| identity_endpoints(issuer, listener, &defaults));
         let listeners = self.listeners(&raw.listeners);
         let admin = raw.admin.as_ref().and_then(|a| self.socket_addr(&a.bind, "admin.bind"));
         if let (Some(addr), Some(a)) = (admin, &raw.admin) {
@@ -143,6 +167,7 @@ impl<'a> Compiler<'a> {
                 drain_timeout: raw.drain_timeout.map_or(DEFAULT_DRAIN_TIMEOUT, |d| d.0),
                 files: self.files,
                 certificates: self.certificates,
+                identity,
             };
             Ok(Loaded { runtime, warnings: self.warnings })
         } else {
@@ -404,7 +429,11 @@ impl<'a> Compiler<'a> {
         Some(Backend::pool(name, upstreams, settings))
     }
 
-    fn policies(&mut self, raw: &BTreeMap<String, Spanned<raw::PolicyConfig>>) -> HashMap<String, Arc<NamedPolicy>> {
+    fn policies(
+        &mut self,
+        raw: &BTreeMap<String, Spanned<raw::PolicyConfig>>,
+        issuer: Option<&(Arc<Issuer>, Arc<str>)>,
+    ) -> HashMap<String, Arc<NamedPolicy>> {
         let mut out = HashMap::new();
         for (name, spanned) in raw {
             let p = &spanned.value;
@@ -449,7 +478,7 @@ impl<'a> Compiler<'a> {
                 if let Some(cas) = &j.trusted_cas {
                     self.certs(cas, &format!("{path}.jwt.trusted_cas"));
                 }
-                match Jwt::compile(name, j, &self.dir) {
+                match Jwt::compile(name, j, &self.dir, issuer.map(|(i, _)| &**i)) {
                     Ok(jwt) => Policy::Jwt(jwt),
                     Err(errors) => {
                         for (field, message) in errors {
@@ -479,6 +508,76 @@ impl<'a> Compiler<'a> {
             );
         }
         out
+    }
+
+    /// The token issuer: its key read, its store opened (created and migrated if new).
+    fn issuer(
+        &mut self,
+        raw: &Spanned<IdentityConfig>,
+        listeners: &[Spanned<raw::ListenerConfig>],
+    ) -> Option<(Arc<Issuer>, Arc<str>)> {
+        let cfg = &raw.value;
+        let errors = self.errors.len();
+        match listeners.iter().find(|l| l.value.name == cfg.listener.value) {
+            Some(l) if l.value.tls.is_some() => {}
+            found => {
+                let known: Vec<&str> =
+                    listeners.iter().filter(|l| l.value.tls.is_some()).map(|l| l.value.name.as_str()).collect();
+                let what = if found.is_some() { "is not a TLS listener" } else { "is not a listener" };
+                self.error(cfg.listener.referenced, "identity.listener", format!("{:?} {what}", cfg.listener.value))
+                    .hint(format!("name a listener with `tls`: {}", known.join(", ")));
+            }
+        }
+        let issuer = cfg.issuer.value.trim_end_matches('/');
+        let valid_issuer = issuer.strip_prefix("https://").is_some_and(|rest| {
+            !rest.is_empty() && !rest.contains(['?', '#']) && issuer.parse::<http::Uri>().is_ok()
+        });
+        if !valid_issuer {
+            self.error(cfg.issuer.referenced, "identity.issuer", format!("{:?} is not an https:// URL", cfg.issuer.value))
+                .hint("write the public base URL clients reach the gateway at, like https://login.example.com");
+        }
+        let ttl = cfg.token_ttl.map_or(Duration::from_secs(3600), |d| d.0);
+        if ttl < Duration::from_secs(1) || ttl > Duration::from_secs(24 * 3600) {
+            self.error(raw.referenced, "identity.token_ttl", "must be between 1s and 24h")
+                .hint("access tokens are short-lived: 5m to 1h is usual");
+        }
+        for scope in &cfg.scopes {
+            if scope.is_empty() || !scope.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\') {
+                self.error(raw.referenced, "identity.scopes", format!("{scope:?} is not a valid scope (RFC 6749 §3.3)"));
+            }
+        }
+        let key_file = self.resolve(&cfg.signing_key);
+        let key = match identity::signing::SigningKey::load(&key_file) {
+            Ok(key) => Some(key),
+            Err(e) => {
+                self.error(cfg.signing_key.referenced, "identity.signing_key", e)
+                    .hint("an ES256 or Ed25519 PKCS#8 PEM key; `portcullis certs dev` creates certs/dev/token-signing-key.pem");
+                None
+            }
+        };
+        // The store is not watched: the CLI changes it while the gateway runs.
+        let store = match StoreLocation::parse(&cfg.store.value, &self.dir).and_then(|l| l.open().map_err(|e| e.to_string())) {
+            Ok(store) => Some(store),
+            Err(e) => {
+                self.error(cfg.store.referenced, "identity.store", e)
+                    .hint("write sqlite:PATH, relative to this file, in a directory the gateway may write");
+                None
+            }
+        };
+        let (Some(key), Some(store)) = (key, store) else { return None };
+        if self.errors.len() != errors {
+            return None;
+        }
+        let settings = IssuerSettings {
+            issuer: issuer.to_owned(),
+            audience: cfg.audience.clone(),
+            ttl,
+            scopes: cfg.scopes.clone(),
+            key,
+            store,
+            rate_limit: cfg.rate_limit,
+        };
+        Some((Arc::new(Issuer::new(settings)), cfg.listener.value.as_str().into()))
     }
 
     fn header_edits(&mut self, raw: &raw::HeaderRulesConfig, path: &str) -> HeaderEdits {
@@ -658,6 +757,30 @@ impl<'a> Compiler<'a> {
         }
         table
     }
+}
+
+/// The issuer's three routes, run before the configured ones on its listener, through the
+/// default policies only.
+fn identity_endpoints(issuer: Arc<Issuer>, listener: Arc<str>, defaults: &[Arc<NamedPolicy>]) -> IdentityEndpoints {
+    let backend = Arc::new(Backend::issuer("identity", issuer.clone()));
+    let route = |name: &str, path: &str| Route {
+        name: name.into(),
+        hosts: Vec::new(),
+        path: PathMatch::template(path).expect("a literal path"),
+        methods: Vec::new(),
+        chain: Chain { policies: defaults.to_vec() },
+        backend: backend.clone(),
+        strip_prefix: None,
+        metrics: RouteMetrics::new(name.into()),
+    };
+    let routes = RouteTable {
+        routes: vec![
+            route("identity-token", identity::TOKEN_PATH),
+            route("identity-discovery", identity::DISCOVERY_PATH),
+            route("identity-jwks", identity::JWKS_PATH),
+        ],
+    };
+    IdentityEndpoints { listener, issuer, routes }
 }
 
 /// Where a `jwt` field was written, for the fields that keep their location.

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 use super::values::{ByteSize, ConfigDuration, ValueRef};
+pub use crate::identity::IdentityConfig;
 pub use crate::policy::client_cert::ClientCertConfig;
 pub use crate::policy::cors::CorsConfig;
 pub use crate::policy::ip_filter::IpFilterConfig;
@@ -38,6 +39,8 @@ pub struct RawConfig {
     pub drain_timeout: Option<ConfigDuration>,
     /// Reload when the configuration or a file it names changes (default true).
     pub watch_files: Option<bool>,
+    /// The optional token issuer (DESIGN §6).
+    pub identity: Option<Spanned<IdentityConfig>>,
 }
 
 #[derive(Debug, Deserialize)]

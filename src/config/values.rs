@@ -68,6 +68,32 @@ impl TryFrom<SizeText> for ByteSize {
     }
 }
 
+/// A rate written as a count per unit: `30/s`, `100/min`, `1000/h`. The count is also the
+/// burst a token bucket allows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct Rate {
+    pub count: std::num::NonZeroU32,
+    pub per: Duration,
+}
+
+impl TryFrom<String> for Rate {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        let hint = || format!("invalid rate {text:?}: write a count and a unit, like 30/s, 100/min or 1000/h");
+        let (count, unit) = text.split_once('/').ok_or_else(hint)?;
+        let count = count.trim().parse().map_err(|_| hint())?;
+        let per = match unit.trim() {
+            "s" => Duration::from_secs(1),
+            "m" | "min" => Duration::from_secs(60),
+            "h" => Duration::from_secs(3600),
+            _ => return Err(hint()),
+        };
+        Ok(Self { count, per })
+    }
+}
+
 /// A configuration value that is either written inline or read at load time from the
 /// environment (`${env:NAME}`) or a file (`${file:path}`, relative to the config file).
 #[derive(Clone, PartialEq, Eq, Deserialize)]
@@ -150,6 +176,17 @@ mod tests {
         assert_eq!(s("512"), Ok(512));
         assert!(s("10MB").is_err());
         assert!(s("99999999999999GiB").is_err());
+    }
+
+    #[test]
+    fn rates_parse_with_units() {
+        let r = |t: &str| Rate::try_from(t.to_owned()).map(|r| (r.count.get(), r.per.as_secs()));
+        assert_eq!(r("30/s"), Ok((30, 1)));
+        assert_eq!(r("100/min"), Ok((100, 60)));
+        assert_eq!(r("5/h"), Ok((5, 3600)));
+        assert!(r("0/s").is_err());
+        assert!(r("10").is_err());
+        assert!(r("10/day").is_err());
     }
 
     #[test]

@@ -50,6 +50,7 @@ impl std::fmt::Debug for Backend {
 
 enum BackendKind {
     Echo,
+    Issuer(Arc<crate::identity::Issuer>),
     Pool(Box<Pool>),
 }
 
@@ -139,6 +140,8 @@ pub struct Outbound<'a> {
     pub method: Method,
     pub path: &'a str,
     pub query: Option<&'a str>,
+    /// The client address the policies saw (built-in backends use it).
+    pub client_ip: std::net::IpAddr,
     pub headers: HeaderMap,
     pub body: Body,
     /// The body is known to be empty, so the request can be sent again.
@@ -148,6 +151,11 @@ pub struct Outbound<'a> {
 impl Backend {
     pub fn echo(name: &str) -> Self {
         Self { name: name.into(), upstream_duration: upstream_duration(name), kind: BackendKind::Echo }
+    }
+
+    /// The token issuer's endpoints, answered in-process.
+    pub fn issuer(name: &str, issuer: Arc<crate::identity::Issuer>) -> Self {
+        Self { name: name.into(), upstream_duration: upstream_duration(name), kind: BackendKind::Issuer(issuer) }
     }
 
     /// A pool over `upstreams`. Connections are built lazily; nothing is bound here.
@@ -210,7 +218,7 @@ impl Backend {
     /// Whether at least one url is healthy (always true for built-ins).
     pub fn is_ready(&self) -> bool {
         match &self.kind {
-            BackendKind::Echo => true,
+            BackendKind::Echo | BackendKind::Issuer(_) => true,
             BackendKind::Pool(pool) => pool.upstreams.iter().any(|u| u.healthy.load(Ordering::Relaxed)),
         }
     }
@@ -223,6 +231,7 @@ impl Backend {
     pub async fn forward(&self, out: Outbound<'_>) -> Result<(Response<Body>, Option<Authority>), ForwardError> {
         let pool = match &self.kind {
             BackendKind::Echo => return Ok((echo::answer(out).await, None)),
+            BackendKind::Issuer(issuer) => return Ok((issuer.answer(out).await, None)),
             BackendKind::Pool(pool) => pool,
         };
         let idempotent = matches!(

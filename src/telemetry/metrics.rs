@@ -26,6 +26,8 @@ pub struct Metrics {
     pub tls_handshake_failures: IntCounterVec,
     /// policy, result (`ok`, `error`).
     pub jwks_fetches: IntCounterVec,
+    /// result (`issued` or the refusal: `invalid_client`, `invalid_grant`, `rate_limited`…).
+    pub token_requests: IntCounterVec,
     /// result (`ok`, `error`).
     pub config_reloads: IntCounterVec,
     /// certificate (file name), usage.
@@ -109,6 +111,12 @@ impl Metrics {
                 &["listener", "reason"],
             ),
             jwks_fetches: counter(&registry, "portcullis_jwks_fetches_total", "JWKS fetches", &["policy", "result"]),
+            token_requests: counter(
+                &registry,
+                "portcullis_token_requests_total",
+                "Token endpoint requests",
+                &["result"],
+            ),
             config_reloads: counter(&registry, "portcullis_config_reloads_total", "Configuration reloads", &["result"]),
             certificate_expiry,
             registry,

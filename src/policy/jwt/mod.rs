@@ -30,7 +30,7 @@ use crate::problem::Problem;
 /// Verified tokens remembered per policy unless `token_cache` says otherwise.
 pub const DEFAULT_TOKEN_CACHE: usize = 4096;
 
-fn unix_now() -> u64 {
+pub fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
@@ -43,6 +43,8 @@ pub struct JwtConfig {
     pub issuers: Vec<String>,
     #[serde(default)]
     pub audiences: Vec<String>,
+    /// Required, except with `issuers: [self]` (the issuer's algorithm).
+    #[serde(default)]
     pub algorithms: Vec<String>,
     #[serde(default)]
     pub keys: Vec<Located>,
@@ -126,18 +128,39 @@ pub type FieldError = (String, String);
 impl Jwt {
     /// # Errors
     /// Every problem found, as `(field, message)`.
-    pub fn compile(name: &str, cfg: &JwtConfig, dir: &Path) -> Result<Self, Vec<FieldError>> {
+    /// `own` is the gateway's token issuer, which `issuers: [self]` names.
+    pub fn compile(
+        name: &str,
+        cfg: &JwtConfig,
+        dir: &Path,
+        own: Option<&crate::identity::Issuer>,
+    ) -> Result<Self, Vec<FieldError>> {
         crypto::install();
         let mut errors: Vec<FieldError> = Vec::new();
         let mut err = |field: &str, message: String| errors.push((field.to_owned(), message));
-        let mut algorithms = Vec::new();
+        let uses_self = cfg.issuers.iter().any(|i| i == "self");
+        let own = own.filter(|_| uses_self);
+        if uses_self && own.is_none() {
+            err("issuers", "`self` names the gateway's own token issuer: add an `identity` section".into());
+        }
+        let issuers: Vec<String> = cfg
+            .issuers
+            .iter()
+            .map(|i| match own {
+                Some(own) if i == "self" => own.issuer.clone(),
+                _ => i.clone(),
+            })
+            .collect();
+        // With `self` and no list, the issuer's own algorithm.
+        let mut algorithms: Vec<Algorithm> =
+            own.filter(|_| cfg.algorithms.is_empty()).map(|own| own.key.algorithm).into_iter().collect();
         for a in &cfg.algorithms {
             match a.parse::<Algorithm>() {
                 Ok(alg) => algorithms.push(alg),
                 Err(_) => err("algorithms", format!("{a:?} is not a supported algorithm (RS256…RS512, PS256…PS512, ES256, ES384, EdDSA, HS256…HS512)")),
             }
         }
-        if cfg.algorithms.is_empty() {
+        if algorithms.is_empty() && cfg.algorithms.is_empty() {
             err("algorithms", "list the algorithms your issuer signs with, like [RS256]".into());
         }
         if cfg.issuers.is_empty() {
@@ -149,7 +172,10 @@ impl Jwt {
             err("algorithms", "HS* and public-key algorithms cannot be mixed in one policy (key confusion)".into());
         }
         let sources = [!cfg.keys.is_empty(), cfg.jwks_url.is_some(), cfg.openid_config.is_some(), cfg.secret.is_some()];
-        if sources.iter().filter(|s| **s).count() != 1 {
+        let source_count = sources.iter().filter(|s| **s).count();
+        if uses_self && source_count != 0 {
+            err("keys", "`issuers: [self]` uses the gateway's own key; put other issuers in a separate jwt policy".into());
+        } else if !uses_self && source_count != 1 {
             err("keys", "give exactly one of keys, jwks_url, openid_config or secret".into());
         }
         if cfg.secret.is_some() && !hmac {
@@ -207,7 +233,15 @@ impl Jwt {
         } else {
             None
         };
-        let source = if let Some(url) = &cfg.jwks_url {
+        let source = if let Some(own) = own {
+            match KeySet::from_jwks(own.jwks_document()) {
+                Ok(set) => Source::Static(Arc::new(set)),
+                Err(e) => {
+                    err("issuers", format!("the issuer's own key: {e}"));
+                    Source::Static(Arc::default())
+                }
+            }
+        } else if let Some(url) = &cfg.jwks_url {
             Source::Jwks(url.clone())
         } else if let Some(url) = &cfg.openid_config {
             Source::Discovery(url.clone())
@@ -245,7 +279,7 @@ impl Jwt {
                 let mut v = Validation::new(*alg);
                 v.leeway = skew.as_secs();
                 v.validate_nbf = true;
-                v.set_issuer(&cfg.issuers);
+                v.set_issuer(&issuers);
                 let mut required = vec!["exp", "iss"];
                 if cfg.audiences.is_empty() {
                     v.validate_aud = false;

@@ -1,0 +1,229 @@
+//! `portcullis systems`, `users` and `audit`: manage the token issuer's store (DESIGN §6).
+//! Secrets are printed once, by `systems create` and `systems renew-secret`, and nowhere
+//! else; every change is audited with its actor (`--actor`, or the OS user).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Args, Subcommand};
+
+use crate::identity::store::{IdentityStore, LinkRef};
+use crate::identity::StoreLocation;
+
+/// Where the store is and who is acting.
+#[derive(Args)]
+pub struct StoreArgs {
+    /// The configuration whose `identity.store` to use.
+    #[arg(long, default_value = "policies/gateway.yaml")]
+    config: PathBuf,
+    /// The store itself (`sqlite:PATH`), instead of reading it from --config.
+    #[arg(long)]
+    store: Option<String>,
+    /// Who is acting, for the audit log (default: the OS user).
+    #[arg(long)]
+    actor: Option<String>,
+}
+
+impl StoreArgs {
+    fn open(&self) -> anyhow::Result<Arc<dyn IdentityStore>> {
+        let location = match &self.store {
+            Some(text) => StoreLocation::parse(text, std::path::Path::new("")).map_err(anyhow::Error::msg)?,
+            None => crate::config::compile::identity_store(&self.config).map_err(|e| anyhow::anyhow!("{e}"))?,
+        };
+        Ok(location.open()?)
+    }
+
+    fn actor(&self) -> String {
+        self.actor
+            .clone()
+            .or_else(|| ["USER", "LOGNAME", "USERNAME"].iter().find_map(|v| std::env::var(v).ok()))
+            .filter(|a| !a.is_empty())
+            .unwrap_or_else(os_user)
+    }
+}
+
+/// The name of the user running this process, from its uid (environments without `USER`,
+/// like containers and cron, still get a meaningful actor).
+fn os_user() -> String {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(uid) = std::fs::metadata("/proc/self").map(|m| m.uid()) else {
+        return "unknown".to_owned();
+    };
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    passwd
+        .lines()
+        .map(|line| line.split(':').collect::<Vec<_>>())
+        .find(|fields| fields.get(2).and_then(|u| u.parse::<u32>().ok()) == Some(uid))
+        .and_then(|fields| fields.first().map(|name| (*name).to_owned()))
+        .unwrap_or_else(|| format!("uid:{uid}"))
+}
+
+#[derive(Subcommand)]
+pub enum SystemsCommand {
+    /// Create an external system; prints its id and both secrets, once.
+    Create { name: String },
+    /// Every system (never secrets).
+    List,
+    /// One system and its user links (never secrets).
+    Show { id: String },
+    /// Refuse tokens to this system.
+    Deactivate { id: String },
+    Activate { id: String },
+    /// Void the primary secret, promote the alternate, print a new alternate once.
+    RenewSecret { id: String },
+    /// Map the system's external user id to an internal user.
+    Link {
+        id: String,
+        #[arg(long)]
+        external_user: String,
+        #[arg(long)]
+        user: String,
+    },
+    /// Remove a link, by external user id or by internal user.
+    Unlink {
+        id: String,
+        #[arg(long, conflicts_with = "user", required_unless_present = "user")]
+        external_user: Option<String>,
+        #[arg(long)]
+        user: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum UsersCommand {
+    /// Add an internal user.
+    Add {
+        id: String,
+        /// Comma-separated roles, put in the tokens' `roles` claim.
+        #[arg(long, value_delimiter = ',')]
+        roles: Vec<String>,
+    },
+    /// Refuse tokens for this user, through every system.
+    Deactivate { id: String },
+    Activate { id: String },
+    List,
+}
+
+fn time(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_else(|| unix.to_string())
+}
+
+fn active(flag: bool) -> &'static str {
+    if flag {
+        "active"
+    } else {
+        "inactive"
+    }
+}
+
+pub fn systems(args: &StoreArgs, command: SystemsCommand) -> anyhow::Result<ExitCode> {
+    let store = args.open()?;
+    let actor = args.actor();
+    match command {
+        SystemsCommand::Create { name } => {
+            let (primary, alternate) = (store.hasher().generate(), store.hasher().generate());
+            let system = store.create_system(&name, &primary.hash, &alternate.hash, &actor)?;
+            println!("created system {name}");
+            println!("  client id:        {}", system.id);
+            println!("  primary secret:   {}", primary.text);
+            println!("  alternate secret: {}", alternate.text);
+            println!("Both secrets are shown only this once: put them in the calling system's secret store now.");
+        }
+        SystemsCommand::List => {
+            println!("{:<36}  {:<24}  {:<8}  CREATED", "CLIENT ID", "NAME", "STATE");
+            for s in store.systems()? {
+                println!("{:<36}  {:<24}  {:<8}  {}", s.id, s.name, active(s.active), time(s.created_at));
+            }
+        }
+        SystemsCommand::Show { id } => {
+            let system = store.system(&id)?.ok_or_else(|| anyhow::anyhow!("system {id:?} not found"))?;
+            println!("client id:        {}", system.id);
+            println!("name:             {}", system.name);
+            println!("state:            {}", active(system.active));
+            println!("created:          {}", time(system.created_at));
+            println!("secrets renewed:  {}", system.secrets_renewed_at.map_or_else(|| "never".to_owned(), time));
+            let links = store.links(&id)?;
+            println!("links:            {}", links.len());
+            for link in links {
+                println!("  {} -> {} (since {})", link.external_user, link.user_id, time(link.created_at));
+            }
+        }
+        SystemsCommand::Deactivate { id } => {
+            store.set_system_active(&id, false, &actor)?;
+            println!("system {id} deactivated: it gets no new tokens (issued ones run until they expire)");
+        }
+        SystemsCommand::Activate { id } => {
+            store.set_system_active(&id, true, &actor)?;
+            println!("system {id} activated");
+        }
+        SystemsCommand::RenewSecret { id } => {
+            let alternate = store.hasher().generate();
+            store.renew_secret(&id, &alternate.hash, &actor)?;
+            println!("renewed the secrets of system {id}: the old primary is void, the alternate is now primary");
+            println!("  new alternate secret: {}", alternate.text);
+            println!("It is shown only this once. Renew again once callers use it to replace the other secret too.");
+        }
+        SystemsCommand::Link { id, external_user, user } => {
+            store.link(&id, &external_user, &user, &actor)?;
+            println!("system {id}: external user {external_user} -> user {user}");
+        }
+        SystemsCommand::Unlink { id, external_user, user } => {
+            let which = match (&external_user, &user) {
+                (Some(ext), _) => LinkRef::ExternalUser(ext),
+                (None, Some(user)) => LinkRef::User(user),
+                (None, None) => anyhow::bail!("name the link with --external-user or --user"),
+            };
+            let link = store.unlink(&id, which, &actor)?;
+            println!("system {id}: unlinked external user {} from user {}", link.external_user, link.user_id);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn users(args: &StoreArgs, command: UsersCommand) -> anyhow::Result<ExitCode> {
+    let store = args.open()?;
+    let actor = args.actor();
+    match command {
+        UsersCommand::Add { id, roles } => {
+            let roles: Vec<String> = roles.into_iter().map(|r| r.trim().to_owned()).filter(|r| !r.is_empty()).collect();
+            store.add_user(&id, &roles, &actor)?;
+            println!("added user {id} with roles [{}]", roles.join(", "));
+        }
+        UsersCommand::Deactivate { id } => {
+            store.set_user_active(&id, false, &actor)?;
+            println!("user {id} deactivated");
+        }
+        UsersCommand::Activate { id } => {
+            store.set_user_active(&id, true, &actor)?;
+            println!("user {id} activated");
+        }
+        UsersCommand::List => {
+            println!("{:<32}  {:<8}  ROLES", "USER", "STATE");
+            for u in store.users()? {
+                println!("{:<32}  {:<8}  {}", u.id, active(u.active), u.roles.join(","));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn audit(args: &StoreArgs) -> anyhow::Result<ExitCode> {
+    let store = args.open()?;
+    println!("{:<25}  {:<16}  {:<20}  {:<36}  {:<16}  DETAIL", "TIME", "ACTOR", "ACTION", "SYSTEM", "USER");
+    for e in store.audit()? {
+        println!(
+            "{:<25}  {:<16}  {:<20}  {:<36}  {:<16}  {}",
+            time(e.at),
+            e.actor,
+            e.action,
+            e.system_id.as_deref().unwrap_or("-"),
+            e.user_id.as_deref().unwrap_or("-"),
+            e.detail.as_deref().unwrap_or("")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,374 @@
+//! The issuer's HTTP side: `POST /oauth2/token` (RFC 6749 §4.4, client credentials) and the
+//! two key documents. Errors are RFC 6749 §5.2 JSON and never say which check failed:
+//! every client-authentication failure is the same `invalid_client`, every user problem
+//! the same `invalid_grant`. Requests are rate-limited per client IP (before anything is
+//! parsed) and per client id (before the store is asked).
+
+use std::borrow::Cow;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use bytes::Bytes;
+use governor::clock::Clock;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Response, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+
+use super::secret::MAX_SECRET_BYTES;
+use super::store::StoreError;
+use super::{Issuer, DISCOVERY_PATH, JWKS_PATH, TOKEN_PATH};
+use crate::body::{self, Body};
+use crate::proxy::Outbound;
+use crate::telemetry::metrics::metrics;
+
+/// The largest token request body read.
+const MAX_FORM_BYTES: usize = 16 << 10;
+/// How long a client may take to send the body.
+const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why no token was issued; each is one RFC 6749 error answer.
+#[derive(Debug, PartialEq, Eq)]
+enum Refusal {
+    MethodNotAllowed,
+    InvalidRequest(&'static str),
+    InvalidClient,
+    InvalidGrant,
+    InvalidScope,
+    UnsupportedGrantType,
+    RateLimited(Duration),
+    Unavailable,
+}
+
+impl Refusal {
+    fn label(&self) -> &'static str {
+        match self {
+            Self::MethodNotAllowed | Self::InvalidRequest(_) => "invalid_request",
+            Self::InvalidClient => "invalid_client",
+            Self::InvalidGrant => "invalid_grant",
+            Self::InvalidScope => "invalid_scope",
+            Self::UnsupportedGrantType => "unsupported_grant_type",
+            Self::RateLimited(_) => "rate_limited",
+            Self::Unavailable => "unavailable",
+        }
+    }
+
+    fn into_response(self) -> Response<Body> {
+        let (status, error, description): (_, _, Cow<'static, str>) = match &self {
+            Self::MethodNotAllowed => {
+                (StatusCode::METHOD_NOT_ALLOWED, "invalid_request", "the token endpoint only accepts POST".into())
+            }
+            Self::InvalidRequest(why) => (StatusCode::BAD_REQUEST, "invalid_request", (*why).into()),
+            Self::InvalidClient => (StatusCode::UNAUTHORIZED, "invalid_client", "client authentication failed".into()),
+            Self::InvalidGrant => {
+                (StatusCode::BAD_REQUEST, "invalid_grant", "the grant is not valid for this client".into())
+            }
+            Self::InvalidScope => (StatusCode::BAD_REQUEST, "invalid_scope", "the requested scope is not allowed".into()),
+            Self::UnsupportedGrantType => (
+                StatusCode::BAD_REQUEST,
+                "unsupported_grant_type",
+                "only grant_type=client_credentials is supported".into(),
+            ),
+            Self::RateLimited(wait) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "temporarily_unavailable",
+                format!("too many token requests; retry after {} s", retry_after(*wait)).into(),
+            ),
+            Self::Unavailable => {
+                (StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", "the token service is unavailable".into())
+            }
+        };
+        let mut rsp = json_response(status, &json!({ "error": error, "error_description": description }));
+        let headers = rsp.headers_mut();
+        match self {
+            Self::MethodNotAllowed => {
+                headers.insert(header::ALLOW, HeaderValue::from_static("POST"));
+            }
+            Self::InvalidClient => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"token\""));
+            }
+            Self::RateLimited(wait) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after(wait)));
+            }
+            _ => {}
+        }
+        rsp
+    }
+}
+
+fn retry_after(wait: Duration) -> u64 {
+    wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
+}
+
+/// Token answers are never cached (RFC 6749 §5.1).
+fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
+    let mut rsp = Response::new(body::full(value.to_string()));
+    *rsp.status_mut() = status;
+    let headers = rsp.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    rsp
+}
+
+/// A token request's client credentials.
+struct Credentials {
+    client_id: String,
+    secret: String,
+}
+
+impl Issuer {
+    /// Answers a request routed to one of the issuer's paths.
+    pub async fn answer(&self, out: Outbound<'_>) -> Response<Body> {
+        match out.path {
+            TOKEN_PATH => {
+                let answer = self.token(&out.method, &out.headers, out.body, out.client_ip).await;
+                let label = answer.as_ref().map_or_else(Refusal::label, |_| "issued");
+                metrics().token_requests.with_label_values(&[label]).inc();
+                answer.unwrap_or_else(Refusal::into_response)
+            }
+            DISCOVERY_PATH => document(&out.method, self.discovery.clone()),
+            JWKS_PATH => document(&out.method, self.jwks.clone()),
+            _ => {
+                let mut rsp = Response::new(body::empty());
+                *rsp.status_mut() = StatusCode::NOT_FOUND;
+                rsp
+            }
+        }
+    }
+
+    async fn token(
+        &self,
+        method: &Method,
+        headers: &HeaderMap,
+        body: Body,
+        client_ip: IpAddr,
+    ) -> Result<Response<Body>, Refusal> {
+        if method != Method::POST {
+            return Err(Refusal::MethodNotAllowed);
+        }
+        self.limit_ip(client_ip)?;
+        let is_form = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"));
+        if !is_form {
+            return Err(Refusal::InvalidRequest("send the parameters as application/x-www-form-urlencoded"));
+        }
+        let form = match tokio::time::timeout(BODY_TIMEOUT, read_form(body)).await {
+            Ok(Some(form)) => form,
+            Ok(None) => return Err(Refusal::InvalidRequest("the request body is too large or broken")),
+            Err(_) => return Err(Refusal::InvalidRequest("the request body took too long")),
+        };
+        let params = parse_form(&form)?;
+        match param(&params, "grant_type") {
+            None => return Err(Refusal::InvalidRequest("grant_type is missing")),
+            Some("client_credentials") => {}
+            Some(_) => return Err(Refusal::UnsupportedGrantType),
+        }
+        let credentials = credentials(headers, param(&params, "client_id"), param(&params, "client_secret"))?;
+        self.limit_client(&credentials.client_id)?;
+        let user = param(&params, "user").map(str::to_owned);
+        let scope = self.scope(param(&params, "scope"))?;
+
+        let store = self.store.clone();
+        let client_id = credentials.client_id.clone();
+        let lookup = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
+            let client = store.client(&credentials.client_id)?;
+            let authenticated = match &client {
+                Some(c) => store.hasher().matches_either(&credentials.secret, &c.primary, &c.alternate) && c.active,
+                None => {
+                    // The same work as for a known client, so that timing tells nothing.
+                    let unknown = super::secret::SecretHash(vec![0; 32]);
+                    let _ = store.hasher().matches_either(&credentials.secret, &unknown, &unknown);
+                    false
+                }
+            };
+            if !authenticated {
+                return Ok(Err(Refusal::InvalidClient));
+            }
+            let Some(external) = user else { return Ok(Ok(None)) };
+            match store.linked_user(&credentials.client_id, &external)? {
+                Some(u) if u.active => Ok(Ok(Some(u))),
+                _ => Ok(Err(Refusal::InvalidGrant)),
+            }
+        })
+        .await;
+        let user = match lookup {
+            Ok(Ok(decision)) => decision.inspect_err(|refusal| {
+                tracing::info!(client_id = %client_id, refusal = refusal.label(), "token refused");
+            })?,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "token request: the identity store failed");
+                return Err(Refusal::Unavailable);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "token request: the store lookup panicked");
+                return Err(Refusal::Unavailable);
+            }
+        };
+
+        let now = crate::policy::jwt::unix_now();
+        let (sub, roles) = match &user {
+            Some(u) => (u.id.as_str(), u.roles.clone()),
+            None => (client_id.as_str(), Vec::new()),
+        };
+        let mut claims = json!({
+            "iss": self.issuer,
+            "sub": sub,
+            "aud": self.audience,
+            "iat": now,
+            "exp": now + self.ttl.as_secs(),
+            "jti": uuid::Uuid::new_v4().to_string(),
+            "client_id": client_id,
+            "roles": roles,
+        });
+        if let Some(scope) = &scope {
+            claims["scope"] = Value::String(scope.clone());
+        }
+        let token = self.key.sign(&claims).map_err(|e| {
+            tracing::error!(error = %e, "token request: signing failed");
+            Refusal::Unavailable
+        })?;
+        tracing::info!(client_id = %client_id, sub = %sub, "token issued");
+        let mut answer = json!({ "access_token": token, "token_type": "Bearer", "expires_in": self.ttl.as_secs() });
+        if let Some(scope) = scope {
+            answer["scope"] = Value::String(scope);
+        }
+        Ok(json_response(StatusCode::OK, &answer))
+    }
+
+    fn limit_ip(&self, ip: IpAddr) -> Result<(), Refusal> {
+        if self.per_ip.len() > 100_000 {
+            self.per_ip.retain_recent();
+        }
+        self.per_ip
+            .check_key(&ip)
+            .map_err(|not_until| Refusal::RateLimited(not_until.wait_time_from(self.per_ip.clock().now())))
+    }
+
+    fn limit_client(&self, client_id: &str) -> Result<(), Refusal> {
+        if self.per_client.len() > 100_000 {
+            self.per_client.retain_recent();
+        }
+        self.per_client
+            .check_key(&client_id.to_owned())
+            .map_err(|not_until| Refusal::RateLimited(not_until.wait_time_from(self.per_client.clock().now())))
+    }
+
+    /// The requested scopes, each of which must be configured; `None` when none were asked for.
+    fn scope(&self, requested: Option<&str>) -> Result<Option<String>, Refusal> {
+        let Some(requested) = requested.map(str::trim).filter(|s| !s.is_empty()) else {
+            return Ok(None);
+        };
+        if requested.split(' ').filter(|s| !s.is_empty()).all(|s| self.scopes.iter().any(|allowed| allowed == s)) {
+            Ok(Some(requested.split(' ').filter(|s| !s.is_empty()).collect::<Vec<_>>().join(" ")))
+        } else {
+            Err(Refusal::InvalidScope)
+        }
+    }
+}
+
+/// The whole body, unless it is broken or longer than [`MAX_FORM_BYTES`].
+async fn read_form(mut body: Body) -> Option<Vec<u8>> {
+    let mut form = Vec::new();
+    while let Some(frame) = body.frame().await {
+        if let Some(data) = frame.ok()?.data_ref() {
+            if form.len() + data.len() > MAX_FORM_BYTES {
+                return None;
+            }
+            form.extend_from_slice(data);
+        }
+    }
+    Some(form)
+}
+
+fn param<'p>(params: &'p [(String, String)], name: &str) -> Option<&'p str> {
+    params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+/// The form's parameters; a repeated one is an error (RFC 6749 §3.2).
+fn parse_form(form: &[u8]) -> Result<Vec<(String, String)>, Refusal> {
+    let mut params: Vec<(String, String)> = Vec::new();
+    for (name, value) in form_urlencoded::parse(form) {
+        if params.iter().any(|(n, _)| *n == name) {
+            return Err(Refusal::InvalidRequest("a parameter is repeated"));
+        }
+        params.push((name.into_owned(), value.into_owned()));
+    }
+    Ok(params)
+}
+
+/// Client credentials from HTTP Basic (RFC 6749 §2.3.1, form-encoded inside) or the
+/// `client_id`/`client_secret` parameters — one method only.
+fn credentials(headers: &HeaderMap, id: Option<&str>, secret: Option<&str>) -> Result<Credentials, Refusal> {
+    let basic = headers.get(header::AUTHORIZATION).map(|v| basic_credentials(v).ok_or(Refusal::InvalidClient));
+    let credentials = match (basic, id, secret) {
+        (Some(_), _, Some(_)) => {
+            return Err(Refusal::InvalidRequest("use one client authentication method, not two"))
+        }
+        (Some(basic), _, None) => basic?,
+        (None, Some(id), Some(secret)) => Credentials { client_id: id.to_owned(), secret: secret.to_owned() },
+        (None, _, _) => return Err(Refusal::InvalidClient),
+    };
+    if credentials.client_id.is_empty() || credentials.secret.is_empty() || credentials.secret.len() > MAX_SECRET_BYTES {
+        return Err(Refusal::InvalidClient);
+    }
+    Ok(credentials)
+}
+
+fn basic_credentials(value: &HeaderValue) -> Option<Credentials> {
+    let (scheme, encoded) = value.to_str().ok()?.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = STANDARD.decode(encoded.trim()).ok()?;
+    let decoded = std::str::from_utf8(&decoded).ok()?;
+    let (id, secret) = decoded.split_once(':')?;
+    let unescape = |s: &str| form_urlencoded::parse(format!("v={s}").as_bytes()).next().map(|(_, v)| v.into_owned());
+    Some(Credentials { client_id: unescape(id)?, secret: unescape(secret)? })
+}
+
+/// A key document, for GET and HEAD; cacheable for five minutes.
+fn document(method: &Method, json: Bytes) -> Response<Body> {
+    if method != Method::GET && method != Method::HEAD {
+        let mut rsp = Response::new(body::empty());
+        *rsp.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+        rsp.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return rsp;
+    }
+    let mut rsp = Response::new(body::full(json));
+    let headers = rsp.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+    rsp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn basic_credentials_are_form_decoded() {
+        let value = HeaderValue::from_str(&format!("Basic {}", STANDARD.encode("my%3Aclient:s%2Bcr+t"))).unwrap();
+        let c = basic_credentials(&value).unwrap();
+        assert_eq!((c.client_id.as_str(), c.secret.as_str()), ("my:client", "s+cr t"));
+        assert!(basic_credentials(&HeaderValue::from_static("Bearer abc")).is_none());
+        assert!(basic_credentials(&HeaderValue::from_static("Basic !!!")).is_none());
+    }
+
+    #[test]
+    fn repeated_parameters_and_two_auth_methods_are_refused() {
+        assert!(parse_form(b"grant_type=client_credentials&grant_type=client_credentials").is_err());
+        let mut headers = HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic YTpi"));
+        let both = credentials(&headers, Some("a"), Some("b")).err();
+        assert!(matches!(both, Some(Refusal::InvalidRequest(_))));
+        assert_eq!(credentials(&HeaderMap::new(), Some("a"), None).err(), Some(Refusal::InvalidClient));
+        let long = "x".repeat(MAX_SECRET_BYTES + 1);
+        assert_eq!(credentials(&HeaderMap::new(), Some("a"), Some(&long)).err(), Some(Refusal::InvalidClient));
+    }
+}

@@ -1,0 +1,180 @@
+//! The optional token issuer (DESIGN §6): an OAuth 2.0 authorization server for the
+//! client-credentials grant. External systems authenticate with one of their two secrets
+//! and get short-lived JWTs signed with the configured ES256 or Ed25519 key; the keys are
+//! published at `/.well-known/jwks.json` and `/.well-known/openid-configuration`, so a
+//! `jwt` policy trusts the gateway (`issuers: [self]`) like any other issuer.
+//!
+//! [`store`] is what it keeps (SQLite in [`sqlite`]), [`secret`] how secrets are made and
+//! checked, [`signing`] the key, [`endpoint`] the HTTP side.
+
+pub mod endpoint;
+pub mod secret;
+pub mod signing;
+pub mod sqlite;
+pub mod store;
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use serde::Deserialize;
+
+use crate::config::raw::Located;
+use crate::config::values::{ConfigDuration, Rate};
+use crate::route::RouteTable;
+use signing::SigningKey;
+pub use store::{IdentityStore, StoreError};
+
+pub const TOKEN_PATH: &str = "/oauth2/token";
+pub const DISCOVERY_PATH: &str = "/.well-known/openid-configuration";
+pub const JWKS_PATH: &str = "/.well-known/jwks.json";
+
+/// The `identity:` section.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityConfig {
+    /// The TLS listener that serves the token endpoint and the key documents.
+    pub listener: Located,
+    /// The `iss` of issued tokens and the base of the endpoint URLs, like `https://localhost:8443`.
+    pub issuer: Located,
+    /// The `aud` of issued tokens (default: the issuer).
+    pub audience: Option<String>,
+    /// PKCS#8 PEM private key, ECDSA P-256 (ES256) or Ed25519.
+    pub signing_key: Located,
+    pub token_ttl: Option<ConfigDuration>,
+    /// `sqlite:PATH` (relative to this file).
+    pub store: Located,
+    /// Scopes a client may ask for; a request for any other is refused.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    #[serde(default)]
+    pub rate_limit: TokenRateLimitConfig,
+}
+
+/// Token requests allowed per client id and per client IP, against secret guessing.
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokenRateLimitConfig {
+    pub per_client: Rate,
+    pub per_ip: Rate,
+}
+
+impl Default for TokenRateLimitConfig {
+    fn default() -> Self {
+        let per_minute = |n| Rate { count: std::num::NonZeroU32::new(n).expect("non-zero"), per: Duration::from_secs(60) };
+        Self { per_client: per_minute(30), per_ip: per_minute(60) }
+    }
+}
+
+/// Where the store lives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreLocation {
+    Sqlite(PathBuf),
+}
+
+impl StoreLocation {
+    /// Parses `sqlite:PATH`; a relative path is taken from `dir`.
+    ///
+    /// # Errors
+    /// Another scheme or an empty path.
+    pub fn parse(text: &str, dir: &Path) -> Result<Self, String> {
+        match text.split_once(':') {
+            Some(("sqlite", path)) if !path.is_empty() => Ok(Self::Sqlite(dir.join(path))),
+            Some(("postgres" | "postgresql", _)) => {
+                Err("PostgreSQL stores are not built yet; use sqlite:PATH (one instance per store)".into())
+            }
+            _ => Err(format!("{text:?} is not a store location; write sqlite:PATH")),
+        }
+    }
+
+    /// Opens (and creates or migrates) the store.
+    ///
+    /// # Errors
+    /// See [`sqlite::SqliteStore::open`].
+    pub fn open(&self) -> Result<Arc<dyn IdentityStore>, StoreError> {
+        match self {
+            Self::Sqlite(path) => Ok(Arc::new(sqlite::SqliteStore::open(path)?)),
+        }
+    }
+}
+
+/// The compiled issuer.
+pub struct Issuer {
+    /// `iss`, without a trailing `/`.
+    pub issuer: String,
+    pub audience: String,
+    pub ttl: Duration,
+    pub scopes: Vec<String>,
+    pub key: SigningKey,
+    pub store: Arc<dyn IdentityStore>,
+    per_client: DefaultKeyedRateLimiter<String>,
+    per_ip: DefaultKeyedRateLimiter<IpAddr>,
+    /// The discovery and JWKS documents, rendered once.
+    discovery: bytes::Bytes,
+    jwks: bytes::Bytes,
+}
+
+impl std::fmt::Debug for Issuer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Issuer").field("issuer", &self.issuer).field("key", &self.key).finish_non_exhaustive()
+    }
+}
+
+/// The settings an [`Issuer`] is built from, already read and checked.
+pub struct IssuerSettings {
+    pub issuer: String,
+    pub audience: Option<String>,
+    pub ttl: Duration,
+    pub scopes: Vec<String>,
+    pub key: SigningKey,
+    pub store: Arc<dyn IdentityStore>,
+    pub rate_limit: TokenRateLimitConfig,
+}
+
+fn limiter<K: std::hash::Hash + Eq + Clone>(rate: Rate) -> DefaultKeyedRateLimiter<K> {
+    let period = (rate.per / rate.count.get()).max(Duration::from_nanos(1));
+    let quota = Quota::with_period(period).expect("a non-zero period").allow_burst(rate.count);
+    RateLimiter::keyed(quota)
+}
+
+impl Issuer {
+    pub fn new(s: IssuerSettings) -> Self {
+        let issuer = s.issuer.trim_end_matches('/').to_owned();
+        let discovery = serde_json::json!({
+            "issuer": issuer,
+            "token_endpoint": format!("{issuer}{TOKEN_PATH}"),
+            "jwks_uri": format!("{issuer}{JWKS_PATH}"),
+            "grant_types_supported": ["client_credentials"],
+            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+            "response_types_supported": ["token"],
+            "scopes_supported": s.scopes,
+            "id_token_signing_alg_values_supported": [s.key.jwk["alg"]],
+        });
+        Self {
+            audience: s.audience.unwrap_or_else(|| issuer.clone()),
+            issuer,
+            ttl: s.ttl,
+            scopes: s.scopes,
+            jwks: s.key.jwks().to_string().into(),
+            discovery: discovery.to_string().into(),
+            key: s.key,
+            store: s.store,
+            per_client: limiter(s.rate_limit.per_client),
+            per_ip: limiter(s.rate_limit.per_ip),
+        }
+    }
+
+    /// The JWKS document a `jwt` policy with `issuers: [self]` verifies against.
+    pub fn jwks_document(&self) -> &[u8] {
+        &self.jwks
+    }
+}
+
+/// The issuer's endpoints on its listener: three routes run before the configured ones.
+pub struct IdentityEndpoints {
+    pub listener: Arc<str>,
+    pub issuer: Arc<Issuer>,
+    pub routes: RouteTable,
+}

@@ -1,0 +1,100 @@
+//! The issuer's signing key: an ECDSA P-256 (ES256) or Ed25519 (EdDSA) private key in a
+//! PKCS#8 PEM file, its public JWK with an RFC 7638 thumbprint as `kid`, and token signing.
+
+use std::path::Path;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use ring::signature::{EcdsaKeyPair, Ed25519KeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+use rustls_pki_types::PrivateKeyDer;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+pub struct SigningKey {
+    pub algorithm: Algorithm,
+    pub kid: String,
+    /// The public key as a JWK (with `kid`, `use` and `alg`).
+    pub jwk: Value,
+    key: EncodingKey,
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKey").field("algorithm", &self.algorithm).field("kid", &self.kid).finish_non_exhaustive()
+    }
+}
+
+impl SigningKey {
+    /// Reads a PKCS#8 PEM private key.
+    ///
+    /// # Errors
+    /// Unreadable, not PKCS#8, or neither P-256 nor Ed25519.
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let der = match crate::tls::load_key(path)? {
+            PrivateKeyDer::Pkcs8(der) => der,
+            _ => {
+                return Err(format!(
+                    "{} is not a PKCS#8 key (\"BEGIN PRIVATE KEY\"); convert it with `openssl pkcs8 -topk8 -nocrypt`",
+                    path.display()
+                ))
+            }
+        };
+        let der = der.secret_pkcs8_der();
+        let rng = ring::rand::SystemRandom::new();
+        let (algorithm, members, key) = if let Ok(pair) =
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der, &rng)
+        {
+            // An uncompressed point: 0x04, then x and y.
+            let point = pair.public_key().as_ref();
+            let (x, y) = point[1..].split_at(32);
+            let members = json!({"crv": "P-256", "kty": "EC", "x": b64(x), "y": b64(y)});
+            (Algorithm::ES256, members, EncodingKey::from_ec_der(der))
+        } else if let Ok(pair) = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der) {
+            let members = json!({"crv": "Ed25519", "kty": "OKP", "x": b64(pair.public_key().as_ref())});
+            (Algorithm::EdDSA, members, EncodingKey::from_ed_der(der))
+        } else {
+            return Err(format!("{} is neither an ECDSA P-256 (ES256) nor an Ed25519 key", path.display()));
+        };
+        // RFC 7638: SHA-256 of the required members in lexicographic order, no whitespace
+        // (serde_json's maps are ordered by key).
+        let kid = b64(&Sha256::digest(members.to_string().as_bytes()));
+        let mut jwk = members;
+        jwk["kid"] = Value::String(kid.clone());
+        jwk["use"] = Value::String("sig".into());
+        jwk["alg"] = Value::String(if algorithm == Algorithm::ES256 { "ES256" } else { "EdDSA" }.into());
+        Ok(Self { algorithm, kid, jwk, key })
+    }
+
+    /// The JWKS document that publishes the key.
+    pub fn jwks(&self) -> Value {
+        json!({ "keys": [self.jwk] })
+    }
+
+    /// Signs `claims` as an RFC 9068 access token (`typ: at+jwt`).
+    ///
+    /// # Errors
+    /// Signing failed (a broken key).
+    pub fn sign(&self, claims: &Value) -> Result<String, String> {
+        let mut header = Header::new(self.algorithm);
+        header.typ = Some("at+jwt".into());
+        header.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(&header, claims, &self.key).map_err(|e| format!("signing failed: {e}"))
+    }
+}
+
+fn b64(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kid_is_the_rfc_7638_thumbprint() {
+        // RFC 8037 appendix A.3: the thumbprint of its Ed25519 example key.
+        let members = json!({"crv": "Ed25519", "kty": "OKP", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"});
+        assert_eq!(b64(&Sha256::digest(members.to_string().as_bytes())), "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k");
+    }
+}

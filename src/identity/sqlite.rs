@@ -1,0 +1,497 @@
+//! The embedded SQLite [`IdentityStore`]: one file, created and migrated on first use
+//! (versioned migrations tracked in `PRAGMA user_version`), WAL journal so that the CLI can
+//! write while a gateway reads, every query parameterized, the audit table append-only
+//! (triggers refuse UPDATE and DELETE).
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row, Transaction};
+
+use super::secret::{random_bytes, SecretHash, SecretHasher};
+use super::store::{check_id, AuditEntry, Client, IdentityStore, Link, LinkRef, StoreError, System, User};
+
+/// Schema migrations, in order; migration `i` brings the schema to version `i + 1`.
+const MIGRATIONS: &[&str] = &[r"
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+);
+CREATE TABLE systems (
+    id                 TEXT PRIMARY KEY,
+    name               TEXT NOT NULL UNIQUE,
+    active             INTEGER NOT NULL,
+    primary_hash       BLOB NOT NULL,
+    alternate_hash     BLOB NOT NULL,
+    created_at         INTEGER NOT NULL,
+    secrets_renewed_at INTEGER
+);
+CREATE TABLE users (
+    id         TEXT PRIMARY KEY,
+    roles      TEXT NOT NULL,
+    active     INTEGER NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE links (
+    system_id     TEXT NOT NULL REFERENCES systems(id),
+    external_user TEXT NOT NULL,
+    user_id       TEXT NOT NULL REFERENCES users(id),
+    created_at    INTEGER NOT NULL,
+    PRIMARY KEY (system_id, external_user),
+    UNIQUE (system_id, user_id)
+);
+CREATE TABLE audit (
+    seq       INTEGER PRIMARY KEY AUTOINCREMENT,
+    at        INTEGER NOT NULL,
+    actor     TEXT NOT NULL,
+    action    TEXT NOT NULL,
+    system_id TEXT,
+    user_id   TEXT,
+    detail    TEXT
+);
+CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+"];
+
+pub struct SqliteStore {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+    hasher: SecretHasher,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+fn backend(e: rusqlite::Error) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+impl SqliteStore {
+    /// Opens the database, creating it (and its directory) and applying pending migrations.
+    ///
+    /// # Errors
+    /// The file cannot be created or opened, is not a database, or has a newer schema.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Backend(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        let mut conn = Connection::open(path)
+            .map_err(|e| StoreError::Backend(format!("cannot open {}: {e}", path.display())))?;
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(backend)?;
+        conn.pragma_update(None, "foreign_keys", true).map_err(backend)?;
+        let mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+            .map_err(|e| StoreError::Backend(format!("{} is not a usable SQLite database: {e}", path.display())))?;
+        tracing::debug!(path = %path.display(), journal_mode = %mode, "identity store opened");
+        migrate(&mut conn)?;
+        let key = hash_key(&conn)?;
+        Ok(Self { path: path.to_owned(), conn: Mutex::new(conn), hasher: SecretHasher::new(&key) })
+    }
+
+    /// Runs `f` in one transaction, committed when it succeeds.
+    fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let mut conn = self.conn.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let tx = conn.transaction().map_err(backend)?;
+        let out = f(&tx)?;
+        tx.commit().map_err(backend)?;
+        Ok(out)
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T, rusqlite::Error>) -> Result<T, StoreError> {
+        let conn = self.conn.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&conn).map_err(backend)
+    }
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0)).map_err(backend)?;
+    let version = usize::try_from(version).unwrap_or(usize::MAX);
+    if version > MIGRATIONS.len() {
+        return Err(StoreError::Backend(format!(
+            "the database schema is version {version}, newer than this portcullis knows ({}); upgrade portcullis",
+            MIGRATIONS.len()
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+        let tx = conn.transaction().map_err(backend)?;
+        tx.execute_batch(sql).map_err(|e| StoreError::Backend(format!("migration {}: {e}", i + 1)))?;
+        tx.pragma_update(None, "user_version", i as i64 + 1).map_err(backend)?;
+        tx.commit().map_err(backend)?;
+        tracing::info!(version = i + 1, "identity store migrated");
+    }
+    Ok(())
+}
+
+/// The store's secret-hashing key, created with the store.
+fn hash_key(conn: &Connection) -> Result<Vec<u8>, StoreError> {
+    conn.execute(
+        "INSERT OR IGNORE INTO meta (key, value) VALUES ('secret_hash_key', ?1)",
+        params![random_bytes::<32>().to_vec()],
+    )
+    .map_err(backend)?;
+    conn.query_row("SELECT value FROM meta WHERE key = 'secret_hash_key'", [], |row| row.get(0)).map_err(backend)
+}
+
+fn audit(
+    tx: &Transaction<'_>,
+    actor: &str,
+    action: &str,
+    system_id: Option<&str>,
+    user_id: Option<&str>,
+    detail: Option<&str>,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO audit (at, actor, action, system_id, user_id, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![now(), actor, action, system_id, user_id, detail],
+    )
+    .map_err(backend)?;
+    Ok(())
+}
+
+fn is_constraint(e: &rusqlite::Error) -> bool {
+    e.sqlite_error_code() == Some(ErrorCode::ConstraintViolation)
+}
+
+fn system_row(row: &Row<'_>) -> rusqlite::Result<System> {
+    Ok(System {
+        id: row.get(0)?,
+        name: row.get(1)?,
+        active: row.get(2)?,
+        created_at: row.get(3)?,
+        secrets_renewed_at: row.get(4)?,
+    })
+}
+
+fn user_row(row: &Row<'_>) -> rusqlite::Result<User> {
+    let roles: String = row.get(1)?;
+    Ok(User {
+        id: row.get(0)?,
+        roles: serde_json::from_str(&roles).unwrap_or_default(),
+        active: row.get(2)?,
+        created_at: row.get(3)?,
+    })
+}
+
+fn link_row(row: &Row<'_>) -> rusqlite::Result<Link> {
+    Ok(Link { system_id: row.get(0)?, external_user: row.get(1)?, user_id: row.get(2)?, created_at: row.get(3)? })
+}
+
+const SYSTEM_COLUMNS: &str = "id, name, active, created_at, secrets_renewed_at";
+const USER_COLUMNS: &str = "id, roles, active, created_at";
+const LINK_COLUMNS: &str = "system_id, external_user, user_id, created_at";
+
+impl IdentityStore for SqliteStore {
+    fn hasher(&self) -> &SecretHasher {
+        &self.hasher
+    }
+
+    fn create_system(
+        &self,
+        name: &str,
+        primary: &SecretHash,
+        alternate: &SecretHash,
+        actor: &str,
+    ) -> Result<System, StoreError> {
+        check_id("system name", name)?;
+        let system = System {
+            id: uuid::Uuid::new_v4().to_string(),
+            name: name.to_owned(),
+            active: true,
+            created_at: now(),
+            secrets_renewed_at: None,
+        };
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO systems (id, name, active, primary_hash, alternate_hash, created_at) VALUES (?1, ?2, 1, ?3, ?4, ?5)",
+                params![system.id, system.name, primary.0, alternate.0, system.created_at],
+            )
+            .map_err(|e| {
+                if is_constraint(&e) {
+                    StoreError::Conflict(format!("a system named {name:?} exists"))
+                } else {
+                    backend(e)
+                }
+            })?;
+            audit(tx, actor, "system.create", Some(&system.id), None, Some(&format!("name={name}")))?;
+            Ok(system.clone())
+        })
+    }
+
+    fn systems(&self) -> Result<Vec<System>, StoreError> {
+        self.read(|c| {
+            let mut stmt = c.prepare(&format!("SELECT {SYSTEM_COLUMNS} FROM systems ORDER BY created_at, name"))?;
+            let rows = stmt.query_map([], system_row)?.collect();
+            rows
+        })
+    }
+
+    fn system(&self, id: &str) -> Result<Option<System>, StoreError> {
+        self.read(|c| {
+            c.query_row(&format!("SELECT {SYSTEM_COLUMNS} FROM systems WHERE id = ?1"), params![id], system_row)
+                .optional()
+        })
+    }
+
+    fn set_system_active(&self, id: &str, active: bool, actor: &str) -> Result<(), StoreError> {
+        self.write(|tx| {
+            let changed =
+                tx.execute("UPDATE systems SET active = ?2 WHERE id = ?1", params![id, active]).map_err(backend)?;
+            if changed == 0 {
+                return Err(StoreError::NotFound(format!("system {id:?}")));
+            }
+            let action = if active { "system.activate" } else { "system.deactivate" };
+            audit(tx, actor, action, Some(id), None, None)
+        })
+    }
+
+    fn renew_secret(&self, id: &str, new_alternate: &SecretHash, actor: &str) -> Result<(), StoreError> {
+        self.write(|tx| {
+            let changed = tx
+                .execute(
+                    "UPDATE systems SET primary_hash = alternate_hash, alternate_hash = ?2, secrets_renewed_at = ?3 WHERE id = ?1",
+                    params![id, new_alternate.0, now()],
+                )
+                .map_err(backend)?;
+            if changed == 0 {
+                return Err(StoreError::NotFound(format!("system {id:?}")));
+            }
+            audit(tx, actor, "system.renew_secret", Some(id), None, None)
+        })
+    }
+
+    fn add_user(&self, id: &str, roles: &[String], actor: &str) -> Result<User, StoreError> {
+        check_id("user id", id)?;
+        for role in roles {
+            check_id("role", role)?;
+        }
+        let user = User { id: id.to_owned(), roles: roles.to_vec(), active: true, created_at: now() };
+        let roles_json = serde_json::to_string(roles).map_err(|e| StoreError::Backend(e.to_string()))?;
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO users (id, roles, active, created_at) VALUES (?1, ?2, 1, ?3)",
+                params![user.id, roles_json, user.created_at],
+            )
+            .map_err(|e| if is_constraint(&e) { StoreError::Conflict(format!("user {id:?} exists")) } else { backend(e) })?;
+            audit(tx, actor, "user.add", None, Some(id), Some(&format!("roles={}", roles.join(","))))?;
+            Ok(user.clone())
+        })
+    }
+
+    fn users(&self) -> Result<Vec<User>, StoreError> {
+        self.read(|c| {
+            let mut stmt = c.prepare(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY id"))?;
+            let rows = stmt.query_map([], user_row)?.collect();
+            rows
+        })
+    }
+
+    fn set_user_active(&self, id: &str, active: bool, actor: &str) -> Result<(), StoreError> {
+        self.write(|tx| {
+            let changed =
+                tx.execute("UPDATE users SET active = ?2 WHERE id = ?1", params![id, active]).map_err(backend)?;
+            if changed == 0 {
+                return Err(StoreError::NotFound(format!("user {id:?}")));
+            }
+            let action = if active { "user.activate" } else { "user.deactivate" };
+            audit(tx, actor, action, None, Some(id), None)
+        })
+    }
+
+    fn link(&self, system_id: &str, external_user: &str, user_id: &str, actor: &str) -> Result<(), StoreError> {
+        check_id("external user id", external_user)?;
+        self.write(|tx| {
+            let exists = |sql: &str, id: &str| -> Result<bool, StoreError> {
+                tx.query_row(sql, params![id], |_| Ok(())).optional().map(|r| r.is_some()).map_err(backend)
+            };
+            if !exists("SELECT 1 FROM systems WHERE id = ?1", system_id)? {
+                return Err(StoreError::NotFound(format!("system {system_id:?}")));
+            }
+            if !exists("SELECT 1 FROM users WHERE id = ?1", user_id)? {
+                return Err(StoreError::NotFound(format!("user {user_id:?}")));
+            }
+            tx.execute(
+                "INSERT INTO links (system_id, external_user, user_id, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![system_id, external_user, user_id, now()],
+            )
+            .map_err(|e| {
+                if is_constraint(&e) {
+                    StoreError::Conflict(format!(
+                        "system {system_id:?} already links external user {external_user:?} or user {user_id:?}; unlink first"
+                    ))
+                } else {
+                    backend(e)
+                }
+            })?;
+            audit(tx, actor, "system.link", Some(system_id), Some(user_id), Some(&format!("external_user={external_user}")))
+        })
+    }
+
+    fn unlink(&self, system_id: &str, link: LinkRef<'_>, actor: &str) -> Result<Link, StoreError> {
+        self.write(|tx| {
+            let (column, value) = match link {
+                LinkRef::ExternalUser(ext) => ("external_user", ext),
+                LinkRef::User(user) => ("user_id", user),
+            };
+            let found = tx
+                .query_row(
+                    &format!("SELECT {LINK_COLUMNS} FROM links WHERE system_id = ?1 AND {column} = ?2"),
+                    params![system_id, value],
+                    link_row,
+                )
+                .optional()
+                .map_err(backend)?
+                .ok_or_else(|| StoreError::NotFound(format!("a link of system {system_id:?} with {value:?}")))?;
+            tx.execute(
+                "DELETE FROM links WHERE system_id = ?1 AND external_user = ?2",
+                params![system_id, found.external_user],
+            )
+            .map_err(backend)?;
+            let detail = format!("external_user={}", found.external_user);
+            audit(tx, actor, "system.unlink", Some(system_id), Some(&found.user_id), Some(&detail))?;
+            Ok(found)
+        })
+    }
+
+    fn links(&self, system_id: &str) -> Result<Vec<Link>, StoreError> {
+        self.read(|c| {
+            let mut stmt =
+                c.prepare(&format!("SELECT {LINK_COLUMNS} FROM links WHERE system_id = ?1 ORDER BY external_user"))?;
+            let rows = stmt.query_map(params![system_id], link_row)?.collect();
+            rows
+        })
+    }
+
+    fn audit(&self) -> Result<Vec<AuditEntry>, StoreError> {
+        self.read(|c| {
+            let mut stmt =
+                c.prepare("SELECT seq, at, actor, action, system_id, user_id, detail FROM audit ORDER BY seq")?;
+            let rows = stmt.query_map([], |row| {
+                Ok(AuditEntry {
+                    seq: row.get(0)?,
+                    at: row.get(1)?,
+                    actor: row.get(2)?,
+                    action: row.get(3)?,
+                    system_id: row.get(4)?,
+                    user_id: row.get(5)?,
+                    detail: row.get(6)?,
+                })
+            })?
+            .collect();
+            rows
+        })
+    }
+
+    fn client(&self, system_id: &str) -> Result<Option<Client>, StoreError> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT active, primary_hash, alternate_hash FROM systems WHERE id = ?1",
+                params![system_id],
+                |row| Ok(Client { active: row.get(0)?, primary: SecretHash(row.get(1)?), alternate: SecretHash(row.get(2)?) }),
+            )
+            .optional()
+        })
+    }
+
+    fn linked_user(&self, system_id: &str, external_user: &str) -> Result<Option<User>, StoreError> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT u.id, u.roles, u.active, u.created_at FROM links l JOIN users u ON u.id = l.user_id \
+                 WHERE l.system_id = ?1 AND l.external_user = ?2",
+                params![system_id, external_user],
+                user_row,
+            )
+            .optional()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("var/identity.db")).unwrap();
+        (dir, store)
+    }
+
+    #[test]
+    fn migrates_once_and_keeps_its_hash_key() {
+        let (dir, store) = store();
+        let secret = store.hasher().generate();
+        drop(store);
+        let reopened = SqliteStore::open(&dir.path().join("var/identity.db")).unwrap();
+        assert_eq!(reopened.hasher().hash(&secret.text), secret.hash);
+        let conn = reopened.conn.lock().unwrap();
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        assert_eq!(version, MIGRATIONS.len() as i64);
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("identity.db");
+        Connection::open(&path).unwrap().pragma_update(None, "user_version", 99).unwrap();
+        let err = SqliteStore::open(&path).unwrap_err().to_string();
+        assert!(err.contains("version 99") && err.contains("upgrade"), "{err}");
+    }
+
+    #[test]
+    fn renewing_promotes_the_alternate_and_voids_the_primary() {
+        let (_dir, store) = store();
+        let h = store.hasher();
+        let (p, a) = (h.generate(), h.generate());
+        let system = store.create_system("billing", &p.hash, &a.hash, "op").unwrap();
+        let next = h.generate();
+        store.renew_secret(&system.id, &next.hash, "op").unwrap();
+        let client = store.client(&system.id).unwrap().unwrap();
+        assert!(!h.matches_either(&p.text, &client.primary, &client.alternate));
+        assert_eq!(client.primary, a.hash);
+        assert_eq!(client.alternate, next.hash);
+    }
+
+    #[test]
+    fn links_are_unique_per_system_and_user_and_per_external_user() {
+        let (_dir, store) = store();
+        let h = store.hasher();
+        let s1 = store.create_system("one", &h.generate().hash, &h.generate().hash, "op").unwrap();
+        let s2 = store.create_system("two", &h.generate().hash, &h.generate().hash, "op").unwrap();
+        store.add_user("alice", &["Reader".into()], "op").unwrap();
+        store.add_user("bob", &[], "op").unwrap();
+        store.link(&s1.id, "ext-1", "alice", "op").unwrap();
+        let twice = store.link(&s1.id, "ext-2", "alice", "op").unwrap_err();
+        assert!(matches!(twice, StoreError::Conflict(_)), "{twice}");
+        let taken = store.link(&s1.id, "ext-1", "bob", "op").unwrap_err();
+        assert!(matches!(taken, StoreError::Conflict(_)), "{taken}");
+        store.link(&s2.id, "ext-1", "alice", "op").unwrap();
+        assert!(matches!(store.link(&s1.id, "x", "nobody", "op"), Err(StoreError::NotFound(_))));
+        assert_eq!(store.linked_user(&s1.id, "ext-1").unwrap().unwrap().id, "alice");
+        store.unlink(&s1.id, LinkRef::User("alice"), "op").unwrap();
+        assert!(store.linked_user(&s1.id, "ext-1").unwrap().is_none());
+        assert_eq!(store.linked_user(&s2.id, "ext-1").unwrap().unwrap().id, "alice", "other systems keep their link");
+    }
+
+    #[test]
+    fn the_audit_log_is_append_only_and_holds_no_secret() {
+        let (_dir, store) = store();
+        let h = store.hasher();
+        let (p, a) = (h.generate(), h.generate());
+        let system = store.create_system("billing", &p.hash, &a.hash, "alice").unwrap();
+        store.set_system_active(&system.id, false, "bob").unwrap();
+        let entries = store.audit().unwrap();
+        let actions: Vec<_> = entries.iter().map(|e| (e.action.as_str(), e.actor.as_str())).collect();
+        assert_eq!(actions, [("system.create", "alice"), ("system.deactivate", "bob")]);
+        assert!(!format!("{entries:?}").contains(&p.text));
+        let conn = store.conn.lock().unwrap();
+        assert!(conn.execute("DELETE FROM audit", []).is_err());
+        assert!(conn.execute("UPDATE audit SET actor = 'mallory'", []).is_err());
+    }
+}

@@ -1,0 +1,144 @@
+//! What the token issuer keeps: external systems with their two secret hashes, internal
+//! users, the links between them, and the append-only audit log — behind [`IdentityStore`],
+//! so that a shared PostgreSQL store can sit beside the embedded SQLite one
+//! ([`super::sqlite`]). Every call is blocking; the gateway calls them off its request
+//! threads.
+
+use super::secret::{SecretHash, SecretHasher};
+
+/// An external system: one calling program with its own two secrets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct System {
+    pub id: String,
+    pub name: String,
+    pub active: bool,
+    /// Unix seconds.
+    pub created_at: i64,
+    pub secrets_renewed_at: Option<i64>,
+}
+
+/// An internal user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct User {
+    pub id: String,
+    pub roles: Vec<String>,
+    pub active: bool,
+    pub created_at: i64,
+}
+
+/// One system's external user id mapped to one internal user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Link {
+    pub system_id: String,
+    pub external_user: String,
+    pub user_id: String,
+    pub created_at: i64,
+}
+
+/// Which link `unlink` removes.
+#[derive(Clone, Copy, Debug)]
+pub enum LinkRef<'a> {
+    ExternalUser(&'a str),
+    User(&'a str),
+}
+
+/// One audit-log entry. Never holds a secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub seq: i64,
+    pub at: i64,
+    pub actor: String,
+    pub action: String,
+    pub system_id: Option<String>,
+    pub user_id: Option<String>,
+    pub detail: Option<String>,
+}
+
+/// What the token endpoint reads to authenticate a client.
+#[derive(Clone, Debug)]
+pub struct Client {
+    pub active: bool,
+    pub primary: SecretHash,
+    pub alternate: SecretHash,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("identity store: {0}")]
+    Backend(String),
+}
+
+/// The token issuer's store. Every change is written together with its audit entry.
+pub trait IdentityStore: Send + Sync {
+    /// Hashes secrets with the store's own key.
+    fn hasher(&self) -> &SecretHasher;
+
+    /// # Errors
+    /// A system with this name exists, or the store failed.
+    fn create_system(&self, name: &str, primary: &SecretHash, alternate: &SecretHash, actor: &str)
+        -> Result<System, StoreError>;
+    /// # Errors
+    /// The store failed.
+    fn systems(&self) -> Result<Vec<System>, StoreError>;
+    /// # Errors
+    /// The store failed.
+    fn system(&self, id: &str) -> Result<Option<System>, StoreError>;
+    /// # Errors
+    /// No such system, or the store failed.
+    fn set_system_active(&self, id: &str, active: bool, actor: &str) -> Result<(), StoreError>;
+    /// Voids the primary secret, promotes the alternate, stores `new_alternate`.
+    ///
+    /// # Errors
+    /// No such system, or the store failed.
+    fn renew_secret(&self, id: &str, new_alternate: &SecretHash, actor: &str) -> Result<(), StoreError>;
+    /// # Errors
+    /// A user with this id exists, or the store failed.
+    fn add_user(&self, id: &str, roles: &[String], actor: &str) -> Result<User, StoreError>;
+    /// # Errors
+    /// The store failed.
+    fn users(&self) -> Result<Vec<User>, StoreError>;
+    /// # Errors
+    /// No such user, or the store failed.
+    fn set_user_active(&self, id: &str, active: bool, actor: &str) -> Result<(), StoreError>;
+    /// # Errors
+    /// No such system or user; the system already links this user or this external user.
+    fn link(&self, system_id: &str, external_user: &str, user_id: &str, actor: &str) -> Result<(), StoreError>;
+    /// # Errors
+    /// No such link, or the store failed.
+    fn unlink(&self, system_id: &str, link: LinkRef<'_>, actor: &str) -> Result<Link, StoreError>;
+    /// # Errors
+    /// The store failed.
+    fn links(&self, system_id: &str) -> Result<Vec<Link>, StoreError>;
+    /// The audit log, oldest first.
+    ///
+    /// # Errors
+    /// The store failed.
+    fn audit(&self) -> Result<Vec<AuditEntry>, StoreError>;
+    /// A system's active flag and secret hashes, for client authentication.
+    ///
+    /// # Errors
+    /// The store failed.
+    fn client(&self, system_id: &str) -> Result<Option<Client>, StoreError>;
+    /// The internal user a system's external user id is linked to.
+    ///
+    /// # Errors
+    /// The store failed.
+    fn linked_user(&self, system_id: &str, external_user: &str) -> Result<Option<User>, StoreError>;
+}
+
+/// Ids and names: 1 to 128 visible ASCII characters.
+///
+/// # Errors
+/// Says what `what` must look like.
+pub fn check_id(what: &str, value: &str) -> Result<(), StoreError> {
+    if value.is_empty() || value.len() > 128 || !value.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(StoreError::Conflict(format!(
+            "{what} {value:?} must be 1 to 128 visible ASCII characters without spaces"
+        )));
+    }
+    Ok(())
+}
