@@ -143,7 +143,7 @@ fn jwt(c: &mut Criterion) {
                 "{{ issuers: [https://idp.test], audiences: [api://bench], algorithms: [{alg:?}], {source}, token_cache: {size}, require_claims: {{ roles: {{ any_of: [Read] }} }} }}"
             );
             let cfg: JwtConfig = serde_saphyr::from_str(&yaml).unwrap();
-            let policy = Jwt::compile("bench", &cfg, dir.path()).unwrap();
+            let policy = Jwt::compile("bench", &cfg, dir.path(), None).unwrap();
             let mut headers = HeaderMap::new();
             headers.insert("authorization", HeaderValue::from_str(&format!("Bearer {token}")).unwrap());
             assert!(matches!(ready(policy.check(&mut headers.clone())).0, Decision::Continue), "{name} verifies");

@@ -15,13 +15,13 @@ use crate::identity::StoreLocation;
 #[derive(Args)]
 pub struct StoreArgs {
     /// The configuration whose `identity.store` to use.
-    #[arg(long, default_value = "policies/gateway.yaml")]
+    #[arg(long, global = true, default_value = "policies/gateway.yaml")]
     config: PathBuf,
     /// The store itself (`sqlite:PATH`), instead of reading it from --config.
-    #[arg(long)]
+    #[arg(long, global = true)]
     store: Option<String>,
     /// Who is acting, for the audit log (default: the OS user).
-    #[arg(long)]
+    #[arg(long, global = true)]
     actor: Option<String>,
 }
 
@@ -62,16 +62,26 @@ fn os_user() -> String {
 #[derive(Subcommand)]
 pub enum SystemsCommand {
     /// Create an external system; prints its id and both secrets, once.
-    Create { name: String },
+    Create {
+        name: String,
+    },
     /// Every system (never secrets).
     List,
     /// One system and its user links (never secrets).
-    Show { id: String },
+    Show {
+        id: String,
+    },
     /// Refuse tokens to this system.
-    Deactivate { id: String },
-    Activate { id: String },
+    Deactivate {
+        id: String,
+    },
+    Activate {
+        id: String,
+    },
     /// Void the primary secret, promote the alternate, print a new alternate once.
-    RenewSecret { id: String },
+    RenewSecret {
+        id: String,
+    },
     /// Map the system's external user id to an internal user.
     Link {
         id: String,
@@ -100,8 +110,12 @@ pub enum UsersCommand {
         roles: Vec<String>,
     },
     /// Refuse tokens for this user, through every system.
-    Deactivate { id: String },
-    Activate { id: String },
+    Deactivate {
+        id: String,
+    },
+    Activate {
+        id: String,
+    },
     List,
 }
 

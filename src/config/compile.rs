@@ -57,9 +57,14 @@ pub fn identity_store(file: &Path) -> Result<StoreLocation, ConfigErrors> {
     })?;
     let raw: RawConfig = serde_saphyr::from_str(&text).map_err(|e| parse_error(file, &e))?;
     let Some(identity) = raw.identity else {
-        return Err(ConfigError::new(file, Location::UNKNOWN, "identity", "the configuration has no `identity` section")
-            .with_hint("add one (see README.md, token issuer), or pass --store sqlite:PATH")
-            .into());
+        return Err(ConfigError::new(
+            file,
+            Location::UNKNOWN,
+            "identity",
+            "the configuration has no `identity` section",
+        )
+        .with_hint("add one (see README.md, token issuer), or pass --store sqlite:PATH")
+        .into());
     };
     let dir = file.parent().map(Path::to_owned).unwrap_or_default();
     StoreLocation::parse(&identity.value.store.value, &dir)
@@ -529,12 +534,16 @@ impl<'a> Compiler<'a> {
             }
         }
         let issuer = cfg.issuer.value.trim_end_matches('/');
-        let valid_issuer = issuer.strip_prefix("https://").is_some_and(|rest| {
-            !rest.is_empty() && !rest.contains(['?', '#']) && issuer.parse::<http::Uri>().is_ok()
-        });
+        let valid_issuer = issuer
+            .strip_prefix("https://")
+            .is_some_and(|rest| !rest.is_empty() && !rest.contains(['?', '#']) && issuer.parse::<http::Uri>().is_ok());
         if !valid_issuer {
-            self.error(cfg.issuer.referenced, "identity.issuer", format!("{:?} is not an https:// URL", cfg.issuer.value))
-                .hint("write the public base URL clients reach the gateway at, like https://login.example.com");
+            self.error(
+                cfg.issuer.referenced,
+                "identity.issuer",
+                format!("{:?} is not an https:// URL", cfg.issuer.value),
+            )
+            .hint("write the public base URL clients reach the gateway at, like https://login.example.com");
         }
         let ttl = cfg.token_ttl.map_or(Duration::from_secs(3600), |d| d.0);
         if ttl < Duration::from_secs(1) || ttl > Duration::from_secs(24 * 3600) {
@@ -543,7 +552,11 @@ impl<'a> Compiler<'a> {
         }
         for scope in &cfg.scopes {
             if scope.is_empty() || !scope.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\') {
-                self.error(raw.referenced, "identity.scopes", format!("{scope:?} is not a valid scope (RFC 6749 §3.3)"));
+                self.error(
+                    raw.referenced,
+                    "identity.scopes",
+                    format!("{scope:?} is not a valid scope (RFC 6749 §3.3)"),
+                );
             }
         }
         let key_file = self.resolve(&cfg.signing_key);
@@ -556,14 +569,15 @@ impl<'a> Compiler<'a> {
             }
         };
         // The store is not watched: the CLI changes it while the gateway runs.
-        let store = match StoreLocation::parse(&cfg.store.value, &self.dir).and_then(|l| l.open().map_err(|e| e.to_string())) {
-            Ok(store) => Some(store),
-            Err(e) => {
-                self.error(cfg.store.referenced, "identity.store", e)
-                    .hint("write sqlite:PATH, relative to this file, in a directory the gateway may write");
-                None
-            }
-        };
+        let store =
+            match StoreLocation::parse(&cfg.store.value, &self.dir).and_then(|l| l.open().map_err(|e| e.to_string())) {
+                Ok(store) => Some(store),
+                Err(e) => {
+                    self.error(cfg.store.referenced, "identity.store", e)
+                        .hint("write sqlite:PATH, relative to this file, in a directory the gateway may write");
+                    None
+                }
+            };
         let (Some(key), Some(store)) = (key, store) else { return None };
         if self.errors.len() != errors {
             return None;

@@ -65,7 +65,9 @@ impl Refusal {
             Self::InvalidGrant => {
                 (StatusCode::BAD_REQUEST, "invalid_grant", "the grant is not valid for this client".into())
             }
-            Self::InvalidScope => (StatusCode::BAD_REQUEST, "invalid_scope", "the requested scope is not allowed".into()),
+            Self::InvalidScope => {
+                (StatusCode::BAD_REQUEST, "invalid_scope", "the requested scope is not allowed".into())
+            }
             Self::UnsupportedGrantType => (
                 StatusCode::BAD_REQUEST,
                 "unsupported_grant_type",
@@ -307,14 +309,13 @@ fn parse_form(form: &[u8]) -> Result<Vec<(String, String)>, Refusal> {
 fn credentials(headers: &HeaderMap, id: Option<&str>, secret: Option<&str>) -> Result<Credentials, Refusal> {
     let basic = headers.get(header::AUTHORIZATION).map(|v| basic_credentials(v).ok_or(Refusal::InvalidClient));
     let credentials = match (basic, id, secret) {
-        (Some(_), _, Some(_)) => {
-            return Err(Refusal::InvalidRequest("use one client authentication method, not two"))
-        }
+        (Some(_), _, Some(_)) => return Err(Refusal::InvalidRequest("use one client authentication method, not two")),
         (Some(basic), _, None) => basic?,
         (None, Some(id), Some(secret)) => Credentials { client_id: id.to_owned(), secret: secret.to_owned() },
         (None, _, _) => return Err(Refusal::InvalidClient),
     };
-    if credentials.client_id.is_empty() || credentials.secret.is_empty() || credentials.secret.len() > MAX_SECRET_BYTES {
+    if credentials.client_id.is_empty() || credentials.secret.is_empty() || credentials.secret.len() > MAX_SECRET_BYTES
+    {
         return Err(Refusal::InvalidClient);
     }
     Ok(credentials)

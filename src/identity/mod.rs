@@ -63,7 +63,8 @@ pub struct TokenRateLimitConfig {
 
 impl Default for TokenRateLimitConfig {
     fn default() -> Self {
-        let per_minute = |n| Rate { count: std::num::NonZeroU32::new(n).expect("non-zero"), per: Duration::from_secs(60) };
+        let per_minute =
+            |n| Rate { count: std::num::NonZeroU32::new(n).expect("non-zero"), per: Duration::from_secs(60) };
         Self { per_client: per_minute(30), per_ip: per_minute(60) }
     }
 }

@@ -42,20 +42,19 @@ impl SigningKey {
         };
         let der = der.secret_pkcs8_der();
         let rng = ring::rand::SystemRandom::new();
-        let (algorithm, members, key) = if let Ok(pair) =
-            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der, &rng)
-        {
-            // An uncompressed point: 0x04, then x and y.
-            let point = pair.public_key().as_ref();
-            let (x, y) = point[1..].split_at(32);
-            let members = json!({"crv": "P-256", "kty": "EC", "x": b64(x), "y": b64(y)});
-            (Algorithm::ES256, members, EncodingKey::from_ec_der(der))
-        } else if let Ok(pair) = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der) {
-            let members = json!({"crv": "Ed25519", "kty": "OKP", "x": b64(pair.public_key().as_ref())});
-            (Algorithm::EdDSA, members, EncodingKey::from_ed_der(der))
-        } else {
-            return Err(format!("{} is neither an ECDSA P-256 (ES256) nor an Ed25519 key", path.display()));
-        };
+        let (algorithm, members, key) =
+            if let Ok(pair) = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der, &rng) {
+                // An uncompressed point: 0x04, then x and y.
+                let point = pair.public_key().as_ref();
+                let (x, y) = point[1..].split_at(32);
+                let members = json!({"crv": "P-256", "kty": "EC", "x": b64(x), "y": b64(y)});
+                (Algorithm::ES256, members, EncodingKey::from_ec_der(der))
+            } else if let Ok(pair) = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der) {
+                let members = json!({"crv": "Ed25519", "kty": "OKP", "x": b64(pair.public_key().as_ref())});
+                (Algorithm::EdDSA, members, EncodingKey::from_ed_der(der))
+            } else {
+                return Err(format!("{} is neither an ECDSA P-256 (ES256) nor an Ed25519 key", path.display()));
+            };
         // RFC 7638: SHA-256 of the required members in lexicographic order, no whitespace
         // (serde_json's maps are ordered by key).
         let kid = b64(&Sha256::digest(members.to_string().as_bytes()));

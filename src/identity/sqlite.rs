@@ -83,8 +83,8 @@ impl SqliteStore {
             std::fs::create_dir_all(dir)
                 .map_err(|e| StoreError::Backend(format!("cannot create {}: {e}", dir.display())))?;
         }
-        let mut conn = Connection::open(path)
-            .map_err(|e| StoreError::Backend(format!("cannot open {}: {e}", path.display())))?;
+        let mut conn =
+            Connection::open(path).map_err(|e| StoreError::Backend(format!("cannot open {}: {e}", path.display())))?;
         conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(backend)?;
         conn.pragma_update(None, "foreign_keys", true).map_err(backend)?;
         let mode: String = conn
@@ -279,7 +279,13 @@ impl IdentityStore for SqliteStore {
                 "INSERT INTO users (id, roles, active, created_at) VALUES (?1, ?2, 1, ?3)",
                 params![user.id, roles_json, user.created_at],
             )
-            .map_err(|e| if is_constraint(&e) { StoreError::Conflict(format!("user {id:?} exists")) } else { backend(e) })?;
+            .map_err(|e| {
+                if is_constraint(&e) {
+                    StoreError::Conflict(format!("user {id:?} exists"))
+                } else {
+                    backend(e)
+                }
+            })?;
             audit(tx, actor, "user.add", None, Some(id), Some(&format!("roles={}", roles.join(","))))?;
             Ok(user.clone())
         })
@@ -373,18 +379,19 @@ impl IdentityStore for SqliteStore {
         self.read(|c| {
             let mut stmt =
                 c.prepare("SELECT seq, at, actor, action, system_id, user_id, detail FROM audit ORDER BY seq")?;
-            let rows = stmt.query_map([], |row| {
-                Ok(AuditEntry {
-                    seq: row.get(0)?,
-                    at: row.get(1)?,
-                    actor: row.get(2)?,
-                    action: row.get(3)?,
-                    system_id: row.get(4)?,
-                    user_id: row.get(5)?,
-                    detail: row.get(6)?,
-                })
-            })?
-            .collect();
+            let rows = stmt
+                .query_map([], |row| {
+                    Ok(AuditEntry {
+                        seq: row.get(0)?,
+                        at: row.get(1)?,
+                        actor: row.get(2)?,
+                        action: row.get(3)?,
+                        system_id: row.get(4)?,
+                        user_id: row.get(5)?,
+                        detail: row.get(6)?,
+                    })
+                })?
+                .collect();
             rows
         })
     }
@@ -394,7 +401,13 @@ impl IdentityStore for SqliteStore {
             c.query_row(
                 "SELECT active, primary_hash, alternate_hash FROM systems WHERE id = ?1",
                 params![system_id],
-                |row| Ok(Client { active: row.get(0)?, primary: SecretHash(row.get(1)?), alternate: SecretHash(row.get(2)?) }),
+                |row| {
+                    Ok(Client {
+                        active: row.get(0)?,
+                        primary: SecretHash(row.get(1)?),
+                        alternate: SecretHash(row.get(2)?),
+                    })
+                },
             )
             .optional()
         })

@@ -79,8 +79,13 @@ pub trait IdentityStore: Send + Sync {
 
     /// # Errors
     /// A system with this name exists, or the store failed.
-    fn create_system(&self, name: &str, primary: &SecretHash, alternate: &SecretHash, actor: &str)
-        -> Result<System, StoreError>;
+    fn create_system(
+        &self,
+        name: &str,
+        primary: &SecretHash,
+        alternate: &SecretHash,
+        actor: &str,
+    ) -> Result<System, StoreError>;
     /// # Errors
     /// The store failed.
     fn systems(&self) -> Result<Vec<System>, StoreError>;

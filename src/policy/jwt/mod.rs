@@ -174,7 +174,10 @@ impl Jwt {
         let sources = [!cfg.keys.is_empty(), cfg.jwks_url.is_some(), cfg.openid_config.is_some(), cfg.secret.is_some()];
         let source_count = sources.iter().filter(|s| **s).count();
         if uses_self && source_count != 0 {
-            err("keys", "`issuers: [self]` uses the gateway's own key; put other issuers in a separate jwt policy".into());
+            err(
+                "keys",
+                "`issuers: [self]` uses the gateway's own key; put other issuers in a separate jwt policy".into(),
+            );
         } else if !uses_self && source_count != 1 {
             err("keys", "give exactly one of keys, jwks_url, openid_config or secret".into());
         }

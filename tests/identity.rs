@@ -1,0 +1,485 @@
+//! The token issuer end to end: systems, users and links made with the real CLI, tokens
+//! asked for over real TLS, verified by the gateway's own `jwt` policy (`issuers: [self]`)
+//! and by an outside verifier from the published JWKS; every refusal, secret rotation,
+//! rate limits, and the audit log.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine;
+use bytes::Bytes;
+use http::Request;
+use http_body_util::Full;
+use serde_json::Value;
+use support::client::Reply;
+use support::gateway::binary;
+use support::pki::listener;
+use support::{Client, Pki, TestBackend, TestGateway};
+
+/// Runs `portcullis ARGS --config CONFIG --actor ci-bot`; panics unless it succeeds.
+fn cli(config: &Path, args: &[&str]) -> String {
+    let out = Command::new(binary())
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .args(["--actor", "ci-bot"])
+        .output()
+        .expect("run portcullis");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "portcullis {args:?} failed: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+    stdout
+}
+
+/// The value after `label:` on its line.
+fn field(text: &str, label: &str) -> String {
+    let line = text.lines().find(|l| l.trim_start().starts_with(label)).unwrap_or_else(|| panic!("{label} in {text}"));
+    line.split_once(':').unwrap().1.trim().to_owned()
+}
+
+struct CreatedSystem {
+    id: String,
+    primary: String,
+    alternate: String,
+}
+
+fn create_system(config: &Path, name: &str) -> CreatedSystem {
+    let out = cli(config, &["systems", "create", name]);
+    CreatedSystem {
+        id: field(&out, "client id"),
+        primary: field(&out, "primary secret"),
+        alternate: field(&out, "alternate secret"),
+    }
+}
+
+/// A signing key file, like `certs dev` makes (PKCS#8 PEM).
+fn write_signing_key(pki: &Pki, alg: &'static rcgen::SignatureAlgorithm) {
+    let key = rcgen::KeyPair::generate_for(alg).unwrap();
+    pki.write("signing-key.pem", &key.serialize_pem());
+}
+
+/// A gateway with the issuer on `public`, an `/api/` route behind `issuers: [self]`, and
+/// the store in `var/identity.db`. `rate_limit` is a YAML flow mapping.
+fn config(backend: &TestBackend, rate_limit: &str) -> String {
+    format!(
+        r#"version: 1
+listeners:{listener}
+admin: {{ bind: "127.0.0.1:0" }}
+backends:
+  app: {{ urls: ["{url}"] }}
+policies:
+  own-tokens:
+    jwt:
+      issuers: [self]
+      audiences: [api://portal]
+      forward_claims: {{ sub: X-User-Id, roles: X-User-Roles, client_id: X-Client-Id }}
+routes:
+  - {{ name: api, match: {{ path_prefix: /api/ }}, policies: [own-tokens], backend: app }}
+identity:
+  listener: public
+  issuer: https://login.test
+  audience: api://portal
+  signing_key: signing-key.pem
+  token_ttl: 5m
+  store: sqlite:var/identity.db
+  scopes: [read, write]
+  rate_limit: {rate_limit}
+"#,
+        listener = listener("", ""),
+        url = backend.url(),
+    )
+}
+
+struct Setup {
+    /// Holds the directory with the certificates, the configuration and the store.
+    _pki: Pki,
+    backend: TestBackend,
+    gw: TestGateway,
+    client: Client,
+}
+
+async fn setup(alg: &'static rcgen::SignatureAlgorithm, rate_limit: &str) -> Setup {
+    let pki = Pki::new();
+    write_signing_key(&pki, alg);
+    let backend = TestBackend::start().await;
+    let gw = TestGateway::start(&config(&backend, rate_limit), &pki);
+    let client = Client::new(gw.addr("public"), &pki);
+    Setup { _pki: pki, backend, gw, client }
+}
+
+const GENEROUS: &str = "{ per_client: 1000/min, per_ip: 1000/min }";
+
+/// HTTP Basic client credentials: client id and secret.
+type Basic<'a> = Option<(&'a str, &'a str)>;
+
+/// POSTs a token request: `form` as the body, HTTP Basic when `basic` is given.
+async fn token_request(client: &Client, form: &str, basic: Basic<'_>) -> Reply {
+    let mut req = Request::post("/oauth2/token")
+        .header("host", "login.test")
+        .header("content-type", "application/x-www-form-urlencoded");
+    if let Some((id, secret)) = basic {
+        req = req.header("authorization", format!("Basic {}", STANDARD.encode(format!("{id}:{secret}"))));
+    }
+    client.send(req.body(Full::new(Bytes::from(form.to_owned()))).unwrap()).await
+}
+
+fn claims_of(token: &str) -> (Value, Value) {
+    let mut parts = token.split('.');
+    let mut decode = || serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts.next().unwrap()).unwrap()).unwrap();
+    (decode(), decode())
+}
+
+async fn api(client: &Client, token: &str) -> Reply {
+    let req = Request::get("/api/items").header("host", "localhost").header("authorization", format!("Bearer {token}"));
+    client.send(req.body(Full::default()).unwrap()).await
+}
+
+#[tokio::test]
+async fn issued_tokens_pass_the_gateways_own_jwt_policy_and_an_outside_verifier() {
+    let s = setup(&rcgen::PKCS_ECDSA_P256_SHA256, GENEROUS).await;
+    let system = create_system(&s.gw.config, "billing");
+    cli(&s.gw.config, &["users", "add", "alice", "--roles", "Reader,Writer"]);
+    cli(&s.gw.config, &["systems", "link", &system.id, "--external-user", "ext-alice", "--user", "alice"]);
+
+    // Basic authentication, a named user, a scope.
+    let rsp = token_request(
+        &s.client,
+        "grant_type=client_credentials&user=ext-alice&scope=read",
+        Some((&system.id, &system.primary)),
+    )
+    .await;
+    assert_eq!(rsp.status, 200, "{}", rsp.text());
+    assert_eq!(rsp.header("cache-control"), Some("no-store"));
+    assert_eq!(rsp.header("content-type"), Some("application/json"));
+    let body = rsp.json();
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["expires_in"], 300);
+    assert_eq!(body["scope"], "read");
+    assert!(body.get("refresh_token").is_none(), "no refresh token for client credentials");
+    let token = body["access_token"].as_str().unwrap();
+    let (header, claims) = claims_of(token);
+    assert_eq!((header["alg"].as_str(), header["typ"].as_str()), (Some("ES256"), Some("at+jwt")));
+    assert_eq!(claims["iss"], "https://login.test");
+    assert_eq!(claims["aud"], "api://portal");
+    assert_eq!(claims["sub"], "alice", "the internal user, not the external id");
+    assert_eq!(claims["client_id"], system.id.as_str());
+    assert_eq!(claims["roles"], serde_json::json!(["Reader", "Writer"]));
+    assert_eq!(claims["scope"], "read");
+    assert_eq!(claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap(), 300);
+    assert!(claims["jti"].as_str().is_some_and(|j| !j.is_empty()));
+
+    // The gateway's own policy accepts it and forwards the claims.
+    let rsp = api(&s.client, token).await;
+    assert_eq!(rsp.status, 200, "{}", rsp.text());
+    let seen = s.backend.last();
+    assert_eq!(seen.headers.get("x-user-id").map(|v| v.to_str().unwrap()), Some("alice"));
+    assert_eq!(seen.headers.get("x-user-roles").map(|v| v.to_str().unwrap()), Some("Reader,Writer"));
+    assert_eq!(seen.headers.get("x-client-id").map(|v| v.to_str().unwrap()), Some(system.id.as_str()));
+
+    // An outside verifier: discovery → JWKS → the key named by `kid`.
+    let get = |path: &str| Request::get(path).header("host", "login.test").body(Full::default()).unwrap();
+    let discovery = s.client.send(get("/.well-known/openid-configuration")).await.json();
+    assert_eq!(discovery["issuer"], "https://login.test");
+    assert_eq!(discovery["token_endpoint"], "https://login.test/oauth2/token");
+    assert_eq!(discovery["grant_types_supported"], serde_json::json!(["client_credentials"]));
+    let jwks_path = discovery["jwks_uri"].as_str().unwrap().strip_prefix("https://login.test").unwrap().to_owned();
+    let jwks = s.client.send(get(&jwks_path)).await.json();
+    let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(jwks["keys"][0].clone()).unwrap();
+    assert_eq!(jwk.common.key_id.as_deref(), header["kid"].as_str());
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
+    validation.set_issuer(&["https://login.test"]);
+    validation.set_audience(&["api://portal"]);
+    let key = jsonwebtoken::DecodingKey::from_jwk(&jwk).unwrap();
+    jsonwebtoken::decode::<Value>(token, &key, &validation).expect("the published key verifies the token");
+
+    // client_secret_post with the alternate secret, no user: the system itself is `sub`.
+    let form = format!("grant_type=client_credentials&client_id={}&client_secret={}", system.id, system.alternate);
+    let rsp = token_request(&s.client, &form, None).await;
+    assert_eq!(rsp.status, 200, "{}", rsp.text());
+    let (_, claims) = claims_of(rsp.json()["access_token"].as_str().unwrap());
+    assert_eq!(claims["sub"], system.id.as_str());
+    assert_eq!(claims["roles"], serde_json::json!([]));
+
+    // A token whose payload was edited (sub) no longer verifies.
+    let mut parts: Vec<&str> = token.split('.').collect();
+    let forged = URL_SAFE_NO_PAD.encode(claims.to_string().replace(&system.id, "admin"));
+    parts[1] = &forged;
+    assert_eq!(api(&s.client, &parts.join(".")).await.status, 401);
+}
+
+#[tokio::test]
+async fn ed25519_keys_sign_eddsa_tokens() {
+    let s = setup(&rcgen::PKCS_ED25519, GENEROUS).await;
+    let system = create_system(&s.gw.config, "edge");
+    let rsp = token_request(&s.client, "grant_type=client_credentials", Some((&system.id, &system.primary))).await;
+    assert_eq!(rsp.status, 200, "{}", rsp.text());
+    let token = rsp.json()["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(claims_of(&token).0["alg"], "EdDSA");
+    assert_eq!(api(&s.client, &token).await.status, 200);
+}
+
+#[tokio::test]
+async fn every_failed_condition_gets_the_same_answer() {
+    let s = setup(&rcgen::PKCS_ECDSA_P256_SHA256, GENEROUS).await;
+    let config = &s.gw.config;
+    let billing = create_system(config, "billing");
+    let other = create_system(config, "other");
+    let inactive = create_system(config, "inactive");
+    cli(config, &["systems", "deactivate", &inactive.id]);
+    for user in ["alice", "bob", "carol"] {
+        cli(config, &["users", "add", user, "--roles", "Reader"]);
+    }
+    cli(config, &["systems", "link", &billing.id, "--external-user", "ext-alice", "--user", "alice"]);
+    cli(config, &["systems", "link", &billing.id, "--external-user", "ext-bob", "--user", "bob"]);
+    cli(config, &["users", "deactivate", "bob"]);
+    cli(config, &["systems", "link", &other.id, "--external-user", "ext-carol", "--user", "carol"]);
+
+    // Client authentication: every failure is the same 401 invalid_client.
+    let grant = "grant_type=client_credentials";
+    let unknown = uuid_like();
+    let wrong = "A".repeat(43);
+    let cases: [(&str, Basic<'_>, String); 6] = [
+        ("wrong secret", Some((&billing.id, &wrong)), grant.into()),
+        ("another system's secret", Some((&billing.id, &other.primary)), grant.into()),
+        ("unknown client", Some((&unknown, &billing.primary)), grant.into()),
+        ("inactive system", Some((&inactive.id, &inactive.primary)), grant.into()),
+        ("no credentials", None, grant.into()),
+        ("secret without id", None, format!("{grant}&client_secret={}", billing.primary)),
+    ];
+    let mut bodies = Vec::new();
+    for (what, basic, form) in &cases {
+        let rsp = token_request(&s.client, form, *basic).await;
+        assert_eq!(rsp.status, 401, "{what}: {}", rsp.text());
+        assert_eq!(rsp.header("www-authenticate"), Some("Basic realm=\"token\""), "{what}");
+        assert_eq!(rsp.json()["error"], "invalid_client", "{what}");
+        bodies.push(rsp.text());
+    }
+    assert!(bodies.windows(2).all(|w| w[0] == w[1]), "the answers differ: {bodies:?}");
+
+    // Grant problems after a good secret: the same 400 invalid_grant.
+    let auth = Some((billing.id.as_str(), billing.primary.as_str()));
+    let mut bodies = Vec::new();
+    for (what, user) in
+        [("unlinked user", "ext-nobody"), ("inactive user", "ext-bob"), ("other system's user", "ext-carol")]
+    {
+        let rsp = token_request(&s.client, &format!("{grant}&user={user}"), auth).await;
+        assert_eq!(rsp.status, 400, "{what}: {}", rsp.text());
+        assert_eq!(rsp.json()["error"], "invalid_grant", "{what}");
+        bodies.push(rsp.text());
+    }
+    assert!(bodies.windows(2).all(|w| w[0] == w[1]), "the answers differ: {bodies:?}");
+
+    // Malformed requests.
+    let expect = |rsp: &Reply, status: u16, error: &str| {
+        assert_eq!(rsp.status, status, "{}", rsp.text());
+        assert_eq!(rsp.json()["error"], error, "{}", rsp.text());
+    };
+    expect(
+        &token_request(&s.client, "grant_type=password&username=a&password=b", auth).await,
+        400,
+        "unsupported_grant_type",
+    );
+    expect(&token_request(&s.client, "scope=read", auth).await, 400, "invalid_request");
+    expect(&token_request(&s.client, &format!("{grant}&{grant}"), auth).await, 400, "invalid_request");
+    expect(&token_request(&s.client, &format!("{grant}&scope=admin"), auth).await, 400, "invalid_scope");
+    let both = format!("{grant}&client_id={}&client_secret={}", billing.id, billing.primary);
+    expect(&token_request(&s.client, &both, auth).await, 400, "invalid_request");
+    let json_body = Request::post("/oauth2/token")
+        .header("host", "login.test")
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from_static(b"{\"grant_type\":\"client_credentials\"}")))
+        .unwrap();
+    expect(&s.client.send(json_body).await, 400, "invalid_request");
+    let huge = format!("{grant}&pad={}", "x".repeat(64 << 10));
+    expect(&token_request(&s.client, &huge, auth).await, 400, "invalid_request");
+    let get = Request::get("/oauth2/token").header("host", "login.test").body(Full::default()).unwrap();
+    let rsp = s.client.send(get).await;
+    assert_eq!((rsp.status.as_u16(), rsp.header("allow")), (405, Some("POST")));
+
+    // The store is read per request: the CLI's changes count without a reload.
+    cli(config, &["users", "activate", "bob"]);
+    assert_eq!(token_request(&s.client, &format!("{grant}&user=ext-bob"), auth).await.status, 200);
+    cli(config, &["systems", "deactivate", &billing.id]);
+    assert_eq!(token_request(&s.client, grant, auth).await.status, 401);
+    cli(config, &["systems", "activate", &billing.id]);
+    assert_eq!(token_request(&s.client, grant, auth).await.status, 200);
+    cli(config, &["systems", "unlink", &billing.id, "--user", "alice"]);
+    assert_eq!(token_request(&s.client, &format!("{grant}&user=ext-alice"), auth).await.status, 400);
+
+    // No secret ever reaches the logs.
+    let logs = s.gw.log_text();
+    for secret in [&billing.primary, &billing.alternate, &other.primary] {
+        assert!(!logs.contains(secret.as_str()), "a secret was logged");
+    }
+    assert!(logs.contains("\"refusal\":\"invalid_client\""), "refusals are logged for operators");
+}
+
+fn uuid_like() -> String {
+    "00000000-0000-4000-8000-000000000000".into()
+}
+
+#[tokio::test]
+async fn renewing_twice_replaces_both_secrets_without_downtime() {
+    let s = setup(&rcgen::PKCS_ECDSA_P256_SHA256, GENEROUS).await;
+    let system = create_system(&s.gw.config, "billing");
+    let status = |secret: String| {
+        let (client, id) = (s.client.clone(), system.id.clone());
+        async move { token_request(&client, "grant_type=client_credentials", Some((&id, &secret))).await.status }
+    };
+    assert_eq!(status(system.primary.clone()).await, 200);
+    assert_eq!(status(system.alternate.clone()).await, 200);
+
+    let first = field(&cli(&s.gw.config, &["systems", "renew-secret", &system.id]), "new alternate secret");
+    assert_eq!(status(system.primary.clone()).await, 401, "the old primary is void");
+    assert_eq!(status(system.alternate.clone()).await, 200, "the old alternate is now primary");
+    assert_eq!(status(first.clone()).await, 200, "the new alternate works at once");
+
+    let second = field(&cli(&s.gw.config, &["systems", "renew-secret", &system.id]), "new alternate secret");
+    assert_eq!(status(system.alternate.clone()).await, 401, "both original secrets are gone");
+    assert_eq!(status(first).await, 200);
+    assert_eq!(status(second).await, 200);
+}
+
+#[tokio::test]
+async fn token_requests_are_rate_limited_per_client_and_per_ip() {
+    let s = setup(&rcgen::PKCS_ECDSA_P256_SHA256, "{ per_client: 3/min, per_ip: 5/min }").await;
+    let a = create_system(&s.gw.config, "a");
+    let b = create_system(&s.gw.config, "b");
+    let grant = "grant_type=client_credentials";
+    for _ in 0..3 {
+        assert_eq!(token_request(&s.client, grant, Some((&a.id, &a.primary))).await.status, 200);
+    }
+    // A guesser is slowed down even with wrong secrets, and told when to come back.
+    let rsp = token_request(&s.client, grant, Some((&a.id, "guess"))).await;
+    assert_eq!(rsp.status, 429, "{}", rsp.text());
+    assert_eq!(rsp.json()["error"], "temporarily_unavailable");
+    let retry: u64 = rsp.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    // Another client from the same address still has its own budget, until the address's runs out.
+    assert_eq!(token_request(&s.client, grant, Some((&b.id, &b.primary))).await.status, 200);
+    let rsp = token_request(&s.client, grant, Some((&b.id, &b.primary))).await;
+    assert_eq!(rsp.status, 429, "the per-IP budget (5/min) is spent: {}", rsp.text());
+    let metrics = support::gateway::admin_get(s.gw.addr("admin"), "/metrics").await;
+    assert!(metrics.contains("portcullis_token_requests_total{result=\"rate_limited\"} 2"), "{metrics}");
+    assert!(metrics.contains("portcullis_token_requests_total{result=\"issued\"} 4"), "{metrics}");
+}
+
+#[test]
+fn the_audit_log_records_every_change_with_its_actor_and_never_a_secret() {
+    let pki = Pki::new();
+    write_signing_key(&pki, &rcgen::PKCS_ECDSA_P256_SHA256);
+    let config = pki.write(
+        "gateway.yaml",
+        &format!(
+            "version: 1\nlisteners:{}identity:\n  listener: public\n  issuer: https://login.test\n  signing_key: signing-key.pem\n  store: sqlite:var/identity.db\n",
+            listener("", "")
+        ),
+    );
+    let system = create_system(&config, "billing");
+    let renewed = field(&cli(&config, &["systems", "renew-secret", &system.id]), "new alternate secret");
+    cli(&config, &["users", "add", "alice", "--roles", "Reader"]);
+    cli(&config, &["systems", "link", &system.id, "--external-user", "ext-1", "--user", "alice"]);
+    cli(&config, &["systems", "unlink", &system.id, "--external-user", "ext-1"]);
+    cli(&config, &["systems", "deactivate", &system.id]);
+    cli(&config, &["systems", "activate", &system.id]);
+    cli(&config, &["users", "deactivate", "alice"]);
+
+    let audit = cli(&config, &["audit"]);
+    let actions: Vec<(&str, &str)> = audit
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            (cols[1], cols[2])
+        })
+        .collect();
+    let expected = [
+        "system.create",
+        "system.renew_secret",
+        "user.add",
+        "system.link",
+        "system.unlink",
+        "system.deactivate",
+        "system.activate",
+        "user.deactivate",
+    ];
+    assert_eq!(actions, expected.map(|a| ("ci-bot", a)), "{audit}");
+    assert!(audit.contains(&system.id));
+
+    // Secrets appear nowhere after they were printed: not in any listing, not in the file.
+    let listings = [
+        audit,
+        cli(&config, &["systems", "list"]),
+        cli(&config, &["systems", "show", &system.id]),
+        cli(&config, &["users", "list"]),
+    ]
+    .join("\n");
+    let mut db = Vec::new();
+    for entry in std::fs::read_dir(pki.path("var")).unwrap() {
+        db.extend(std::fs::read(entry.unwrap().path()).unwrap());
+    }
+    for secret in [&system.primary, &system.alternate, &renewed] {
+        assert!(!listings.contains(secret.as_str()), "a secret was shown again");
+        assert!(!db.windows(secret.len()).any(|w| w == secret.as_bytes()), "a secret is stored in the clear");
+    }
+    assert!(listings.contains("billing") && listings.contains("alice"));
+
+    // Refusals are clear and change nothing.
+    let out = Command::new(binary()).args(["systems", "show", "nope", "--config"]).arg(&config).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("system \"nope\" not found"));
+    let out = Command::new(binary()).args(["users", "add", "alice", "--config"]).arg(&config).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("user \"alice\" exists"));
+}
+
+#[test]
+fn check_reports_identity_mistakes_at_their_location() {
+    let pki = Pki::new();
+    write_signing_key(&pki, &rcgen::PKCS_ECDSA_P256_SHA256);
+    let base = |identity: &str, policies: &str| {
+        format!(
+            "version: 1\nlisteners:{}  - {{ name: plain, bind: \"127.0.0.1:0\", redirect_to_https: \"https://localhost\" }}\n{policies}identity:\n{identity}",
+            listener("", "")
+        )
+    };
+    let good = "  listener: public\n  issuer: https://login.test\n  signing_key: signing-key.pem\n  store: sqlite:var/identity.db\n";
+    let check = |yaml: String| {
+        let file = pki.write("gateway.yaml", &yaml);
+        let out = Command::new(binary()).args(["check", "--config"]).arg(&file).output().unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stderr).replace(&format!("{}/", pki.dir().display()), ""))
+    };
+    let (ok, stderr) = check(base(good, ""));
+    assert!(ok, "{stderr}");
+    let cases = [
+        (
+            good.replace("listener: public", "listener: plain"),
+            "gateway.yaml:9:13: identity.listener: \"plain\" is not a TLS listener",
+        ),
+        (
+            good.replace("listener: public", "listener: nope"),
+            "gateway.yaml:9:13: identity.listener: \"nope\" is not a listener",
+        ),
+        (
+            good.replace("https://login.test", "http://login.test"),
+            "gateway.yaml:10:11: identity.issuer: \"http://login.test\" is not an https:// URL",
+        ),
+        (good.replace("signing-key.pem", "missing.pem"), "gateway.yaml:11:16: identity.signing_key: cannot read"),
+        (
+            good.replace("sqlite:var/identity.db", "postgres://db/identity"),
+            "gateway.yaml:12:10: identity.store: PostgreSQL stores are not built yet",
+        ),
+        (format!("{good}  token_ttl: 2d\n"), "gateway.yaml:13:14: invalid duration \"2d\""),
+        (format!("{good}  rate_limit: {{ per_ip: lots }}\n"), "invalid rate \"lots\""),
+    ];
+    for (identity, expected) in cases {
+        let (ok, stderr) = check(base(&identity, ""));
+        assert!(!ok && stderr.contains(expected), "expected {expected:?} in:\n{stderr}");
+    }
+    // `issuers: [self]` needs the identity section.
+    let yaml =
+        format!("version: 1\nlisteners:{}policies:\n  own: {{ jwt: {{ issuers: [self] }} }}\n", listener("", ""));
+    let (ok, stderr) = check(yaml);
+    assert!(!ok && stderr.contains("`self` names the gateway's own token issuer"), "{stderr}");
+}
