@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
+use crate::identity::IdentityStore;
 use crate::{config, pki};
 
 pub fn demo(config_file: &Path, certs: &Path, logging: &super::Logging) -> anyhow::Result<ExitCode> {
@@ -23,14 +24,36 @@ pub fn demo(config_file: &Path, certs: &Path, logging: &super::Logging) -> anyho
         }
     };
     let token = demo_token(certs)?;
+    let client = match &loaded.runtime.identity {
+        Some(identity) => Some(demo_client(&*identity.issuer.store)?),
+        None => None,
+    };
     super::init_logging(logging)?;
     super::run::serve(loaded.runtime, |server| {
         let https = server.local_addr("public").map(|a| format!("https://localhost:{}", a.port()));
-        eprintln!(
-            "{}",
-            commands(certs, https.as_deref(), server.local_addr("plain"), server.local_addr("admin"), &token)
-        );
+        let (plain, admin) = (server.local_addr("plain"), server.local_addr("admin"));
+        eprintln!("{}", commands(certs, https.as_deref(), plain, admin, &token, client.as_ref()));
     })
+}
+
+/// The demo's client of the token issuer: `demo-app`, created on the first run; later runs
+/// renew its secret, because a secret is never shown twice. Returns its id and a secret.
+fn demo_client(store: &dyn IdentityStore) -> anyhow::Result<(String, String)> {
+    const NAME: &str = "demo-app";
+    const ACTOR: &str = "portcullis demo";
+    let secret = store.hasher().generate();
+    let existing = store.systems()?.into_iter().find(|s| s.name == NAME);
+    let id = match existing {
+        Some(system) => {
+            store.renew_secret(&system.id, &secret.hash, ACTOR)?;
+            if !system.active {
+                store.set_system_active(&system.id, true, ACTOR)?;
+            }
+            system.id
+        }
+        None => store.create_system(NAME, &secret.hash, &store.hasher().generate().hash, ACTOR)?.id,
+    };
+    Ok((id, secret.text))
 }
 
 /// A token the demo's `jwt` policy accepts for an hour, signed with the dev signing key.
@@ -51,6 +74,7 @@ fn commands(
     plain: Option<SocketAddr>,
     admin: Option<SocketAddr>,
     token: &str,
+    client: Option<&(String, String)>,
 ) -> String {
     let c = certs.display();
     let mut out = String::from("\nportcullis demo is running. Try these (Ctrl-C stops it):\n");
@@ -74,6 +98,23 @@ fn commands(
         add("denied by IP (403): loopback is not in the office range", format!("{curl} {base}/office/report"));
         add("allowed (200): the demo client certificate", format!("{curl} {cert} {base}/partners/cases"));
         add("denied by client certificate (403): none presented", format!("{curl} {base}/partners/cases"));
+        if let Some((id, secret)) = client {
+            let ask = format!(
+                "curl -sS --cacert {c}/ca.pem -u '{id}:{secret}' -d grant_type=client_credentials {base}/oauth2/token"
+            );
+            add(
+                "allowed (200): the gateway's own token endpoint issues demo-app a token",
+                ask.replacen("-sS", "-sS -i", 1),
+            );
+            add(
+                "allowed (200): that token, asked for and used at once on a route with `issuers: [self]`",
+                format!("{curl} -H \"Authorization: Bearer $({ask} | sed -E 's/.*\"access_token\":\"([^\"]+)\".*/\\1/')\" {base}/self/items"),
+            );
+            add(
+                "denied by the token endpoint (401): a wrong secret",
+                format!("curl -sS -i --cacert {c}/ca.pem -u '{id}:wrong' -d grant_type=client_credentials {base}/oauth2/token"),
+            );
+        }
         add("no route (404)", format!("{curl} {base}/nowhere"));
         add("an encoded slash cannot sneak past routing (400)", format!("{curl} {base}/echo/a%2fb"));
     }
