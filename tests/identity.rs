@@ -75,8 +75,11 @@ policies:
       issuers: [self]
       audiences: [api://portal]
       forward_claims: {{ sub: X-User-Id, roles: X-User-Roles, client_id: X-Client-Id }}
+  by-url:
+    jwt: {{ issuers: ["https://login.test/"], audiences: [api://portal] }}
 routes:
   - {{ name: api, match: {{ path_prefix: /api/ }}, policies: [own-tokens], backend: app }}
+  - {{ name: by-url, match: {{ path_prefix: /by-url/ }}, policies: [by-url], backend: app }}
 identity:
   listener: public
   issuer: https://login.test
@@ -132,7 +135,11 @@ fn claims_of(token: &str) -> (Value, Value) {
 }
 
 async fn api(client: &Client, token: &str) -> Reply {
-    let req = Request::get("/api/items").header("host", "localhost").header("authorization", format!("Bearer {token}"));
+    get_with_token(client, "/api/items", token).await
+}
+
+async fn get_with_token(client: &Client, path: &str, token: &str) -> Reply {
+    let req = Request::get(path).header("host", "localhost").header("authorization", format!("Bearer {token}"));
     client.send(req.body(Full::default()).unwrap()).await
 }
 
@@ -177,6 +184,8 @@ async fn issued_tokens_pass_the_gateways_own_jwt_policy_and_an_outside_verifier(
     assert_eq!(seen.headers.get("x-user-id").map(|v| v.to_str().unwrap()), Some("alice"));
     assert_eq!(seen.headers.get("x-user-roles").map(|v| v.to_str().unwrap()), Some("Reader,Writer"));
     assert_eq!(seen.headers.get("x-client-id").map(|v| v.to_str().unwrap()), Some(system.id.as_str()));
+    // Naming the issuer by its URL (and no keys) is the same as `self`.
+    assert_eq!(get_with_token(&s.client, "/by-url/x", token).await.status, 200);
 
     // An outside verifier: discovery → JWKS → the key named by `kid`.
     let get = |path: &str| Request::get(path).header("host", "login.test").body(Full::default()).unwrap();
@@ -207,6 +216,33 @@ async fn issued_tokens_pass_the_gateways_own_jwt_policy_and_an_outside_verifier(
     let forged = URL_SAFE_NO_PAD.encode(claims.to_string().replace(&system.id, "admin"));
     parts[1] = &forged;
     assert_eq!(api(&s.client, &parts.join(".")).await.status, 401);
+}
+
+#[tokio::test]
+async fn a_jwt_policy_trusts_the_issuer_through_its_discovery_document_over_https() {
+    let s = setup(&rcgen::PKCS_ECDSA_P256_SHA256, GENEROUS).await;
+    // Now that the port is known, publish the real URL and point a remote policy at it.
+    let base = format!("https://localhost:{}", s.gw.addr("public").port());
+    let yaml = config(&s.backend, GENEROUS).replace("https://login.test", &base).replace(
+        "routes:\n",
+        &format!(
+            "  remote:\n    jwt: {{ issuers: [\"{base}\"], algorithms: [ES256], openid_config: \"{base}/.well-known/openid-configuration\", trusted_cas: ca.pem }}\nroutes:\n  - {{ name: remote, match: {{ path_prefix: /remote/ }}, policies: [remote], backend: app }}\n"
+        ),
+    );
+    std::fs::write(&s.gw.config, yaml).unwrap();
+    let answer = s.gw.reload().await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    s.gw.wait_ready().await;
+    assert_eq!(s.gw.addr("public").port(), base.rsplit(':').next().unwrap().parse::<u16>().unwrap());
+
+    let system = create_system(&s.gw.config, "remote-caller");
+    let rsp = token_request(&s.client, "grant_type=client_credentials", Some((&system.id, &system.primary))).await;
+    let token = rsp.json()["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(claims_of(&token).1["iss"], base.as_str());
+    let rsp = get_with_token(&s.client, "/remote/items", &token).await;
+    assert_eq!(rsp.status, 200, "{}", rsp.text());
+    let metrics = support::gateway::admin_get(s.gw.addr("admin"), "/metrics").await;
+    assert!(metrics.contains("portcullis_jwks_fetches_total{policy=\"remote\",result=\"ok\"}"), "{metrics}");
 }
 
 #[tokio::test]

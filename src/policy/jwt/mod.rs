@@ -126,9 +126,11 @@ impl std::fmt::Debug for Jwt {
 pub type FieldError = (String, String);
 
 impl Jwt {
+    /// `own` is the gateway's token issuer, named by `issuers: [self]` — or by its URL when
+    /// the policy names no key source of its own.
+    ///
     /// # Errors
     /// Every problem found, as `(field, message)`.
-    /// `own` is the gateway's token issuer, which `issuers: [self]` names.
     pub fn compile(
         name: &str,
         cfg: &JwtConfig,
@@ -138,7 +140,11 @@ impl Jwt {
         crypto::install();
         let mut errors: Vec<FieldError> = Vec::new();
         let mut err = |field: &str, message: String| errors.push((field.to_owned(), message));
-        let uses_self = cfg.issuers.iter().any(|i| i == "self");
+        let no_source =
+            cfg.keys.is_empty() && cfg.jwks_url.is_none() && cfg.openid_config.is_none() && cfg.secret.is_none();
+        let names_own =
+            |i: &String| i == "self" || (no_source && own.is_some_and(|own| own.issuer == i.trim_end_matches('/')));
+        let uses_self = cfg.issuers.iter().any(names_own);
         let own = own.filter(|_| uses_self);
         if uses_self && own.is_none() {
             err("issuers", "`self` names the gateway's own token issuer: add an `identity` section".into());
@@ -147,7 +153,7 @@ impl Jwt {
             .issuers
             .iter()
             .map(|i| match own {
-                Some(own) if i == "self" => own.issuer.clone(),
+                Some(own) if names_own(i) => own.issuer.clone(),
                 _ => i.clone(),
             })
             .collect();
