@@ -155,5 +155,37 @@ fn jwt(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, cors, ip_filter, client_cert, jwt);
+/// The floor under `jwt/RS256/cache_miss`: one RSA-2048 PKCS#1 signature check and nothing
+/// else, with ring (which parses the key on every call) and with aws-lc-rs and a key parsed
+/// once (what the policy uses).
+fn rsa_signature_only(c: &mut Criterion) {
+    use base64::Engine;
+    use rsa::traits::PublicKeyParts;
+    let rsa = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).unwrap();
+    let pem = rsa.to_pkcs8_pem(LineEnding::LF).unwrap().to_string();
+    let token = jsonwebtoken::encode(
+        &Header::new(Algorithm::RS256),
+        &serde_json::json!({ "sub": "u" }),
+        &EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap(),
+    )
+    .unwrap();
+    let (message, signature) = token.rsplit_once('.').unwrap();
+    let signature = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(signature).unwrap();
+    let public = rsa.to_public_key();
+    let key = ring::signature::RsaPublicKeyComponents { n: public.n().to_bytes_be(), e: public.e().to_bytes_be() };
+    let params = &ring::signature::RSA_PKCS1_2048_8192_SHA256;
+    key.verify(params, message.as_bytes(), &signature).unwrap();
+    c.bench_function("rsa2048_signature_only/ring_per_call", |b| {
+        b.iter(|| key.verify(params, message.as_bytes(), &signature).is_ok())
+    });
+    let parsed = aws_lc_rs::signature::RsaPublicKeyComponents { n: &key.n, e: &key.e }
+        .to_parsed_public_key(&aws_lc_rs::signature::RSA_PKCS1_2048_8192_SHA256)
+        .unwrap();
+    parsed.verify_sig(message.as_bytes(), &signature).unwrap();
+    c.bench_function("rsa2048_signature_only/aws_lc_parsed_once", |b| {
+        b.iter(|| parsed.verify_sig(message.as_bytes(), &signature).is_ok())
+    });
+}
+
+criterion_group!(benches, cors, ip_filter, client_cert, jwt, rsa_signature_only);
 criterion_main!(benches);

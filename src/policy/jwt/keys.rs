@@ -19,6 +19,8 @@ use hyper_util::rt::TokioExecutor;
 use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{AlgorithmFamily, DecodingKey};
 
+use super::crypto::Verifiers;
+
 /// Largest JWKS or discovery document accepted.
 const MAX_DOCUMENT_BYTES: usize = 1 << 20;
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -30,7 +32,18 @@ const MAX_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 pub struct Key {
     pub kid: Option<String>,
     pub family: AlgorithmFamily,
+    /// Claims are validated against it (its signature check is off; see [`super::crypto`]).
     pub key: DecodingKey,
+    /// The key parsed once per algorithm, for signatures.
+    pub verifiers: Verifiers,
+}
+
+impl Key {
+    /// `None` when the key can verify no algorithm (an RSA key under 2048 bits, an unknown curve).
+    pub fn new(kid: Option<String>, key: DecodingKey) -> Option<Self> {
+        let verifiers = Verifiers::new(&key);
+        (!verifiers.is_empty()).then(|| Self { kid, family: key.family(), key, verifiers })
+    }
 }
 
 /// The keys in force. Each set gets a new `generation`, so a cache of verified tokens can
@@ -78,14 +91,12 @@ impl KeySet {
                 continue;
             }
             let Ok(jwk) = serde_json::from_value::<Jwk>(entry.clone()) else { continue };
+            // Never trust a published secret.
+            if matches!(jwk.algorithm, jsonwebtoken::jwk::AlgorithmParameters::OctetKey(_)) {
+                continue;
+            }
             let Ok(key) = DecodingKey::from_jwk(&jwk) else { continue };
-            let family = match &jwk.algorithm {
-                jsonwebtoken::jwk::AlgorithmParameters::RSA(_) => AlgorithmFamily::Rsa,
-                jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(_) => AlgorithmFamily::Ec,
-                jsonwebtoken::jwk::AlgorithmParameters::OctetKeyPair(_) => AlgorithmFamily::Ed,
-                jsonwebtoken::jwk::AlgorithmParameters::OctetKey(_) => continue, // never trust a published secret
-            };
-            keys.push(Key { kid: jwk.common.key_id.clone(), family, key });
+            keys.extend(Key::new(jwk.common.key_id.clone(), key));
         }
         Ok(Self::new(keys))
     }

@@ -14,6 +14,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::StatusCode;
 use jsonwebtoken::errors::ErrorKind;
@@ -256,11 +258,9 @@ impl Jwt {
             Source::Discovery(url.clone())
         } else if let Some(secret) = &cfg.secret {
             match secret.resolve(dir) {
-                Ok(s) if s.len() >= 32 => Source::Static(Arc::new(KeySet::new(vec![Key {
-                    kid: None,
-                    family: AlgorithmFamily::Hmac,
-                    key: DecodingKey::from_secret(s.as_bytes()),
-                }]))),
+                Ok(s) if s.len() >= 32 => Source::Static(Arc::new(KeySet::new(
+                    Key::new(None, DecodingKey::from_secret(s.as_bytes())).into_iter().collect(),
+                ))),
                 Ok(_) => {
                     err("secret", "the secret must be at least 32 bytes (RFC 7518 §3.2)".into());
                     Source::Static(Arc::default())
@@ -297,6 +297,11 @@ impl Jwt {
                     required.push("aud");
                 }
                 v.set_required_spec_claims(&required);
+                // `verify` checks the signature first, with the key parsed once (see `crypto`),
+                // and only then lets jsonwebtoken validate the claims. The suggested
+                // replacement, `dangerous::insecure_decode`, would skip the claims too.
+                #[allow(deprecated)]
+                v.insecure_disable_signature_validation();
                 (*alg, v)
             })
             .collect();
@@ -383,8 +388,15 @@ impl Jwt {
             self.keys.refresh_for_unknown_kid().await;
             keys = self.keys.current().ok_or_else(keys_unavailable)?;
         }
+        let (message, signature) = token.rsplit_once('.').ok_or_else(|| invalid("malformed"))?;
+        let signature = URL_SAFE_NO_PAD.decode(signature).map_err(|_| invalid("malformed"))?;
         let mut outcome = Err(invalid(if kid.is_some() { "unknown_kid" } else { "no_key" }));
         for key in keys.candidates(kid, family) {
+            if !key.verifiers.verify(header.alg, message.as_bytes(), &signature) {
+                // Another key of the same family may still verify it.
+                outcome = Err(invalid("bad_signature"));
+                continue;
+            }
             match jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, validation) {
                 Ok(data) => {
                     let exp = data.claims.get("exp").and_then(Value::as_u64).unwrap_or(0);
@@ -397,11 +409,6 @@ impl Jwt {
                         ErrorKind::InvalidIssuer => invalid("wrong_issuer"),
                         ErrorKind::InvalidAudience => invalid("wrong_audience"),
                         ErrorKind::MissingRequiredClaim(_) => invalid("missing_claim"),
-                        ErrorKind::InvalidSignature => {
-                            // Another key of the same family may still verify it.
-                            outcome = Err(invalid("bad_signature"));
-                            continue;
-                        }
                         ErrorKind::InvalidAlgorithm => invalid("alg_not_allowed"),
                         _ => invalid("malformed"),
                     });
@@ -443,8 +450,8 @@ fn pem_key(path: &Path, algorithms: &[Algorithm]) -> Result<Key, String> {
             AlgorithmFamily::Ec => DecodingKey::from_ec_pem(&pem),
             _ => DecodingKey::from_ed_pem(&pem),
         };
-        if let Ok(key) = key {
-            return Ok(Key { kid: None, family, key });
+        if let Some(key) = key.ok().and_then(|key| Key::new(None, key)) {
+            return Ok(key);
         }
     }
     Err(format!("{} holds no public key usable with {algorithms:?}", path.display()))
