@@ -154,7 +154,8 @@ taskset -c 0 haproxy -f "$W/haproxy.cfg" -db >/dev/null 2>"$W/haproxy.log" & HAP
 for g in plain chain verify; do
   # MIMALLOC_ARENA_EAGER_COMMIT=0 as deploy/portcullis.service sets it: lazily committed arenas
   # keep the resident set near what is in use (README, "Memory").
-  MIMALLOC_ARENA_EAGER_COMMIT=0 TOKIO_WORKER_THREADS=1 taskset -c 0 "$PC" --log-level warn --access-log off run --config "$W/portcullis-$g.yaml" >"$W/$g.log" 2>&1 &
+  # --workers 1: one event loop on its one CPU, as HAProxy runs with `nbthread 1`.
+  MIMALLOC_ARENA_EAGER_COMMIT=0 taskset -c 0 "$PC" --workers 1 --log-level warn --access-log off run --config "$W/portcullis-$g.yaml" >"$W/$g.log" 2>&1 &
   PIDS+=($!); eval "PC_$g=$!"
 done
 for port in 18080 18443 19443 19444 20443 20444 20445; do

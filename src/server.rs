@@ -187,7 +187,12 @@ impl Inner {
     /// removed ones stop accepting and drain.
     async fn reload(&self) -> Result<String, String> {
         let source = self.gateway.runtime().source.clone();
-        let loaded = config::load(&source).map_err(|e| e.to_string())?;
+        // Reading files, certificates and the identity store blocks; requests keep flowing.
+        let file = source.clone();
+        let loaded = tokio::task::spawn_blocking(move || config::load(&file))
+            .await
+            .map_err(|e| format!("the configuration build panicked: {e}"))?
+            .map_err(|e| e.to_string())?;
         for warning in &loaded.warnings {
             tracing::warn!(warning = %warning, "configuration warning");
         }

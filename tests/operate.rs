@@ -112,6 +112,21 @@ async fn reloads_under_load_fail_no_request_and_never_mix_configurations() {
 }
 
 #[tokio::test]
+async fn a_single_worker_serves_requests_and_reloads() {
+    let pki = Pki::new();
+    let backend = TestBackend::start().await;
+    let config = pki.write("gateway.yaml", &versioned(&backend.url(), "A", ""));
+    let gw = TestGateway::start_with(config, &["--workers", "1"]);
+    let client = Client::new(gw.addr("public"), &pki);
+    assert_eq!(client.get("/x").await.status, 200);
+    replace(&pki, "gateway.yaml", &versioned(&backend.url(), "B", ""));
+    let answer = gw.reload().await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(client.get("/x").await.status, 200);
+    assert_eq!(backend.last().headers["x-config-first"], "B");
+}
+
+#[tokio::test]
 async fn a_broken_reload_is_refused_and_the_old_configuration_keeps_serving() {
     let pki = Pki::new();
     let backend = TestBackend::start().await;

@@ -12,7 +12,7 @@ use anyhow::Context;
 use crate::identity::IdentityStore;
 use crate::{config, pki};
 
-pub fn demo(config_file: &Path, certs: &Path, logging: &super::Logging) -> anyhow::Result<ExitCode> {
+pub fn demo(config_file: &Path, certs: &Path, globals: &super::Globals) -> anyhow::Result<ExitCode> {
     if pki::ensure_dev_material(certs, false)? {
         eprintln!("created development certificates in {}", certs.display());
     }
@@ -28,8 +28,8 @@ pub fn demo(config_file: &Path, certs: &Path, logging: &super::Logging) -> anyho
         Some(identity) => Some(demo_client(&*identity.issuer.store)?),
         None => None,
     };
-    super::init_logging(logging)?;
-    super::run::serve(loaded.runtime, |server| {
+    super::init_logging(globals)?;
+    super::run::serve(loaded.runtime, globals.workers, |server| {
         let https = server.local_addr("public").map(|a| format!("https://localhost:{}", a.port()));
         let (plain, admin) = (server.local_addr("plain"), server.local_addr("admin"));
         eprintln!("{}", commands(certs, https.as_deref(), plain, admin, &token, client.as_ref()));

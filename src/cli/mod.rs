@@ -25,6 +25,10 @@ struct Cli {
     /// Where access-log lines go: `stdout`, `off`, or a file path (appended).
     #[arg(long, global = true, default_value = "stdout")]
     access_log: String,
+    /// Threads that serve requests (default: one per CPU the process may use). `1` runs a
+    /// single event loop without work stealing, like HAProxy's `nbthread 1`.
+    #[arg(long, global = true)]
+    workers: Option<std::num::NonZeroUsize>,
     #[command(subcommand)]
     command: Command,
 }
@@ -35,11 +39,12 @@ enum LogFormat {
     Pretty,
 }
 
-/// How the gateway logs.
-struct Logging {
+/// Process-wide settings from the global flags: logging and the scheduler.
+struct Globals {
     level: String,
     format: LogFormat,
     access_log: String,
+    workers: Option<std::num::NonZeroUsize>,
 }
 
 #[derive(Subcommand)]
@@ -146,11 +151,12 @@ enum CertsCommand {
 /// Parses the command line and runs the command.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let logging = Logging { level: cli.log_level, format: cli.log_format, access_log: cli.access_log };
+    let globals =
+        Globals { level: cli.log_level, format: cli.log_format, access_log: cli.access_log, workers: cli.workers };
     let result = match cli.command {
-        Command::Run { config } => run::run(&config, &logging),
+        Command::Run { config } => run::run(&config, &globals),
         Command::Check { config } => check::check(&config),
-        Command::Demo { config, certs } => demo::demo(&config, &certs, &logging),
+        Command::Demo { config, certs } => demo::demo(&config, &certs, &globals),
         Command::Certs { command: CertsCommand::Dev { dir, force } } => certs::dev(&dir, force),
         Command::Certs { command: CertsCommand::Check { config, warn_days } } => certs::check(&config, warn_days),
         Command::Bench { scenario, url, config, json } => {
@@ -173,7 +179,7 @@ pub fn main() -> ExitCode {
 }
 
 /// Logs on stdout (JSON by default); access-log lines where `--access-log` says.
-fn init_logging(logging: &Logging) -> anyhow::Result<()> {
+fn init_logging(logging: &Globals) -> anyhow::Result<()> {
     use crate::telemetry::access::{set_sink, AccessSink};
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&logging.level));

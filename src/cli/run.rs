@@ -1,13 +1,14 @@
 //! `portcullis run`: serve until SIGTERM or Ctrl-C, then drain.
 
+use std::num::NonZeroUsize;
 use std::path::Path;
 use std::process::ExitCode;
 
 use crate::config;
 use crate::server::{self, Server};
 
-pub fn run(config_file: &Path, logging: &super::Logging) -> anyhow::Result<ExitCode> {
-    super::init_logging(logging)?;
+pub fn run(config_file: &Path, globals: &super::Globals) -> anyhow::Result<ExitCode> {
+    super::init_logging(globals)?;
     let loaded = match config::load(config_file) {
         Ok(loaded) => loaded,
         Err(errors) => {
@@ -18,13 +19,26 @@ pub fn run(config_file: &Path, logging: &super::Logging) -> anyhow::Result<ExitC
     for warning in &loaded.warnings {
         tracing::warn!(warning = %warning, "configuration warning");
     }
-    serve(loaded.runtime, |_| {})
+    serve(loaded.runtime, globals.workers, |_| {})
 }
 
-/// Starts the gateway on a multi-threaded runtime, calls `started` once every listener is
-/// bound, and drains on SIGTERM or Ctrl-C.
-pub(super) fn serve(runtime: crate::runtime::Runtime, started: impl FnOnce(&Server)) -> anyhow::Result<ExitCode> {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+/// Starts the gateway on `workers` threads (one event loop when 1; default one per CPU),
+/// calls `started` once every listener is bound, and drains on SIGTERM or Ctrl-C.
+pub(super) fn serve(
+    runtime: crate::runtime::Runtime,
+    workers: Option<NonZeroUsize>,
+    started: impl FnOnce(&Server),
+) -> anyhow::Result<ExitCode> {
+    let mut builder = match workers.map(NonZeroUsize::get) {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let rt = builder.enable_all().build()?;
     rt.block_on(async move {
         let server = Server::start(runtime).await?;
         started(&server);

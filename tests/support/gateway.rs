@@ -33,7 +33,13 @@ impl TestGateway {
     }
 
     pub fn start_file(config: PathBuf) -> Self {
+        Self::start_with(config, &[])
+    }
+
+    /// Like [`Self::start_file`], with extra command-line arguments.
+    pub fn start_with(config: PathBuf, args: &[&str]) -> Self {
         let mut child = Command::new(binary())
+            .args(args)
             .args(["run", "--config"])
             .arg(&config)
             .stdout(Stdio::piped())
