@@ -276,10 +276,11 @@ async fn every_failed_condition_gets_the_same_answer() {
     let grant = "grant_type=client_credentials";
     let unknown = uuid_like();
     let wrong = "A".repeat(43);
-    let cases: [(&str, Basic<'_>, String); 6] = [
+    let cases: [(&str, Basic<'_>, String); 7] = [
         ("wrong secret", Some((&billing.id, &wrong)), grant.into()),
         ("another system's secret", Some((&billing.id, &other.primary)), grant.into()),
         ("unknown client", Some((&unknown, &billing.primary)), grant.into()),
+        ("an id written as SQL", Some(("' OR '1'='1", &billing.primary)), grant.into()),
         ("inactive system", Some((&inactive.id, &inactive.primary)), grant.into()),
         ("no credentials", None, grant.into()),
         ("secret without id", None, format!("{grant}&client_secret={}", billing.primary)),

@@ -12,13 +12,14 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use bytes::Bytes;
 use governor::clock::Clock;
+use governor::DefaultKeyedRateLimiter;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Response, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
 
-use super::secret::MAX_SECRET_BYTES;
-use super::store::StoreError;
+use super::secret::{SecretHash, MAX_SECRET_BYTES};
+use super::store::{StoreError, User};
 use super::{Issuer, DISCOVERY_PATH, JWKS_PATH, TOKEN_PATH};
 use crate::body::{self, Body};
 use crate::proxy::Outbound;
@@ -26,6 +27,8 @@ use crate::telemetry::metrics::metrics;
 
 /// The largest token request body read.
 const MAX_FORM_BYTES: usize = 16 << 10;
+/// Rate-limit keys remembered before idle ones are dropped.
+const MAX_TRACKED_KEYS: usize = 100_000;
 /// How long a client may take to send the body.
 const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -176,15 +179,24 @@ impl Issuer {
         let user = param(&params, "user").map(str::to_owned);
         let scope = self.scope(param(&params, "scope"))?;
 
-        let store = self.store.clone();
         let client_id = credentials.client_id.clone();
+        let user = self.authenticate(credentials, user).await.inspect_err(|refusal| {
+            tracing::info!(client_id = %loggable(&client_id), refusal = refusal.label(), "token refused");
+        })?;
+        self.mint(&client_id, user, scope)
+    }
+
+    /// Checks the client's secret and the named external user against the store (off the
+    /// request threads): the internal user to put in `sub`, if one was named.
+    async fn authenticate(&self, credentials: Credentials, user: Option<String>) -> Result<Option<User>, Refusal> {
+        let store = self.store.clone();
         let lookup = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
             let client = store.client(&credentials.client_id)?;
             let authenticated = match &client {
                 Some(c) => store.hasher().matches_either(&credentials.secret, &c.primary, &c.alternate) && c.active,
                 None => {
                     // The same work as for a known client, so that timing tells nothing.
-                    let unknown = super::secret::SecretHash(vec![0; 32]);
+                    let unknown = SecretHash(vec![0; 32]);
                     let _ = store.hasher().matches_either(&credentials.secret, &unknown, &unknown);
                     false
                 }
@@ -197,26 +209,26 @@ impl Issuer {
                 Some(u) if u.active => Ok(Ok(Some(u))),
                 _ => Ok(Err(Refusal::InvalidGrant)),
             }
-        })
-        .await;
-        let user = match lookup {
-            Ok(Ok(decision)) => decision.inspect_err(|refusal| {
-                tracing::info!(client_id = %client_id, refusal = refusal.label(), "token refused");
-            })?,
+        });
+        match lookup.await {
+            Ok(Ok(decision)) => decision,
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "token request: the identity store failed");
-                return Err(Refusal::Unavailable);
+                Err(Refusal::Unavailable)
             }
             Err(e) => {
                 tracing::error!(error = %e, "token request: the store lookup panicked");
-                return Err(Refusal::Unavailable);
+                Err(Refusal::Unavailable)
             }
-        };
+        }
+    }
 
+    /// Signs the access token and answers with it.
+    fn mint(&self, client_id: &str, user: Option<User>, scope: Option<String>) -> Result<Response<Body>, Refusal> {
         let now = crate::policy::jwt::unix_now();
         let (sub, roles) = match &user {
-            Some(u) => (u.id.as_str(), u.roles.clone()),
-            None => (client_id.as_str(), Vec::new()),
+            Some(u) => (u.id.as_str(), u.roles.as_slice()),
+            None => (client_id, &[][..]),
         };
         let mut claims = json!({
             "iss": self.issuer,
@@ -244,33 +256,43 @@ impl Issuer {
     }
 
     fn limit_ip(&self, ip: IpAddr) -> Result<(), Refusal> {
-        if self.per_ip.len() > 100_000 {
-            self.per_ip.retain_recent();
-        }
-        self.per_ip
-            .check_key(&ip)
-            .map_err(|not_until| Refusal::RateLimited(not_until.wait_time_from(self.per_ip.clock().now())))
+        within_budget(&self.per_ip, &ip)
     }
 
     fn limit_client(&self, client_id: &str) -> Result<(), Refusal> {
-        if self.per_client.len() > 100_000 {
-            self.per_client.retain_recent();
-        }
-        self.per_client
-            .check_key(&client_id.to_owned())
-            .map_err(|not_until| Refusal::RateLimited(not_until.wait_time_from(self.per_client.clock().now())))
+        within_budget(&self.per_client, &client_id.to_owned())
     }
 
     /// The requested scopes, each of which must be configured; `None` when none were asked for.
     fn scope(&self, requested: Option<&str>) -> Result<Option<String>, Refusal> {
-        let Some(requested) = requested.map(str::trim).filter(|s| !s.is_empty()) else {
-            return Ok(None);
-        };
-        if requested.split(' ').filter(|s| !s.is_empty()).all(|s| self.scopes.iter().any(|allowed| allowed == s)) {
-            Ok(Some(requested.split(' ').filter(|s| !s.is_empty()).collect::<Vec<_>>().join(" ")))
+        let requested: Vec<&str> = requested.unwrap_or_default().split(' ').filter(|s| !s.is_empty()).collect();
+        if requested.is_empty() {
+            Ok(None)
+        } else if requested.iter().all(|s| self.scopes.iter().any(|allowed| allowed == s)) {
+            Ok(Some(requested.join(" ")))
         } else {
             Err(Refusal::InvalidScope)
         }
+    }
+}
+
+/// Spends one request of `key`'s budget; forgets idle keys when there are many.
+fn within_budget<K: std::hash::Hash + Eq + Clone>(
+    limiter: &DefaultKeyedRateLimiter<K>,
+    key: &K,
+) -> Result<(), Refusal> {
+    if limiter.len() > MAX_TRACKED_KEYS {
+        limiter.retain_recent();
+    }
+    limiter.check_key(key).map_err(|not_until| Refusal::RateLimited(not_until.wait_time_from(limiter.clock().now())))
+}
+
+/// A client id as it may be logged: ids are short and printable; anything else is not shown.
+fn loggable(client_id: &str) -> &str {
+    if client_id.len() <= 128 && client_id.bytes().all(|b| b.is_ascii_graphic()) {
+        client_id
+    } else {
+        "[not an id]"
     }
 }
 
