@@ -37,12 +37,16 @@ pub struct Loaded {
 /// # Errors
 /// Every problem found, each with its location in the file.
 pub fn load(file: &Path) -> Result<Loaded, ConfigErrors> {
-    let text = std::fs::read_to_string(file).map_err(|e| {
-        ConfigError::new(file, Location::UNKNOWN, "", format!("cannot read the configuration: {e}"))
-            .with_hint("check the path given to --config")
-    })?;
-    let raw: RawConfig = serde_saphyr::from_str(&text).map_err(|e| parse_error(file, &e))?;
+    let raw = read_raw(file, "check the path given to --config")?;
     Compiler::new(file).compile(raw)
+}
+
+/// Reads and parses the file; `hint` says what to do when it cannot be read.
+fn read_raw(file: &Path, hint: &str) -> Result<RawConfig, ConfigErrors> {
+    let text = std::fs::read_to_string(file).map_err(|e| {
+        ConfigError::new(file, Location::UNKNOWN, "", format!("cannot read the configuration: {e}")).with_hint(hint)
+    })?;
+    serde_saphyr::from_str(&text).map_err(|e| parse_error(file, &e).into())
 }
 
 /// Where the configuration's `identity.store` lives, read without compiling the rest (for
@@ -51,11 +55,7 @@ pub fn load(file: &Path) -> Result<Loaded, ConfigErrors> {
 /// # Errors
 /// The file is unreadable or malformed, has no `identity` section, or a bad store location.
 pub fn identity_store(file: &Path) -> Result<StoreLocation, ConfigErrors> {
-    let text = std::fs::read_to_string(file).map_err(|e| {
-        ConfigError::new(file, Location::UNKNOWN, "", format!("cannot read the configuration: {e}"))
-            .with_hint("pass --config FILE, or --store sqlite:PATH")
-    })?;
-    let raw: RawConfig = serde_saphyr::from_str(&text).map_err(|e| parse_error(file, &e))?;
+    let raw = read_raw(file, "pass --config FILE, or --store sqlite:PATH")?;
     let Some(identity) = raw.identity else {
         return Err(ConfigError::new(
             file,

@@ -109,6 +109,16 @@ impl SqliteStore {
         let conn = self.conn.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         f(&conn).map_err(backend)
     }
+
+    /// Every row `sql` selects, mapped by `row`.
+    fn rows<T>(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+        row: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>, StoreError> {
+        self.read(|c| c.prepare(sql)?.query_map(params, row)?.collect())
+    }
 }
 
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
@@ -226,11 +236,7 @@ impl IdentityStore for SqliteStore {
     }
 
     fn systems(&self) -> Result<Vec<System>, StoreError> {
-        self.read(|c| {
-            let mut stmt = c.prepare(&format!("SELECT {SYSTEM_COLUMNS} FROM systems ORDER BY created_at, name"))?;
-            let rows = stmt.query_map([], system_row)?.collect();
-            rows
-        })
+        self.rows(&format!("SELECT {SYSTEM_COLUMNS} FROM systems ORDER BY created_at, name"), [], system_row)
     }
 
     fn system(&self, id: &str) -> Result<Option<System>, StoreError> {
@@ -292,11 +298,7 @@ impl IdentityStore for SqliteStore {
     }
 
     fn users(&self) -> Result<Vec<User>, StoreError> {
-        self.read(|c| {
-            let mut stmt = c.prepare(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY id"))?;
-            let rows = stmt.query_map([], user_row)?.collect();
-            rows
-        })
+        self.rows(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY id"), [], user_row)
     }
 
     fn set_user_active(&self, id: &str, active: bool, actor: &str) -> Result<(), StoreError> {
@@ -367,32 +369,22 @@ impl IdentityStore for SqliteStore {
     }
 
     fn links(&self, system_id: &str) -> Result<Vec<Link>, StoreError> {
-        self.read(|c| {
-            let mut stmt =
-                c.prepare(&format!("SELECT {LINK_COLUMNS} FROM links WHERE system_id = ?1 ORDER BY external_user"))?;
-            let rows = stmt.query_map(params![system_id], link_row)?.collect();
-            rows
-        })
+        let sql = format!("SELECT {LINK_COLUMNS} FROM links WHERE system_id = ?1 ORDER BY external_user");
+        self.rows(&sql, params![system_id], link_row)
     }
 
     fn audit(&self) -> Result<Vec<AuditEntry>, StoreError> {
-        self.read(|c| {
-            let mut stmt =
-                c.prepare("SELECT seq, at, actor, action, system_id, user_id, detail FROM audit ORDER BY seq")?;
-            let rows = stmt
-                .query_map([], |row| {
-                    Ok(AuditEntry {
-                        seq: row.get(0)?,
-                        at: row.get(1)?,
-                        actor: row.get(2)?,
-                        action: row.get(3)?,
-                        system_id: row.get(4)?,
-                        user_id: row.get(5)?,
-                        detail: row.get(6)?,
-                    })
-                })?
-                .collect();
-            rows
+        let sql = "SELECT seq, at, actor, action, system_id, user_id, detail FROM audit ORDER BY seq";
+        self.rows(sql, [], |row| {
+            Ok(AuditEntry {
+                seq: row.get(0)?,
+                at: row.get(1)?,
+                actor: row.get(2)?,
+                action: row.get(3)?,
+                system_id: row.get(4)?,
+                user_id: row.get(5)?,
+                detail: row.get(6)?,
+            })
         })
     }
 
