@@ -9,6 +9,7 @@ use portcullis::policy::headers::{HeaderEdits, HeaderRules};
 use portcullis::policy::Chain;
 use portcullis::proxy::Backend;
 use portcullis::request::client_ip::{self, IpSet};
+use portcullis::request::headers::strip_hop_by_hop;
 use portcullis::request::normalize::normalize_path;
 use portcullis::route::{PathMatch, Route, RouteTable};
 use portcullis::telemetry::metrics::RouteMetrics;
@@ -78,6 +79,10 @@ fn headers(c: &mut Criterion) {
     }
     c.bench_function("headers_policy_request", |b| {
         b.iter_batched_ref(|| base.clone(), |h| rules.on_request(h), criterion::BatchSize::SmallInput)
+    });
+    // Every request and every response: hop-by-hop headers out, on a typical request head.
+    c.bench_function("strip_hop_by_hop", |b| {
+        b.iter_batched_ref(|| base.clone(), |h| strip_hop_by_hop(h), criterion::BatchSize::SmallInput)
     });
 }
 
