@@ -32,17 +32,15 @@ const MAX_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 pub struct Key {
     pub kid: Option<String>,
     pub family: AlgorithmFamily,
-    /// Claims are validated against it (its signature check is off; see [`super::crypto`]).
-    pub key: DecodingKey,
-    /// The key parsed once per algorithm, for signatures.
+    /// The key parsed once per algorithm of its family.
     pub verifiers: Verifiers,
 }
 
 impl Key {
     /// `None` when the key can verify no algorithm (an RSA key under 2048 bits, an unknown curve).
-    pub fn new(kid: Option<String>, key: DecodingKey) -> Option<Self> {
-        let verifiers = Verifiers::new(&key);
-        (!verifiers.is_empty()).then(|| Self { kid, family: key.family(), key, verifiers })
+    pub fn new(kid: Option<String>, key: &DecodingKey) -> Option<Self> {
+        let verifiers = Verifiers::new(key);
+        (!verifiers.is_empty()).then(|| Self { kid, family: key.family(), verifiers })
     }
 }
 
@@ -96,7 +94,7 @@ impl KeySet {
                 continue;
             }
             let Ok(key) = DecodingKey::from_jwk(&jwk) else { continue };
-            keys.extend(Key::new(jwk.common.key_id.clone(), key));
+            keys.extend(Key::new(jwk.common.key_id.clone(), &key));
         }
         Ok(Self::new(keys))
     }

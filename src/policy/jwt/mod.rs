@@ -6,6 +6,7 @@
 //! `x5u`, `x5c`) all fail. `exp` is required; `nbf`, `iss`, `aud` are checked with
 //! `clock_skew`; `require_claims` and `forward_claims` apply to verified tokens only.
 
+pub mod claims;
 pub mod crypto;
 pub mod keys;
 
@@ -18,11 +19,11 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::StatusCode;
-use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, Validation};
+use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use self::claims::ClaimChecks;
 use self::keys::{Key, KeySet, KeyStore, Source};
 use super::{Decision, Denial};
 use crate::config::raw::Located;
@@ -101,13 +102,13 @@ impl ClaimRule {
 /// The compiled `jwt` policy.
 pub struct Jwt {
     pub keys: Arc<KeyStore>,
-    /// One validation per configured algorithm, built once.
-    validations: Vec<(Algorithm, Validation)>,
+    /// The accepted algorithms, from configuration (never from the token).
+    algorithms: Vec<Algorithm>,
+    registered: ClaimChecks,
     require: Vec<ClaimRule>,
     forward: Vec<(String, HeaderName)>,
     /// Verified tokens, keyed by the whole token, until their `exp`.
     cache: Option<quick_cache::sync::Cache<Box<str>, Arc<Verified>>>,
-    leeway: u64,
 }
 
 /// A token that passed verification.
@@ -259,7 +260,7 @@ impl Jwt {
         } else if let Some(secret) = &cfg.secret {
             match secret.resolve(dir) {
                 Ok(s) if s.len() >= 32 => Source::Static(Arc::new(KeySet::new(
-                    Key::new(None, DecodingKey::from_secret(s.as_bytes())).into_iter().collect(),
+                    Key::new(None, &DecodingKey::from_secret(s.as_bytes())).into_iter().collect(),
                 ))),
                 Ok(_) => {
                     err("secret", "the secret must be at least 32 bytes (RFC 7518 §3.2)".into());
@@ -282,29 +283,7 @@ impl Jwt {
         };
 
         let skew = cfg.clock_skew.map_or(Duration::from_secs(60), |d| d.0);
-        let validations = algorithms
-            .iter()
-            .map(|alg| {
-                let mut v = Validation::new(*alg);
-                v.leeway = skew.as_secs();
-                v.validate_nbf = true;
-                v.set_issuer(&issuers);
-                let mut required = vec!["exp", "iss"];
-                if cfg.audiences.is_empty() {
-                    v.validate_aud = false;
-                } else {
-                    v.set_audience(&cfg.audiences);
-                    required.push("aud");
-                }
-                v.set_required_spec_claims(&required);
-                // `verify` checks the signature first, with the key parsed once (see `crypto`),
-                // and only then lets jsonwebtoken validate the claims. The suggested
-                // replacement, `dangerous::insecure_decode`, would skip the claims too.
-                #[allow(deprecated)]
-                v.insecure_disable_signature_validation();
-                (*alg, v)
-            })
-            .collect();
+        let registered = ClaimChecks { issuers, audiences: cfg.audiences.clone(), leeway: skew.as_secs() };
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -312,14 +291,14 @@ impl Jwt {
         let min_refresh = cfg.jwks_min_refresh.map_or(Duration::from_secs(30), |d| d.0);
         Ok(Self {
             keys: Arc::new(KeyStore::new(name, source, tls, refresh, min_refresh)),
-            validations,
+            algorithms,
+            registered,
             require,
             forward,
             cache: match cfg.token_cache.unwrap_or(DEFAULT_TOKEN_CACHE) {
                 0 => None,
                 n => Some(quick_cache::sync::Cache::new(n)),
             },
-            leeway: skew.as_secs(),
         })
     }
 
@@ -362,7 +341,7 @@ impl Jwt {
         };
         if let Some(hit) = cache.get(token) {
             let generation = self.keys.current().map(|k| k.generation);
-            if generation == Some(hit.generation) && unix_now() <= hit.exp.saturating_add(self.leeway) {
+            if generation == Some(hit.generation) && unix_now() <= hit.exp.saturating_add(self.registered.leeway) {
                 return Ok(hit.claims.clone());
             }
         }
@@ -372,15 +351,22 @@ impl Jwt {
         Ok(claims)
     }
 
-    /// Full verification: header, algorithm, key, signature, registered claims.
+    /// Full verification: header, algorithm, key, signature, registered claims. The token
+    /// is split and each part decoded once.
     async fn verify(&self, token: &str) -> Result<Verified, Denial> {
-        let header = jsonwebtoken::decode_header(token).map_err(|_| invalid("malformed"))?;
+        let malformed = || invalid("malformed");
+        let (message, signature) = token.rsplit_once('.').ok_or_else(malformed)?;
+        let (header, payload) = message.split_once('.').ok_or_else(malformed)?;
+        if payload.contains('.') {
+            return Err(malformed());
+        }
+        let header: jsonwebtoken::Header = decode_part(header).ok_or_else(malformed)?;
         if header.jwk.is_some() || header.jku.is_some() || header.x5u.is_some() || header.x5c.is_some() {
             return Err(invalid("embedded_key"));
         }
-        let Some((_, validation)) = self.validations.iter().find(|(alg, _)| *alg == header.alg) else {
+        if !self.algorithms.contains(&header.alg) {
             return Err(invalid("alg_not_allowed"));
-        };
+        }
         let family = header.alg.family();
         let kid = header.kid.as_deref();
         let mut keys = self.keys.current().ok_or_else(keys_unavailable)?;
@@ -388,36 +374,29 @@ impl Jwt {
             self.keys.refresh_for_unknown_kid().await;
             keys = self.keys.current().ok_or_else(keys_unavailable)?;
         }
-        let (message, signature) = token.rsplit_once('.').ok_or_else(|| invalid("malformed"))?;
-        let signature = URL_SAFE_NO_PAD.decode(signature).map_err(|_| invalid("malformed"))?;
-        let mut outcome = Err(invalid(if kid.is_some() { "unknown_kid" } else { "no_key" }));
-        for key in keys.candidates(kid, family) {
-            if !key.verifiers.verify(header.alg, message.as_bytes(), &signature) {
-                // Another key of the same family may still verify it.
-                outcome = Err(invalid("bad_signature"));
-                continue;
-            }
-            match jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, validation) {
-                Ok(data) => {
-                    let exp = data.claims.get("exp").and_then(Value::as_u64).unwrap_or(0);
-                    return Ok(Verified { claims: Arc::new(data.claims), exp, generation: keys.generation });
-                }
-                Err(e) => {
-                    outcome = Err(match e.kind() {
-                        ErrorKind::ExpiredSignature => expired(),
-                        ErrorKind::ImmatureSignature => invalid("not_yet_valid"),
-                        ErrorKind::InvalidIssuer => invalid("wrong_issuer"),
-                        ErrorKind::InvalidAudience => invalid("wrong_audience"),
-                        ErrorKind::MissingRequiredClaim(_) => invalid("missing_claim"),
-                        ErrorKind::InvalidAlgorithm => invalid("alg_not_allowed"),
-                        _ => invalid("malformed"),
-                    });
-                    break;
-                }
-            }
+        let signature = URL_SAFE_NO_PAD.decode(signature).map_err(|_| malformed())?;
+        let verified =
+            keys.candidates(kid, family).any(|key| key.verifiers.verify(header.alg, message.as_bytes(), &signature));
+        if !verified {
+            let tried = keys.candidates(kid, family).next().is_some();
+            return Err(invalid(match (tried, kid) {
+                (true, _) => "bad_signature",
+                (false, Some(_)) => "unknown_kid",
+                (false, None) => "no_key",
+            }));
         }
-        outcome
+        let claims: Map<String, Value> = decode_part(payload).ok_or_else(malformed)?;
+        match self.registered.check(&claims, unix_now()) {
+            Ok(exp) => Ok(Verified { claims: Arc::new(claims), exp, generation: keys.generation }),
+            Err("expired") => Err(expired()),
+            Err(reason) => Err(invalid(reason)),
+        }
     }
+}
+
+/// A base64url JSON part of a token.
+fn decode_part<T: serde::de::DeserializeOwned>(part: &str) -> Option<T> {
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).ok()?).ok()
 }
 
 /// The token of `Authorization: Bearer <token>` (scheme case-insensitive, RFC 6750 §2.1).
@@ -450,7 +429,7 @@ fn pem_key(path: &Path, algorithms: &[Algorithm]) -> Result<Key, String> {
             AlgorithmFamily::Ec => DecodingKey::from_ec_pem(&pem),
             _ => DecodingKey::from_ed_pem(&pem),
         };
-        if let Some(key) = key.ok().and_then(|key| Key::new(None, key)) {
+        if let Some(key) = key.ok().and_then(|key| Key::new(None, &key)) {
             return Ok(key);
         }
     }

@@ -1,0 +1,109 @@
+//! The registered claims of a verified token (RFC 7519 §4.1), checked after its signature:
+//! `exp` required and not past, `nbf` not in the future (both with the clock skew), `iss` one
+//! of the configured issuers, `aud` (a string or an array) naming a configured audience
+//! whenever audiences are configured.
+
+use serde_json::{Map, Value};
+
+/// What a policy requires of the registered claims.
+#[derive(Debug)]
+pub struct ClaimChecks {
+    pub issuers: Vec<String>,
+    /// Empty: `aud` is not checked.
+    pub audiences: Vec<String>,
+    /// Clock skew allowed on `exp` and `nbf`, in seconds.
+    pub leeway: u64,
+}
+
+impl ClaimChecks {
+    /// The token's `exp` when every check passes; otherwise the denial reason.
+    ///
+    /// # Errors
+    /// `missing_claim`, `malformed` (a registered claim of the wrong type), `expired`,
+    /// `not_yet_valid`, `wrong_issuer`, `wrong_audience`.
+    pub fn check(&self, claims: &Map<String, Value>, now: u64) -> Result<u64, &'static str> {
+        let exp = numeric_date(claims, "exp")?.ok_or("missing_claim")?;
+        if exp.saturating_add(self.leeway) < now {
+            return Err("expired");
+        }
+        if numeric_date(claims, "nbf")?.is_some_and(|nbf| nbf > now.saturating_add(self.leeway)) {
+            return Err("not_yet_valid");
+        }
+        match claims.get("iss") {
+            None => return Err("missing_claim"),
+            Some(Value::String(iss)) if self.issuers.iter().any(|i| i == iss) => {}
+            Some(Value::String(_)) => return Err("wrong_issuer"),
+            Some(_) => return Err("malformed"),
+        }
+        if !self.audiences.is_empty() {
+            let named = |aud: &str| self.audiences.iter().any(|a| a == aud);
+            let ok = match claims.get("aud") {
+                None => return Err("missing_claim"),
+                Some(Value::String(aud)) => named(aud),
+                Some(Value::Array(auds)) => auds.iter().filter_map(Value::as_str).any(named),
+                Some(_) => return Err("malformed"),
+            };
+            if !ok {
+                return Err("wrong_audience");
+            }
+        }
+        Ok(exp)
+    }
+}
+
+/// A NumericDate claim: absent, or whole seconds since the epoch.
+fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<u64>, &'static str> {
+    match claims.get(name) {
+        None => Ok(None),
+        Some(value) => value.as_u64().map(Some).ok_or("malformed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const NOW: u64 = 1_800_000_000;
+
+    fn checks() -> ClaimChecks {
+        ClaimChecks { issuers: vec!["https://idp".into()], audiences: vec!["api://a".into()], leeway: 60 }
+    }
+
+    fn check(claims: Value) -> Result<u64, &'static str> {
+        checks().check(claims.as_object().unwrap(), NOW)
+    }
+
+    #[test]
+    fn each_registered_claim_is_enforced() {
+        let ok = json!({ "iss": "https://idp", "aud": "api://a", "exp": NOW + 10 });
+        assert_eq!(check(ok), Ok(NOW + 10));
+        assert_eq!(check(json!({ "iss": "https://idp", "aud": ["x", "api://a"], "exp": NOW })), Ok(NOW));
+        let cases = [
+            (json!({ "iss": "https://idp", "aud": "api://a" }), "missing_claim"),
+            (json!({ "iss": "https://idp", "aud": "api://a", "exp": "soon" }), "malformed"),
+            (json!({ "iss": "https://idp", "aud": "api://a", "exp": -5 }), "malformed"),
+            (json!({ "iss": "https://idp", "aud": "api://a", "exp": NOW - 61 }), "expired"),
+            (json!({ "iss": "https://idp", "aud": "api://a", "exp": NOW + 10, "nbf": NOW + 61 }), "not_yet_valid"),
+            (json!({ "aud": "api://a", "exp": NOW + 10 }), "missing_claim"),
+            (json!({ "iss": "https://idp.evil", "aud": "api://a", "exp": NOW + 10 }), "wrong_issuer"),
+            (json!({ "iss": ["https://idp"], "aud": "api://a", "exp": NOW + 10 }), "malformed"),
+            (json!({ "iss": "https://idp", "exp": NOW + 10 }), "missing_claim"),
+            (json!({ "iss": "https://idp", "aud": "api://b", "exp": NOW + 10 }), "wrong_audience"),
+            (json!({ "iss": "https://idp", "aud": [], "exp": NOW + 10 }), "wrong_audience"),
+            (json!({ "iss": "https://idp", "aud": 7, "exp": NOW + 10 }), "malformed"),
+        ];
+        for (claims, reason) in cases {
+            assert_eq!(check(claims.clone()), Err(reason), "{claims}");
+        }
+    }
+
+    #[test]
+    fn the_clock_skew_applies_at_both_ends() {
+        assert!(check(json!({ "iss": "https://idp", "aud": "api://a", "exp": NOW - 60 })).is_ok());
+        let early = json!({ "iss": "https://idp", "aud": "api://a", "exp": NOW + 10, "nbf": NOW + 60 });
+        assert!(check(early).is_ok());
+        let no_aud = ClaimChecks { audiences: Vec::new(), ..checks() };
+        assert!(no_aud.check(json!({ "iss": "https://idp", "exp": NOW }).as_object().unwrap(), NOW).is_ok());
+    }
+}
