@@ -53,6 +53,13 @@ CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit BEGIN SELECT RAISE(ABORT, 
 CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 "];
 
+/// What an active flag belongs to.
+#[derive(Clone, Copy)]
+enum Entity {
+    System,
+    User,
+}
+
 pub struct SqliteStore {
     path: PathBuf,
     conn: Mutex<Connection>,
@@ -108,6 +115,26 @@ impl SqliteStore {
     fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T, rusqlite::Error>) -> Result<T, StoreError> {
         let conn = self.conn.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         f(&conn).map_err(backend)
+    }
+
+    /// Sets the active flag of one system or user, with its audit entry.
+    fn set_active(&self, entity: Entity, id: &str, active: bool, actor: &str) -> Result<(), StoreError> {
+        let (table, what) = match entity {
+            Entity::System => ("systems", "system"),
+            Entity::User => ("users", "user"),
+        };
+        self.write(|tx| {
+            let sql = format!("UPDATE {table} SET active = ?2 WHERE id = ?1");
+            if tx.execute(&sql, params![id, active]).map_err(backend)? == 0 {
+                return Err(StoreError::NotFound(format!("{what} {id:?}")));
+            }
+            let action = format!("{what}.{}", if active { "activate" } else { "deactivate" });
+            let (system, user) = match entity {
+                Entity::System => (Some(id), None),
+                Entity::User => (None, Some(id)),
+            };
+            audit(tx, actor, &action, system, user, None)
+        })
     }
 
     /// Every row `sql` selects, mapped by `row`.
@@ -247,15 +274,7 @@ impl IdentityStore for SqliteStore {
     }
 
     fn set_system_active(&self, id: &str, active: bool, actor: &str) -> Result<(), StoreError> {
-        self.write(|tx| {
-            let changed =
-                tx.execute("UPDATE systems SET active = ?2 WHERE id = ?1", params![id, active]).map_err(backend)?;
-            if changed == 0 {
-                return Err(StoreError::NotFound(format!("system {id:?}")));
-            }
-            let action = if active { "system.activate" } else { "system.deactivate" };
-            audit(tx, actor, action, Some(id), None, None)
-        })
+        self.set_active(Entity::System, id, active, actor)
     }
 
     fn renew_secret(&self, id: &str, new_alternate: &SecretHash, actor: &str) -> Result<(), StoreError> {
@@ -302,15 +321,7 @@ impl IdentityStore for SqliteStore {
     }
 
     fn set_user_active(&self, id: &str, active: bool, actor: &str) -> Result<(), StoreError> {
-        self.write(|tx| {
-            let changed =
-                tx.execute("UPDATE users SET active = ?2 WHERE id = ?1", params![id, active]).map_err(backend)?;
-            if changed == 0 {
-                return Err(StoreError::NotFound(format!("user {id:?}")));
-            }
-            let action = if active { "user.activate" } else { "user.deactivate" };
-            audit(tx, actor, action, None, Some(id), None)
-        })
+        self.set_active(Entity::User, id, active, actor)
     }
 
     fn link(&self, system_id: &str, external_user: &str, user_id: &str, actor: &str) -> Result<(), StoreError> {
