@@ -296,18 +296,22 @@ fn loggable(client_id: &str) -> &str {
     }
 }
 
-/// The whole body, unless it is broken or longer than [`MAX_FORM_BYTES`].
+/// The whole body, unless it is broken or longer than [`MAX_FORM_BYTES`]. A longer body is
+/// still read to its end (within the listener's body limit and the caller's timeout) and
+/// dropped, so that the refusal reaches the client: closing a connection with unread data
+/// resets it, and the client may never see the answer.
 async fn read_form(mut body: Body) -> Option<Vec<u8>> {
     let mut form = Vec::new();
+    let mut too_long = false;
     while let Some(frame) = body.frame().await {
         if let Some(data) = frame.ok()?.data_ref() {
-            if form.len() + data.len() > MAX_FORM_BYTES {
-                return None;
+            too_long |= form.len() + data.len() > MAX_FORM_BYTES;
+            if !too_long {
+                form.extend_from_slice(data);
             }
-            form.extend_from_slice(data);
         }
     }
-    Some(form)
+    (!too_long).then_some(form)
 }
 
 fn param<'p>(params: &'p [(String, String)], name: &str) -> Option<&'p str> {
