@@ -520,3 +520,27 @@ fn check_reports_identity_mistakes_at_their_location() {
     let (ok, stderr) = check(yaml);
     assert!(!ok && stderr.contains("`self` names the gateway's own token issuer"), "{stderr}");
 }
+
+#[test]
+fn check_warns_when_a_default_jwt_policy_would_refuse_every_token_request() {
+    let pki = Pki::new();
+    write_signing_key(&pki, &rcgen::PKCS_ECDSA_P256_SHA256);
+    let yaml = format!(
+        "version: 1\nlisteners:{}default_policies: [everyone-needs-a-token]\npolicies:\n  everyone-needs-a-token: {{ jwt: {{ issuers: [self] }} }}\n  any-audience: {{ jwt: {{ issuers: [https://idp.test], algorithms: [ES256], keys: [signing-pub.pem] }} }}\nidentity:\n  listener: public\n  issuer: https://login.test\n  signing_key: signing-key.pem\n  store: sqlite:var/identity.db\n",
+        listener("", "")
+    );
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    pki.write("signing-pub.pem", &key.public_key_pem());
+    let file = pki.write("gateway.yaml", &yaml);
+    let out = Command::new(binary()).args(["check", "--config"]).arg(&file).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "warnings do not fail `check`: {stderr}");
+    assert!(
+        stderr
+            .contains("default policy \"everyone-needs-a-token\" is a jwt policy and also runs on the token endpoint"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("policies.any-audience.jwt.audiences: no `audiences`"), "{stderr}");
+    // `issuers: [self]` checks the issuer's own audience by default: no warning for it.
+    assert!(!stderr.contains("policies.everyone-needs-a-token.jwt.audiences"), "{stderr}");
+}

@@ -149,6 +149,13 @@ impl<'a> Compiler<'a> {
         let declared = Declared { policies: &raw.policies, backends: &raw.backends };
         let defaults = self.references(&raw.default_policies, "default_policies", &policies, &declared);
         let routes = self.routes(&raw.routes, &defaults, &policies, &backends, &declared);
+        if issuer.is_some() {
+            for name in &raw.default_policies {
+                if policies.get(&name.value).is_some_and(|p| matches!(p.policy, Policy::Jwt(_))) {
+                    self.warn(name.referenced, "default_policies", format!("default policy {:?} is a jwt policy and also runs on the token endpoint, which then refuses every token request (they carry client credentials, not tokens)", name.value));
+                }
+            }
+        }
         let identity = issuer.map(|(issuer, listener)| identity_endpoints(issuer, listener, &defaults));
         let listeners = self.listeners(&raw.listeners);
         let admin = raw.admin.as_ref().and_then(|a| self.socket_addr(&a.bind, "admin.bind"));
@@ -484,7 +491,12 @@ impl<'a> Compiler<'a> {
                     self.certs(cas, &format!("{path}.jwt.trusted_cas"));
                 }
                 match Jwt::compile(name, j, &self.dir, issuer.map(|(i, _)| &**i)) {
-                    Ok(jwt) => Policy::Jwt(jwt),
+                    Ok(jwt) => {
+                        if !jwt.checks_audience() {
+                            self.warn(at, format!("{path}.jwt.audiences"), "no `audiences`: a token this issuer made for any other API (or an ID token) is accepted here; list this API's audience");
+                        }
+                        Policy::Jwt(jwt)
+                    }
                     Err(errors) => {
                         for (field, message) in errors {
                             let at = jwt_field_location(j, &field).unwrap_or(at);

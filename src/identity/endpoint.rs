@@ -154,7 +154,9 @@ impl Issuer {
         if method != Method::POST {
             return Err(Refusal::MethodNotAllowed);
         }
-        self.limit_ip(client_ip)?;
+        let network = network(client_ip);
+        self.prune_limiters();
+        within_budget(&self.per_ip, &network)?;
         let is_form = headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
@@ -175,13 +177,13 @@ impl Issuer {
             Some(_) => return Err(Refusal::UnsupportedGrantType),
         }
         let credentials = credentials(headers, param(&params, "client_id"), param(&params, "client_secret"))?;
-        self.limit_client(&credentials.client_id)?;
+        within_budget(&self.per_client, &(credentials.client_id.clone(), network))?;
         let user = param(&params, "user").map(str::to_owned);
         let scope = self.scope(param(&params, "scope"))?;
 
         let client_id = credentials.client_id.clone();
         let user = self.authenticate(credentials, user).await.inspect_err(|refusal| {
-            tracing::info!(client_id = %loggable(&client_id), refusal = refusal.label(), "token refused");
+            tracing::info!(client_id = %client_id, refusal = refusal.label(), "token refused");
         })?;
         self.mint(&client_id, user, scope)
     }
@@ -255,12 +257,20 @@ impl Issuer {
         Ok(json_response(StatusCode::OK, &answer))
     }
 
-    fn limit_ip(&self, ip: IpAddr) -> Result<(), Refusal> {
-        within_budget(&self.per_ip, &ip)
-    }
-
-    fn limit_client(&self, client_id: &str) -> Result<(), Refusal> {
-        within_budget(&self.per_client, &client_id.to_owned())
+    /// Forgets idle rate-limit keys, at most once a second and only when there are many.
+    fn prune_limiters(&self) {
+        use std::sync::atomic::Ordering;
+        if self.per_ip.len() + self.per_client.len() <= MAX_TRACKED_KEYS {
+            return;
+        }
+        let now = self.epoch.elapsed().as_millis() as u64;
+        let last = self.last_prune.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= 1000
+            && self.last_prune.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        {
+            self.per_ip.retain_recent();
+            self.per_client.retain_recent();
+        }
     }
 
     /// The requested scopes, each of which must be configured; `None` when none were asked for.
@@ -276,23 +286,20 @@ impl Issuer {
     }
 }
 
-/// Spends one request of `key`'s budget; forgets idle keys when there are many.
+/// Spends one request of `key`'s budget.
 fn within_budget<K: std::hash::Hash + Eq + Clone>(
     limiter: &DefaultKeyedRateLimiter<K>,
     key: &K,
 ) -> Result<(), Refusal> {
-    if limiter.len() > MAX_TRACKED_KEYS {
-        limiter.retain_recent();
-    }
     limiter.check_key(key).map_err(|not_until| Refusal::RateLimited(not_until.wait_time_from(limiter.clock().now())))
 }
 
-/// A client id as it may be logged: ids are short and printable; anything else is not shown.
-fn loggable(client_id: &str) -> &str {
-    if client_id.len() <= 128 && client_id.bytes().all(|b| b.is_ascii_graphic()) {
-        client_id
-    } else {
-        "[not an id]"
+/// The source network a budget belongs to: the IPv4 address, or the IPv6 /64 (one host
+/// commonly holds a whole /64).
+fn network(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
     }
 }
 
@@ -340,8 +347,10 @@ fn credentials(headers: &HeaderMap, id: Option<&str>, secret: Option<&str>) -> R
         (None, Some(id), Some(secret)) => Credentials { client_id: id.to_owned(), secret: secret.to_owned() },
         (None, _, _) => return Err(Refusal::InvalidClient),
     };
-    if credentials.client_id.is_empty() || credentials.secret.is_empty() || credentials.secret.len() > MAX_SECRET_BYTES
-    {
+    // Client ids are short and printable (`check_id`); anything else is refused before it
+    // can become a rate-limit key or a log field.
+    let plausible_id = super::store::check_id("client id", &credentials.client_id).is_ok();
+    if !plausible_id || credentials.secret.is_empty() || credentials.secret.len() > MAX_SECRET_BYTES {
         return Err(Refusal::InvalidClient);
     }
     Ok(credentials)
@@ -355,7 +364,9 @@ fn basic_credentials(value: &HeaderValue) -> Option<Credentials> {
     let decoded = STANDARD.decode(encoded.trim()).ok()?;
     let decoded = std::str::from_utf8(&decoded).ok()?;
     let (id, secret) = decoded.split_once(':')?;
-    let unescape = |s: &str| form_urlencoded::parse(format!("v={s}").as_bytes()).next().map(|(_, v)| v.into_owned());
+    // RFC 6749 §2.3.1: each part is form-urlencoded (`+` is a space).
+    let unescape =
+        |s: &str| percent_encoding::percent_decode_str(&s.replace('+', " ")).decode_utf8().ok().map(|v| v.into_owned());
     Some(Credentials { client_id: unescape(id)?, secret: unescape(secret)? })
 }
 
@@ -380,11 +391,22 @@ mod tests {
 
     #[test]
     fn basic_credentials_are_form_decoded() {
-        let value = HeaderValue::from_str(&format!("Basic {}", STANDARD.encode("my%3Aclient:s%2Bcr+t"))).unwrap();
+        let value = HeaderValue::from_str(&format!("Basic {}", STANDARD.encode("my%3Aclient:s%2Bcr+t&x=y"))).unwrap();
         let c = basic_credentials(&value).unwrap();
-        assert_eq!((c.client_id.as_str(), c.secret.as_str()), ("my:client", "s+cr t"));
+        assert_eq!((c.client_id.as_str(), c.secret.as_str()), ("my:client", "s+cr t&x=y"));
         assert!(basic_credentials(&HeaderValue::from_static("Bearer abc")).is_none());
         assert!(basic_credentials(&HeaderValue::from_static("Basic !!!")).is_none());
+    }
+
+    #[test]
+    fn budgets_belong_to_ipv4_addresses_and_ipv6_64s() {
+        let v4: IpAddr = "203.0.113.7".parse().unwrap();
+        assert_eq!(network(v4), v4);
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::2".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(network(a), network(b));
+        assert_ne!(network(a), network(other));
     }
 
     #[test]

@@ -110,8 +110,14 @@ pub struct Issuer {
     pub scopes: Vec<String>,
     pub key: SigningKey,
     pub store: Arc<dyn IdentityStore>,
-    per_client: DefaultKeyedRateLimiter<String>,
+    /// Keyed by client id *and* source network: someone who knows a client id (it is in
+    /// every token) can spend only their own network's budget for it, never lock it out.
+    per_client: DefaultKeyedRateLimiter<(String, IpAddr)>,
+    /// Keyed by source network: an IPv4 address or an IPv6 /64.
     per_ip: DefaultKeyedRateLimiter<IpAddr>,
+    /// When the limiters last forgot idle keys (milliseconds since `epoch`).
+    last_prune: std::sync::atomic::AtomicU64,
+    epoch: std::time::Instant,
     /// The discovery and JWKS documents, rendered once.
     discovery: bytes::Bytes,
     jwks: bytes::Bytes,
@@ -164,6 +170,8 @@ impl Issuer {
             store: s.store,
             per_client: limiter(s.rate_limit.per_client),
             per_ip: limiter(s.rate_limit.per_ip),
+            last_prune: std::sync::atomic::AtomicU64::new(0),
+            epoch: std::time::Instant::now(),
         }
     }
 

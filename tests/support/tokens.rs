@@ -112,6 +112,14 @@ impl SigningKey {
         jsonwebtoken::encode(&header, claims, &self.encoding_key()).unwrap()
     }
 
+    /// Signs `claims` under a header given as raw JSON (members jsonwebtoken's `Header` lacks,
+    /// like `crit`).
+    pub fn sign_raw_header(&self, header: &Value, claims: &Value) -> String {
+        let message = format!("{}.{}", B64.encode(header.to_string()), B64.encode(claims.to_string()));
+        let signature = jsonwebtoken::crypto::sign(message.as_bytes(), &self.encoding_key(), self.alg).unwrap();
+        format!("{message}.{signature}")
+    }
+
     /// Signs with a custom header (e.g. `typ: at+jwt`, or a `jwk`/`jku` an attacker adds).
     pub fn sign_with(&self, header: Header, claims: &Value) -> String {
         jsonwebtoken::encode(&header, claims, &self.encoding_key()).unwrap()

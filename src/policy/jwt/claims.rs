@@ -51,12 +51,14 @@ impl ClaimChecks {
     }
 }
 
-/// A NumericDate claim: absent, or whole seconds since the epoch.
+/// A NumericDate claim: absent, or seconds since the epoch (RFC 7519 §2 allows fractions;
+/// they are dropped).
 fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<u64>, &'static str> {
-    match claims.get(name) {
-        None => Ok(None),
-        Some(value) => value.as_u64().map(Some).ok_or("malformed"),
-    }
+    let Some(value) = claims.get(name) else { return Ok(None) };
+    let seconds = value
+        .as_u64()
+        .or_else(|| value.as_f64().filter(|f| f.is_finite() && *f >= 0.0 && *f < u64::MAX as f64).map(|f| f as u64));
+    seconds.map(Some).ok_or("malformed")
 }
 
 #[cfg(test)]
@@ -79,10 +81,12 @@ mod tests {
         let ok = json!({ "iss": "https://idp", "aud": "api://a", "exp": NOW + 10 });
         assert_eq!(check(ok), Ok(NOW + 10));
         assert_eq!(check(json!({ "iss": "https://idp", "aud": ["x", "api://a"], "exp": NOW })), Ok(NOW));
+        assert_eq!(check(json!({ "iss": "https://idp", "aud": "api://a", "exp": NOW as f64 + 0.5 })), Ok(NOW));
         let cases = [
             (json!({ "iss": "https://idp", "aud": "api://a" }), "missing_claim"),
             (json!({ "iss": "https://idp", "aud": "api://a", "exp": "soon" }), "malformed"),
             (json!({ "iss": "https://idp", "aud": "api://a", "exp": -5 }), "malformed"),
+            (json!({ "iss": "https://idp", "aud": "api://a", "exp": -5.5 }), "malformed"),
             (json!({ "iss": "https://idp", "aud": "api://a", "exp": NOW - 61 }), "expired"),
             (json!({ "iss": "https://idp", "aud": "api://a", "exp": NOW + 10, "nbf": NOW + 61 }), "not_yet_valid"),
             (json!({ "aud": "api://a", "exp": NOW + 10 }), "missing_claim"),

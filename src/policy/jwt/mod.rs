@@ -283,7 +283,12 @@ impl Jwt {
         };
 
         let skew = cfg.clock_skew.map_or(Duration::from_secs(60), |d| d.0);
-        let registered = ClaimChecks { issuers, audiences: cfg.audiences.clone(), leeway: skew.as_secs() };
+        // The gateway's own tokens name the issuer's audience; check it unless told otherwise.
+        let audiences = match own {
+            Some(own) if cfg.audiences.is_empty() => vec![own.audience.clone()],
+            _ => cfg.audiences.clone(),
+        };
+        let registered = ClaimChecks { issuers, audiences, leeway: skew.as_secs() };
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -300,6 +305,11 @@ impl Jwt {
                 n => Some(quick_cache::sync::Cache::new(n)),
             },
         })
+    }
+
+    /// Whether tokens must name one of the policy's audiences.
+    pub fn checks_audience(&self) -> bool {
+        !self.registered.audiences.is_empty()
     }
 
     /// Headers this policy sets on forwarded requests.
@@ -360,9 +370,13 @@ impl Jwt {
         if payload.contains('.') {
             return Err(malformed());
         }
-        let header: jsonwebtoken::Header = decode_part(header).ok_or_else(malformed)?;
+        let header: JoseHeader = decode_part(header).ok_or_else(malformed)?;
         if header.jwk.is_some() || header.jku.is_some() || header.x5u.is_some() || header.x5c.is_some() {
             return Err(invalid("embedded_key"));
+        }
+        // RFC 7515 §4.1.11: extensions this policy does not understand must be refused.
+        if header.crit.is_some() {
+            return Err(invalid("critical_extension"));
         }
         if !self.algorithms.contains(&header.alg) {
             return Err(invalid("alg_not_allowed"));
@@ -392,6 +406,19 @@ impl Jwt {
             Err(reason) => Err(invalid(reason)),
         }
     }
+}
+
+/// What the policy reads of a token's JOSE header; `alg: none` and unknown algorithms do
+/// not parse.
+#[derive(Deserialize)]
+struct JoseHeader {
+    alg: Algorithm,
+    kid: Option<String>,
+    jwk: Option<serde::de::IgnoredAny>,
+    jku: Option<serde::de::IgnoredAny>,
+    x5u: Option<serde::de::IgnoredAny>,
+    x5c: Option<serde::de::IgnoredAny>,
+    crit: Option<serde::de::IgnoredAny>,
 }
 
 /// A base64url JSON part of a token.
