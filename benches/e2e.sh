@@ -7,7 +7,9 @@
 # nginx (a static 100-byte 200, plain HTTP for the proxies and TLS for the direct path), HAProxy
 # and portcullis with the same policies, pins the proxy to CPU 0 and nginx + the load generator
 # to CPU 1, drives each with `portcullis bench` (checking every status), and prints one table
-# with medians and the ratios against HAProxy and the direct path.
+# with medians and the ratios against HAProxy and the direct path. Runs are interleaved: each
+# round runs every path once, and a ratio is the median of the ratios within each round, so a
+# machine whose speed drifts (a shared host) does not favour whichever path ran first.
 #
 # "chain" = IP allow-list + client certificate verified at the handshake (and matched) + JWT
 # RS256 (RSA-2048) with iss/aud/exp + CORS, every request allowed.
@@ -163,38 +165,30 @@ for port in 18080 18443 19443 19444 20443 20444 20445; do
 done
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-# run NAME URL SCENARIO PID: median req/s, median p99 ms, proxy CPU µs per request (median run)
-run() {
-  local name=$1 url=$2 file=$3 pid=${4:-}
-  local results=()
-  for i in $(seq "$RUNS"); do
-    local before=0; [ -n "$pid" ] && before=$(cpu_ticks "$pid")
-    local json; json=$(taskset -c 1 "$PC" bench --url "$url" --scenario "$W/$file" --json 2>/dev/null) || {
-      echo "$name: the run failed (unexpected statuses or errors):" >&2; echo "$json" >&2; exit 1; }
-    local after=0; [ -n "$pid" ] && after=$(cpu_ticks "$pid")
-    results+=("$(python3 -c 'import json,sys; r=json.loads(sys.argv[1]); t=r["total"]; print(t["rps"], t["p99_ms"], t["requests"], int(sys.argv[2]))' "$json" "$((after - before))")")
-    echo "  $name run $i: ${results[-1]}" >&2
-  done
-  printf '%s\n' "${results[@]}" | python3 -c '
-import sys, os
-rows = sorted((tuple(float(x) for x in l.split()) for l in sys.stdin), key=lambda r: r[0])
-rps, p99, n, ticks = rows[len(rows)//2]
-hz = os.sysconf("SC_CLK_TCK")
-cpu = (ticks / hz) / n * 1e6 if ticks else float("nan")
-print(f"{sys.argv[1]}\t{rps:.0f}\t{p99:.2f}\t{cpu:.1f}")' "$name"
+# once NAME URL SCENARIO PID: one run; appends "round req/s p99_ms requests proxy_ticks" to $W/NAME.runs
+once() {
+  local name=$1 url=$2 file=$3 pid=${4:-} round=$5
+  local before=0; [ -n "$pid" ] && before=$(cpu_ticks "$pid")
+  local json; json=$(taskset -c 1 "$PC" bench --url "$url" --scenario "$W/$file" --json 2>/dev/null) || {
+    echo "$name: the run failed (unexpected statuses or errors):" >&2; echo "$json" >&2; exit 1; }
+  local after=0; [ -n "$pid" ] && after=$(cpu_ticks "$pid")
+  local row; row=$(python3 -c 'import json,sys; t=json.loads(sys.argv[1])["total"]; print(sys.argv[3], t["rps"], t["p99_ms"], t["requests"], int(sys.argv[2]))' "$json" "$((after - before))" "$round")
+  echo "$row" >> "$W/$name.runs"
+  echo "  round $round $name: $row" >&2
 }
 
-echo "== measuring (${RUNS} runs of ${SECONDS_PER_RUN}s, ${CONNS} connections)" >&2
-{
-  run direct            https://localhost:18443 plain.yaml
-  run haproxy-plain     https://localhost:19443 plain.yaml "$HAPROXY_PID"
-  run portcullis-plain  https://localhost:20443 plain.yaml "$PC_plain"
-  run haproxy-chain     https://localhost:19444 chain.yaml "$HAPROXY_PID"
-  run portcullis-chain  https://localhost:20444 chain.yaml "$PC_chain"
-  run portcullis-verify https://localhost:20445 chain.yaml "$PC_verify"
-  run haproxy-handshake https://localhost:19444 handshake.yaml "$HAPROXY_PID"
-  run portcullis-handshake https://localhost:20444 handshake.yaml "$PC_chain"
-} > "$W/results.tsv"
+PATHS="direct haproxy-plain portcullis-plain haproxy-chain portcullis-chain portcullis-verify haproxy-handshake portcullis-handshake"
+echo "== measuring (${RUNS} rounds of ${SECONDS_PER_RUN}s runs, ${CONNS} connections; each round runs every path once, so a machine that speeds up or slows down affects all paths alike)" >&2
+for round in $(seq "$RUNS"); do
+  once direct            https://localhost:18443 plain.yaml "" "$round"
+  once haproxy-plain     https://localhost:19443 plain.yaml "$HAPROXY_PID" "$round"
+  once portcullis-plain  https://localhost:20443 plain.yaml "$PC_plain" "$round"
+  once haproxy-chain     https://localhost:19444 chain.yaml "$HAPROXY_PID" "$round"
+  once portcullis-chain  https://localhost:20444 chain.yaml "$PC_chain" "$round"
+  once portcullis-verify https://localhost:20445 chain.yaml "$PC_verify" "$round"
+  once haproxy-handshake https://localhost:19444 handshake.yaml "$HAPROXY_PID" "$round"
+  once portcullis-handshake https://localhost:20444 handshake.yaml "$PC_chain" "$round"
+done
 RSS=$(awk '/VmRSS/ {print $2}' "/proc/$PC_chain/status"); HWM=$(awk '/VmHWM/ {print $2}' "/proc/$PC_chain/status")
 SOAK=${BENCH_SOAK_SECONDS:-0}
 if [ "$SOAK" -gt 0 ]; then  # memory growth under a long run
@@ -207,18 +201,43 @@ if [ "$SOAK" -gt 0 ]; then  # memory growth under a long run
 fi
 HRSS=$(awk '/VmRSS/ {print $2}' "/proc/$HAPROXY_PID/status")
 
-python3 - "$W/results.tsv" "$RSS" "$HWM" "$HRSS" <<'PY'
-import sys
-rows = {l.split("\t")[0]: [float(x) for x in l.split("\t")[1:]] for l in open(sys.argv[1]) if l.strip()}
-direct = rows["direct"][0]
-print(f"{'path':<22}{'req/s':>10}{'p99 ms':>9}{'CPU µs/req':>12}{'vs HAProxy':>12}{'vs direct':>11}")
-for name, (rps, p99, cpu) in rows.items():
+python3 - "$W" "$PATHS" "$RSS" "$HWM" "$HRSS" <<'PY'
+import os, statistics, sys
+w, paths = sys.argv[1], sys.argv[2].split()
+hz = os.sysconf("SC_CLK_TCK")
+runs = {}  # path -> {round: (rps, p99, cpu µs/req)}
+for p in paths:
+    runs[p] = {}
+    for line in open(f"{w}/{p}.runs"):
+        rnd, rps, p99, n, ticks = line.split()
+        cpu = (int(ticks) / hz) / float(n) * 1e6 if int(ticks) else float("nan")
+        runs[p][rnd] = (float(rps), float(p99), cpu)
+def median(values):
+    return statistics.median(values)
+def baseline(name):
     kind = name.split("-", 1)[1] if "-" in name else None
     kind = "chain" if kind == "verify" else kind  # HAProxy verifies every token anyway
-    ha = rows.get(f"haproxy-{kind}", [None])[0] if kind else None
-    vs = f"{rps / ha:.2f}x" if ha and name.startswith("portcullis") else ""
+    return f"haproxy-{kind}" if kind else None
+print(f"{'path':<22}{'req/s':>10}{'p99 ms':>9}{'CPU µs/req':>12}{'vs HAProxy':>12}{'vs direct':>11}")
+for p in paths:
+    rounds = runs[p]
+    rps = median(r[0] for r in rounds.values())
+    p99 = median(r[1] for r in rounds.values())
+    cpu = median(r[2] for r in rounds.values())
+    # Ratios are taken within a round (runs seconds apart), then the median over rounds.
+    ha = baseline(p)
+    vs = ""
+    if p.startswith("portcullis") and ha in runs:
+        ratios = [rounds[k][0] / runs[ha][k][0] for k in rounds]
+        vs = f"{median(ratios):.2f}x"
+    direct = median(rounds[k][0] / runs["direct"][k][0] for k in rounds)
     cpu_s = "" if cpu != cpu else f"{cpu:.1f}"
-    print(f"{name:<22}{rps:>10.0f}{p99:>9.2f}{cpu_s:>12}{vs:>12}{rps / direct:>10.0%}")
-print(f"portcullis chain RSS after the runs: {int(sys.argv[2]) // 1024} MiB (peak {int(sys.argv[3]) // 1024} MiB); HAProxy: {int(sys.argv[4]) // 1024} MiB")
-print("(verify: the chain with the token cache off, every token verified; handshake: req/s = new TLS 1.3 connections with a client certificate per second)")
+    print(f"{p:<22}{rps:>10.0f}{p99:>9.2f}{cpu_s:>12}{vs:>12}{direct:>10.0%}")
+for p in paths:
+    ha = baseline(p)
+    if p.startswith("portcullis") and ha in runs:
+        ratios = [runs[p][k][0] / runs[ha][k][0] for k in sorted(runs[p])]
+        print(f"  {p} / {ha} per round: " + " ".join(f"{r:.2f}" for r in ratios))
+print(f"portcullis chain RSS after the runs: {int(sys.argv[3]) // 1024} MiB (peak {int(sys.argv[4]) // 1024} MiB); HAProxy: {int(sys.argv[5]) // 1024} MiB")
+print("(medians over rounds; ratios are medians of per-round ratios. verify: the chain with the token cache off, every token verified; handshake: req/s = new TLS 1.3 connections with a client certificate per second)")
 PY

@@ -420,3 +420,115 @@ routes:
     assert!(body.contains("backend gone has no healthy url"), "{body}");
     assert!(admin_get(admin, "/healthz").await.starts_with("HTTP/1.1 200"));
 }
+
+/// A raw HTTP/1.1 backend that numbers its connections and the requests on each: every
+/// answer says `conn C req R`. `/bye` answers and then closes the connection, the way a
+/// backend drops an idle keep-alive connection; `/big` promises 1 MiB, sends 64 KiB and waits.
+struct NumberingBackend {
+    addr: std::net::SocketAddr,
+    connections: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    closed: std::sync::Arc<tokio::sync::Notify>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl NumberingBackend {
+    async fn start() -> Self {
+        use std::sync::atomic::Ordering;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = tcp.local_addr().unwrap();
+        let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let closed = std::sync::Arc::new(tokio::sync::Notify::new());
+        let (count, notify) = (connections.clone(), closed.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let (mut stream, _) = tcp.accept().await.unwrap();
+                let conn = count.fetch_add(1, Ordering::SeqCst) + 1;
+                let notify = notify.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    for req in 1.. {
+                        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                            let mut chunk = [0u8; 4096];
+                            match stream.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return notify.notify_one(),
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        }
+                        let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                        buf.drain(..end);
+                        let path = head.split(' ').nth(1).unwrap_or("/").to_owned();
+                        if path == "/big" {
+                            let head = b"HTTP/1.1 200 OK\r\ncontent-length: 1048576\r\n\r\n";
+                            let _ = stream.write_all(head).await;
+                            let _ = stream.write_all(&[b'x'; 65536]).await;
+                            // Wait for the gateway to give up on this connection.
+                            let _ = stream.read(&mut [0u8; 1]).await;
+                            return notify.notify_one();
+                        }
+                        let body = format!("conn {conn} req {req}");
+                        let rsp = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}", body.len());
+                        if stream.write_all(rsp.as_bytes()).await.is_err() || path == "/bye" {
+                            return notify.notify_one();
+                        }
+                    }
+                });
+            }
+        });
+        Self { addr, connections, closed, task }
+    }
+
+    fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for NumberingBackend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test]
+async fn backend_connections_are_reused_and_never_carry_a_stale_answer() {
+    let pki = Pki::new();
+    let backend = NumberingBackend::start().await;
+    let gw = TestGateway::start(&one_route(&format!("http://{}", backend.addr), ""), &pki);
+    let client = Client::new(gw.addr("public"), &pki);
+
+    // Sequential requests, each on its own client connection, share one backend connection.
+    for req in 1..=10 {
+        let rsp = client.get("/n").await;
+        assert_eq!((rsp.status.as_u16(), rsp.text()), (200, format!("conn 1 req {req}")));
+    }
+    assert_eq!(backend.connections(), 1);
+
+    // The backend drops the idle connection: the next request goes on a new one, no 502.
+    assert_eq!(client.get("/bye").await.text(), "conn 1 req 11");
+    tokio::time::timeout(std::time::Duration::from_secs(5), backend.closed.notified()).await.unwrap();
+    // Give the gateway's connection task its turn to see the close (it is idle: no request).
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let rsp = client.get("/n").await;
+    assert_eq!((rsp.status.as_u16(), rsp.text()), (200, "conn 2 req 1".to_owned()));
+
+    // A client that leaves in the middle of a body: that backend connection, with the rest of
+    // the body still on it, is closed and never answers another request.
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut tls = client.connect().await.unwrap();
+        tls.write_all(b"GET /big HTTP/1.1\r\nhost: localhost\r\n\r\n").await.unwrap();
+        let mut some = [0u8; 16384];
+        let n = tls.read(&mut some).await.unwrap();
+        assert!(String::from_utf8_lossy(&some[..n]).starts_with("HTTP/1.1 200"));
+    }
+    tokio::time::timeout(std::time::Duration::from_secs(5), backend.closed.notified()).await.unwrap();
+    let before = backend.connections();
+    for _ in 0..3 {
+        let rsp = client.get("/n").await;
+        assert_eq!(rsp.status, 200);
+        assert!(rsp.text().starts_with("conn ") && rsp.text().len() < 32, "{}", rsp.text());
+        assert!(!rsp.text().contains('x'), "no leftover of the abandoned body");
+    }
+    assert!(backend.connections() <= before + 1, "one new connection at most");
+}

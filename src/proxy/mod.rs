@@ -2,6 +2,7 @@
 //! ALPN on `https://` urls), round robin over healthy urls, passive and active health,
 //! retries for idempotent requests without a body, timeouts, streamed bodies both ways.
 
+mod connections;
 pub mod echo;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -10,13 +11,10 @@ use std::time::{Duration, Instant};
 
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, Method, Request, Response, Uri};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::body::{self, Body};
 use crate::task::OwnedTask;
+use connections::{Connections, Connector, SendError};
 
 /// How long a url that refused a connection is skipped by round robin.
 const PASSIVE_EJECTION: Duration = Duration::from_secs(5);
@@ -25,13 +23,13 @@ const PASSIVE_EJECTION: Duration = Duration::from_secs(5);
 #[derive(Debug, thiserror::Error)]
 pub enum ForwardError {
     #[error("could not connect to the backend")]
-    Connect(#[source] hyper_util::client::legacy::Error),
+    Connect(#[source] std::io::Error),
     #[error("the backend did not answer in time")]
     Timeout,
     #[error("the request target cannot be sent to this backend")]
     Target,
     #[error("the backend connection failed")]
-    Upstream(#[source] hyper_util::client::legacy::Error),
+    Upstream(#[source] hyper::Error),
 }
 
 /// A configured backend.
@@ -64,6 +62,7 @@ pub struct Upstream {
     ejected_until: AtomicU64,
     /// Set by the active health check.
     healthy: AtomicBool,
+    connections: Connections,
 }
 
 impl Upstream {
@@ -87,10 +86,12 @@ impl Upstream {
             base_path: uri.path().trim_end_matches('/').to_owned(),
             ejected_until: AtomicU64::new(0),
             healthy: AtomicBool::new(true),
+            connections: Connections::default(),
         })
     }
 
-    fn uri(&self, path: &str, query: Option<&str>) -> Result<Uri, http::Error> {
+    /// The origin-form target for `path` and `query` under the url's base path.
+    fn target(&self, path: &str, query: Option<&str>) -> Result<Uri, http::Error> {
         let mut pq = String::with_capacity(self.base_path.len() + path.len() + query.map_or(0, |q| q.len() + 1));
         pq.push_str(&self.base_path);
         pq.push_str(path);
@@ -98,11 +99,11 @@ impl Upstream {
             pq.push('?');
             pq.push_str(q);
         }
-        Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(PathAndQuery::try_from(pq)?)
-            .build()
+        Ok(Uri::from(PathAndQuery::try_from(pq)?))
+    }
+
+    async fn send(&self, connector: &Connector, req: Request<Body>) -> Result<Response<Body>, SendError> {
+        self.connections.send(connector, &self.scheme, &self.authority, req).await
     }
 
     pub fn authority(&self) -> &Authority {
@@ -129,7 +130,7 @@ pub struct HealthCheck {
 struct Pool {
     upstreams: Arc<[Upstream]>,
     next: AtomicUsize,
-    client: Client<HttpsConnector<HttpConnector>, Body>,
+    connector: Arc<Connector>,
     settings: PoolSettings,
     epoch: Instant,
     health_task: OwnedTask,
@@ -160,28 +161,14 @@ impl Backend {
 
     /// A pool over `upstreams`. Connections are built lazily; nothing is bound here.
     pub fn pool(name: &str, upstreams: Vec<Upstream>, settings: PoolSettings) -> Self {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(settings.connect_timeout));
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config((*settings.tls).clone())
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build(https);
+        let connector = Arc::new(Connector::new(&settings.tls, settings.connect_timeout));
         Self {
             name: name.into(),
             upstream_duration: upstream_duration(name),
             kind: BackendKind::Pool(Box::new(Pool {
                 upstreams: upstreams.into(),
                 next: AtomicUsize::new(0),
-                client,
+                connector,
                 settings,
                 epoch: Instant::now(),
                 health_task: OwnedTask::default(),
@@ -198,14 +185,14 @@ impl Backend {
             return;
         };
         let upstreams = pool.upstreams.clone();
-        let client = pool.client.clone();
+        let connector = pool.connector.clone();
         let name = self.name.clone();
         let task = tokio::spawn(async move {
             let mut ticker = tokio::time::interval(check.interval);
             loop {
                 ticker.tick().await;
                 for upstream in upstreams.iter() {
-                    let ok = probe(&client, upstream, &check).await;
+                    let ok = probe(&connector, upstream, &check).await;
                     if upstream.healthy.swap(ok, Ordering::Relaxed) != ok {
                         tracing::warn!(backend.name = %name, upstream = %upstream.authority, healthy = ok, "backend health changed");
                     }
@@ -245,7 +232,7 @@ impl Backend {
         loop {
             attempt += 1;
             let upstream = pool.pick();
-            let uri = upstream.uri(out.path, out.query).map_err(|_| ForwardError::Target)?;
+            let uri = upstream.target(out.path, out.query).map_err(|_| ForwardError::Target)?;
             let mut req = Request::new(body.take().unwrap_or_else(body::empty));
             *req.method_mut() = out.method.clone();
             *req.uri_mut() = uri;
@@ -254,21 +241,18 @@ impl Backend {
                 Some(h) if attempt < attempts => h.clone(),
                 _ => headers.take().unwrap_or_default(),
             };
-            let sent = tokio::time::timeout(pool.settings.timeout, pool.client.request(req)).await;
+            let sent = tokio::time::timeout(pool.settings.timeout, upstream.send(&pool.connector, req)).await;
             let error = match sent {
-                Ok(Ok(rsp)) => return Ok((rsp.map(body::boxed), Some(upstream.authority.clone()))),
+                Ok(Ok(rsp)) => return Ok((rsp, Some(upstream.authority.clone()))),
                 Err(_) => return Err(ForwardError::Timeout),
-                Ok(Err(e)) => e,
+                Ok(Err(SendError::Connect(e))) => {
+                    pool.eject(upstream);
+                    ForwardError::Connect(e)
+                }
+                Ok(Err(SendError::Upstream(e))) => ForwardError::Upstream(e),
             };
-            if error.is_connect() {
-                pool.eject(upstream);
-            }
             if attempt >= attempts {
-                return Err(if error.is_connect() {
-                    ForwardError::Connect(error)
-                } else {
-                    ForwardError::Upstream(error)
-                });
+                return Err(error);
             }
             tracing::debug!(backend.name = %self.name, upstream = %upstream.authority, error = %error, "retrying");
         }
@@ -301,13 +285,13 @@ fn upstream_duration(backend: &str) -> prometheus::Histogram {
     crate::telemetry::metrics().upstream_duration.with_label_values(&[backend])
 }
 
-async fn probe(client: &Client<HttpsConnector<HttpConnector>, Body>, upstream: &Upstream, check: &HealthCheck) -> bool {
-    let Ok(uri) = upstream.uri(&check.path, None) else {
+async fn probe(connector: &Connector, upstream: &Upstream, check: &HealthCheck) -> bool {
+    let Ok(uri) = upstream.target(&check.path, None) else {
         return false;
     };
     let mut req = Request::new(body::empty());
     *req.uri_mut() = uri;
-    match tokio::time::timeout(check.timeout, client.request(req)).await {
+    match tokio::time::timeout(check.timeout, upstream.send(connector, req)).await {
         Ok(Ok(rsp)) => rsp.status().is_success() || rsp.status().is_redirection(),
         _ => false,
     }
