@@ -154,7 +154,7 @@ pub async fn handle(rt: &Runtime, req: Request<Incoming>, conn: &ConnInfo, limit
             match forwarded {
                 _ if stats.tripped() => Problem::payload_too_large(limits.max_body_bytes).into_response(request_id),
                 Ok((mut rsp, upstream)) => {
-                    log.upstream = upstream.map(|a| a.to_string());
+                    log.upstream = upstream.filter(|_| logging).map(|a| a.to_string());
                     strip_hop_by_hop(rsp.headers_mut());
                     rsp
                 }

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
+use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
@@ -70,8 +70,7 @@ pub async fn serve(
                 tokio::spawn(async move {
                     let _permit = permit;
                     let svc = service_fn(move |req| std::future::ready(Ok::<_, Infallible>(redirect(&base, &req))));
-                    let http = http_builder(&limits);
-                    let conn = http.serve_connection(TokioIo::new(stream), svc);
+                    let conn = http1_builder(&limits).serve_connection(TokioIo::new(stream), svc);
                     let _ = watcher.watch(conn).await;
                 });
             }
@@ -79,17 +78,21 @@ pub async fn serve(
     }
 }
 
-/// The HTTP server settings every connection of a listener gets.
-fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+/// The HTTP/1.1 server settings every connection of a listener gets.
+fn http1_builder(limits: &Limits) -> http1::Builder {
+    let mut builder = http1::Builder::new();
     builder
-        .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         // hyper answers 431 when the request head outgrows its buffer.
         .max_buf_size(limits.max_header_bytes.max(8192));
     builder
-        .http2()
+}
+
+/// The h2 server settings, for connections whose client chose h2 by ALPN.
+fn http2_builder(limits: &Limits) -> http2::Builder<TokioExecutor> {
+    let mut builder = http2::Builder::new(TokioExecutor::new());
+    builder
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
         .keep_alive_interval(Some(limits.idle_timeout))
@@ -123,6 +126,7 @@ async fn serve_tls(
         }
     };
     let (_, session) = tls.get_ref();
+    let h2 = session.alpn_protocol() == Some(b"h2");
     let client_cert = session
         .peer_certificates()
         .and_then(|chain| chain.first())
@@ -140,9 +144,14 @@ async fn serve_tls(
         let conn = conn.clone();
         async move { Ok::<_, Infallible>(crate::pipeline::handle(&runtime, req, &conn, limits).await) }
     });
-    let http = http_builder(&limits);
-    let conn = http.serve_connection(TokioIo::new(tls), svc);
-    if let Err(e) = watcher.watch(conn).await {
+    // The protocol is the one ALPN chose; without ALPN it is HTTP/1.1.
+    let io = TokioIo::new(tls);
+    let served = if h2 {
+        watcher.watch(http2_builder(&limits).serve_connection(io, svc)).await
+    } else {
+        watcher.watch(http1_builder(&limits).serve_connection(io, svc)).await
+    };
+    if let Err(e) = served {
         tracing::debug!(client.addr = %peer, error = %e, "connection ended with an error");
     }
 }

@@ -56,6 +56,15 @@ fn dn(text: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Whether the name `text` has exactly the attributes of `expected` (from [`dn`]), in order;
+/// compared in place, without building the pairs on every request.
+fn dn_matches(expected: &[(String, String)], text: &str) -> bool {
+    let mut pairs = text.split(',').filter_map(|rdn| rdn.split_once('='));
+    expected.iter().all(|(key, value)| {
+        pairs.next().is_some_and(|(k, v)| k.trim().eq_ignore_ascii_case(key) && v.trim() == value)
+    }) && pairs.next().is_none()
+}
+
 /// Hex without separators or leading zeros, upper-case.
 fn hex(text: &str) -> String {
     let digits: String = text.chars().filter(char::is_ascii_hexdigit).collect::<String>().to_ascii_uppercase();
@@ -124,8 +133,8 @@ impl ClientCert {
 }
 
 fn matches(id: &Identity, cert: &ClientCertInfo) -> bool {
-    id.subject.as_ref().is_none_or(|s| *s == dn(&cert.subject))
-        && id.issuer.as_ref().is_none_or(|s| *s == dn(&cert.issuer))
+    id.subject.as_ref().is_none_or(|s| dn_matches(s, &cert.subject))
+        && id.issuer.as_ref().is_none_or(|s| dn_matches(s, &cert.issuer))
         && id.thumbprint.as_ref().is_none_or(|t| *t == hex(&cert.thumbprint_sha256))
         && id.serial.as_ref().is_none_or(|s| *s == hex(&cert.serial))
         && id.dns_name.as_ref().is_none_or(|n| cert.dns_names.iter().any(|d| d.eq_ignore_ascii_case(n)))
@@ -207,5 +216,23 @@ mod tests {
         assert!(matches!(p.check(Some(&cert()), &mut h), Decision::Deny(d) if d.reason == "client_cert_not_allowed"));
         assert!(matches!(p.check(None, &mut h), Decision::Deny(d) if d.reason == "no_client_cert"));
         assert!(h.is_empty());
+    }
+
+    #[test]
+    fn subjects_match_attribute_for_attribute() {
+        let expected = dn("CN=apim-client,O=Example");
+        assert!(dn_matches(&expected, "CN=apim-client, O=Example"));
+        assert!(dn_matches(&expected, "cn=apim-client,o=Example"), "attribute names ignore case");
+        for other in [
+            "CN=apim-client",
+            "CN=apim-client,O=Example,OU=Extra",
+            "O=Example,CN=apim-client",
+            "CN=apim-client-evil,O=Example",
+            "CN=APIM-CLIENT,O=Example",
+            "CN=apim-client,O=Example.evil",
+            "",
+        ] {
+            assert!(!dn_matches(&expected, other), "{other:?}");
+        }
     }
 }
