@@ -164,6 +164,10 @@ for port in 18080 18443 19443 19444 20443 20444 20445; do
   for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
 done
 
+for p in "${PIDS[@]}"; do  # a port held by a leftover process would be measured instead
+  kill -0 "$p" 2>/dev/null || { echo "a server did not start (port in use?); see $W/*.log" >&2; exit 1; }
+done
+
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 # once NAME URL SCENARIO PID: one run; appends "round req/s p99_ms requests proxy_ticks" to $W/NAME.runs
 once() {
