@@ -60,9 +60,10 @@ fn dn(text: &str) -> Vec<(String, String)> {
 /// compared in place, without building the pairs on every request.
 fn dn_matches(expected: &[(String, String)], text: &str) -> bool {
     let mut pairs = text.split(',').filter_map(|rdn| rdn.split_once('='));
-    expected.iter().all(|(key, value)| {
-        pairs.next().is_some_and(|(k, v)| k.trim().eq_ignore_ascii_case(key) && v.trim() == value)
-    }) && pairs.next().is_none()
+    expected
+        .iter()
+        .all(|(key, value)| pairs.next().is_some_and(|(k, v)| k.trim().eq_ignore_ascii_case(key) && v.trim() == value))
+        && pairs.next().is_none()
 }
 
 /// Hex without separators or leading zeros, upper-case.
