@@ -173,7 +173,7 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 once() {
   local name=$1 url=$2 file=$3 pid=${4:-} round=$5
   local before=0; [ -n "$pid" ] && before=$(cpu_ticks "$pid")
-  local json; json=$(taskset -c 1 "$PC" bench --url "$url" --scenario "$W/$file" --json 2>/dev/null) || {
+  local json; json=$(taskset -c 1 "$PC" --workers 1 bench --url "$url" --scenario "$W/$file" --json 2>/dev/null) || {
     echo "$name: the run failed (unexpected statuses or errors):" >&2; echo "$json" >&2; exit 1; }
   local after=0; [ -n "$pid" ] && after=$(cpu_ticks "$pid")
   local row; row=$(python3 -c 'import json,sys; t=json.loads(sys.argv[1])["total"]; print(sys.argv[3], t["rps"], t["p99_ms"], t["requests"], int(sys.argv[2]))' "$json" "$((after - before))" "$round")

@@ -18,11 +18,12 @@ pub struct BenchArgs {
     pub url: Option<String>,
     pub config: Option<PathBuf>,
     pub json: bool,
+    pub workers: Option<std::num::NonZeroUsize>,
 }
 
 pub fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     let scenario = loadtest::Scenario::load(&args.scenario)?;
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = super::run::event_loop(args.workers)?;
     rt.block_on(async {
         // Kept alive for the run; the process exits right after, so no drain is needed.
         let mut _server = None;

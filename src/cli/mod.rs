@@ -25,8 +25,8 @@ struct Cli {
     /// Where access-log lines go: `stdout`, `off`, or a file path (appended).
     #[arg(long, global = true, default_value = "stdout")]
     access_log: String,
-    /// Threads that serve requests (default: one per CPU the process may use). `1` runs a
-    /// single event loop without work stealing, like HAProxy's `nbthread 1`.
+    /// Event-loop threads of `run`, `demo` and `bench` (default: one per CPU the process may
+    /// use). `1` runs a single event loop without work stealing, like HAProxy's `nbthread 1`.
     #[arg(long, global = true)]
     workers: Option<std::num::NonZeroUsize>,
     #[command(subcommand)]
@@ -160,7 +160,7 @@ pub fn main() -> ExitCode {
         Command::Certs { command: CertsCommand::Dev { dir, force } } => certs::dev(&dir, force),
         Command::Certs { command: CertsCommand::Check { config, warn_days } } => certs::check(&config, warn_days),
         Command::Bench { scenario, url, config, json } => {
-            bench::bench(&bench::BenchArgs { scenario, url, config, json })
+            bench::bench(&bench::BenchArgs { scenario, url, config, json, workers: globals.workers })
         }
         Command::Systems { store, command } => identity::systems(&store, command),
         Command::Users { store, command } => identity::users(&store, command),

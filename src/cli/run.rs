@@ -22,13 +22,9 @@ pub fn run(config_file: &Path, globals: &super::Globals) -> anyhow::Result<ExitC
     serve(loaded.runtime, globals.workers, |_| {})
 }
 
-/// Starts the gateway on `workers` threads (one event loop when 1; default one per CPU),
-/// calls `started` once every listener is bound, and drains on SIGTERM or Ctrl-C.
-pub(super) fn serve(
-    runtime: crate::runtime::Runtime,
-    workers: Option<NonZeroUsize>,
-    started: impl FnOnce(&Server),
-) -> anyhow::Result<ExitCode> {
+/// The tokio runtime for `--workers`: one event loop without work stealing for 1, else a
+/// multi-threaded runtime with that many workers (default: one per CPU the process may use).
+pub(super) fn event_loop(workers: Option<NonZeroUsize>) -> std::io::Result<tokio::runtime::Runtime> {
     let mut builder = match workers.map(NonZeroUsize::get) {
         Some(1) => tokio::runtime::Builder::new_current_thread(),
         Some(n) => {
@@ -38,8 +34,17 @@ pub(super) fn serve(
         }
         None => tokio::runtime::Builder::new_multi_thread(),
     };
-    let rt = builder.enable_all().build()?;
-    rt.block_on(async move {
+    builder.enable_all().build()
+}
+
+/// Starts the gateway on `workers` threads (one event loop when 1; default one per CPU),
+/// calls `started` once every listener is bound, and drains on SIGTERM or Ctrl-C.
+pub(super) fn serve(
+    runtime: crate::runtime::Runtime,
+    workers: Option<NonZeroUsize>,
+    started: impl FnOnce(&Server),
+) -> anyhow::Result<ExitCode> {
+    event_loop(workers)?.block_on(async move {
         let server = Server::start(runtime).await?;
         started(&server);
         server::termination_signal().await;
