@@ -77,6 +77,16 @@ fn hex(text: &str) -> String {
     }
 }
 
+/// Whether `text` spells the number `expected` (from [`hex`]), compared in place.
+fn hex_matches(expected: &str, text: &str) -> bool {
+    let mut digits = text.chars().filter(char::is_ascii_hexdigit).map(|c| c.to_ascii_uppercase()).peekable();
+    while digits.next_if_eq(&'0').is_some() {}
+    if digits.peek().is_none() {
+        return expected == "0";
+    }
+    digits.eq(expected.chars())
+}
+
 impl ClientCert {
     /// # Errors
     /// No identity, an empty identity, a malformed thumbprint or header name.
@@ -136,8 +146,8 @@ impl ClientCert {
 fn matches(id: &Identity, cert: &ClientCertInfo) -> bool {
     id.subject.as_ref().is_none_or(|s| dn_matches(s, &cert.subject))
         && id.issuer.as_ref().is_none_or(|s| dn_matches(s, &cert.issuer))
-        && id.thumbprint.as_ref().is_none_or(|t| *t == hex(&cert.thumbprint_sha256))
-        && id.serial.as_ref().is_none_or(|s| *s == hex(&cert.serial))
+        && id.thumbprint.as_ref().is_none_or(|t| hex_matches(t, &cert.thumbprint_sha256))
+        && id.serial.as_ref().is_none_or(|s| hex_matches(s, &cert.serial))
         && id.dns_name.as_ref().is_none_or(|n| cert.dns_names.iter().any(|d| d.eq_ignore_ascii_case(n)))
         && id.uri.as_ref().is_none_or(|u| cert.uris.contains(u))
 }
@@ -217,6 +227,19 @@ mod tests {
         assert!(matches!(p.check(Some(&cert()), &mut h), Decision::Deny(d) if d.reason == "client_cert_not_allowed"));
         assert!(matches!(p.check(None, &mut h), Decision::Deny(d) if d.reason == "no_client_cert"));
         assert!(h.is_empty());
+    }
+
+    #[test]
+    fn serials_and_thumbprints_match_in_any_spelling() {
+        let expected = hex("00:01:a2");
+        for same in ["1A2", "01a2", "00:01:A2", "1a:2"] {
+            assert!(hex_matches(&expected, same), "{same}");
+        }
+        for other in ["1A", "1A20", "A2", "", "0"] {
+            assert!(!hex_matches(&expected, other), "{other:?}");
+        }
+        assert!(hex_matches(&hex("00"), "0:00"));
+        assert!(!hex_matches(&hex("00"), "01"));
     }
 
     #[test]
