@@ -205,6 +205,24 @@ if [ "$SOAK" -gt 0 ]; then  # memory growth under a long run
 fi
 HRSS=$(awk '/VmRSS/ {print $2}' "/proc/$HAPROXY_PID/status")
 
+# BENCH_ALLOCS=1: allocator calls per request (uprobes on mimalloc's entry points, counted
+# in the gateway process only over exactly 20,000 requests; needs perf, from linux-perf).
+if [ "${BENCH_ALLOCS:-0}" = 1 ]; then
+  need perf linux-perf
+  perf probe -q -d 'probe_portcullis:*' 2>/dev/null || true
+  perf probe -q -x "$PC" -a mi_malloc_aligned -a mi_zalloc_aligned -a mi_realloc_aligned
+  for g in plain chain; do
+    pid=$(eval echo "\$PC_$g"); port=$([ $g = plain ] && echo 20443 || echo 20444)
+    grep -v '^duration' "$W/$g.yaml" | sed 's/^connections: .*/connections: 8\nrequests_total: 20000/' > "$W/allocs-$g.yaml"
+    perf stat -e 'probe_portcullis:*' -x, -p "$pid" -o "$W/allocs-$g.txt" & STAT=$!
+    sleep 0.5
+    taskset -c 1 "$PC" --workers 1 bench --url "https://localhost:$port" --scenario "$W/allocs-$g.yaml" >/dev/null 2>&1
+    kill -INT "$STAT"; wait "$STAT" || true
+    awk -F, -v g="$g" '{n += $1} END {printf "allocations per request, portcullis-%s: %.2f\n", g, n / 20000}' "$W/allocs-$g.txt"
+  done
+  perf probe -q -d 'probe_portcullis:*'
+fi
+
 python3 - "$W" "$PATHS" "$RSS" "$HWM" "$HRSS" <<'PY'
 import os, statistics, sys
 w, paths = sys.argv[1], sys.argv[2].split()

@@ -114,14 +114,15 @@ pub async fn handle(rt: &Runtime, req: Request<Incoming>, conn: &ConnInfo, limit
     };
     let route = routed.route;
     let request_id = routed.request_id.as_str();
-    log.request_id = routed.request_id.clone();
     log.route = Some(route.name.clone());
     if logging {
         log.path = routed.path().to_owned();
     }
     log.client_ip = routed.client_ip;
     if content_length(&parts.headers).is_some_and(|len| len > limits.max_body_bytes) {
-        return respond(Problem::payload_too_large(limits.max_body_bytes).into_response(request_id), log, Some(route));
+        let rsp = Problem::payload_too_large(limits.max_body_bytes).into_response(request_id);
+        log.request_id = routed.request_id;
+        return respond(rsp, log, Some(route));
     }
     let mut cx = RequestContext::new(request_id, routed.client_ip, conn, routed.path(), &routed.params);
     let outcome = route.chain.on_request(&mut parts, &mut cx).await;
@@ -188,6 +189,7 @@ pub async fn handle(rt: &Runtime, req: Request<Incoming>, conn: &ConnInfo, limit
         log.subject = cx.claims.as_ref().and_then(|c| c.get("sub")).and_then(|s| s.as_str()).map(str::to_owned);
     }
     log.decisions = cx.decisions;
+    log.request_id = routed.request_id;
     respond(rsp, log, Some(route))
 }
 

@@ -5,7 +5,7 @@
 //! what the client sent, so a client can never pose as the gateway; only a trusted proxy may
 //! pass on `X-Forwarded-For` and `X-Request-Id`.
 
-use http::header::{self, HeaderMap, HeaderName};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// RFC 9110 §7.6.1 and the common non-standard ones, as names ready for lookup (a `&str`
 /// would be parsed again on every removal).
@@ -39,15 +39,16 @@ const ALWAYS_SPOOFABLE: [&str; 7] = [
 /// Removes hop-by-hop headers and those the `Connection` header names.
 /// `Transfer-Encoding` is left to hyper, which frames bodies itself.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
+    // Values are shared buffers: cloning one copies no bytes, and the usual single
+    // `Connection` header needs no allocation at all.
+    let mut values = headers.get_all(header::CONNECTION).iter().cloned();
+    let first = values.next();
+    let more: Vec<HeaderValue> = values.collect();
+    for value in first.iter().chain(&more) {
+        for name in value.to_str().unwrap_or_default().split(',') {
+            // A `&str` key is looked up without building a `HeaderName`.
+            headers.remove(name.trim());
+        }
     }
     for name in &HOP_BY_HOP {
         headers.remove(name);
