@@ -84,6 +84,13 @@ fn headers(c: &mut Criterion) {
     c.bench_function("strip_hop_by_hop", |b| {
         b.iter_batched_ref(|| base.clone(), strip_hop_by_hop, criterion::BatchSize::SmallInput)
     });
+    // A backend answer that names its own hop-by-hop header in `Connection`.
+    let mut answer = base.clone();
+    answer.insert("connection", HeaderValue::from_static("keep-alive, x-backend-private"));
+    answer.insert("x-backend-private", HeaderValue::from_static("1"));
+    c.bench_function("strip_hop_by_hop_with_connection", |b| {
+        b.iter_batched_ref(|| answer.clone(), strip_hop_by_hop, criterion::BatchSize::SmallInput)
+    });
 }
 
 fn client_address(c: &mut Criterion) {
