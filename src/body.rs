@@ -1,10 +1,12 @@
 //! The body type that flows through the gateway both ways, and a size limit that counts
 //! bytes as they stream past instead of buffering them.
 
+use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
@@ -40,11 +42,28 @@ pub struct BodyTooLarge {
     pub limit: u64,
 }
 
-/// What a request body did while streaming: bytes read, and whether it hit the limit.
+/// No body bytes arrived within `body_read_timeout`.
+#[derive(Debug, thiserror::Error)]
+#[error("no request body bytes arrived for {0:?}")]
+pub struct BodyTimedOut(pub Duration);
+
+/// How a client's request body ended, when it did not end well: always the client's fault.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum BodyFault {
+    /// Over `max_body_bytes` (413).
+    TooLarge = 1,
+    /// Malformed chunked framing, or the body was cut short (400).
+    Malformed = 2,
+    /// Stalled longer than `body_read_timeout` between bytes (408).
+    TimedOut = 3,
+}
+
+/// What a request body did while streaming: bytes read, and how it failed, if it did.
 #[derive(Debug, Default)]
 pub struct BodyStats {
     bytes: AtomicU64,
-    tripped: AtomicBool,
+    fault: AtomicU8,
 }
 
 impl BodyStats {
@@ -52,23 +71,38 @@ impl BodyStats {
         self.bytes.load(Ordering::Relaxed)
     }
 
-    /// Whether the body grew past its limit (answer 413, not 502).
-    pub fn tripped(&self) -> bool {
-        self.tripped.load(Ordering::Relaxed)
+    /// Why the client's body failed, if it did: the answer is then the client's fault,
+    /// whatever the backend connection reported.
+    pub fn fault(&self) -> Option<BodyFault> {
+        match self.fault.load(Ordering::Relaxed) {
+            1 => Some(BodyFault::TooLarge),
+            2 => Some(BodyFault::Malformed),
+            3 => Some(BodyFault::TimedOut),
+            _ => None,
+        }
+    }
+
+    fn set(&self, fault: BodyFault) {
+        self.fault.store(fault as u8, Ordering::Relaxed);
     }
 }
 
 /// Passes a body through while counting into `stats`; past `limit` bytes it fails with
-/// [`BodyTooLarge`].
+/// [`BodyTooLarge`], after `idle` without a byte with [`BodyTimedOut`], and a failure of the
+/// client's stream is recorded as [`BodyFault::Malformed`].
 pub struct LimitedBody<B> {
     inner: B,
     limit: u64,
+    idle: Duration,
+    /// Armed when the client starts keeping us waiting (not while nobody reads the body).
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    waiting: bool,
     stats: Arc<BodyStats>,
 }
 
 impl<B> LimitedBody<B> {
-    pub fn new(inner: B, limit: u64, stats: Arc<BodyStats>) -> Self {
-        Self { inner, limit, stats }
+    pub fn new(inner: B, limit: u64, idle: Duration, stats: Arc<BodyStats>) -> Self {
+        Self { inner, limit, idle, deadline: None, waiting: false, stats }
     }
 }
 
@@ -82,19 +116,36 @@ where
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_frame(cx) {
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        let was_waiting = std::mem::replace(&mut this.waiting, polled.is_pending());
+        match polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     let total = this.stats.bytes.fetch_add(data.len() as u64, Ordering::Relaxed) + data.len() as u64;
                     if total > this.limit {
-                        this.stats.tripped.store(true, Ordering::Relaxed);
+                        this.stats.set(BodyFault::TooLarge);
                         return Poll::Ready(Some(Err(BodyTooLarge { limit: this.limit }.into())));
                     }
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
-            other => other.map(|_| None),
+            Poll::Ready(Some(Err(e))) => {
+                this.stats.set(BodyFault::Malformed);
+                Poll::Ready(Some(Err(e.into())))
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => {
+                let idle = this.idle;
+                let deadline = this.deadline.get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                if !was_waiting {
+                    deadline.as_mut().reset(tokio::time::Instant::now() + idle);
+                }
+                if deadline.as_mut().poll(cx).is_ready() {
+                    this.stats.set(BodyFault::TimedOut);
+                    return Poll::Ready(Some(Err(BodyTimedOut(idle).into())));
+                }
+                Poll::Pending
+            }
         }
     }
 

@@ -13,17 +13,18 @@ use http::request::Parts;
 use http::{HeaderMap, Request, Response, Uri};
 use hyper::body::Incoming;
 
-use crate::body::{self, Body, BodyStats, LimitedBody};
+use crate::body::{self, Body, BodyFault, BodyStats, LimitedBody};
 use crate::policy::RequestContext;
 use crate::problem::Problem;
-use crate::proxy::{ForwardError, Outbound};
+use crate::proxy::Outbound;
+use crate::request::framing::{self, FramingError};
 use crate::request::headers::{strip_hop_by_hop, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID};
 use crate::request::{client_ip, normalize};
 use crate::route::{Params, Route};
 use crate::runtime::{Limits, Runtime};
 use crate::server::ConnInfo;
 use crate::telemetry::access::{self, AccessRecord, LoggedBody};
-use crate::telemetry::metrics::{method_class, metrics};
+use crate::telemetry::metrics::{count_error, method_class, metrics, Fault};
 
 /// A request after DESIGN §3 steps 2–4: cleaned of spoofable headers, normalized, routed.
 pub struct Routed<'rt> {
@@ -50,15 +51,33 @@ impl Routed<'_> {
     }
 }
 
-/// Steps 2–4: strips hop-by-hop and gateway headers, resolves the client address,
-/// normalizes the path and finds the route.
+/// A request refused before routing or without a route: always the client's fault.
+pub struct Refused {
+    pub request_id: String,
+    /// The reason for metrics and logs (a fixed vocabulary).
+    pub kind: &'static str,
+    pub problem: Problem,
+}
+
+/// Steps 2–4: checks framing and singleton fields, strips hop-by-hop and gateway headers,
+/// resolves the client address, normalizes the path and finds the route.
 ///
 /// # Errors
-/// The request id and the problem to answer: a bad path (400) or no route (404).
-pub fn route<'rt>(rt: &'rt Runtime, parts: &mut Parts, conn: &ConnInfo) -> Result<Routed<'rt>, (String, Problem)> {
+/// The request id and the problem to answer: bad framing or fields (400, 431, 501), a bad
+/// path (400) or no route (404).
+pub fn route<'rt>(
+    rt: &'rt Runtime,
+    parts: &mut Parts,
+    conn: &ConnInfo,
+    max_headers: usize,
+) -> Result<Routed<'rt>, Box<Refused>> {
     let peer = conn.peer.ip().to_canonical();
     let from_trusted = rt.trusted_proxies.contains(peer);
     let request_id = request_id(&parts.headers, from_trusted);
+    let refuse = |request_id, kind, problem| Err(Box::new(Refused { request_id, kind, problem }));
+    if let Err(e) = framing::check(parts, from_trusted, max_headers) {
+        return refuse(request_id, e.label(), e.problem());
+    }
     strip_hop_by_hop(&mut parts.headers);
     rt.gateway_headers.strip(&mut parts.headers, from_trusted);
     let client_ip = client_ip::resolve(peer, &parts.headers, &rt.trusted_proxies);
@@ -66,16 +85,16 @@ pub fn route<'rt>(rt: &'rt Runtime, parts: &mut Parts, conn: &ConnInfo) -> Resul
     let normalized = match normalize::normalize_path(uri.path()) {
         Ok(Cow::Borrowed(_)) => None,
         Ok(Cow::Owned(path)) => Some(path),
-        Err(e) => return Err((request_id, Problem::bad_request(e.to_string()))),
+        Err(e) => return refuse(request_id, "bad_path", Problem::bad_request(e.to_string())),
     };
     let Some(host) = host(parts) else {
-        return Err((request_id, Problem::bad_request("missing or invalid Host")));
+        return refuse(request_id, FramingError::MissingHost.label(), FramingError::MissingHost.problem());
     };
     let path = normalized.as_deref().unwrap_or_else(|| uri.path());
     let issuer_routes = rt.identity.as_ref().filter(|i| i.listener == conn.listener).map(|i| &i.routes);
     let found = issuer_routes.and_then(|table| table.find(&host, path, &parts.method));
     let Some((route, params)) = found.or_else(|| rt.routes.find(&host, path, &parts.method)) else {
-        return Err((request_id, Problem::not_found()));
+        return refuse(request_id, "no_route", Problem::not_found());
     };
     Ok(Routed { request_id, peer, client_ip, host, uri, normalized, route, params })
 }
@@ -104,11 +123,16 @@ pub async fn handle(rt: &Runtime, req: Request<Incoming>, conn: &ConnInfo, limit
         started: Instant::now(),
         request_body: None,
     };
-    let routed = match route(rt, &mut parts, conn) {
+    let routed = match route(rt, &mut parts, conn, limits.max_headers) {
         Ok(routed) => routed,
-        Err((request_id, problem)) => {
-            let rsp = problem.into_response(&request_id);
-            log.request_id = request_id;
+        Err(refused) => {
+            count_error("-", Fault::Client, refused.kind);
+            let mut rsp = refused.problem.into_response(&refused.request_id);
+            if refused.kind != "no_route" {
+                // The connection may carry bytes framed in a way we refused to read.
+                rsp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            log.request_id = refused.request_id;
             return respond(rsp, log, None);
         }
     };
@@ -120,6 +144,7 @@ pub async fn handle(rt: &Runtime, req: Request<Incoming>, conn: &ConnInfo, limit
     }
     log.client_ip = routed.client_ip;
     if content_length(&parts.headers).is_some_and(|len| len > limits.max_body_bytes) {
+        count_error(&route.name, Fault::Client, "body_too_large");
         let rsp = Problem::payload_too_large(limits.max_body_bytes).into_response(request_id);
         log.request_id = routed.request_id;
         return respond(rsp, log, Some(route));
@@ -128,52 +153,12 @@ pub async fn handle(rt: &Runtime, req: Request<Incoming>, conn: &ConnInfo, limit
     let outcome = route.chain.on_request(&mut parts, &mut cx).await;
     let mut rsp = match outcome.answer {
         Some(Ok(rsp)) => rsp,
-        Some(Err(denial)) => denial.problem.into_response(request_id),
-        None => {
-            let original_host = parts.headers.get(header::HOST).cloned();
-            let headers = forwarded_headers(parts.headers, routed.peer, original_host, &routed.host, request_id);
-            let stats = Arc::new(BodyStats::default());
-            log.request_body = Some(stats.clone());
-            let body_is_empty = http_body::Body::is_end_stream(&incoming);
-            let body = body::boxed(LimitedBody::new(incoming, limits.max_body_bytes, stats.clone()));
-            let (path, query) = (route.upstream_path(routed.path()), routed.query());
-            let out = Outbound {
-                method: parts.method,
-                path,
-                query,
-                client_ip: routed.client_ip,
-                headers,
-                body,
-                body_is_empty,
-            };
-            let sent = Instant::now();
-            let forwarded = route.backend.forward(out).await;
-            let upstream_time = sent.elapsed();
-            log.upstream_time = Some(upstream_time);
-            let backend = &*route.backend.name;
-            route.backend.upstream_duration.observe(upstream_time.as_secs_f64());
-            match forwarded {
-                _ if stats.tripped() => Problem::payload_too_large(limits.max_body_bytes).into_response(request_id),
-                Ok((mut rsp, upstream)) => {
-                    log.upstream = upstream.filter(|_| logging).map(|a| a.to_string());
-                    strip_hop_by_hop(rsp.headers_mut());
-                    rsp
-                }
-                Err(e) => {
-                    tracing::warn!(request.id = %request_id, route.name = %route.name, backend.name = %backend, error = %e, "forwarding failed");
-                    let (kind, problem) = match e {
-                        ForwardError::Timeout => ("timeout", Problem::gateway_timeout()),
-                        ForwardError::Target => {
-                            ("target", Problem::bad_request("the request target cannot be forwarded"))
-                        }
-                        ForwardError::Connect(_) => ("connect", Problem::bad_gateway()),
-                        ForwardError::Upstream(_) => ("upstream", Problem::bad_gateway()),
-                    };
-                    metrics().upstream_errors.with_label_values(&[backend, kind]).inc();
-                    problem.into_response(request_id)
-                }
-            }
+        Some(Err(denial)) => {
+            let fault = if denial.problem.status.is_server_error() { Fault::Gateway } else { Fault::Policy };
+            count_error(&route.name, fault, denial.reason);
+            denial.problem.into_response(request_id)
         }
+        None => forward(route, parts, incoming, &routed, limits, &mut log).await,
     };
     route.chain.on_response(outcome.ran, &cx, &mut rsp);
     for (d, named) in cx.decisions.iter().zip(&route.chain.policies) {
@@ -191,6 +176,70 @@ pub async fn handle(rt: &Runtime, req: Request<Incoming>, conn: &ConnInfo, limit
     log.decisions = cx.decisions;
     log.request_id = routed.request_id;
     respond(rsp, log, Some(route))
+}
+
+/// Step 6: sends the request to the route's backend and returns its answer; a failure
+/// becomes a problem answer counted against whoever caused it: a client whose body was too
+/// large, malformed, cut short or stalled (413, 400, 408) or the backend (502, 504).
+async fn forward(
+    route: &Route,
+    parts: Parts,
+    incoming: Incoming,
+    routed: &Routed<'_>,
+    limits: Limits,
+    log: &mut AccessRecord,
+) -> Response<Body> {
+    let request_id = routed.request_id.as_str();
+    let original_host = parts.headers.get(header::HOST).cloned();
+    let headers = forwarded_headers(parts.headers, routed.peer, original_host, &routed.host, request_id);
+    let stats = Arc::new(BodyStats::default());
+    log.request_body = Some(stats.clone());
+    let body_is_empty = http_body::Body::is_end_stream(&incoming);
+    let body = LimitedBody::new(incoming, limits.max_body_bytes, limits.body_read_timeout, stats.clone());
+    let out = Outbound {
+        method: parts.method,
+        path: route.upstream_path(routed.path()),
+        query: routed.query(),
+        client_ip: routed.client_ip,
+        headers,
+        body: body::boxed(body),
+        body_is_empty,
+    };
+    let sent = Instant::now();
+    let forwarded = route.backend.forward(out).await;
+    let upstream_time = sent.elapsed();
+    log.upstream_time = Some(upstream_time);
+    route.backend.upstream_duration.observe(upstream_time.as_secs_f64());
+    let error = match (forwarded, stats.fault()) {
+        (Ok((mut rsp, upstream)), None) => {
+            log.upstream = upstream.filter(|_| access::enabled()).map(|a| a.to_string());
+            strip_hop_by_hop(rsp.headers_mut());
+            return rsp;
+        }
+        (_, Some(fault)) => {
+            let (kind, problem) = match fault {
+                BodyFault::TooLarge => ("body_too_large", Problem::payload_too_large(limits.max_body_bytes)),
+                BodyFault::Malformed => {
+                    ("bad_body", Problem::bad_request("the request body is malformed or incomplete"))
+                }
+                BodyFault::TimedOut => ("body_timeout", Problem::request_timeout()),
+            };
+            tracing::debug!(request.id = %request_id, route.name = %route.name, kind, "request body refused");
+            count_error(&route.name, Fault::Client, kind);
+            let mut rsp = problem.into_response(request_id);
+            rsp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return rsp;
+        }
+        (Err(e), None) => e,
+    };
+    let backend = &*route.backend.name;
+    tracing::warn!(request.id = %request_id, route.name = %route.name, backend.name = %backend, error = %error, "forwarding failed");
+    let fault = error.fault();
+    count_error(&route.name, fault, error.kind());
+    if fault == Fault::Backend {
+        metrics().upstream_errors.with_label_values(&[backend, error.kind()]).inc();
+    }
+    error.problem().into_response(request_id)
 }
 
 /// Sets `X-Request-Id`, counts the answer, and hands the access-log line to the body.
@@ -259,10 +308,15 @@ fn forwarded_headers(
 ) -> HeaderMap {
     headers.remove(header::HOST);
     // A trusted proxy's list is extended; otherwise it starts at the peer (the client).
-    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prior) if !prior.trim().is_empty() => format!("{prior}, {peer}"),
-        _ => peer.to_string(),
-    };
+    // Every line a trusted proxy sent, in order, is one list (RFC 9110 §5.3).
+    let mut xff = String::new();
+    for prior in headers.get_all(&X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()) {
+        if !prior.trim().is_empty() {
+            xff.push_str(prior.trim());
+            xff.push_str(", ");
+        }
+    }
+    xff.push_str(&peer.to_string());
     headers.remove(&X_FORWARDED_FOR);
     if let Ok(v) = HeaderValue::try_from(xff) {
         headers.insert(X_FORWARDED_FOR.clone(), v);

@@ -59,6 +59,15 @@ impl Problem {
         )
     }
 
+    pub fn request_timeout() -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request-timeout",
+            "Request timeout",
+            "the request body stopped arriving",
+        )
+    }
+
     pub fn bad_gateway() -> Self {
         Self::new(StatusCode::BAD_GATEWAY, "bad-gateway", "Bad gateway", "the backend could not be reached")
     }

@@ -92,8 +92,16 @@ pub enum ListenerKind {
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
     pub max_header_bytes: usize,
+    /// Header fields per request (HTTP/1.1 and h2).
+    pub max_headers: usize,
     pub max_body_bytes: u64,
     pub header_read_timeout: Duration,
+    /// The longest a request body may stall between bytes.
+    pub body_read_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_connections: usize,
+    /// Open connections per client address (IPv4) or /64 (IPv6).
+    pub max_connections_per_ip: usize,
+    /// Concurrent streams per h2 connection.
+    pub max_concurrent_streams: u32,
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
-use support::gateway::{admin_get, binary};
+use support::gateway::{admin_get, binary, metric};
 use support::pki::TLS_LISTENER;
 use support::{Client, Pki, TestBackend, TestGateway};
 
@@ -202,10 +202,6 @@ async fn sighup_reloads() {
         backend.last().headers["x-config-first"] == "B"
     })
     .await;
-}
-
-fn metric(text: &str, series: &str) -> u64 {
-    text.lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse::<f64>().ok())).map_or(0, |v| v as u64)
 }
 
 #[tokio::test]

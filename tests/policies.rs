@@ -403,6 +403,17 @@ async fn jwt_refuses_forged_expired_and_misdirected_tokens() {
     let rsp = env.client.send(req("/rs/x", &[("authorization", "Basic dXNlcjpwYXNz")])).await;
     assert_eq!(rsp.status, 401);
 
+    // A valid token beside a forged one: the backend might read the one the policy did not.
+    let forged = tokens::with_payload(&good, &with(json!({ "sub": "admin" })));
+    let before = env.backend.received().len();
+    for pair in [[&good, &forged], [&forged, &good]] {
+        let two = [("authorization", bearer(pair[0])), ("authorization", bearer(pair[1]))];
+        let rsp = env.client.send(req("/rs/x", &[(two[0].0, &two[0].1), (two[1].0, &two[1].1)])).await;
+        assert_eq!(rsp.status, 400, "{}", rsp.text());
+        assert!(rsp.text().contains("Authorization"), "{}", rsp.text());
+    }
+    assert_eq!(env.backend.received().len(), before, "neither request reached the backend");
+
     let rsp = call(&env.client, "/rs/x", &env.rsa.sign(&with(json!({ "roles": ["Partner"] })))).await;
     assert_eq!(rsp.status, 403, "a valid token without the required role");
     assert_eq!(rsp.problem_kind(), "insufficient-claims");

@@ -61,9 +61,11 @@ pub fn trace(req: &TraceRequest) -> anyhow::Result<ExitCode> {
         if let Some(cert) = &conn.client_cert {
             out += &format!("client certificate: {} (issuer {}), taken as verified\n", cert.subject, cert.issuer);
         }
-        let routed = match pipeline::route(&runtime, &mut parts, &conn) {
+        let max_headers = runtime.listener(&conn.listener).map_or(100, |l| l.limits.max_headers);
+        let routed = match pipeline::route(&runtime, &mut parts, &conn, max_headers) {
             Ok(routed) => routed,
-            Err((_, problem)) => {
+            Err(refused) => {
+                let problem = refused.problem;
                 out += &format!(
                     "route: none\nfinal: {} {} ({}), not forwarded\n",
                     problem.status.as_u16(),

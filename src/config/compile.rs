@@ -291,8 +291,15 @@ impl<'a> Compiler<'a> {
                 }
             };
             let limits = &l.limits;
-            if limits.max_connections == 0 {
-                self.error(spanned.referenced, format!("{path}.limits.max_connections"), "must be at least 1");
+            for (name, value) in [
+                ("max_connections", limits.max_connections),
+                ("max_connections_per_ip", limits.max_connections_per_ip),
+                ("max_headers", limits.max_headers),
+                ("max_concurrent_streams", limits.max_concurrent_streams as usize),
+            ] {
+                if value == 0 {
+                    self.error(spanned.referenced, format!("{path}.limits.{name}"), "must be at least 1");
+                }
             }
             let Some(kind) = kind else { continue };
             out.push(ListenerSpec {
@@ -301,10 +308,14 @@ impl<'a> Compiler<'a> {
                 kind,
                 limits: Limits {
                     max_header_bytes: usize::try_from(limits.max_header_bytes.0).unwrap_or(usize::MAX),
+                    max_headers: limits.max_headers.max(1),
                     max_body_bytes: limits.max_body_bytes.0,
                     header_read_timeout: limits.header_read_timeout.0,
+                    body_read_timeout: limits.body_read_timeout.0,
                     idle_timeout: limits.idle_timeout.0,
                     max_connections: limits.max_connections.max(1),
+                    max_connections_per_ip: limits.max_connections_per_ip.max(1),
+                    max_concurrent_streams: limits.max_concurrent_streams.max(1),
                 },
             });
         }

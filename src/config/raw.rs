@@ -101,20 +101,28 @@ pub enum ClientAuthMode {
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
     pub max_header_bytes: ByteSize,
+    pub max_headers: usize,
     pub max_body_bytes: ByteSize,
     pub header_read_timeout: ConfigDuration,
+    pub body_read_timeout: ConfigDuration,
     pub idle_timeout: ConfigDuration,
     pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    pub max_concurrent_streams: u32,
 }
 
 impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
             max_header_bytes: ByteSize(16 << 10),
+            max_headers: 100,
             max_body_bytes: ByteSize(10 << 20),
             header_read_timeout: ConfigDuration(std::time::Duration::from_secs(10)),
+            body_read_timeout: ConfigDuration(std::time::Duration::from_secs(30)),
             idle_timeout: ConfigDuration(std::time::Duration::from_secs(60)),
             max_connections: 10_000,
+            max_connections_per_ip: 512,
+            max_concurrent_streams: 100,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! HTTP/1.1 + h2 server per connection, the redirect-only plain listener, graceful drain.
 
 use std::convert::Infallible;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use http::{header, HeaderValue, Request, Response, StatusCode};
@@ -31,6 +32,7 @@ pub async fn serve(
 ) {
     let max_connections = gateway.runtime().listener(&name).map_or(1, |l| l.limits.max_connections);
     let slots = Arc::new(Semaphore::new(max_connections));
+    let per_client = Arc::new(PerClient::default());
     loop {
         // At the limit, stop accepting: new clients wait in the kernel backlog.
         let permit = tokio::select! {
@@ -53,6 +55,12 @@ pub async fn serve(
             return;
         };
         let limits = spec.limits;
+        let Some(client_slot) = per_client.take(peer.ip(), limits.max_connections_per_ip) else {
+            metrics().connections_refused.with_label_values(&[&name, "per_ip_limit"]).inc();
+            tracing::debug!(listener.name = %name, client.addr = %peer, "too many connections from this address");
+            continue;
+        };
+        let permit = (permit, client_slot);
         match &spec.kind {
             ListenerKind::Tls(config) => {
                 let acceptor = TlsAcceptor::from(config.clone());
@@ -78,14 +86,67 @@ pub async fn serve(
     }
 }
 
+/// h2 streams a client may reset before they are served, at once.
+const MAX_PENDING_RESETS: usize = 20;
+/// h2 streams the gateway may reset for a client's protocol errors, per connection.
+const MAX_LOCAL_RESETS: usize = 256;
+
+/// Open connections per client address (an IPv4 address, an IPv6 /64), so one client
+/// cannot take every slot of `max_connections`. Only the accept loop and connection ends
+/// touch it, never a request.
+#[derive(Default)]
+struct PerClient {
+    open: std::sync::Mutex<std::collections::HashMap<IpAddr, usize>>,
+}
+
+/// A connection's place in [`PerClient`], given back when the connection ends.
+struct ClientSlot {
+    key: IpAddr,
+    owner: Arc<PerClient>,
+}
+
+impl PerClient {
+    fn take(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<ClientSlot> {
+        let key = client_key(ip);
+        let mut open = self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = open.entry(key).or_insert(0);
+        if *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(ClientSlot { key, owner: self.clone() })
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut open = self.owner.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = open.get_mut(&self.key) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// An IPv4 address as it is; an IPv6 address by its /64, which one client usually holds whole.
+fn client_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
+        v4 => v4,
+    }
+}
+
 /// The HTTP/1.1 server settings every connection of a listener gets.
 fn http1_builder(limits: &Limits) -> http1::Builder {
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
-        // hyper answers 431 when the request head outgrows its buffer.
-        .max_buf_size(limits.max_header_bytes.max(8192));
+        // hyper answers 431 when the request head outgrows its buffer or has too many fields.
+        .max_buf_size(limits.max_header_bytes.max(8192))
+        .max_headers(limits.max_headers);
     builder
 }
 
@@ -95,6 +156,12 @@ fn http2_builder(limits: &Limits) -> http2::Builder<TokioExecutor> {
     builder
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        // Rapid reset (CVE-2023-44487): streams the client opens and cancels before they are
+        // served; past this many pending at once the connection is closed (GOAWAY).
+        .max_pending_accept_reset_streams(MAX_PENDING_RESETS)
+        // Streams the gateway itself had to reset (protocol errors) before it gives up.
+        .max_local_error_reset_streams(MAX_LOCAL_RESETS)
         .keep_alive_interval(Some(limits.idle_timeout))
         .keep_alive_timeout(limits.header_read_timeout);
     builder

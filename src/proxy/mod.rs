@@ -32,6 +32,37 @@ pub enum ForwardError {
     Upstream(#[source] hyper::Error),
 }
 
+impl ForwardError {
+    /// The `kind` label of the error metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Connect(_) => "connect",
+            Self::Timeout => "timeout",
+            Self::Target => "target",
+            Self::Upstream(_) => "upstream",
+        }
+    }
+
+    /// Whose fault it was: a target that cannot be sent is the client's, the rest the backend's.
+    pub fn fault(&self) -> crate::telemetry::metrics::Fault {
+        use crate::telemetry::metrics::Fault;
+        match self {
+            Self::Target => Fault::Client,
+            Self::Connect(_) | Self::Timeout | Self::Upstream(_) => Fault::Backend,
+        }
+    }
+
+    /// What the client is told.
+    pub fn problem(&self) -> crate::problem::Problem {
+        use crate::problem::Problem;
+        match self {
+            Self::Timeout => Problem::gateway_timeout(),
+            Self::Target => Problem::bad_request("the request target cannot be forwarded"),
+            Self::Connect(_) | Self::Upstream(_) => Problem::bad_gateway(),
+        }
+    }
+}
+
 /// A configured backend.
 pub struct Backend {
     pub name: Arc<str>,

@@ -2,5 +2,6 @@
 //! normalization, removal of hop-by-hop and spoofable headers, client address resolution.
 
 pub mod client_ip;
+pub mod framing;
 pub mod headers;
 pub mod normalize;

@@ -18,8 +18,12 @@ pub struct Metrics {
     pub policy_decisions: IntCounterVec,
     /// backend.
     pub upstream_duration: HistogramVec,
-    /// backend, kind (`connect`, `timeout`, `upstream`).
+    /// backend, kind (`connect`, `timeout`, `upstream`, `response_body`): the backend's faults only.
     pub upstream_errors: IntCounterVec,
+    /// route, fault ([`Fault`]), kind: every answer that is an error, by whose fault it was.
+    pub errors: IntCounterVec,
+    /// listener, reason (`per_ip_limit`): connections closed before their handshake.
+    pub connections_refused: IntCounterVec,
     /// listener.
     pub active_connections: IntGaugeVec,
     /// listener, reason.
@@ -103,6 +107,18 @@ impl Metrics {
                 "Backend failures",
                 &["backend", "kind"],
             ),
+            errors: counter(
+                &registry,
+                "portcullis_errors_total",
+                "Error answers, by whose fault they were (client, policy, gateway, backend)",
+                &["route", "fault", "kind"],
+            ),
+            connections_refused: counter(
+                &registry,
+                "portcullis_connections_refused_total",
+                "Connections closed before their TLS handshake",
+                &["listener", "reason"],
+            ),
             active_connections,
             tls_handshake_failures: counter(
                 &registry,
@@ -129,6 +145,35 @@ impl Metrics {
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         String::from_utf8(out).unwrap_or_default()
     }
+}
+
+/// Whose fault an error answer was: the `fault` label of `portcullis_errors_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// The request itself: framing, path, size, a stalled or malformed body, no route.
+    Client,
+    /// A policy refused it.
+    Policy,
+    /// The gateway could not serve it (keys not loaded yet, a store failure).
+    Gateway,
+    /// The backend failed: unreachable, too slow, a broken answer.
+    Backend,
+}
+
+impl Fault {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Client => "client",
+            Self::Policy => "policy",
+            Self::Gateway => "gateway",
+            Self::Backend => "backend",
+        }
+    }
+}
+
+/// Counts one error answer in `portcullis_errors_total`.
+pub fn count_error(route: &str, fault: Fault, kind: &str) {
+    metrics().errors.with_label_values(&[route, fault.label(), kind]).inc();
 }
 
 /// The process-wide metrics.

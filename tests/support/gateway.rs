@@ -127,18 +127,24 @@ impl TestGateway {
         panic!("the gateway did not become ready: {}", admin_get(self.addr("admin"), "/readyz").await);
     }
 
+    /// The value of one series (name and labels, exactly as exposed) on `/metrics`; 0 when absent.
+    pub async fn metric(&self, series: &str) -> u64 {
+        let text = admin_get(self.addr("admin"), "/metrics").await;
+        metric(&text, series)
+    }
+
+    /// Current resident memory of the gateway process, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        proc_status_kib(self.pid(), "VmRSS:")
+    }
+
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
     }
 
     /// Peak resident memory of the gateway process, in KiB.
     pub fn peak_rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap()
+        proc_status_kib(self.pid(), "VmHWM:")
     }
 }
 
@@ -162,4 +168,18 @@ pub async fn admin_request(addr: SocketAddr, method: &str, path: &str) -> String
     let mut out = String::new();
     tcp.read_to_string(&mut out).await.unwrap();
     out
+}
+
+fn proc_status_kib(pid: i32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// The value of `series` in a Prometheus text exposition; 0 when absent.
+pub fn metric(text: &str, series: &str) -> u64 {
+    text.lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse::<f64>().ok())).map_or(0, |v| v as u64)
 }

@@ -5,6 +5,7 @@
 pub mod backend;
 pub mod client;
 pub mod gateway;
+pub mod h2raw;
 pub mod pki;
 pub mod tokens;
 

@@ -1,0 +1,249 @@
+//! Framing and field checks that run before anything reads the request (DESIGN §3 step 2).
+//!
+//! A proxy and its backend must read a request the same way: when a field that may occur
+//! once occurs twice, the gateway might check one value while the backend acts on the other.
+//! So a request is refused (and never forwarded) when it
+//!
+//! - repeats a field that is not a list (RFC 9110 §5.3): `Host` (RFC 9112 §3.2 demands a 400),
+//!   `Authorization`, `Content-Type`, `Content-Length`, `Origin`,
+//!   `Access-Control-Request-Method`, and `X-Request-Id` from a trusted proxy. hyper has
+//!   already refused differing `Content-Length` values and folded identical ones;
+//! - names a transfer coding other than one `chunked` (501 for a coding the gateway does not
+//!   implement, 400 for `chunked` twice; hyper refuses a final coding other than `chunked`);
+//! - has an authority in its target (HTTP/1.1 absolute-form, h2 `:authority`) that disagrees
+//!   with its `Host` field, carries user info, or has neither;
+//! - has more header fields than the listener allows (431).
+//!
+//! A request with both `Content-Length` and `Transfer-Encoding: chunked` is framed by the
+//! chunked coding alone, its `Content-Length` is removed and its connection closed after the
+//! answer (RFC 9112 §6.3, done by hyper), so nothing after its body is read as a request.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::request::Parts;
+use http::uri::Authority;
+use http::StatusCode;
+
+use super::headers::X_REQUEST_ID;
+use crate::problem::Problem;
+
+/// Fields that must occur at most once, whoever sends them.
+static SINGLETONS: [HeaderName; 6] = [
+    header::HOST,
+    header::AUTHORIZATION,
+    header::CONTENT_TYPE,
+    header::CONTENT_LENGTH,
+    header::ORIGIN,
+    header::ACCESS_CONTROL_REQUEST_METHOD,
+];
+
+/// Why a request was refused before routing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FramingError {
+    /// A field that must occur once occurred more than once.
+    RepeatedField(&'static str),
+    /// `Transfer-Encoding` names a coding the gateway does not implement.
+    UnsupportedTransferCoding,
+    /// `Transfer-Encoding` applies `chunked` more than once.
+    RepeatedChunked,
+    /// The target's authority and `Host` name different servers.
+    AuthorityMismatch,
+    /// User info (`user@host`) in the authority or `Host`.
+    UserInfo,
+    /// Neither an authority in the target nor a valid `Host`.
+    MissingHost,
+    /// More header fields than `limits.max_headers`.
+    TooManyHeaders,
+}
+
+impl FramingError {
+    /// The reason for logs and metrics: a fixed vocabulary.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::RepeatedField(_) => "repeated_field",
+            Self::UnsupportedTransferCoding => "unsupported_transfer_coding",
+            Self::RepeatedChunked => "repeated_chunked",
+            Self::AuthorityMismatch => "authority_mismatch",
+            Self::UserInfo => "user_info",
+            Self::MissingHost => "missing_host",
+            Self::TooManyHeaders => "too_many_headers",
+        }
+    }
+
+    /// What the client is told.
+    pub fn problem(self) -> Problem {
+        match self {
+            Self::RepeatedField(name) => Problem::bad_request(format!("the {name} field may occur only once")),
+            Self::UnsupportedTransferCoding => Problem::new(
+                StatusCode::NOT_IMPLEMENTED,
+                "not-implemented",
+                "Not implemented",
+                "only the chunked transfer coding is supported",
+            ),
+            Self::RepeatedChunked => Problem::bad_request("the chunked transfer coding may be applied only once"),
+            Self::AuthorityMismatch => Problem::bad_request("the request target's authority and Host disagree"),
+            Self::UserInfo => Problem::bad_request("user information is not allowed in the authority"),
+            Self::MissingHost => Problem::bad_request("missing or invalid Host"),
+            Self::TooManyHeaders => Problem::new(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "header-fields-too-large",
+                "Request header fields too large",
+                "the request has too many header fields",
+            ),
+        }
+    }
+}
+
+/// Checks the request's fields and framing; see the module documentation.
+///
+/// # Errors
+/// The first rule the request breaks.
+pub fn check(parts: &Parts, from_trusted_proxy: bool, max_headers: usize) -> Result<(), FramingError> {
+    let headers = &parts.headers;
+    if headers.len() > max_headers {
+        return Err(FramingError::TooManyHeaders);
+    }
+    // Distinct names as many as values: no field is repeated, nothing more to look at.
+    if headers.keys_len() != headers.len() {
+        repeated_fields(headers, from_trusted_proxy)?;
+    }
+    transfer_coding(headers)?;
+    authority(parts)
+}
+
+fn repeated_fields(headers: &HeaderMap, from_trusted_proxy: bool) -> Result<(), FramingError> {
+    let trusted_only = from_trusted_proxy.then_some(&X_REQUEST_ID);
+    for name in SINGLETONS.iter().chain(trusted_only) {
+        if headers.get_all(name).iter().nth(1).is_some() {
+            return Err(FramingError::RepeatedField(canonical_name(name)));
+        }
+    }
+    Ok(())
+}
+
+/// The field's usual spelling, for the client's message.
+fn canonical_name(name: &HeaderName) -> &'static str {
+    match name.as_str() {
+        "host" => "Host",
+        "authorization" => "Authorization",
+        "content-type" => "Content-Type",
+        "content-length" => "Content-Length",
+        "origin" => "Origin",
+        "access-control-request-method" => "Access-Control-Request-Method",
+        _ => "X-Request-Id",
+    }
+}
+
+fn transfer_coding(headers: &HeaderMap) -> Result<(), FramingError> {
+    let mut chunked = 0;
+    for value in headers.get_all(header::TRANSFER_ENCODING) {
+        let Ok(value) = value.to_str() else {
+            return Err(FramingError::UnsupportedTransferCoding);
+        };
+        for coding in value.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+            if !coding.eq_ignore_ascii_case("chunked") {
+                return Err(FramingError::UnsupportedTransferCoding);
+            }
+            chunked += 1;
+        }
+    }
+    if chunked > 1 {
+        return Err(FramingError::RepeatedChunked);
+    }
+    Ok(())
+}
+
+fn authority(parts: &Parts) -> Result<(), FramingError> {
+    let host = parts.headers.get(header::HOST);
+    let target = parts.uri.authority();
+    if target.is_some_and(|a| a.as_str().contains('@')) || host.is_some_and(|h| h.as_bytes().contains(&b'@')) {
+        return Err(FramingError::UserInfo);
+    }
+    match (target, host) {
+        (Some(target), Some(host)) => {
+            let default_port = if parts.uri.scheme() == Some(&http::uri::Scheme::HTTP) { 80 } else { 443 };
+            match parse_host(host) {
+                Some(host) if same_server(target, &host, default_port) => Ok(()),
+                _ => Err(FramingError::AuthorityMismatch),
+            }
+        }
+        (Some(_), None) => Ok(()),
+        (None, Some(host)) if parse_host(host).is_some() => Ok(()),
+        (None, _) => Err(FramingError::MissingHost),
+    }
+}
+
+fn parse_host(value: &HeaderValue) -> Option<Authority> {
+    Authority::try_from(value.as_bytes()).ok().filter(|a| !a.host().is_empty())
+}
+
+/// Same host (case-insensitive, a trailing dot ignored) and the same port, a missing port
+/// being the scheme's default.
+fn same_server(a: &Authority, b: &Authority, default_port: u16) -> bool {
+    let host = |x: &Authority| x.host().trim_end_matches('.').to_ascii_lowercase();
+    host(a) == host(b) && a.port_u16().unwrap_or(default_port) == b.port_u16().unwrap_or(default_port)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(target: &str, headers: &[(&str, &str)]) -> Parts {
+        let mut builder = http::Request::get(target);
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        builder.body(()).unwrap().into_parts().0
+    }
+
+    fn checked(target: &str, headers: &[(&str, &str)]) -> Result<(), FramingError> {
+        check(&parts(target, headers), false, 100)
+    }
+
+    #[test]
+    fn ordinary_requests_pass() {
+        assert_eq!(checked("/x", &[("host", "localhost")]), Ok(()));
+        assert_eq!(checked("/x", &[("host", "localhost"), ("accept", "a"), ("accept", "b")]), Ok(()));
+        assert_eq!(checked("https://localhost/x", &[]), Ok(()));
+        assert_eq!(checked("https://LocalHost:443/x", &[("host", "localhost")]), Ok(()));
+        assert_eq!(checked("/x", &[("host", "localhost"), ("transfer-encoding", "Chunked")]), Ok(()));
+    }
+
+    #[test]
+    fn repeated_singletons_are_refused() {
+        for name in ["host", "authorization", "content-type", "content-length", "origin"] {
+            let got = checked("/x", &[("host", "localhost"), (name, "1"), (name, "1")]);
+            assert_eq!(got.map_err(FramingError::label), Err("repeated_field"), "{name}");
+        }
+        let twice = [("host", "localhost"), ("x-request-id", "a"), ("x-request-id", "b")];
+        assert_eq!(check(&parts("/x", &twice), false, 100), Ok(()), "stripped anyway when untrusted");
+        assert_eq!(check(&parts("/x", &twice), true, 100), Err(FramingError::RepeatedField("X-Request-Id")));
+    }
+
+    #[test]
+    fn transfer_codings_other_than_one_chunked_are_refused() {
+        let te = |v: &'static str| checked("/x", &[("host", "h"), ("transfer-encoding", v)]);
+        assert_eq!(te("gzip, chunked"), Err(FramingError::UnsupportedTransferCoding));
+        assert_eq!(te("identity"), Err(FramingError::UnsupportedTransferCoding));
+        assert_eq!(te("chunked, chunked"), Err(FramingError::RepeatedChunked));
+        let two_lines = [("host", "h"), ("transfer-encoding", "chunked"), ("transfer-encoding", "chunked")];
+        assert_eq!(checked("/x", &two_lines), Err(FramingError::RepeatedChunked));
+    }
+
+    #[test]
+    fn authorities_must_agree_with_host() {
+        assert_eq!(checked("https://evil.example/x", &[("host", "localhost")]), Err(FramingError::AuthorityMismatch));
+        assert_eq!(checked("https://localhost:8443/x", &[("host", "localhost")]), Err(FramingError::AuthorityMismatch));
+        assert_eq!(checked("https://user@localhost/x", &[]), Err(FramingError::UserInfo));
+        assert_eq!(checked("/x", &[("host", "user@localhost")]), Err(FramingError::UserInfo));
+        assert_eq!(checked("/x", &[]), Err(FramingError::MissingHost));
+        assert_eq!(checked("/x", &[("host", "a b")]), Err(FramingError::MissingHost));
+    }
+
+    #[test]
+    fn too_many_fields_are_refused() {
+        let many: Vec<(String, String)> = (0..5).map(|i| (format!("x-{i}"), "v".into())).collect();
+        let refs: Vec<(&str, &str)> = many.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        assert_eq!(check(&parts("/x", &refs), false, 4), Err(FramingError::TooManyHeaders));
+        assert_eq!(check(&parts("https://h/x", &refs), false, 5), Ok(()));
+    }
+}
