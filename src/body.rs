@@ -87,22 +87,52 @@ impl BodyStats {
     }
 }
 
+/// Times how long a body keeps its reader waiting: armed when a poll first finds no data,
+/// disarmed by the next frame, so time when nobody reads does not count. The timer is
+/// allocated only once a body has kept its reader waiting.
+pub struct Stall {
+    idle: Duration,
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    waiting: bool,
+}
+
+impl Stall {
+    pub fn new(idle: Duration) -> Self {
+        Self { idle, deadline: None, waiting: false }
+    }
+
+    pub fn idle(&self) -> Duration {
+        self.idle
+    }
+
+    /// Records a poll of the body; true once it has been pending for longer than `idle`.
+    pub fn timed_out<T>(&mut self, polled: &Poll<T>, cx: &mut Context<'_>) -> bool {
+        let was_waiting = std::mem::replace(&mut self.waiting, polled.is_pending());
+        if polled.is_ready() {
+            return false;
+        }
+        let idle = self.idle;
+        let deadline = self.deadline.get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+        if !was_waiting {
+            deadline.as_mut().reset(tokio::time::Instant::now() + idle);
+        }
+        deadline.as_mut().poll(cx).is_ready()
+    }
+}
+
 /// Passes a body through while counting into `stats`; past `limit` bytes it fails with
 /// [`BodyTooLarge`], after `idle` without a byte with [`BodyTimedOut`], and a failure of the
 /// client's stream is recorded as [`BodyFault::Malformed`].
 pub struct LimitedBody<B> {
     inner: B,
     limit: u64,
-    idle: Duration,
-    /// Armed when the client starts keeping us waiting (not while nobody reads the body).
-    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
-    waiting: bool,
+    stall: Stall,
     stats: Arc<BodyStats>,
 }
 
 impl<B> LimitedBody<B> {
     pub fn new(inner: B, limit: u64, idle: Duration, stats: Arc<BodyStats>) -> Self {
-        Self { inner, limit, idle, deadline: None, waiting: false, stats }
+        Self { inner, limit, stall: Stall::new(idle), stats }
     }
 }
 
@@ -117,7 +147,10 @@ where
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        let was_waiting = std::mem::replace(&mut this.waiting, polled.is_pending());
+        if this.stall.timed_out(&polled, cx) {
+            this.stats.set(BodyFault::TimedOut);
+            return Poll::Ready(Some(Err(BodyTimedOut(this.stall.idle()).into())));
+        }
         match polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
@@ -134,18 +167,7 @@ where
                 Poll::Ready(Some(Err(e.into())))
             }
             Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => {
-                let idle = this.idle;
-                let deadline = this.deadline.get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
-                if !was_waiting {
-                    deadline.as_mut().reset(tokio::time::Instant::now() + idle);
-                }
-                if deadline.as_mut().poll(cx).is_ready() {
-                    this.stats.set(BodyFault::TimedOut);
-                    return Poll::Ready(Some(Err(BodyTimedOut(idle).into())));
-                }
-                Poll::Pending
-            }
+            Poll::Pending => Poll::Pending,
         }
     }
 

@@ -86,6 +86,30 @@ pub struct Server {
     inner: Arc<Inner>,
     /// Reload, SIGHUP and file-watch tasks.
     tasks: Vec<JoinHandle<()>>,
+    terminate: Option<Signal>,
+}
+
+#[cfg(unix)]
+type Signal = tokio::signal::unix::Signal;
+#[cfg(not(unix))]
+type Signal = ();
+
+/// SIGHUP and SIGTERM streams, registered at once.
+struct Signals {
+    hangup: Option<Signal>,
+    terminate: Option<Signal>,
+}
+
+impl Signals {
+    fn install() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Self { hangup: signal(SignalKind::hangup()).ok(), terminate: signal(SignalKind::terminate()).ok() }
+        }
+        #[cfg(not(unix))]
+        Self { hangup: None, terminate: None }
+    }
 }
 
 impl Server {
@@ -116,10 +140,26 @@ impl Server {
         let (tx, rx) = mpsc::channel(8);
         let _ = gateway.reloads.set(tx);
         let mut tasks = vec![tokio::spawn(reload_loop(inner.clone(), rx))];
-        tasks.push(tokio::spawn(reload_on_sighup(gateway.clone())));
+        // Signal handlers are in place before `ready`: a SIGHUP or SIGTERM sent right after
+        // it must reload or stop the gateway, not kill it with the default action.
+        let signals = Signals::install();
+        tasks.push(tokio::spawn(reload_on_sighup(gateway.clone(), signals.hangup)));
         tasks.push(tokio::spawn(reload_on_file_change(gateway.clone())));
         tracing::info!(config = %runtime.source.display(), "ready");
-        Ok(Self { gateway, inner, tasks })
+        Ok(Self { gateway, inner, tasks, terminate: signals.terminate })
+    }
+
+    /// Waits for SIGTERM or Ctrl-C.
+    pub async fn terminated(&mut self) {
+        #[cfg(unix)]
+        if let Some(term) = &mut self.terminate {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+        let _ = tokio::signal::ctrl_c().await;
     }
 
     /// The bound address of a listener (`admin` for the admin listener).
@@ -251,11 +291,9 @@ async fn reload_loop(inner: Arc<Inner>, mut requests: mpsc::Receiver<ReloadReque
     }
 }
 
-async fn reload_on_sighup(gateway: Arc<Gateway>) {
+async fn reload_on_sighup(gateway: Arc<Gateway>, hangup: Option<Signal>) {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
+    if let Some(mut hup) = hangup {
         while hup.recv().await.is_some() {
             tracing::info!("SIGHUP: reloading");
             let _ = gateway.reload().await;
@@ -325,22 +363,6 @@ async fn bind(addr: SocketAddr, name: &str) -> io::Result<TcpListener> {
     TcpListener::bind(addr)
         .await
         .map_err(|e| io::Error::new(e.kind(), format!("listener {name}: cannot bind {addr}: {e}")))
-}
-
-/// Waits for SIGTERM or Ctrl-C.
-pub async fn termination_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }
 
 /// Default drain deadline when the configuration names none.

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use crate::config;
-use crate::server::{self, Server};
+use crate::server::Server;
 
 pub fn run(config_file: &Path, globals: &super::Globals) -> anyhow::Result<ExitCode> {
     super::init_logging(globals)?;
@@ -45,9 +45,9 @@ pub(super) fn serve(
     started: impl FnOnce(&Server),
 ) -> anyhow::Result<ExitCode> {
     event_loop(workers)?.block_on(async move {
-        let server = Server::start(runtime).await?;
+        let mut server = Server::start(runtime).await?;
         started(&server);
-        server::termination_signal().await;
+        server.terminated().await;
         tracing::info!("shutting down");
         let drained = server.shutdown().await;
         Ok(if drained { ExitCode::SUCCESS } else { ExitCode::FAILURE })

@@ -41,12 +41,26 @@ pub fn load(file: &Path) -> Result<Loaded, ConfigErrors> {
     Compiler::new(file).compile(raw)
 }
 
+/// Parses and compiles `text` as if it were the content of `file` (paths in it are
+/// relative to `file`'s folder).
+///
+/// # Errors
+/// As [`load`].
+pub fn load_text(file: &Path, text: &str) -> Result<Loaded, ConfigErrors> {
+    let raw = parse_raw(file, text)?;
+    Compiler::new(file).compile(raw)
+}
+
 /// Reads and parses the file; `hint` says what to do when it cannot be read.
 fn read_raw(file: &Path, hint: &str) -> Result<RawConfig, ConfigErrors> {
     let text = std::fs::read_to_string(file).map_err(|e| {
         ConfigError::new(file, Location::UNKNOWN, "", format!("cannot read the configuration: {e}")).with_hint(hint)
     })?;
-    serde_saphyr::from_str(&text).map_err(|e| parse_error(file, &e).into())
+    parse_raw(file, &text)
+}
+
+fn parse_raw(file: &Path, text: &str) -> Result<RawConfig, ConfigErrors> {
+    serde_saphyr::from_str(text).map_err(|e| parse_error(file, &e).into())
 }
 
 /// Where the configuration's `identity.store` lives, read without compiling the rest (for

@@ -34,7 +34,7 @@ const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why no token was issued; each is one RFC 6749 error answer.
 #[derive(Debug, PartialEq, Eq)]
-enum Refusal {
+pub enum Refusal {
     MethodNotAllowed,
     InvalidRequest(&'static str),
     InvalidClient,
@@ -119,9 +119,41 @@ fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
 }
 
 /// A token request's client credentials.
-struct Credentials {
-    client_id: String,
+#[derive(Debug)]
+pub struct Credentials {
+    pub client_id: String,
     secret: String,
+}
+
+/// What a token request asks for, read from its form and headers; nothing checked yet
+/// against the store, the budgets or the configured scopes.
+#[derive(Debug)]
+pub struct TokenRequest {
+    pub credentials: Credentials,
+    /// The external user id, when one is named.
+    pub user: Option<String>,
+    pub scope: Option<String>,
+}
+
+impl TokenRequest {
+    /// Reads a client-credentials request (RFC 6749 §4.4.2): `grant_type`, one client
+    /// authentication method (Basic or form fields), `user`, `scope`.
+    ///
+    /// # Errors
+    /// `invalid_request` (a repeated parameter, no `grant_type`, two authentication methods),
+    /// `unsupported_grant_type`, `invalid_client`.
+    pub fn parse(headers: &HeaderMap, form: &[u8]) -> Result<Self, Refusal> {
+        let params = parse_form(form)?;
+        match param(&params, "grant_type") {
+            None => return Err(Refusal::InvalidRequest("grant_type is missing")),
+            Some("client_credentials") => {}
+            Some(_) => return Err(Refusal::UnsupportedGrantType),
+        }
+        let credentials = credentials(headers, param(&params, "client_id"), param(&params, "client_secret"))?;
+        let user = param(&params, "user").map(str::to_owned);
+        let scope = param(&params, "scope").map(str::to_owned);
+        Ok(Self { credentials, user, scope })
+    }
 }
 
 impl Issuer {
@@ -170,16 +202,9 @@ impl Issuer {
             Ok(None) => return Err(Refusal::InvalidRequest("the request body is too large or broken")),
             Err(_) => return Err(Refusal::InvalidRequest("the request body took too long")),
         };
-        let params = parse_form(&form)?;
-        match param(&params, "grant_type") {
-            None => return Err(Refusal::InvalidRequest("grant_type is missing")),
-            Some("client_credentials") => {}
-            Some(_) => return Err(Refusal::UnsupportedGrantType),
-        }
-        let credentials = credentials(headers, param(&params, "client_id"), param(&params, "client_secret"))?;
+        let TokenRequest { credentials, user, scope } = TokenRequest::parse(headers, &form)?;
         within_budget(&self.per_client, &(credentials.client_id.clone(), network))?;
-        let user = param(&params, "user").map(str::to_owned);
-        let scope = self.scope(param(&params, "scope"))?;
+        let scope = self.scope(scope.as_deref())?;
 
         let client_id = credentials.client_id.clone();
         let user = self.authenticate(credentials, user).await.inspect_err(|refusal| {

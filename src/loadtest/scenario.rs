@@ -124,7 +124,15 @@ impl Scenario {
     /// Unreadable or invalid file, with its location.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-        let mut scenario: Self = serde_saphyr::from_str(&text).map_err(|e| {
+        Self::parse(path, &text)
+    }
+
+    /// Parses `text` as the scenario file `path` (paths in it become relative to its folder).
+    ///
+    /// # Errors
+    /// Invalid YAML or values, with their location.
+    pub fn parse(path: &Path, text: &str) -> anyhow::Result<Self> {
+        let mut scenario: Self = serde_saphyr::from_str(text).map_err(|e| {
             let at = e.location().map(|l| format!(":{}:{}", l.line(), l.column())).unwrap_or_default();
             anyhow::anyhow!("{}{at}: {}", path.display(), e.without_snippet())
         })?;

@@ -24,7 +24,7 @@ use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use crate::body::{self, Body};
+use crate::body::{self, Body, BoxError, Stall};
 
 /// At most this many idle HTTP/1.1 connections are kept per url; more are closed.
 const MAX_IDLE: usize = 512;
@@ -36,13 +36,27 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 pub struct Connector {
     pub connect_timeout: Duration,
     pub tls: TlsConnector,
+    /// The longest a response body may stall between bytes.
+    response_idle: Duration,
+    /// `portcullis_upstream_errors_total{backend, kind="response_body"}`, resolved once.
+    response_errors: prometheus::IntCounter,
 }
 
 impl Connector {
-    pub fn new(tls: &rustls::ClientConfig, connect_timeout: Duration) -> Self {
+    pub fn new(backend: &str, tls: &rustls::ClientConfig, connect_timeout: Duration, response_idle: Duration) -> Self {
         let mut tls = tls.clone();
         tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        Self { connect_timeout, tls: TlsConnector::from(Arc::new(tls)) }
+        let response_errors =
+            crate::telemetry::metrics().upstream_errors.with_label_values(&[backend, "response_body"]);
+        Self { connect_timeout, tls: TlsConnector::from(Arc::new(tls)), response_idle, response_errors }
+    }
+
+    /// A backend's response body, cut off when it stalls and counted when it fails.
+    fn watch<B>(&self, inner: B) -> Body
+    where
+        B: http_body::Body<Data = Bytes, Error = hyper::Error> + Send + Sync + Unpin + 'static,
+    {
+        body::boxed(WatchedBody { inner, stall: Stall::new(self.response_idle), errors: self.response_errors.clone() })
     }
 }
 
@@ -90,7 +104,7 @@ impl Connections {
     ) -> Result<Response<Body>, SendError> {
         if let Some(h2) = self.h2.load_full() {
             if !h2.is_closed() {
-                return send_h2(&h2, scheme, authority, req).await;
+                return send_h2(connector, &h2, scheme, authority, req).await;
             }
             self.h2.compare_and_swap(&Some(h2), None);
         }
@@ -102,7 +116,7 @@ impl Connections {
                 continue;
             }
             match sender.try_send_request(req).await {
-                Ok(rsp) => return Ok(self.keep_alive(rsp, sender)),
+                Ok(rsp) => return Ok(self.keep_alive(connector, rsp, sender)),
                 Err(mut e) => match e.take_message() {
                     Some(unsent) => req = unsent,
                     None => return Err(SendError::Upstream(e.into_error())),
@@ -112,30 +126,36 @@ impl Connections {
         match connect(connector, scheme, authority).await.map_err(SendError::Connect)? {
             Fresh::H1(mut sender) => {
                 let rsp = sender.send_request(req).await.map_err(SendError::Upstream)?;
-                Ok(self.keep_alive(rsp, sender))
+                Ok(self.keep_alive(connector, rsp, sender))
             }
             Fresh::H2(sender) => {
                 req.headers_mut().remove(header::HOST);
                 let sender = Arc::new(sender);
                 self.h2.store(Some(sender.clone()));
-                send_h2(&sender, scheme, authority, req).await
+                send_h2(connector, &sender, scheme, authority, req).await
             }
         }
     }
 
     /// Wraps the response so that its connection returns to the idle queue after the body.
-    fn keep_alive(&self, rsp: Response<Incoming>, sender: http1::SendRequest<Body>) -> Response<Body> {
+    fn keep_alive(
+        &self,
+        connector: &Connector,
+        rsp: Response<Incoming>,
+        sender: http1::SendRequest<Body>,
+    ) -> Response<Body> {
         rsp.map(|inner| {
             let mut body = KeepAliveBody { inner, sender: Some(sender), idle: self.idle.clone() };
             if body.inner.is_end_stream() {
                 body.release();
             }
-            body::boxed(body)
+            connector.watch(body)
         })
     }
 }
 
 async fn send_h2(
+    connector: &Connector,
     h2: &http2::SendRequest<Body>,
     scheme: &Scheme,
     authority: &Authority,
@@ -149,7 +169,7 @@ async fn send_h2(
     }
     let mut sender = h2.clone();
     let rsp = sender.send_request(req).await.map_err(SendError::Upstream)?;
-    Ok(rsp.map(body::boxed))
+    Ok(rsp.map(|body| connector.watch(body)))
 }
 
 /// Opens a connection: DNS, TCP (no Nagle), TLS for `https://` with ALPN deciding h2 or
@@ -240,6 +260,52 @@ impl http_body::Body for KeepAliveBody {
             _ => self.release(),
         }
         Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The backend stopped sending its response body for longer than its `timeout`.
+#[derive(Debug, thiserror::Error)]
+#[error("the backend's response body stalled for {0:?}")]
+struct ResponseStalled(Duration);
+
+/// A backend's response body: fails when it stalls longer than the backend's `timeout`
+/// between bytes (the client then sees its response cut off, not a hang), and counts
+/// failures as the backend's.
+struct WatchedBody<B> {
+    inner: B,
+    stall: Stall,
+    errors: prometheus::IntCounter,
+}
+
+impl<B> http_body::Body for WatchedBody<B>
+where
+    B: http_body::Body<Data = Bytes, Error = hyper::Error> + Unpin,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if this.stall.timed_out(&polled, cx) {
+            this.errors.inc();
+            return Poll::Ready(Some(Err(ResponseStalled(this.stall.idle()).into())));
+        }
+        match ready!(polled) {
+            Some(Err(e)) => {
+                this.errors.inc();
+                Poll::Ready(Some(Err(e.into())))
+            }
+            other => Poll::Ready(other.map(|frame| frame.map_err(Into::into))),
+        }
     }
 
     fn is_end_stream(&self) -> bool {

@@ -192,7 +192,7 @@ impl Backend {
 
     /// A pool over `upstreams`. Connections are built lazily; nothing is bound here.
     pub fn pool(name: &str, upstreams: Vec<Upstream>, settings: PoolSettings) -> Self {
-        let connector = Arc::new(Connector::new(&settings.tls, settings.connect_timeout));
+        let connector = Arc::new(Connector::new(name, &settings.tls, settings.connect_timeout, settings.timeout));
         Self {
             name: name.into(),
             upstream_duration: upstream_duration(name),

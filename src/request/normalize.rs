@@ -52,7 +52,7 @@ fn is_normal(bytes: &[u8]) -> bool {
     let mut previous = 0u8;
     for &b in bytes {
         match b {
-            b'%' | b'\\' | 0 => return false,
+            b'%' | b'\\' | 0 | 0x80.. => return false,
             b'/' if previous == b'/' => return false,
             b'.' if previous == b'/' => return false,
             _ => {}
@@ -92,17 +92,18 @@ fn decode_unreserved(bytes: &[u8]) -> Result<String, PathError> {
                     b'\\' => return Err(PathError::Backslash),
                     0 => return Err(PathError::Nul),
                     v if is_unreserved(v) => out.push(v as char),
-                    v => {
-                        out.push('%');
-                        out.push(char::from(b"0123456789ABCDEF"[usize::from(v >> 4)]));
-                        out.push(char::from(b"0123456789ABCDEF"[usize::from(v & 15)]));
-                    }
+                    v => push_escaped(&mut out, v),
                 }
                 i += 3;
             }
             b'\\' => return Err(PathError::Backslash),
             0 => return Err(PathError::Nul),
-            // hyper only hands over visible ASCII in a request target.
+            // Raw bytes beyond ASCII (UTF-8 sent unescaped) take their escaped form, so that
+            // both spellings of a character are one path.
+            b @ 0x80.. => {
+                push_escaped(&mut out, b);
+                i += 1;
+            }
             b => {
                 out.push(b as char);
                 i += 1;
@@ -110,6 +111,12 @@ fn decode_unreserved(bytes: &[u8]) -> Result<String, PathError> {
         }
     }
     Ok(out)
+}
+
+fn push_escaped(out: &mut String, b: u8) {
+    out.push('%');
+    out.push(char::from(b"0123456789ABCDEF"[usize::from(b >> 4)]));
+    out.push(char::from(b"0123456789ABCDEF"[usize::from(b & 15)]));
 }
 
 /// RFC 3986 §5.2.4 over `/`-separated segments, with empty segments (`//`) merged.
@@ -177,6 +184,16 @@ mod tests {
     fn reserved_escapes_are_kept_with_upper_case_hex() {
         assert_eq!(n("/a%20b").unwrap(), "/a%20b");
         assert_eq!(n("/a%3fb").unwrap(), "/a%3Fb");
+    }
+
+    /// Found by the `normalize` fuzz target: raw UTF-8 came out as mojibake, and normalizing
+    /// the result changed it again.
+    #[test]
+    fn raw_non_ascii_takes_its_escaped_form_once() {
+        assert_eq!(n("/a/ж").unwrap(), "/a/%D0%B6");
+        assert_eq!(n("/a/%d0%b6").unwrap(), "/a/%D0%B6", "both spellings are one path");
+        let once = n("/a///.aa/a/$aa/a/aўЖ/a/").unwrap();
+        assert_eq!(n(&once).unwrap(), once);
     }
 
     #[test]

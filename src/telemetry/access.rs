@@ -79,6 +79,9 @@ pub enum AccessSink {
 /// than making requests wait for a slow disk or pipe.
 const QUEUE_LINES: usize = 16_384;
 
+/// At most one warning per this long about failing access-log writes.
+const WARN_EVERY: Duration = Duration::from_secs(60);
+
 /// The request path hands lines to one writer thread through a lock-free queue; the
 /// writer batches them and flushes whenever the queue runs dry.
 struct Writer {
@@ -95,17 +98,27 @@ impl Writer {
         let (queue, lines) = std::sync::mpsc::sync_channel::<String>(QUEUE_LINES);
         let spawned = std::thread::Builder::new().name("access-log".into()).spawn(move || {
             let mut buf = Vec::with_capacity(64 << 10);
+            let mut last_warning: Option<Instant> = None;
             while let Ok(line) = lines.recv() {
                 buf.extend_from_slice(line.as_bytes());
                 buf.push(b'\n');
+                let mut batch = 1;
                 while let Ok(more) = lines.try_recv() {
                     buf.extend_from_slice(more.as_bytes());
                     buf.push(b'\n');
+                    batch += 1;
                     if buf.len() >= 64 << 10 {
                         break;
                     }
                 }
-                let _ = out.write_all(&buf).and_then(|()| out.flush());
+                // A full disk or a closed pipe loses lines, counted; requests never wait.
+                if let Err(e) = out.write_all(&buf).and_then(|()| out.flush()) {
+                    crate::telemetry::metrics().access_log_dropped.inc_by(batch);
+                    if last_warning.is_none_or(|at| at.elapsed() >= WARN_EVERY) {
+                        tracing::warn!(error = %e, "access log write failed; lines are dropped and counted");
+                        last_warning = Some(Instant::now());
+                    }
+                }
                 buf.clear();
             }
         });

@@ -36,7 +36,7 @@ pub struct Metrics {
     pub config_reloads: IntCounterVec,
     /// certificate (file name), usage.
     pub certificate_expiry: GaugeVec,
-    /// Access-log lines dropped because the writer fell behind.
+    /// Access-log lines dropped: the writer fell behind, or writing failed (a full disk).
     pub access_log_dropped: prometheus::IntCounter,
 }
 
@@ -71,7 +71,7 @@ impl Metrics {
         registry.register(Box::new(certificate_expiry.clone())).expect("registered once");
         let access_log_dropped = prometheus::IntCounter::new(
             "portcullis_access_log_dropped_total",
-            "Access-log lines dropped: the writer fell behind",
+            "Access-log lines dropped: the writer fell behind or could not write",
         )
         .expect("valid");
         registry.register(Box::new(access_log_dropped.clone())).expect("registered once");

@@ -65,8 +65,8 @@ pub fn roots(pki: &Pki) -> RootCertStore {
     roots
 }
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+pub fn provider() -> rustls::crypto::CryptoProvider {
+    rustls::crypto::ring::default_provider()
 }
 
 impl Client {
@@ -82,7 +82,7 @@ impl Client {
         versions: &[&'static rustls::SupportedProtocolVersion],
         alpn: &[&[u8]],
     ) -> Self {
-        let builder = ClientConfig::builder_with_provider(provider())
+        let builder = ClientConfig::builder_with_provider(Arc::new(provider()))
             .with_protocol_versions(versions)
             .unwrap()
             .with_root_certificates(roots(pki));

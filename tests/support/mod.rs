@@ -4,6 +4,7 @@
 
 pub mod backend;
 pub mod client;
+pub mod faulty;
 pub mod gateway;
 pub mod h2raw;
 pub mod pki;

@@ -9,14 +9,13 @@
 pub mod claims;
 pub mod crypto;
 pub mod keys;
+pub mod token;
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::StatusCode;
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
@@ -25,6 +24,7 @@ use serde_json::{Map, Value};
 
 use self::claims::ClaimChecks;
 use self::keys::{Key, KeySet, KeyStore, Source};
+use self::token::TokenParts;
 use super::{Decision, Denial};
 use crate::config::raw::Located;
 use crate::config::values::{ConfigDuration, ValueRef};
@@ -364,20 +364,8 @@ impl Jwt {
     /// Full verification: header, algorithm, key, signature, registered claims. The token
     /// is split and each part decoded once.
     async fn verify(&self, token: &str) -> Result<Verified, Denial> {
-        let malformed = || invalid("malformed");
-        let (message, signature) = token.rsplit_once('.').ok_or_else(malformed)?;
-        let (header, payload) = message.split_once('.').ok_or_else(malformed)?;
-        if payload.contains('.') {
-            return Err(malformed());
-        }
-        let header: JoseHeader = decode_part(header).ok_or_else(malformed)?;
-        if header.jwk.is_some() || header.jku.is_some() || header.x5u.is_some() || header.x5c.is_some() {
-            return Err(invalid("embedded_key"));
-        }
-        // RFC 7515 §4.1.11: extensions this policy does not understand must be refused.
-        if header.crit.is_some() {
-            return Err(invalid("critical_extension"));
-        }
+        let parts = TokenParts::parse(token).map_err(invalid)?;
+        let (header, message) = (&parts.header, parts.message.as_bytes());
         if !self.algorithms.contains(&header.alg) {
             return Err(invalid("alg_not_allowed"));
         }
@@ -388,9 +376,8 @@ impl Jwt {
             self.keys.refresh_for_unknown_kid().await;
             keys = self.keys.current().ok_or_else(keys_unavailable)?;
         }
-        let signature = URL_SAFE_NO_PAD.decode(signature).map_err(|_| malformed())?;
         let verified =
-            keys.candidates(kid, family).any(|key| key.verifiers.verify(header.alg, message.as_bytes(), &signature));
+            keys.candidates(kid, family).any(|key| key.verifiers.verify(header.alg, message, &parts.signature));
         if !verified {
             let tried = keys.candidates(kid, family).next().is_some();
             return Err(invalid(match (tried, kid) {
@@ -399,31 +386,13 @@ impl Jwt {
                 (false, None) => "no_key",
             }));
         }
-        let claims: Map<String, Value> = decode_part(payload).ok_or_else(malformed)?;
+        let claims = parts.claims().ok_or_else(|| invalid("malformed"))?;
         match self.registered.check(&claims, unix_now()) {
             Ok(exp) => Ok(Verified { claims: Arc::new(claims), exp, generation: keys.generation }),
             Err("expired") => Err(expired()),
             Err(reason) => Err(invalid(reason)),
         }
     }
-}
-
-/// What the policy reads of a token's JOSE header; `alg: none` and unknown algorithms do
-/// not parse.
-#[derive(Deserialize)]
-struct JoseHeader {
-    alg: Algorithm,
-    kid: Option<String>,
-    jwk: Option<serde::de::IgnoredAny>,
-    jku: Option<serde::de::IgnoredAny>,
-    x5u: Option<serde::de::IgnoredAny>,
-    x5c: Option<serde::de::IgnoredAny>,
-    crit: Option<serde::de::IgnoredAny>,
-}
-
-/// A base64url JSON part of a token.
-fn decode_part<T: serde::de::DeserializeOwned>(part: &str) -> Option<T> {
-    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).ok()?).ok()
 }
 
 /// The token of `Authorization: Bearer <token>` (scheme case-insensitive, RFC 6750 §2.1).
