@@ -156,8 +156,7 @@ fn jwt(c: &mut Criterion) {
 }
 
 /// The floor under `jwt/RS256/cache_miss`: one RSA-2048 PKCS#1 signature check and nothing
-/// else, with ring (which parses the key on every call) and with aws-lc-rs and a key parsed
-/// once (what the policy uses).
+/// else, with the key parsed on every call and with a key parsed once (what the policy uses).
 fn rsa_signature_only(c: &mut Criterion) {
     use base64::Engine;
     use rsa::traits::PublicKeyParts;
@@ -172,10 +171,10 @@ fn rsa_signature_only(c: &mut Criterion) {
     let (message, signature) = token.rsplit_once('.').unwrap();
     let signature = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(signature).unwrap();
     let public = rsa.to_public_key();
-    let key = ring::signature::RsaPublicKeyComponents { n: public.n().to_bytes_be(), e: public.e().to_bytes_be() };
-    let params = &ring::signature::RSA_PKCS1_2048_8192_SHA256;
+    let key = aws_lc_rs::signature::RsaPublicKeyComponents { n: public.n().to_bytes_be(), e: public.e().to_bytes_be() };
+    let params = &aws_lc_rs::signature::RSA_PKCS1_2048_8192_SHA256;
     key.verify(params, message.as_bytes(), &signature).unwrap();
-    c.bench_function("rsa2048_signature_only/ring_per_call", |b| {
+    c.bench_function("rsa2048_signature_only/aws_lc_parsed_per_call", |b| {
         b.iter(|| key.verify(params, message.as_bytes(), &signature).is_ok())
     });
     let parsed = aws_lc_rs::signature::RsaPublicKeyComponents { n: &key.n, e: &key.e }

@@ -3,10 +3,10 @@
 //! this long; the key keeps a copied hash column from being checked against guesses
 //! without the key. Comparison is constant-time and always checks both stored secrets.
 
+use aws_lc_rs::hmac;
+use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use ring::hmac;
-use ring::rand::{SecureRandom, SystemRandom};
 
 /// The longest secret the token endpoint will hash; longer ones are refused unhashed.
 pub const MAX_SECRET_BYTES: usize = 256;

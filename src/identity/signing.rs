@@ -3,10 +3,10 @@
 
 use std::path::Path;
 
+use aws_lc_rs::signature::{EcdsaKeyPair, Ed25519KeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use ring::signature::{EcdsaKeyPair, Ed25519KeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
 use rustls_pki_types::PrivateKeyDer;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -41,9 +41,8 @@ impl SigningKey {
             }
         };
         let der = der.secret_pkcs8_der();
-        let rng = ring::rand::SystemRandom::new();
         let (algorithm, members, key) =
-            if let Ok(pair) = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der, &rng) {
+            if let Ok(pair) = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der) {
                 // An uncompressed point: 0x04, then x and y.
                 let point = pair.public_key().as_ref();
                 let (x, y) = point[1..].split_at(32);

@@ -18,9 +18,10 @@ use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyD
 
 pub use client_cert::ClientCertInfo;
 
-/// The one crypto provider the gateway uses (ring: small, fast to build, audited).
+/// The one crypto provider the gateway uses for TLS, token signatures and secrets alike
+/// (aws-lc-rs; see the README's dependency table).
 pub fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
 /// Reads every certificate of a PEM file.

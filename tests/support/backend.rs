@@ -49,7 +49,7 @@ impl TestBackend {
     pub async fn start_tls(pki: &super::Pki) -> Self {
         use rustls::pki_types::pem::PemObject;
         use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let mut roots = rustls::RootCertStore::empty();
         for cert in CertificateDer::pem_file_iter(pki.path("client-ca.pem")).unwrap() {
             roots.add(cert.unwrap()).unwrap();

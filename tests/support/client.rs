@@ -66,7 +66,7 @@ pub fn roots(pki: &Pki) -> RootCertStore {
 }
 
 pub fn provider() -> rustls::crypto::CryptoProvider {
-    rustls::crypto::ring::default_provider()
+    rustls::crypto::aws_lc_rs::default_provider()
 }
 
 impl Client {

@@ -15,14 +15,14 @@ use jsonwebtoken::errors::Error;
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, DecodingKeyKind};
 
 /// Installs jsonwebtoken's crypto provider for this process (once; later calls do nothing):
-/// signing stays with the pure-Rust backend; its verifiers refuse every signature, so that
+/// signing uses its aws-lc-rs backend; its verifiers refuse every signature, so that
 /// a `jsonwebtoken::decode` added by mistake can never accept a token.
 pub fn install() {
     static PROVIDER: OnceLock<CryptoProvider> = OnceLock::new();
     let provider = PROVIDER.get_or_init(|| CryptoProvider {
-        signer_factory: jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER.signer_factory,
+        signer_factory: jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER.signer_factory,
         verifier_factory: refusing_verifier,
-        jwk_utils: jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER.jwk_utils.clone(),
+        jwk_utils: jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER.jwk_utils.clone(),
     });
     let _ = provider.install_default();
 }
