@@ -9,6 +9,7 @@ pub mod admin;
 pub mod body;
 pub mod cli;
 pub mod config;
+pub mod id;
 pub mod identity;
 pub mod ipset;
 pub mod listener;

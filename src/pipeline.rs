@@ -276,7 +276,7 @@ fn request_id(headers: &HeaderMap, from_trusted: bool) -> String {
             }
         }
     }
-    uuid::Uuid::new_v4().to_string()
+    crate::id::uuid_v4()
 }
 
 /// The request's host, lower-case, without port: from the URI (h2 `:authority`,

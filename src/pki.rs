@@ -77,7 +77,7 @@ impl Ca {
             }
         };
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
-        let mut serial: [u8; 16] = rand_bytes();
+        let mut serial: [u8; 16] = crate::id::random_bytes();
         serial[0] &= 0x7f; // a positive INTEGER
         params.serial_number = Some(SerialNumber::from_slice(&serial));
         let now = OffsetDateTime::now_utc();
@@ -114,10 +114,6 @@ impl Ca {
         let issuer = Issuer::from_params(&self.params, &self.key);
         params.signed_by(&issuer)?.pem()
     }
-}
-
-fn rand_bytes() -> [u8; 16] {
-    *uuid::Uuid::new_v4().as_bytes()
 }
 
 /// The files `certs dev` writes, relative to its directory.

@@ -1,6 +1,7 @@
 //! Request framing and parser differentials, attacked over raw sockets: HTTP/1.1 bytes as
 //! written, and h2 frames from a raw client. Whatever the gateway refuses never reaches the
-//! backend, and every refusal is counted as the client's fault.
+//! backend, and every refusal is counted as the client's fault. Resource limits: connections
+//! per client address, idle-connection memory.
 
 mod support;
 
@@ -361,4 +362,55 @@ async fn connections_per_client_address_are_capped() {
         .await
         .unwrap();
     assert_eq!(rsp.status, 200);
+}
+
+/// Resident memory per idle TLS connection (HTTP/1.1 after the handshake), measured with
+/// `IDLE_CONNECTIONS` connections (default 1,000; the README quotes 10,000).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_tls_connections_cost_bounded_memory() {
+    let n: usize = std::env::var("IDLE_CONNECTIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000);
+    raise_fd_limit(2 * n as u64 + 1_024);
+    let limits =
+        format!("{{ max_connections: {}, max_connections_per_ip: {}, header_read_timeout: 120s }}", n + 16, n + 16);
+    let (pki, _backend, gw) = setup(&limits).await;
+    let client = Client::new(gw.addr("public"), &pki);
+    // One connection first, so that what is measured is the cost of each further one.
+    let mut open = vec![client.connect().await.unwrap()];
+    let before = gw.rss_kib();
+    let mut handshakes = tokio::task::JoinSet::new();
+    let started = std::time::Instant::now();
+    for _ in 0..n {
+        let client = client.clone();
+        handshakes.spawn(async move { client.connect().await });
+        while handshakes.len() >= 64 {
+            open.push(handshakes.join_next().await.unwrap().unwrap().expect("handshake"));
+        }
+    }
+    while let Some(done) = handshakes.join_next().await {
+        open.push(done.unwrap().expect("handshake"));
+    }
+    let opened = started.elapsed();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = gw.rss_kib();
+    let active = gw.metric(r#"portcullis_active_connections{listener="public"}"#).await as usize;
+    assert_eq!(active, n + 1, "every connection is open");
+    let per_connection = (after.saturating_sub(before)) as f64 / n as f64;
+    eprintln!(
+        "{n} idle TLS connections: {before} -> {after} KiB resident, {per_connection:.1} KiB each (opened in {opened:.1?})"
+    );
+    assert!(per_connection < 64.0, "{per_connection:.1} KiB per idle connection");
+    drop(open);
+}
+
+fn raise_fd_limit(want: u64) {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed to them.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+        if limit.rlim_cur < want {
+            limit.rlim_cur = want.min(limit.rlim_max.max(want));
+            limit.rlim_max = limit.rlim_max.max(limit.rlim_cur);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
 }

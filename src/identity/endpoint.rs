@@ -263,7 +263,7 @@ impl Issuer {
             "aud": self.audience,
             "iat": now,
             "exp": now + self.ttl.as_secs(),
-            "jti": uuid::Uuid::new_v4().to_string(),
+            "jti": crate::id::uuid_v4(),
             "client_id": client_id,
             "roles": roles,
         });

@@ -239,7 +239,7 @@ impl IdentityStore for SqliteStore {
     ) -> Result<System, StoreError> {
         check_id("system name", name)?;
         let system = System {
-            id: uuid::Uuid::new_v4().to_string(),
+            id: crate::id::uuid_v4(),
             name: name.to_owned(),
             active: true,
             created_at: now(),

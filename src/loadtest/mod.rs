@@ -106,7 +106,7 @@ impl Minter {
         claims.insert("iat".into(), now.into());
         claims.insert("exp".into(), (now + self.ttl).into());
         if unique {
-            claims.insert("jti".into(), uuid::Uuid::new_v4().to_string().into());
+            claims.insert("jti".into(), crate::id::uuid_v4().into());
         }
         Ok(jsonwebtoken::encode(&self.header, &claims, &self.key)?)
     }
