@@ -123,6 +123,13 @@ async fn path_spellings_land_where_their_normalized_path_says_or_get_400() {
     let raw = client.raw(b"GET /public/..\\admin/x HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await;
     assert!(raw.starts_with("HTTP/1.1 400"), "a raw backslash is refused: {raw}");
     assert_eq!(backend.received().len(), before, "no refused spelling reached the backend");
+
+    // Raw UTF-8 in the target (which hyper passes on) and its escaped spelling are one path.
+    let raw = client.raw("GET /public/ж HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".as_bytes()).await;
+    assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
+    assert_eq!(backend.last().target, "/public/%D0%B6");
+    assert_eq!(client.get("/public/%d0%b6").await.status, 200);
+    assert_eq!(backend.last().target, "/public/%D0%B6");
 }
 
 #[tokio::test]
@@ -174,6 +181,28 @@ async fn trusted_proxies_may_pass_on_forwarded_for_and_request_id() {
     assert_eq!(seen.headers["x-request-id"], "edge-1234");
     assert_eq!(rsp.header("x-request-id"), Some("edge-1234"));
     assert!(!seen.headers.contains_key("x-real-ip"), "only X-Forwarded-For and X-Request-Id pass");
+
+    // Two X-Forwarded-For lines are one list (RFC 9110 §5.3), forwarded whole and in order.
+    let req = Request::get("/public/x")
+        .header("host", "localhost")
+        .header("x-forwarded-for", "198.51.100.7")
+        .header("x-forwarded-for", "10.0.0.1")
+        .body(Full::default())
+        .unwrap();
+    assert_eq!(client.send(req).await.status, 200);
+    let seen = backend.last();
+    assert_eq!(seen.headers.get_all("x-forwarded-for").iter().count(), 1);
+    assert_eq!(seen.headers["x-forwarded-for"], "198.51.100.7, 10.0.0.1, 127.0.0.1");
+    // A trusted proxy's two request ids: which one would the backend log?
+    let req = Request::get("/public/x")
+        .header("host", "localhost")
+        .header("x-request-id", "edge-1")
+        .header("x-request-id", "edge-2")
+        .body(Full::default())
+        .unwrap();
+    let before = backend.received().len();
+    assert_eq!(client.send(req).await.status, 400);
+    assert_eq!(backend.received().len(), before);
 }
 
 #[tokio::test]
