@@ -3,7 +3,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -64,6 +64,8 @@ pub enum BodyFault {
 pub struct BodyStats {
     bytes: AtomicU64,
     fault: AtomicU8,
+    /// The body's reader is waiting for the client right now.
+    waiting: AtomicBool,
 }
 
 impl BodyStats {
@@ -80,6 +82,12 @@ impl BodyStats {
             3 => Some(BodyFault::TimedOut),
             _ => None,
         }
+    }
+
+    /// Whether the body was waiting for the client's bytes when last polled: a backend
+    /// timeout meanwhile is the client's doing.
+    pub fn waiting_on_client(&self) -> bool {
+        self.waiting.load(Ordering::Relaxed)
     }
 
     fn set(&self, fault: BodyFault) {
@@ -147,6 +155,7 @@ where
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        this.stats.waiting.store(polled.is_pending(), Ordering::Relaxed);
         if this.stall.timed_out(&polled, cx) {
             this.stats.set(BodyFault::TimedOut);
             return Poll::Ready(Some(Err(BodyTimedOut(this.stall.idle()).into())));

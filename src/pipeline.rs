@@ -16,7 +16,7 @@ use hyper::body::Incoming;
 use crate::body::{self, Body, BodyFault, BodyStats, LimitedBody};
 use crate::policy::RequestContext;
 use crate::problem::Problem;
-use crate::proxy::Outbound;
+use crate::proxy::{ForwardError, Outbound};
 use crate::request::framing::{self, FramingError};
 use crate::request::headers::{strip_hop_by_hop, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID};
 use crate::request::{client_ip, normalize};
@@ -57,6 +57,9 @@ pub struct Refused {
     /// The reason for metrics and logs (a fixed vocabulary).
     pub kind: &'static str,
     pub problem: Problem,
+    /// Close the connection after the answer: what follows may be framed in a way the
+    /// gateway refused to read.
+    pub close: bool,
 }
 
 /// Steps 2–4: checks framing and singleton fields, strips hop-by-hop and gateway headers,
@@ -74,9 +77,9 @@ pub fn route<'rt>(
     let peer = conn.peer.ip().to_canonical();
     let from_trusted = rt.trusted_proxies.contains(peer);
     let request_id = request_id(&parts.headers, from_trusted);
-    let refuse = |request_id, kind, problem| Err(Box::new(Refused { request_id, kind, problem }));
+    let refuse = |request_id, kind, problem| Err(Box::new(Refused { request_id, kind, problem, close: false }));
     if let Err(e) = framing::check(parts, from_trusted, max_headers) {
-        return refuse(request_id, e.label(), e.problem());
+        return Err(Box::new(Refused { request_id, kind: e.label(), problem: e.problem(), close: true }));
     }
     strip_hop_by_hop(&mut parts.headers);
     rt.gateway_headers.strip(&mut parts.headers, from_trusted);
@@ -128,9 +131,8 @@ pub async fn handle(rt: &Runtime, req: Request<Incoming>, conn: &ConnInfo, limit
         Err(refused) => {
             count_error("-", Fault::Client, refused.kind);
             let mut rsp = refused.problem.into_response(&refused.request_id);
-            if refused.kind != "no_route" {
-                // The connection may carry bytes framed in a way we refused to read.
-                rsp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            if refused.close {
+                close_after(&mut rsp, parts.version);
             }
             log.request_id = refused.request_id;
             return respond(rsp, log, None);
@@ -189,7 +191,7 @@ async fn forward(
     limits: Limits,
     log: &mut AccessRecord,
 ) -> Response<Body> {
-    let request_id = routed.request_id.as_str();
+    let (request_id, version) = (routed.request_id.as_str(), parts.version);
     let original_host = parts.headers.get(header::HOST).cloned();
     let headers = forwarded_headers(parts.headers, routed.peer, original_host, &routed.host, request_id);
     let stats = Arc::new(BodyStats::default());
@@ -210,7 +212,10 @@ async fn forward(
     let upstream_time = sent.elapsed();
     log.upstream_time = Some(upstream_time);
     route.backend.upstream_duration.observe(upstream_time.as_secs_f64());
-    let error = match (forwarded, stats.fault()) {
+    // A backend that timed out while the client's body kept it waiting: the client stalled.
+    let stalled = matches!(forwarded, Err(ForwardError::Timeout)) && stats.waiting_on_client();
+    let fault = stats.fault().or(stalled.then_some(BodyFault::TimedOut));
+    let error = match (forwarded, fault) {
         (Ok((mut rsp, upstream)), None) => {
             log.upstream = upstream.filter(|_| access::enabled()).map(|a| a.to_string());
             strip_hop_by_hop(rsp.headers_mut());
@@ -227,7 +232,7 @@ async fn forward(
             tracing::debug!(request.id = %request_id, route.name = %route.name, kind, "request body refused");
             count_error(&route.name, Fault::Client, kind);
             let mut rsp = problem.into_response(request_id);
-            rsp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            close_after(&mut rsp, version);
             return rsp;
         }
         (Err(e), None) => e,
@@ -240,6 +245,13 @@ async fn forward(
         metrics().upstream_errors.with_label_values(&[backend, error.kind()]).inc();
     }
     error.problem().into_response(request_id)
+}
+
+/// Asks an HTTP/1.x client's connection to close after this answer (h2 streams end alone).
+fn close_after(rsp: &mut Response<Body>, version: http::Version) {
+    if version < http::Version::HTTP_2 {
+        rsp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
 }
 
 /// Sets `X-Request-Id`, counts the answer, and hands the access-log line to the body.

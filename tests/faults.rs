@@ -132,6 +132,35 @@ async fn backend_faults_get_clear_answers_and_the_gateway_keeps_serving() {
 }
 
 #[tokio::test]
+async fn a_backend_body_timeout_of_zero_lets_event_streams_drip() {
+    let pki = Pki::new();
+    let stream = Faulty::plain(Script::Drip { head: head_then("x"), every: Duration::from_millis(700) }).await;
+    let yaml = format!(
+        "version: 1\nlisteners:{}backends:\n  events: {{ urls: [\"{}\"], timeout: 500ms, body_timeout: 0s }}\nroutes:\n  - {{ name: all, match: {{}}, backend: events }}\n",
+        listener("", ""),
+        stream.url()
+    );
+    let gw = TestGateway::start(&yaml, &pki);
+    let client = Client::new(gw.addr("public"), &pki);
+    let mut tls = client.connect().await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tls.write_all(b"GET /events HTTP/1.1\r\nHost: localhost\r\n\r\n").await.unwrap();
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_millis(2_500);
+    let mut chunk = [0u8; 1024];
+    while let Ok(Ok(n)) = tokio::time::timeout_at(deadline.into(), tls.read(&mut chunk)).await {
+        if n == 0 {
+            break;
+        }
+        seen.extend_from_slice(&chunk[..n]);
+    }
+    let text = String::from_utf8_lossy(&seen);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
+    assert!(body.len() >= 3, "the stream kept flowing past the 500 ms timeout: {body:?}");
+}
+
+#[tokio::test]
 async fn identity_provider_faults_leave_routes_refusing_and_the_rest_serving() {
     let pki = Pki::new();
     let backend = TestBackend::start().await;

@@ -100,12 +100,30 @@ async fn http1_framing_attacks_are_refused_and_never_forwarded() {
         ),
         ("absolute-form with user info", "GET https://a@localhost/x HTTP/1.1\r\nHost: localhost\r\n\r\n".into(), 400),
         ("no Host in HTTP/1.1", "GET /x HTTP/1.1\r\nX-A: 1\r\n\r\n".into(), 400),
+        ("absolute-form without Host in HTTP/1.1", "GET https://localhost/x HTTP/1.1\r\n\r\n".into(), 400),
+        ("a comma-joined Host", "GET /x HTTP/1.1\r\nHost: localhost:443,evil.example\r\n\r\n".into(), 400),
+        ("a Host port that is no number", "GET /x HTTP/1.1\r\nHost: localhost:evil\r\n\r\n".into(), 400),
+        (
+            "a comma-joined Host beside a matching target",
+            "GET https://localhost/x HTTP/1.1\r\nHost: localhost,evil.example\r\n\r\n".into(),
+            400,
+        ),
+        (
+            "two Access-Control-Request-Method fields",
+            "OPTIONS /x HTTP/1.1\r\nHost: localhost\r\nOrigin: https://a.example\r\nAccess-Control-Request-Method: GET\r\nAccess-Control-Request-Method: DELETE\r\n\r\n"
+                .into(),
+            400,
+        ),
         ("a Host that is no authority", "GET /x HTTP/1.1\r\nHost: a b\r\n\r\n".into(), 400),
         ("too many fields", format!("GET /x HTTP/1.1\r\nHost: localhost\r\n{many_fields}\r\n"), 431),
         ("a request line with two spaces", "GET  /x HTTP/1.1\r\nHost: localhost\r\n\r\n".into(), 400),
         ("an unknown version", "GET /x HTTP/1.2\r\nHost: localhost\r\n\r\n".into(), 0),
-        ("asterisk-form", "OPTIONS * HTTP/1.1\r\nHost: localhost\r\n\r\n".into(), 400),
-        ("authority-form", "CONNECT localhost:443 HTTP/1.1\r\nHost: localhost:443\r\n\r\n".into(), 400),
+        ("asterisk-form", "OPTIONS * HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".into(), 400),
+        (
+            "authority-form",
+            "CONNECT localhost:443 HTTP/1.1\r\nHost: localhost:443\r\nConnection: close\r\n\r\n".into(),
+            400,
+        ),
     ];
     // Not in the table: bare LF line ends, which RFC 9112 §2.2 lets a recipient accept; the
     // backend gets the request re-framed by the gateway either way.
@@ -127,7 +145,7 @@ async fn http1_framing_attacks_are_refused_and_never_forwarded() {
     assert_eq!(status_of(&ok), 200, "{ok}");
     assert_eq!(backend.last().headers.get_all("host").iter().count(), 1);
     let repeated = gw.metric(r#"portcullis_errors_total{fault="client",kind="repeated_field",route="-"}"#).await;
-    assert_eq!(repeated, 4, "Host, Authorization, Content-Type, Origin");
+    assert_eq!(repeated, 5, "Host, Authorization, Content-Type, Origin, Access-Control-Request-Method");
     assert_eq!(
         gw.metric(r#"portcullis_errors_total{fault="client",kind="unsupported_transfer_coding",route="-"}"#).await,
         1
@@ -224,6 +242,28 @@ async fn malformed_and_stalled_bodies_are_the_clients_fault() {
     assert!(!text.contains(r#"status="502""#), "{text}");
 }
 
+#[tokio::test]
+async fn a_stalled_body_is_the_clients_fault_even_when_the_backend_timeout_fires_first() {
+    let pki = Pki::new();
+    let backend = TestBackend::start().await;
+    let yaml = format!(
+        "version: 1\nlisteners:{}admin: {{ bind: 127.0.0.1:0 }}\nbackends:\n  app: {{ urls: [\"{}\"], timeout: 500ms }}\nroutes:\n  - {{ name: all, match: {{}}, backend: app }}\n",
+        listener("", ""),
+        backend.url()
+    );
+    let gw = TestGateway::start(&yaml, &pki);
+    let client = Client::new(gw.addr("public"), &pki);
+    let mut tls = client.connect().await.unwrap();
+    tls.write_all(b"POST /x HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100\r\n\r\n0123456789").await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert_eq!(status_of(&answer), 408, "{answer}");
+    let client_fault = r#"portcullis_errors_total{fault="client",kind="body_timeout",route="all"}"#;
+    assert_eq!(gw.metric(client_fault).await, 1);
+    assert_eq!(gw.metric(r#"portcullis_upstream_errors_total{backend="app",kind="timeout"}"#).await, 0);
+}
+
 /// A TLS connection that chose h2, with the preface sent.
 async fn h2(client: &Client) -> H2 {
     H2::start(client.connect().await.unwrap()).await
@@ -245,6 +285,25 @@ async fn h2_pseudo_header_and_field_attacks_are_refused_and_never_forwarded() {
     type Fields<'a> = Vec<(&'a str, &'a str)>;
     let cases: Vec<(&str, Fields, Outcome)> = vec![
         ("Host disagrees with :authority", request(&[("host", "evil.example")]), Outcome::Status(400)),
+        ("a comma-joined Host", request(&[("host", "localhost:443,evil.example")]), Outcome::Status(400)),
+        ("two host fields", request(&[("host", "localhost"), ("host", "evil.example")]), Outcome::Status(400)),
+        (
+            "two origin fields",
+            request(&[("origin", "https://a.example"), ("origin", "https://b.example")]),
+            Outcome::Status(400),
+        ),
+        (
+            "two content-length fields",
+            vec![
+                (":method", "POST"),
+                (":scheme", "https"),
+                (":authority", "localhost"),
+                (":path", "/x"),
+                ("content-length", "0"),
+                ("content-length", "5"),
+            ],
+            Outcome::Reset(h2raw::PROTOCOL_ERROR),
+        ),
         ("two authorization fields", request(&[("authorization", "a"), ("authorization", "b")]), Outcome::Status(400)),
         ("too many fields", request(&many), Outcome::Status(431)),
         ("two :path", request(&[(":path", "/y")]), Outcome::Reset(h2raw::PROTOCOL_ERROR)),
@@ -337,7 +396,7 @@ async fn h2_rapid_reset_and_continuation_floods_end_the_connection() {
 
 #[tokio::test]
 async fn connections_per_client_address_are_capped() {
-    let (pki, _backend, gw) = setup("{ max_connections_per_ip: 3 }").await;
+    let (pki, backend, gw) = setup("{ max_connections_per_ip: 3 }").await;
     let client = Client::new(gw.addr("public"), &pki);
     let mut open = Vec::new();
     for _ in 0..3 {
@@ -357,6 +416,23 @@ async fn connections_per_client_address_are_capped() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let mut session = again.expect("a slot came free");
+    let rsp = session
+        .send(http::Request::get("/x").header("host", "localhost").body(Default::default()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(rsp.status, 200);
+
+    // A trusted proxy (a load balancer) speaks for many clients: no per-address cap.
+    let trusted =
+        format!("{}trusted_proxies: [127.0.0.0/8]\n", config(&backend.url(), "{ max_connections_per_ip: 1 }"));
+    let pki = Pki::new();
+    let gw = TestGateway::start(&trusted, &pki);
+    let client = Client::new(gw.addr("public"), &pki);
+    let mut sessions = Vec::new();
+    for _ in 0..3 {
+        sessions.push(client.session().await.expect("a trusted proxy is not capped"));
+    }
+    let mut session = sessions.pop().unwrap();
     let rsp = session
         .send(http::Request::get("/x").header("host", "localhost").body(Default::default()).unwrap())
         .await

@@ -456,8 +456,10 @@ impl<'a> Compiler<'a> {
         if upstreams.len() != b.urls.len() {
             return None;
         }
+        let timeout = b.timeout.map_or(Duration::from_secs(30), |d| d.0);
         let settings = PoolSettings {
-            timeout: b.timeout.map_or(Duration::from_secs(30), |d| d.0),
+            timeout,
+            body_timeout: Some(b.body_timeout.map_or(timeout, |d| d.0)).filter(|d| !d.is_zero()),
             connect_timeout: b.connect_timeout.map_or(Duration::from_secs(2), |d| d.0),
             retries: b.retries,
             tls,

@@ -143,6 +143,8 @@ pub struct BackendConfig {
     pub urls: Vec<Located>,
     pub builtin: Option<Builtin>,
     pub timeout: Option<ConfigDuration>,
+    /// Longest stall between response-body bytes; `0s` turns it off (event streams).
+    pub body_timeout: Option<ConfigDuration>,
     pub connect_timeout: Option<ConfigDuration>,
     #[serde(default)]
     pub retries: u32,

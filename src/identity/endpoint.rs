@@ -119,10 +119,15 @@ fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
 }
 
 /// A token request's client credentials.
-#[derive(Debug)]
 pub struct Credentials {
     pub client_id: String,
     secret: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials").field("client_id", &self.client_id).field("secret", &"[redacted]").finish()
+    }
 }
 
 /// What a token request asks for, read from its form and headers; nothing checked yet

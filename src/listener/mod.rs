@@ -55,7 +55,13 @@ pub async fn serve(
             return;
         };
         let limits = spec.limits;
-        let Some(client_slot) = per_client.take(peer.ip(), limits.max_connections_per_ip) else {
+        // Behind a trusted proxy or load balancer, many clients share one address.
+        let per_ip = if runtime.trusted_proxies.contains(peer.ip().to_canonical()) {
+            usize::MAX
+        } else {
+            limits.max_connections_per_ip
+        };
+        let Some(client_slot) = per_client.take(peer.ip(), per_ip) else {
             metrics().connections_refused.with_label_values(&[&name, "per_ip_limit"]).inc();
             tracing::debug!(listener.name = %name, client.addr = %peer, "too many connections from this address");
             continue;

@@ -73,19 +73,20 @@ fn split_origin(origin: &str) -> Option<(&str, &str, &str)> {
     if !matches!(scheme, "http" | "https") || rest.is_empty() || rest.contains(['/', '?', '#', '@']) {
         return None;
     }
+    // `port` is None when none is written; a `:` with nothing after it is no origin.
     let (host, port) = if rest.starts_with('[') {
         let end = rest.find(']')? + 1;
         match &rest[end..] {
-            "" => (&rest[..end], ""),
-            tail => (&rest[..end], tail.strip_prefix(':')?),
+            "" => (&rest[..end], None),
+            tail => (&rest[..end], Some(tail.strip_prefix(':')?)),
         }
     } else {
-        rest.rsplit_once(':').unwrap_or((rest, ""))
+        rest.rsplit_once(':').map_or((rest, None), |(host, port)| (host, Some(port)))
     };
-    if host.is_empty() || (!port.is_empty() && !port.bytes().all(|b| b.is_ascii_digit())) {
+    if host.is_empty() || port.is_some_and(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit())) {
         return None;
     }
-    Some((scheme, host, port))
+    Some((scheme, host, port.unwrap_or("")))
 }
 
 impl Cors {
@@ -317,6 +318,9 @@ mod tests {
             "https://.portal.example.com",
             "https://a..portal.example.com",
             "http://localhost:30000",
+            // Found by the `cors` fuzz target: an empty port passed as the default one.
+            "https://a.portal.example.com:",
+            "https://portal.example.com:",
             "null",
             "",
         ] {

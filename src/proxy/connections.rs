@@ -36,14 +36,19 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 pub struct Connector {
     pub connect_timeout: Duration,
     pub tls: TlsConnector,
-    /// The longest a response body may stall between bytes.
-    response_idle: Duration,
+    /// The longest a response body may stall between bytes (`None`: no limit).
+    response_idle: Option<Duration>,
     /// `portcullis_upstream_errors_total{backend, kind="response_body"}`, resolved once.
     response_errors: prometheus::IntCounter,
 }
 
 impl Connector {
-    pub fn new(backend: &str, tls: &rustls::ClientConfig, connect_timeout: Duration, response_idle: Duration) -> Self {
+    pub fn new(
+        backend: &str,
+        tls: &rustls::ClientConfig,
+        connect_timeout: Duration,
+        response_idle: Option<Duration>,
+    ) -> Self {
         let mut tls = tls.clone();
         tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         let response_errors =
@@ -56,7 +61,8 @@ impl Connector {
     where
         B: http_body::Body<Data = Bytes, Error = hyper::Error> + Send + Sync + Unpin + 'static,
     {
-        body::boxed(WatchedBody { inner, stall: Stall::new(self.response_idle), errors: self.response_errors.clone() })
+        let stall = self.response_idle.map(Stall::new);
+        body::boxed(WatchedBody { inner, stall, errors: self.response_errors.clone() })
     }
 }
 
@@ -271,17 +277,17 @@ impl http_body::Body for KeepAliveBody {
     }
 }
 
-/// The backend stopped sending its response body for longer than its `timeout`.
+/// The backend stopped sending its response body for longer than its `body_timeout`.
 #[derive(Debug, thiserror::Error)]
 #[error("the backend's response body stalled for {0:?}")]
 struct ResponseStalled(Duration);
 
-/// A backend's response body: fails when it stalls longer than the backend's `timeout`
+/// A backend's response body: fails when it stalls longer than the backend's `body_timeout`
 /// between bytes (the client then sees its response cut off, not a hang), and counts
 /// failures as the backend's.
 struct WatchedBody<B> {
     inner: B,
-    stall: Stall,
+    stall: Option<Stall>,
     errors: prometheus::IntCounter,
 }
 
@@ -295,9 +301,11 @@ where
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        if this.stall.timed_out(&polled, cx) {
-            this.errors.inc();
-            return Poll::Ready(Some(Err(ResponseStalled(this.stall.idle()).into())));
+        if let Some(stall) = &mut this.stall {
+            if stall.timed_out(&polled, cx) {
+                this.errors.inc();
+                return Poll::Ready(Some(Err(ResponseStalled(stall.idle()).into())));
+            }
         }
         match ready!(polled) {
             Some(Err(e)) => {

@@ -144,7 +144,10 @@ impl Upstream {
 
 /// Settings of a pooled backend.
 pub struct PoolSettings {
+    /// Until the response head.
     pub timeout: Duration,
+    /// Longest stall between response-body bytes (`None`: no limit).
+    pub body_timeout: Option<Duration>,
     pub connect_timeout: Duration,
     pub retries: u32,
     pub tls: Arc<rustls::ClientConfig>,
@@ -192,7 +195,7 @@ impl Backend {
 
     /// A pool over `upstreams`. Connections are built lazily; nothing is bound here.
     pub fn pool(name: &str, upstreams: Vec<Upstream>, settings: PoolSettings) -> Self {
-        let connector = Arc::new(Connector::new(name, &settings.tls, settings.connect_timeout, settings.timeout));
+        let connector = Arc::new(Connector::new(name, &settings.tls, settings.connect_timeout, settings.body_timeout));
         Self {
             name: name.into(),
             upstream_duration: upstream_duration(name),

@@ -18,7 +18,7 @@
 //! chunked coding alone, its `Content-Length` is removed and its connection closed after the
 //! answer (RFC 9112 §6.3, done by hyper), so nothing after its body is read as a request.
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName};
 use http::request::Parts;
 use http::uri::Authority;
 use http::StatusCode;
@@ -26,14 +26,14 @@ use http::StatusCode;
 use super::headers::X_REQUEST_ID;
 use crate::problem::Problem;
 
-/// Fields that must occur at most once, whoever sends them.
-static SINGLETONS: [HeaderName; 6] = [
-    header::HOST,
-    header::AUTHORIZATION,
-    header::CONTENT_TYPE,
-    header::CONTENT_LENGTH,
-    header::ORIGIN,
-    header::ACCESS_CONTROL_REQUEST_METHOD,
+/// Fields that must occur at most once, whoever sends them, with their usual spelling.
+static SINGLETONS: [(HeaderName, &str); 6] = [
+    (header::HOST, "Host"),
+    (header::AUTHORIZATION, "Authorization"),
+    (header::CONTENT_TYPE, "Content-Type"),
+    (header::CONTENT_LENGTH, "Content-Length"),
+    (header::ORIGIN, "Origin"),
+    (header::ACCESS_CONTROL_REQUEST_METHOD, "Access-Control-Request-Method"),
 ];
 
 /// Why a request was refused before routing.
@@ -111,26 +111,15 @@ pub fn check(parts: &Parts, from_trusted_proxy: bool, max_headers: usize) -> Res
 }
 
 fn repeated_fields(headers: &HeaderMap, from_trusted_proxy: bool) -> Result<(), FramingError> {
-    let trusted_only = from_trusted_proxy.then_some(&X_REQUEST_ID);
-    for name in SINGLETONS.iter().chain(trusted_only) {
-        if headers.get_all(name).iter().nth(1).is_some() {
-            return Err(FramingError::RepeatedField(canonical_name(name)));
-        }
+    let repeated = |name: &HeaderName| headers.get_all(name).iter().nth(1).is_some();
+    if let Some((_, spelling)) = SINGLETONS.iter().find(|(name, _)| repeated(name)) {
+        return Err(FramingError::RepeatedField(spelling));
+    }
+    // Only a trusted proxy's request id is kept; anyone else's is removed anyway.
+    if from_trusted_proxy && repeated(&X_REQUEST_ID) {
+        return Err(FramingError::RepeatedField("X-Request-Id"));
     }
     Ok(())
-}
-
-/// The field's usual spelling, for the client's message.
-fn canonical_name(name: &HeaderName) -> &'static str {
-    match name.as_str() {
-        "host" => "Host",
-        "authorization" => "Authorization",
-        "content-type" => "Content-Type",
-        "content-length" => "Content-Length",
-        "origin" => "Origin",
-        "access-control-request-method" => "Access-Control-Request-Method",
-        _ => "X-Request-Id",
-    }
 }
 
 fn transfer_coding(headers: &HeaderMap) -> Result<(), FramingError> {
@@ -153,34 +142,59 @@ fn transfer_coding(headers: &HeaderMap) -> Result<(), FramingError> {
 }
 
 fn authority(parts: &Parts) -> Result<(), FramingError> {
-    let host = parts.headers.get(header::HOST);
-    let target = parts.uri.authority();
-    if target.is_some_and(|a| a.as_str().contains('@')) || host.is_some_and(|h| h.as_bytes().contains(&b'@')) {
+    let host = parts.headers.get(header::HOST).map(|h| h.to_str().map_err(|_| FramingError::MissingHost));
+    let target = parts.uri.authority().map(Authority::as_str);
+    if target.is_some_and(|a| a.contains('@')) || host.as_ref().is_some_and(|h| h.is_ok_and(|h| h.contains('@'))) {
         return Err(FramingError::UserInfo);
     }
-    match (target, host) {
-        (Some(target), Some(host)) => {
-            let default_port = if parts.uri.scheme() == Some(&http::uri::Scheme::HTTP) { 80 } else { 443 };
-            match parse_host(host) {
-                Some(host) if same_server(target, &host, default_port) => Ok(()),
-                _ => Err(FramingError::AuthorityMismatch),
-            }
-        }
-        (Some(_), None) => Ok(()),
-        (None, Some(host)) if parse_host(host).is_some() => Ok(()),
-        (None, _) => Err(FramingError::MissingHost),
+    let default_port = if parts.uri.scheme() == Some(&http::uri::Scheme::HTTP) { 80 } else { 443 };
+    let target = target.map(|a| HostPort::parse(a, default_port).ok_or(FramingError::MissingHost)).transpose()?;
+    let host = host.map(|h| h.and_then(|h| HostPort::parse(h, default_port).ok_or(FramingError::MissingHost)));
+    match (target, host.transpose()?) {
+        (Some(target), Some(host)) if target == host => Ok(()),
+        (Some(_), Some(_)) => Err(FramingError::AuthorityMismatch),
+        // h2 names the server in `:authority`; HTTP/1.1 must send `Host` (RFC 9112 §3.2).
+        (Some(_), None) if parts.version != http::Version::HTTP_11 => Ok(()),
+        (None, Some(_)) => Ok(()),
+        _ => Err(FramingError::MissingHost),
     }
 }
 
-fn parse_host(value: &HeaderValue) -> Option<Authority> {
-    Authority::try_from(value.as_bytes()).ok().filter(|a| !a.host().is_empty())
+/// A server name as `Host` and request targets may carry it: a DNS name (letters, digits,
+/// `-`, `_`, `.`) or an IP literal, then an optional decimal port. Anything else (commas,
+/// sub-delims, a port that is no number) is refused rather than passed on to a backend that
+/// might read it differently.
+#[derive(Debug, PartialEq, Eq)]
+struct HostPort {
+    /// Lower-case, without a trailing dot.
+    host: String,
+    port: u16,
 }
 
-/// Same host (case-insensitive, a trailing dot ignored) and the same port, a missing port
-/// being the scheme's default.
-fn same_server(a: &Authority, b: &Authority, default_port: u16) -> bool {
-    let host = |x: &Authority| x.host().trim_end_matches('.').to_ascii_lowercase();
-    host(a) == host(b) && a.port_u16().unwrap_or(default_port) == b.port_u16().unwrap_or(default_port)
+impl HostPort {
+    fn parse(value: &str, default_port: u16) -> Option<Self> {
+        let (host, port) = match value.strip_prefix('[') {
+            Some(rest) => {
+                let (literal, after) = rest.split_once(']')?;
+                literal.parse::<std::net::Ipv6Addr>().ok()?;
+                (&value[..literal.len() + 2], after)
+            }
+            None => {
+                let end = value.find(':').unwrap_or(value.len());
+                (&value[..end], &value[end..])
+            }
+        };
+        let name_ok = host.starts_with('[')
+            || (!host.is_empty() && host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')));
+        let port = match port.strip_prefix(':') {
+            None if port.is_empty() => default_port,
+            Some(digits) if !digits.is_empty() && digits.len() <= 5 && digits.bytes().all(|b| b.is_ascii_digit()) => {
+                digits.parse().ok()?
+            }
+            _ => return None,
+        };
+        name_ok.then(|| Self { host: host.trim_end_matches('.').to_ascii_lowercase(), port })
+    }
 }
 
 #[cfg(test)]
@@ -203,7 +217,15 @@ mod tests {
     fn ordinary_requests_pass() {
         assert_eq!(checked("/x", &[("host", "localhost")]), Ok(()));
         assert_eq!(checked("/x", &[("host", "localhost"), ("accept", "a"), ("accept", "b")]), Ok(()));
-        assert_eq!(checked("https://localhost/x", &[]), Ok(()));
+        let h2 = |target: &str, headers: &[(&str, &str)]| {
+            let mut p = parts(target, headers);
+            p.version = http::Version::HTTP_2;
+            check(&p, false, 100)
+        };
+        assert_eq!(h2("https://localhost/x", &[]), Ok(()), "h2 may name the server in :authority alone");
+        assert_eq!(checked("https://localhost/x", &[]), Err(FramingError::MissingHost), "HTTP/1.1 needs Host");
+        assert_eq!(checked("/x", &[("host", "[::1]:8443")]), Ok(()));
+        assert_eq!(checked("/x", &[("host", "api_v2.internal.")]), Ok(()));
         assert_eq!(checked("https://LocalHost:443/x", &[("host", "localhost")]), Ok(()));
         assert_eq!(checked("/x", &[("host", "localhost"), ("transfer-encoding", "Chunked")]), Ok(()));
     }
@@ -237,6 +259,17 @@ mod tests {
         assert_eq!(checked("/x", &[("host", "user@localhost")]), Err(FramingError::UserInfo));
         assert_eq!(checked("/x", &[]), Err(FramingError::MissingHost));
         assert_eq!(checked("/x", &[("host", "a b")]), Err(FramingError::MissingHost));
+        // Found in review: a comma-joined or port-smuggling Host passed as "localhost".
+        for bad in ["localhost:443,evil.example", "localhost,evil.example", "localhost:x", "localhost:", "[::1", "a;b"]
+        {
+            assert_eq!(checked("/x", &[("host", bad)]), Err(FramingError::MissingHost), "{bad}");
+            assert_eq!(
+                checked("https://localhost/x", &[("host", bad)]),
+                Err(FramingError::MissingHost),
+                "{bad} against a target"
+            );
+        }
+        assert_eq!(checked("/x", &[("host", "localhost:99999")]), Err(FramingError::MissingHost));
     }
 
     #[test]
@@ -244,6 +277,7 @@ mod tests {
         let many: Vec<(String, String)> = (0..5).map(|i| (format!("x-{i}"), "v".into())).collect();
         let refs: Vec<(&str, &str)> = many.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
         assert_eq!(check(&parts("/x", &refs), false, 4), Err(FramingError::TooManyHeaders));
-        assert_eq!(check(&parts("https://h/x", &refs), false, 5), Ok(()));
+        let with_host: Vec<(&str, &str)> = refs.iter().copied().chain([("host", "h")]).collect();
+        assert_eq!(check(&parts("/x", &with_host), false, 6), Ok(()));
     }
 }
