@@ -164,15 +164,21 @@ fn authority(parts: &Parts) -> Result<(), FramingError> {
 /// `-`, `_`, `.`) or an IP literal, then an optional decimal port. Anything else (commas,
 /// sub-delims, a port that is no number) is refused rather than passed on to a backend that
 /// might read it differently.
-#[derive(Debug, PartialEq, Eq)]
-struct HostPort {
-    /// Lower-case, without a trailing dot.
-    host: String,
+#[derive(Debug)]
+struct HostPort<'a> {
+    /// Without a trailing dot; compared case-insensitively.
+    host: &'a str,
     port: u16,
 }
 
-impl HostPort {
-    fn parse(value: &str, default_port: u16) -> Option<Self> {
+impl PartialEq for HostPort<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.port == other.port && self.host.eq_ignore_ascii_case(other.host)
+    }
+}
+
+impl<'a> HostPort<'a> {
+    fn parse(value: &'a str, default_port: u16) -> Option<Self> {
         let (host, port) = match value.strip_prefix('[') {
             Some(rest) => {
                 let (literal, after) = rest.split_once(']')?;
@@ -193,7 +199,7 @@ impl HostPort {
             }
             _ => return None,
         };
-        name_ok.then(|| Self { host: host.trim_end_matches('.').to_ascii_lowercase(), port })
+        name_ok.then(|| Self { host: host.trim_end_matches('.'), port })
     }
 }
 
