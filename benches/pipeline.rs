@@ -11,7 +11,8 @@ use portcullis::proxy::Backend;
 use portcullis::request::client_ip::{self, IpSet};
 use portcullis::request::headers::strip_hop_by_hop;
 use portcullis::request::normalize::normalize_path;
-use portcullis::route::{PathMatch, Route, RouteTable};
+use portcullis::route::pattern::PathMatch;
+use portcullis::route::{Route, RouteTable};
 use portcullis::telemetry::metrics::RouteMetrics;
 use std::hint::black_box;
 use std::sync::Arc;
@@ -31,6 +32,7 @@ fn routes(c: &mut Criterion) {
     for i in 0..50 {
         table.routes.push(Route {
             name: format!("r{i}").into(),
+            listener: None,
             hosts: vec![],
             path: PathMatch::Prefix(format!("/service{i}/")),
             methods: vec![Method::GET, Method::POST],
@@ -42,6 +44,7 @@ fn routes(c: &mut Criterion) {
     }
     table.routes.push(Route {
         name: "cases".into(),
+        listener: None,
         hosts: vec![],
         path: PathMatch::template("/partners/accounts/{account}/cases/**").unwrap(),
         methods: vec![],
@@ -52,11 +55,13 @@ fn routes(c: &mut Criterion) {
     });
     let mut g = c.benchmark_group("route_find");
     g.bench_function("first_of_51", |b| {
-        b.iter(|| table.find(black_box("localhost"), black_box("/service0/x"), &Method::GET).is_some())
+        b.iter(|| table.find("public", black_box("localhost"), black_box("/service0/x"), &Method::GET).is_some())
     });
     g.bench_function("template_after_50_prefixes", |b| {
         b.iter(|| {
-            table.find(black_box("localhost"), black_box("/partners/accounts/42/cases/7"), &Method::GET).is_some()
+            table
+                .find("public", black_box("localhost"), black_box("/partners/accounts/42/cases/7"), &Method::GET)
+                .is_some()
         })
     });
     g.finish();

@@ -12,11 +12,12 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use http::{HeaderMap, HeaderValue, Method};
 use ipnet::IpNet;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use portcullis::config::context::CompileContext;
 use portcullis::policy::client_cert::{ClientCert, ClientCertConfig, IdentityConfig};
 use portcullis::policy::cors::{Cors, CorsConfig};
 use portcullis::policy::ip_filter::{IpFilter, IpFilterConfig};
-use portcullis::policy::jwt::{Jwt, JwtConfig};
-use portcullis::policy::Decision;
+use portcullis::policy::jwt::config::JwtConfig;
+use portcullis::policy::jwt::Jwt;
 use portcullis::tls::ClientCertInfo;
 use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
 
@@ -29,16 +30,27 @@ fn ready<F: Future>(f: F) -> F::Output {
     }
 }
 
+/// A compile context for a policy called `bench`, with paths relative to `dir`.
+fn context(dir: &std::path::Path) -> CompileContext<'static> {
+    let file: &'static std::path::Path = Box::leak(dir.join("bench.yaml").into_boxed_path());
+    let mut cx = CompileContext::new(file);
+    cx.enter("bench", "policies.bench", serde_saphyr::Location::UNKNOWN);
+    cx
+}
+
 fn cors(c: &mut Criterion) {
-    let cors = Cors::compile(&CorsConfig {
-        allowed_origins: vec!["https://portal.example.com".into(), "https://*.portal.example.com".into()],
-        allowed_methods: vec!["GET".into(), "POST".into()],
-        allowed_headers: vec!["Authorization".into()],
-        expose_headers: vec!["X-Request-Id".into()],
-        allow_credentials: false,
-        max_age: None,
-        terminate_unmatched: true,
-    })
+    let cors = Cors::compile(
+        &CorsConfig {
+            allowed_origins: vec!["https://portal.example.com".into(), "https://*.portal.example.com".into()],
+            allowed_methods: vec!["GET".into(), "POST".into()],
+            allowed_headers: vec!["Authorization".into()],
+            expose_headers: vec!["X-Request-Id".into()],
+            allow_credentials: false,
+            max_age: None,
+            terminate_unmatched: true,
+        },
+        &mut context(std::path::Path::new(".")),
+    )
     .unwrap();
     let mut g = c.benchmark_group("cors");
     for (name, origin) in [
@@ -59,10 +71,11 @@ fn ip_filter(c: &mut Criterion) {
         (0..1000u32).map(|i| format!("{}.{}.0.0/16", 1 + i / 250, i % 250).parse().unwrap()).collect();
     let deny: Vec<IpNet> =
         (0..1000u32).map(|i| format!("{}.{}.{}.0/24", 100 + i / 250, i % 250, 7).parse().unwrap()).collect();
-    let filter = IpFilter::compile(&IpFilterConfig { allow: allow.clone(), deny: deny.clone() });
+    let cfg = IpFilterConfig { allow: allow.clone(), deny: deny.clone() };
+    let filter = IpFilter::compile(&cfg, &mut context(std::path::Path::new("."))).unwrap();
     let probe: IpAddr = "4.200.1.1".parse().unwrap();
     let mut g = c.benchmark_group("ip_filter_2000_rules");
-    g.bench_function("range_table", |b| b.iter(|| matches!(filter.check(black_box(probe)), Decision::Continue)));
+    g.bench_function("range_table", |b| b.iter(|| filter.check(black_box(probe)).is_ok()));
     g.bench_function("naive_linear_baseline", |b| {
         b.iter(|| {
             let ip = black_box(probe);
@@ -73,15 +86,15 @@ fn ip_filter(c: &mut Criterion) {
 }
 
 fn client_cert(c: &mut Criterion) {
-    let policy = ClientCert::compile(&ClientCertConfig {
+    let cfg = ClientCertConfig {
         identities: vec![
             IdentityConfig { thumbprint_sha256: Some("00".repeat(32)), ..Default::default() },
             IdentityConfig { dns_name: Some("other.example.com".into()), ..Default::default() },
             IdentityConfig { subject: Some("CN=apim-client,O=Example".into()), ..Default::default() },
         ],
         forward_header: Some("X-Client-Cert".into()),
-    })
-    .unwrap();
+    };
+    let policy = ClientCert::compile(&cfg, &mut context(std::path::Path::new("."))).unwrap();
     let cert = ClientCertInfo {
         subject: "CN=apim-client, O=Example".into(),
         issuer: "CN=Issuing CA, O=Example".into(),
@@ -143,12 +156,12 @@ fn jwt(c: &mut Criterion) {
                 "{{ issuers: [https://idp.test], audiences: [api://bench], algorithms: [{alg:?}], {source}, token_cache: {size}, require_claims: {{ roles: {{ any_of: [Read] }} }} }}"
             );
             let cfg: JwtConfig = serde_saphyr::from_str(&yaml).unwrap();
-            let policy = Jwt::compile("bench", &cfg, dir.path(), None).unwrap();
+            let policy = Jwt::compile(&cfg, &mut context(dir.path())).unwrap();
             let mut headers = HeaderMap::new();
             headers.insert("authorization", HeaderValue::from_str(&format!("Bearer {token}")).unwrap());
-            assert!(matches!(ready(policy.check(&mut headers.clone())).0, Decision::Continue), "{name} verifies");
+            assert!(ready(policy.check(&mut headers.clone(), now)).is_ok(), "{name} verifies");
             g.bench_function(format!("{name}/cache_{cache}"), |b| {
-                b.iter_batched_ref(|| headers.clone(), |h| ready(policy.check(h)), BatchSize::SmallInput)
+                b.iter_batched_ref(|| headers.clone(), |h| ready(policy.check(h, now)), BatchSize::SmallInput)
             });
         }
     }

@@ -8,10 +8,14 @@
 pub mod admin;
 pub mod body;
 pub mod cli;
+pub mod clock;
 pub mod config;
+pub mod conn;
+pub mod gateway;
 pub mod id;
 pub mod identity;
 pub mod ipset;
+pub mod limit;
 pub mod listener;
 pub mod loadtest;
 pub mod pipeline;

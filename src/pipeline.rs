@@ -4,25 +4,28 @@
 use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http_body_util::BodyExt;
 
 use http::header::{self, HeaderValue};
 use http::request::Parts;
-use http::{HeaderMap, Request, Response, Uri};
+use http::uri::Authority;
+use http::{HeaderMap, Method, Request, Response, Uri};
 use hyper::body::Incoming;
 
 use crate::body::{self, Body, BodyFault, BodyStats, LimitedBody};
-use crate::policy::RequestContext;
+use crate::clock::unix_now;
+use crate::conn::ConnInfo;
+use crate::policy::{Answer, Claims, PolicyDecision, RequestContext};
 use crate::problem::Problem;
 use crate::proxy::{ForwardError, Outbound};
 use crate::request::framing::{self, FramingError};
 use crate::request::headers::{strip_hop_by_hop, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID};
 use crate::request::{client_ip, normalize};
-use crate::route::{Params, Route};
+use crate::route::pattern::Params;
+use crate::route::Route;
 use crate::runtime::{Limits, Runtime};
-use crate::server::ConnInfo;
 use crate::telemetry::access::{self, AccessRecord, LoggedBody};
 use crate::telemetry::metrics::{count_error, method_class, metrics, Fault};
 
@@ -94,9 +97,7 @@ pub fn route<'rt>(
         return refuse(request_id, FramingError::MissingHost.label(), FramingError::MissingHost.problem());
     };
     let path = normalized.as_deref().unwrap_or_else(|| uri.path());
-    let issuer_routes = rt.identity.as_ref().filter(|i| i.listener == conn.listener).map(|i| &i.routes);
-    let found = issuer_routes.and_then(|table| table.find(&host, path, &parts.method));
-    let Some((route, params)) = found.or_else(|| rt.routes.find(&host, path, &parts.method)) else {
+    let Some((route, params)) = rt.routes.find(&conn.listener, &host, path, &parts.method) else {
         return refuse(request_id, "no_route", Problem::not_found());
     };
     Ok(Routed { request_id, peer, client_ip, host, uri, normalized, route, params })
@@ -105,28 +106,10 @@ pub fn route<'rt>(
 /// Handles one request on a TLS listener. Never fails: every fault becomes a problem answer.
 /// Counts it in the metrics and writes its access-log line once the response is sent.
 pub async fn handle(rt: &Runtime, req: Request<Incoming>, conn: &ConnInfo, limits: Limits) -> Response<Body> {
+    let started = Instant::now();
     let (mut parts, incoming) = req.into_parts();
-    // Fields only the access log needs are filled only when it is written.
-    let logging = access::enabled();
-    let mut log = AccessRecord {
-        request_id: String::new(),
-        listener: conn.listener.clone(),
-        route: None,
-        method: parts.method.clone(),
-        path: if logging { parts.uri.path().to_owned() } else { String::new() },
-        query: parts.uri.query().filter(|_| logging).map(str::to_owned),
-        status: 0,
-        client_ip: conn.peer.ip().to_canonical(),
-        tls_version: conn.tls_version,
-        client_cert: conn.client_cert.as_ref().filter(|_| logging).map(|c| c.subject.clone()),
-        subject: None,
-        decisions: Vec::new(),
-        upstream: None,
-        upstream_time: None,
-        started: Instant::now(),
-        request_body: None,
-    };
-    let routed = match route(rt, &mut parts, conn, limits.max_headers) {
+    let method = parts.method.clone();
+    let mut routed = match route(rt, &mut parts, conn, limits.max_headers) {
         Ok(routed) => routed,
         Err(refused) => {
             count_error("-", Fault::Client, refused.kind);
@@ -134,50 +117,38 @@ pub async fn handle(rt: &Runtime, req: Request<Incoming>, conn: &ConnInfo, limit
             if refused.close {
                 close_after(&mut rsp, parts.version);
             }
-            log.request_id = refused.request_id;
-            return respond(rsp, log, None);
+            let served = Served::refused(refused.request_id, conn, &parts.uri);
+            return respond(rsp, served, conn, &method, started);
         }
     };
     let route = routed.route;
-    let request_id = routed.request_id.as_str();
-    log.route = Some(route.name.clone());
-    if logging {
-        log.path = routed.path().to_owned();
-    }
-    log.client_ip = routed.client_ip;
+    let mut served = Served::routed(std::mem::take(&mut routed.request_id), &routed);
     if content_length(&parts.headers).is_some_and(|len| len > limits.max_body_bytes) {
         count_error(&route.name, Fault::Client, "body_too_large");
-        let rsp = Problem::payload_too_large(limits.max_body_bytes).into_response(request_id);
-        log.request_id = routed.request_id;
-        return respond(rsp, log, Some(route));
+        let rsp = Problem::payload_too_large(limits.max_body_bytes).into_response(&served.request_id);
+        return respond(rsp, served, conn, &method, started);
     }
-    let mut cx = RequestContext::new(request_id, routed.client_ip, conn, routed.path(), &routed.params);
-    let outcome = route.chain.on_request(&mut parts, &mut cx).await;
-    let mut rsp = match outcome.answer {
-        Some(Ok(rsp)) => rsp,
-        Some(Err(denial)) => {
-            let fault = if denial.problem.status.is_server_error() { Fault::Gateway } else { Fault::Policy };
-            count_error(&route.name, fault, denial.reason);
-            denial.problem.into_response(request_id)
+    let mut cx =
+        RequestContext::new(&served.request_id, routed.client_ip, conn, routed.path(), &routed.params, unix_now());
+    let chain = route.chain.on_request(&mut parts, &mut cx).await;
+    let mut rsp = match chain.answer {
+        Some(Answer::Response(rsp)) => rsp,
+        Some(Answer::Denied(denial)) => {
+            let problem = denial.problem();
+            let fault = if problem.status.is_server_error() { Fault::Gateway } else { Fault::Policy };
+            count_error(&route.name, fault, denial.label());
+            problem.into_response(cx.request_id)
         }
-        None => forward(route, parts, incoming, &routed, limits, &mut log).await,
+        None => {
+            let (rsp, upstream) = forward(route, parts, incoming, &routed, cx.request_id, limits).await;
+            served.upstream = Some(upstream);
+            rsp
+        }
     };
-    route.chain.on_response(outcome.ran, &cx, &mut rsp);
-    for (d, named) in cx.decisions.iter().zip(&route.chain.policies) {
-        match (d.outcome, d.report_only) {
-            ("allowed", _) => named.allowed.inc(),
-            (reason, false) => metrics().policy_decisions.with_label_values(&[&*d.policy, reason]).inc(),
-            (reason, true) => {
-                metrics().policy_decisions.with_label_values(&[&*d.policy, &format!("report_{reason}")]).inc()
-            }
-        }
-    }
-    if logging {
-        log.subject = cx.claims.as_ref().and_then(|c| c.get("sub")).and_then(|s| s.as_str()).map(str::to_owned);
-    }
-    log.decisions = cx.decisions;
-    log.request_id = routed.request_id;
-    respond(rsp, log, Some(route))
+    route.chain.on_response(chain.decisions.len(), &cx, &mut rsp);
+    served.subject = cx.claims.take();
+    served.decisions = chain.decisions;
+    respond(rsp, served, conn, &method, started)
 }
 
 /// Step 6: sends the request to the route's backend and returns its answer; a failure
@@ -188,14 +159,13 @@ async fn forward(
     parts: Parts,
     incoming: Incoming,
     routed: &Routed<'_>,
+    request_id: &str,
     limits: Limits,
-    log: &mut AccessRecord,
-) -> Response<Body> {
-    let (request_id, version) = (routed.request_id.as_str(), parts.version);
+) -> (Response<Body>, Upstream) {
+    let version = parts.version;
     let original_host = parts.headers.get(header::HOST).cloned();
     let headers = forwarded_headers(parts.headers, routed.peer, original_host, &routed.host, request_id);
     let stats = Arc::new(BodyStats::default());
-    log.request_body = Some(stats.clone());
     let body_is_empty = http_body::Body::is_end_stream(&incoming);
     let body = LimitedBody::new(incoming, limits.max_body_bytes, limits.body_read_timeout, stats.clone());
     let out = Outbound {
@@ -209,42 +179,37 @@ async fn forward(
     };
     let sent = Instant::now();
     let forwarded = route.backend.forward(out).await;
-    let upstream_time = sent.elapsed();
-    log.upstream_time = Some(upstream_time);
-    route.backend.upstream_duration.observe(upstream_time.as_secs_f64());
+    let mut upstream = Upstream { addr: None, time: sent.elapsed(), request_body: stats };
+    route.backend.upstream_duration.observe(upstream.time.as_secs_f64());
     // A backend that timed out while the client's body kept it waiting: the client stalled.
-    let stalled = matches!(forwarded, Err(ForwardError::Timeout)) && stats.waiting_on_client();
-    let fault = stats.fault().or(stalled.then_some(BodyFault::TimedOut));
-    let error = match (forwarded, fault) {
-        (Ok((mut rsp, upstream)), None) => {
-            log.upstream = upstream.filter(|_| access::enabled()).map(|a| a.to_string());
+    let stalled = matches!(forwarded, Err(ForwardError::Timeout)) && upstream.request_body.waiting_on_client();
+    let fault = upstream.request_body.fault().or(stalled.then_some(BodyFault::TimedOut));
+    let rsp = match (forwarded, fault) {
+        (Ok((mut rsp, addr)), None) => {
+            upstream.addr = addr;
             strip_hop_by_hop(rsp.headers_mut());
-            return rsp;
+            rsp
         }
         (_, Some(fault)) => {
-            let (kind, problem) = match fault {
-                BodyFault::TooLarge => ("body_too_large", Problem::payload_too_large(limits.max_body_bytes)),
-                BodyFault::Malformed => {
-                    ("bad_body", Problem::bad_request("the request body is malformed or incomplete"))
-                }
-                BodyFault::TimedOut => ("body_timeout", Problem::request_timeout()),
-            };
+            let (kind, problem) = body_refusal(fault, limits.max_body_bytes);
             tracing::debug!(request.id = %request_id, route.name = %route.name, kind, "request body refused");
             count_error(&route.name, Fault::Client, kind);
             let mut rsp = problem.into_response(request_id);
             close_after(&mut rsp, version);
-            return rsp;
+            rsp
         }
-        (Err(e), None) => e,
+        (Err(e), None) => e.record(request_id, &route.name, &route.backend.name).into_response(request_id),
     };
-    let backend = &*route.backend.name;
-    tracing::warn!(request.id = %request_id, route.name = %route.name, backend.name = %backend, error = %error, "forwarding failed");
-    let fault = error.fault();
-    count_error(&route.name, fault, error.kind());
-    if fault == Fault::Backend {
-        metrics().upstream_errors.with_label_values(&[backend, error.kind()]).inc();
+    (rsp, upstream)
+}
+
+/// The error kind and the answer for a request body that failed while being forwarded.
+fn body_refusal(fault: BodyFault, max_body_bytes: u64) -> (&'static str, Problem) {
+    match fault {
+        BodyFault::TooLarge => ("body_too_large", Problem::payload_too_large(max_body_bytes)),
+        BodyFault::Malformed => ("bad_body", Problem::bad_request("the request body is malformed or incomplete")),
+        BodyFault::TimedOut => ("body_timeout", Problem::request_timeout()),
     }
-    error.problem().into_response(request_id)
 }
 
 /// Asks an HTTP/1.x client's connection to close after this answer (h2 streams end alone).
@@ -254,29 +219,103 @@ fn close_after(rsp: &mut Response<Body>, version: http::Version) {
     }
 }
 
-/// Sets `X-Request-Id`, counts the answer, and hands the access-log line to the body.
-fn respond(mut rsp: Response<Body>, mut log: AccessRecord, route: Option<&Route>) -> Response<Body> {
-    if let Ok(value) = HeaderValue::from_str(&log.request_id) {
+/// What the pipeline learned about one request, for its metrics and its access-log line.
+struct Served<'a> {
+    request_id: String,
+    route: Option<&'a Route>,
+    /// The normalized path once routed; the request's path before.
+    path: &'a str,
+    query: Option<&'a str>,
+    client_ip: IpAddr,
+    decisions: Vec<PolicyDecision>,
+    /// The verified token's claims, when a `jwt` policy passed.
+    subject: Option<Arc<Claims>>,
+    upstream: Option<Upstream>,
+}
+
+/// What forwarding to the backend did.
+struct Upstream {
+    /// The url that answered (pooled backends).
+    addr: Option<Authority>,
+    time: Duration,
+    request_body: Arc<BodyStats>,
+}
+
+impl<'a> Served<'a> {
+    fn refused(request_id: String, conn: &ConnInfo, uri: &'a Uri) -> Self {
+        Self {
+            request_id,
+            route: None,
+            path: uri.path(),
+            query: uri.query(),
+            client_ip: conn.peer.ip().to_canonical(),
+            decisions: Vec::new(),
+            subject: None,
+            upstream: None,
+        }
+    }
+
+    fn routed(request_id: String, routed: &'a Routed<'_>) -> Self {
+        Self {
+            request_id,
+            route: Some(routed.route),
+            path: routed.path(),
+            query: routed.query(),
+            client_ip: routed.client_ip,
+            decisions: Vec::new(),
+            subject: None,
+            upstream: None,
+        }
+    }
+}
+
+/// Sets `X-Request-Id`, counts the answer, and hands the access-log line to the body. The
+/// one place the access record is built.
+fn respond(
+    mut rsp: Response<Body>,
+    served: Served<'_>,
+    conn: &ConnInfo,
+    method: &Method,
+    started: Instant,
+) -> Response<Body> {
+    if let Ok(value) = HeaderValue::from_str(&served.request_id) {
         rsp.headers_mut().insert(X_REQUEST_ID.clone(), value);
     }
-    log.status = rsp.status().as_u16();
-    let elapsed = log.started.elapsed().as_secs_f64();
-    match route {
+    let elapsed = started.elapsed().as_secs_f64();
+    match served.route {
         Some(route) => {
-            route.metrics.count(&log.method, rsp.status());
+            route.metrics.count(method, rsp.status());
             route.metrics.duration.observe(elapsed);
         }
         None => {
             let m = metrics();
-            m.requests.with_label_values(&["-", method_class(&log.method), rsp.status().as_str()]).inc();
+            m.requests.with_label_values(&["-", method_class(method), rsp.status().as_str()]).inc();
             m.request_duration.with_label_values(&["-"]).observe(elapsed);
         }
     }
-    if access::enabled() {
-        rsp.map(|body| LoggedBody::new(body, log).boxed())
-    } else {
-        rsp
+    if !access::enabled() {
+        return rsp;
     }
+    let upstream = served.upstream;
+    let record = AccessRecord {
+        request_id: served.request_id,
+        listener: conn.listener.clone(),
+        route: served.route.map(|r| r.name.clone()),
+        method: method.clone(),
+        path: served.path.to_owned(),
+        query: served.query.map(str::to_owned),
+        status: rsp.status().as_u16(),
+        client_ip: served.client_ip,
+        tls_version: conn.tls_version,
+        client_cert: conn.client_cert.as_ref().map(|c| c.subject.clone()),
+        subject: served.subject.as_ref().and_then(|c| c.get("sub")).and_then(|s| s.as_str()).map(str::to_owned),
+        decisions: served.decisions,
+        upstream: upstream.as_ref().and_then(|u| u.addr.as_ref()).map(ToString::to_string),
+        upstream_time: upstream.as_ref().map(|u| u.time),
+        started,
+        request_body: upstream.map(|u| u.request_body),
+    };
+    rsp.map(|body| LoggedBody::new(body, record).boxed())
 }
 
 /// A trusted proxy's id is kept when it is short and printable; otherwise a new one.

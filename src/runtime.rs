@@ -6,12 +6,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::identity::IdentityEndpoints;
+use crate::identity::Issuer;
 use crate::ipset::IpSet;
-use crate::policy::{NamedPolicy, Policy};
+use crate::policy::NamedPolicy;
 use crate::proxy::Backend;
 use crate::request::headers::GatewayHeaders;
 use crate::route::RouteTable;
+use crate::tls::CertificateInUse;
+
+/// Default drain deadline when the configuration names none.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct Runtime {
     /// The configuration file it was built from.
@@ -33,19 +37,8 @@ pub struct Runtime {
     pub files: Vec<PathBuf>,
     /// Every certificate the configuration uses, for expiry tracking.
     pub certificates: Vec<CertificateInUse>,
-    /// The token issuer's endpoints, when `identity` is configured.
-    pub identity: Option<IdentityEndpoints>,
-}
-
-/// A certificate the configuration uses, and where.
-#[derive(Clone, Debug)]
-pub struct CertificateInUse {
-    pub path: PathBuf,
-    /// Where in the configuration, like `listeners[0].tls.certificates[0].cert`.
-    pub usage: String,
-    pub subject: String,
-    /// Unix seconds.
-    pub not_after: i64,
+    /// The token issuer, when `identity` is configured (its routes are in `routes`).
+    pub issuer: Option<Arc<Issuer>>,
 }
 
 impl Runtime {
@@ -55,9 +48,7 @@ impl Runtime {
             backend.start();
         }
         for named in &self.policies {
-            if let Policy::Jwt(jwt) = &named.policy {
-                jwt.keys.start();
-            }
+            named.policy.start();
         }
     }
 

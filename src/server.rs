@@ -7,62 +7,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::config;
+use crate::gateway::{Gateway, ReloadError, ReloadRequest};
 use crate::runtime::Runtime;
 use crate::telemetry::metrics;
-use crate::tls::ClientCertInfo;
 use crate::{admin, listener};
-
-/// What is known about one client connection, shared by its requests.
-#[derive(Debug)]
-pub struct ConnInfo {
-    pub listener: Arc<str>,
-    pub peer: SocketAddr,
-    /// `TLSv1_3`, `TLSv1_2`; `None` on a plain listener.
-    pub tls_version: Option<&'static str>,
-    pub sni: Option<String>,
-    /// The verified client certificate, parsed once per connection.
-    pub client_cert: Option<Arc<ClientCertInfo>>,
-}
-
-/// The configuration requests run against, swappable as a whole, and the way to ask for
-/// a reload.
-pub struct Gateway {
-    runtime: ArcSwap<Runtime>,
-    reloads: std::sync::OnceLock<mpsc::Sender<ReloadRequest>>,
-}
-
-/// A reload asked for by `POST /reload`, SIGHUP or a file change; answered with a summary or
-/// the configuration errors.
-pub type ReloadRequest = oneshot::Sender<Result<String, String>>;
-
-impl Gateway {
-    pub fn new(runtime: Runtime) -> Self {
-        Self { runtime: ArcSwap::from_pointee(runtime), reloads: std::sync::OnceLock::new() }
-    }
-
-    /// The current runtime; a request keeps the one it started with.
-    pub fn runtime(&self) -> Arc<Runtime> {
-        self.runtime.load_full()
-    }
-
-    /// Asks the server to reload and waits for the outcome.
-    ///
-    /// # Errors
-    /// The new configuration was refused (the old one keeps serving), or no server runs.
-    pub async fn reload(&self) -> Result<String, String> {
-        let sender = self.reloads.get().ok_or("no server is running")?;
-        let (reply, answer) = oneshot::channel();
-        sender.send(reply).await.map_err(|_| "the server is shutting down".to_owned())?;
-        answer.await.map_err(|_| "the server is shutting down".to_owned())?
-    }
-}
 
 /// One accept loop.
 struct Loop {
@@ -138,7 +92,7 @@ impl Server {
             }
         }
         let (tx, rx) = mpsc::channel(8);
-        let _ = gateway.reloads.set(tx);
+        gateway.accept_reloads(tx);
         let mut tasks = vec![tokio::spawn(reload_loop(inner.clone(), rx))];
         // Signal handlers are in place before `ready`: a SIGHUP or SIGTERM sent right after
         // it must reload or stop the gateway, not kill it with the default action.
@@ -225,14 +179,13 @@ impl Inner {
     /// Builds the new configuration completely, binds what is new, then swaps it in:
     /// requests in flight finish on the old one, unchanged listeners keep their sockets,
     /// removed ones stop accepting and drain.
-    async fn reload(&self) -> Result<String, String> {
+    async fn reload(&self) -> Result<String, ReloadError> {
         let source = self.gateway.runtime().source.clone();
         // Reading files, certificates and the identity store blocks; requests keep flowing.
         let file = source.clone();
         let loaded = tokio::task::spawn_blocking(move || config::load(&file))
             .await
-            .map_err(|e| format!("the configuration build panicked: {e}"))?
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| ReloadError::Panicked(e.to_string()))??;
         for warning in &loaded.warnings {
             tracing::warn!(warning = %warning, "configuration warning");
         }
@@ -244,13 +197,13 @@ impl Inner {
             if loops.get(name).is_some_and(|l| l.bind == *bind_addr) {
                 continue;
             }
-            let tcp = bind(*bind_addr, name).await.map_err(|e| e.to_string())?;
+            let tcp = bind(*bind_addr, name).await?;
             fresh.push((name.clone(), *bind_addr, tcp));
         }
         runtime.start();
         export_certificate_expiry(&runtime);
         let (listeners, routes) = (runtime.listeners.len(), runtime.routes.routes.len());
-        self.gateway.runtime.store(Arc::new(runtime));
+        self.gateway.swap(runtime);
         let stale: Vec<String> = loops
             .iter()
             .filter(|(name, l)| !wanted.iter().any(|(n, b)| n == *name && *b == l.bind))
@@ -266,7 +219,7 @@ impl Inner {
             }
         }
         for (name, bind_addr, tcp) in fresh {
-            let lp = self.spawn_loop(&name, bind_addr, tcp).map_err(|e| e.to_string())?;
+            let lp = self.spawn_loop(&name, bind_addr, tcp)?;
             loops.insert(name, lp);
         }
         Ok(format!("reloaded {}: {listeners} listeners, {routes} routes", source.display()))
@@ -364,6 +317,3 @@ async fn bind(addr: SocketAddr, name: &str) -> io::Result<TcpListener> {
         .await
         .map_err(|e| io::Error::new(e.kind(), format!("listener {name}: cannot bind {addr}: {e}")))
 }
-
-/// Default drain deadline when the configuration names none.
-pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);

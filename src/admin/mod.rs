@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::body::{self, Body};
-use crate::server::Gateway;
+use crate::gateway::Gateway;
 
 pub async fn serve(
     tcp: TcpListener,
@@ -60,7 +60,9 @@ pub async fn serve(
 async fn reload(gateway: &Gateway) -> Response<Body> {
     let (status, json) = match gateway.reload().await {
         Ok(summary) => (StatusCode::OK, serde_json::json!({ "status": "reloaded", "summary": summary })),
-        Err(errors) => (StatusCode::BAD_REQUEST, serde_json::json!({ "status": "refused", "errors": errors })),
+        Err(errors) => {
+            (StatusCode::BAD_REQUEST, serde_json::json!({ "status": "refused", "errors": errors.to_string() }))
+        }
     };
     json_response(status, &json)
 }

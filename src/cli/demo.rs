@@ -24,8 +24,8 @@ pub fn demo(config_file: &Path, certs: &Path, globals: &super::Globals) -> anyho
         }
     };
     let token = demo_token(certs)?;
-    let client = match &loaded.runtime.identity {
-        Some(identity) => Some(demo_client(&*identity.issuer.store)?),
+    let client = match &loaded.runtime.issuer {
+        Some(issuer) => Some(demo_client(&*issuer.store)?),
         None => None,
     };
     super::init_logging(globals)?;

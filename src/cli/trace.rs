@@ -12,10 +12,10 @@ use anyhow::{bail, Context};
 use http::{Method, Request, Uri};
 
 use crate::config;
+use crate::conn::ConnInfo;
 use crate::pipeline;
-use crate::policy::RequestContext;
+use crate::policy::{Answer, Outcome, RequestContext};
 use crate::redact;
-use crate::server::ConnInfo;
 use crate::tls::ClientCertInfo;
 
 /// What `trace` is asked to simulate.
@@ -77,27 +77,35 @@ pub fn trace(req: &TraceRequest) -> anyhow::Result<ExitCode> {
         };
         let route = routed.route;
         out += &format!("route: {} -> backend {}\npath: {}\n", route.name, route.backend.name, routed.path());
-        let mut cx = RequestContext::new(&routed.request_id, routed.client_ip, &conn, routed.path(), &routed.params);
+        let mut cx = RequestContext::new(
+            &routed.request_id,
+            routed.client_ip,
+            &conn,
+            routed.path(),
+            &routed.params,
+            crate::clock::unix_now(),
+        );
         let outcome = route.chain.on_request(&mut parts, &mut cx).await;
-        for (i, (decision, named)) in cx.decisions.iter().zip(&route.chain.policies).enumerate() {
+        for (i, decision) in outcome.decisions.iter().enumerate() {
             let verdict = match decision.outcome {
-                "allowed" => "allowed".to_owned(),
-                "answered" => "answered by the gateway".to_owned(),
-                reason if decision.report_only => format!("denied: {reason} (report mode: not enforced)"),
-                reason => format!("denied: {reason}"),
+                Outcome::Allowed => "allowed".to_owned(),
+                Outcome::Answered => "answered by the gateway".to_owned(),
+                Outcome::Reported(d) => format!("denied: {} (report mode: not enforced)", d.label()),
+                Outcome::Denied(d) => format!("denied: {}", d.label()),
             };
-            out += &format!("  {}. {} ({}): {verdict}\n", i + 1, named.name, named.policy.kind());
+            out += &format!("  {}. {} ({}): {verdict}\n", i + 1, decision.policy, decision.kind);
         }
         match outcome.answer {
-            Some(Ok(rsp)) => {
+            Some(Answer::Response(rsp)) => {
                 out += &format!("final: {} answered by the gateway, not forwarded\n", rsp.status().as_u16())
             }
-            Some(Err(denial)) => {
+            Some(Answer::Denied(denial)) => {
+                let problem = denial.problem();
                 out += &format!(
                     "final: {} {} ({}), not forwarded\n",
-                    denial.problem.status.as_u16(),
-                    denial.problem.kind,
-                    denial.reason
+                    problem.status.as_u16(),
+                    problem.kind,
+                    denial.label()
                 )
             }
             None => {
@@ -138,6 +146,6 @@ fn build_request(req: &TraceRequest) -> anyhow::Result<Request<()>> {
 }
 
 fn read_cert(path: &Path) -> anyhow::Result<ClientCertInfo> {
-    let certs = crate::tls::load_certs(path).map_err(anyhow::Error::msg)?;
+    let certs = crate::tls::load_certs(path)?;
     ClientCertInfo::parse(&certs[0]).map_err(anyhow::Error::msg)
 }

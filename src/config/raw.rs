@@ -8,15 +8,15 @@ use ipnet::IpNet;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-use super::values::{ByteSize, ConfigDuration, ValueRef};
+pub use super::values::Located;
+use super::values::{ByteSize, ConfigDuration};
 pub use crate::identity::IdentityConfig;
+pub use crate::policy::chain::PolicyMode;
 pub use crate::policy::client_cert::ClientCertConfig;
 pub use crate::policy::cors::CorsConfig;
+pub use crate::policy::headers::HeadersConfig;
 pub use crate::policy::ip_filter::IpFilterConfig;
-pub use crate::policy::jwt::JwtConfig;
-
-/// A string that remembers where it was written.
-pub type Located = Spanned<String>;
+pub use crate::policy::jwt::config::JwtConfig;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -186,33 +186,6 @@ pub struct PolicyConfig {
     pub ip_filter: Option<IpFilterConfig>,
     pub jwt: Option<JwtConfig>,
     pub client_cert: Option<ClientCertConfig>,
-}
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PolicyMode {
-    #[default]
-    Enforce,
-    /// Decide, log and count, but let the request through.
-    Report,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HeadersConfig {
-    #[serde(default)]
-    pub request: HeaderRulesConfig,
-    #[serde(default)]
-    pub response: HeaderRulesConfig,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HeaderRulesConfig {
-    #[serde(default)]
-    pub set: BTreeMap<String, Spanned<ValueRef>>,
-    #[serde(default)]
-    pub remove: Vec<Located>,
 }
 
 #[derive(Debug, Deserialize)]

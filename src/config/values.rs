@@ -7,6 +7,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+/// A string that remembers where it was written.
+pub type Located = Spanned<String>;
 
 /// A duration written as a number and a unit: `ms`, `s`, `m`, `h`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]

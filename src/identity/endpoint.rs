@@ -5,14 +5,14 @@
 //! parsed) and per client id (before the store is asked).
 
 use std::borrow::Cow;
+use std::future::Future;
 use std::net::IpAddr;
-use std::time::Duration;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use bytes::Bytes;
-use governor::clock::Clock;
-use governor::DefaultKeyedRateLimiter;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Response, StatusCode};
 use http_body_util::BodyExt;
@@ -22,13 +22,11 @@ use super::secret::{SecretHash, MAX_SECRET_BYTES};
 use super::store::{StoreError, User};
 use super::{Issuer, DISCOVERY_PATH, JWKS_PATH, TOKEN_PATH};
 use crate::body::{self, Body};
-use crate::proxy::Outbound;
+use crate::proxy::{Outbound, Responder};
 use crate::telemetry::metrics::metrics;
 
 /// The largest token request body read.
 const MAX_FORM_BYTES: usize = 16 << 10;
-/// Rate-limit keys remembered before idle ones are dropped.
-const MAX_TRACKED_KEYS: usize = 100_000;
 /// How long a client may take to send the body.
 const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -161,12 +159,18 @@ impl TokenRequest {
     }
 }
 
+impl Responder for Issuer {
+    fn respond<'a>(&'a self, request: Outbound<'a>) -> Pin<Box<dyn Future<Output = Response<Body>> + Send + 'a>> {
+        Box::pin(self.answer(request))
+    }
+}
+
 impl Issuer {
     /// Answers a request routed to one of the issuer's paths.
     pub async fn answer(&self, out: Outbound<'_>) -> Response<Body> {
         match out.path {
             TOKEN_PATH => {
-                let answer = self.token(&out.method, &out.headers, out.body, out.client_ip).await;
+                let answer = self.token(&out.method, &out.headers, out.body, out.client_ip, Instant::now()).await;
                 let label = answer.as_ref().map_or_else(Refusal::label, |_| "issued");
                 metrics().token_requests.with_label_values(&[label]).inc();
                 answer.unwrap_or_else(Refusal::into_response)
@@ -187,13 +191,13 @@ impl Issuer {
         headers: &HeaderMap,
         body: Body,
         client_ip: IpAddr,
+        now: Instant,
     ) -> Result<Response<Body>, Refusal> {
         if method != Method::POST {
             return Err(Refusal::MethodNotAllowed);
         }
         let network = network(client_ip);
-        self.prune_limiters();
-        within_budget(&self.per_ip, &network)?;
+        self.per_ip.check(network, now).map_err(Refusal::RateLimited)?;
         let is_form = headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
@@ -208,14 +212,14 @@ impl Issuer {
             Err(_) => return Err(Refusal::InvalidRequest("the request body took too long")),
         };
         let TokenRequest { credentials, user, scope } = TokenRequest::parse(headers, &form)?;
-        within_budget(&self.per_client, &(credentials.client_id.clone(), network))?;
+        self.per_client.check((credentials.client_id.clone(), network), now).map_err(Refusal::RateLimited)?;
         let scope = self.scope(scope.as_deref())?;
 
         let client_id = credentials.client_id.clone();
         let user = self.authenticate(credentials, user).await.inspect_err(|refusal| {
             tracing::info!(client_id = %client_id, refusal = refusal.label(), "token refused");
         })?;
-        self.mint(&client_id, user, scope)
+        self.mint(&client_id, user, scope, crate::clock::unix_now())
     }
 
     /// Checks the client's secret and the named external user against the store (off the
@@ -255,9 +259,14 @@ impl Issuer {
         }
     }
 
-    /// Signs the access token and answers with it.
-    fn mint(&self, client_id: &str, user: Option<User>, scope: Option<String>) -> Result<Response<Body>, Refusal> {
-        let now = crate::policy::jwt::unix_now();
+    /// Signs the access token, issued at `now` (Unix seconds), and answers with it.
+    fn mint(
+        &self,
+        client_id: &str,
+        user: Option<User>,
+        scope: Option<String>,
+        now: u64,
+    ) -> Result<Response<Body>, Refusal> {
         let (sub, roles) = match &user {
             Some(u) => (u.id.as_str(), u.roles.as_slice()),
             None => (client_id, &[][..]),
@@ -287,22 +296,6 @@ impl Issuer {
         Ok(json_response(StatusCode::OK, &answer))
     }
 
-    /// Forgets idle rate-limit keys, at most once a second and only when there are many.
-    fn prune_limiters(&self) {
-        use std::sync::atomic::Ordering;
-        if self.per_ip.len() + self.per_client.len() <= MAX_TRACKED_KEYS {
-            return;
-        }
-        let now = self.epoch.elapsed().as_millis() as u64;
-        let last = self.last_prune.load(Ordering::Relaxed);
-        if now.saturating_sub(last) >= 1000
-            && self.last_prune.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
-        {
-            self.per_ip.retain_recent();
-            self.per_client.retain_recent();
-        }
-    }
-
     /// The requested scopes, each of which must be configured; `None` when none were asked for.
     fn scope(&self, requested: Option<&str>) -> Result<Option<String>, Refusal> {
         let requested: Vec<&str> = requested.unwrap_or_default().split(' ').filter(|s| !s.is_empty()).collect();
@@ -314,14 +307,6 @@ impl Issuer {
             Err(Refusal::InvalidScope)
         }
     }
-}
-
-/// Spends one request of `key`'s budget.
-fn within_budget<K: std::hash::Hash + Eq + Clone>(
-    limiter: &DefaultKeyedRateLimiter<K>,
-    key: &K,
-) -> Result<(), Refusal> {
-    limiter.check_key(key).map_err(|not_until| Refusal::RateLimited(not_until.wait_time_from(limiter.clock().now())))
 }
 
 /// The source network a budget belongs to: the IPv4 address, or the IPv6 /64 (one host

@@ -18,12 +18,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde::Deserialize;
 
-use crate::config::raw::Located;
-use crate::config::values::{ConfigDuration, Rate};
-use crate::route::RouteTable;
+use crate::config::context::IssuerFacts;
+use crate::config::values::{ConfigDuration, Located, Rate};
+use crate::limit::KeyedLimiter;
 use signing::SigningKey;
 pub use store::{IdentityStore, StoreError};
 
@@ -112,12 +111,9 @@ pub struct Issuer {
     pub store: Arc<dyn IdentityStore>,
     /// Keyed by client id *and* source network: someone who knows a client id (it is in
     /// every token) can spend only their own network's budget for it, never lock it out.
-    per_client: DefaultKeyedRateLimiter<(String, IpAddr)>,
+    per_client: KeyedLimiter<(String, IpAddr)>,
     /// Keyed by source network: an IPv4 address or an IPv6 /64.
-    per_ip: DefaultKeyedRateLimiter<IpAddr>,
-    /// When the limiters last forgot idle keys (milliseconds since `epoch`).
-    last_prune: std::sync::atomic::AtomicU64,
-    epoch: std::time::Instant,
+    per_ip: KeyedLimiter<IpAddr>,
     /// The discovery and JWKS documents, rendered once.
     discovery: bytes::Bytes,
     jwks: bytes::Bytes,
@@ -138,12 +134,6 @@ pub struct IssuerSettings {
     pub key: SigningKey,
     pub store: Arc<dyn IdentityStore>,
     pub rate_limit: TokenRateLimitConfig,
-}
-
-fn limiter<K: std::hash::Hash + Eq + Clone>(rate: Rate) -> DefaultKeyedRateLimiter<K> {
-    let period = (rate.per / rate.count.get()).max(Duration::from_nanos(1));
-    let quota = Quota::with_period(period).expect("a non-zero period").allow_burst(rate.count);
-    RateLimiter::keyed(quota)
 }
 
 impl Issuer {
@@ -168,22 +158,18 @@ impl Issuer {
             discovery: discovery.to_string().into(),
             key: s.key,
             store: s.store,
-            per_client: limiter(s.rate_limit.per_client),
-            per_ip: limiter(s.rate_limit.per_ip),
-            last_prune: std::sync::atomic::AtomicU64::new(0),
-            epoch: std::time::Instant::now(),
+            per_client: KeyedLimiter::new(s.rate_limit.per_client),
+            per_ip: KeyedLimiter::new(s.rate_limit.per_ip),
         }
     }
 
-    /// The JWKS document a `jwt` policy with `issuers: [self]` verifies against.
-    pub fn jwks_document(&self) -> &[u8] {
-        &self.jwks
+    /// What a `jwt` policy with `issuers: [self]` needs to verify this issuer's tokens.
+    pub fn facts(&self) -> IssuerFacts {
+        IssuerFacts {
+            issuer: self.issuer.clone(),
+            audience: self.audience.clone(),
+            algorithm: self.key.algorithm,
+            jwks: self.jwks.to_vec().into(),
+        }
     }
-}
-
-/// The issuer's endpoints on its listener: three routes run before the configured ones.
-pub struct IdentityEndpoints {
-    pub listener: Arc<str>,
-    pub issuer: Arc<Issuer>,
-    pub routes: RouteTable,
 }

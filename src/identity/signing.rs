@@ -31,7 +31,7 @@ impl SigningKey {
     /// # Errors
     /// Unreadable, not PKCS#8, or neither P-256 nor Ed25519.
     pub fn load(path: &Path) -> Result<Self, String> {
-        let der = match crate::tls::load_key(path)? {
+        let der = match crate::tls::load_key(path).map_err(|e| e.to_string())? {
             PrivateKeyDer::Pkcs8(der) => der,
             _ => {
                 return Err(format!(

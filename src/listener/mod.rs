@@ -16,9 +16,10 @@ use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 use crate::body::{self, Body};
+use crate::conn::ConnInfo;
+use crate::gateway::Gateway;
 use crate::problem::Problem;
 use crate::runtime::{Limits, ListenerKind};
-use crate::server::{ConnInfo, Gateway};
 use crate::telemetry::metrics::{handshake_reason, metrics};
 use crate::tls::ClientCertInfo;
 

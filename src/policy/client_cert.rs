@@ -7,7 +7,7 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::StatusCode;
 use serde::Deserialize;
 
-use super::{Decision, Denial};
+use crate::config::context::{CompileContext, Invalid};
 use crate::problem::Problem;
 use crate::tls::ClientCertInfo;
 
@@ -87,13 +87,39 @@ fn hex_matches(expected: &str, text: &str) -> bool {
     digits.eq(expected.chars())
 }
 
+/// Why a client certificate was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    NoClientCert,
+    NotAllowed,
+}
+
+impl Refusal {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::NoClientCert => "no_client_cert",
+            Self::NotAllowed => "client_cert_not_allowed",
+        }
+    }
+
+    pub fn problem(self) -> Problem {
+        let detail = match self {
+            Self::NoClientCert => "a client certificate is required",
+            Self::NotAllowed => "this client certificate is not allowed",
+        };
+        Problem::new(StatusCode::FORBIDDEN, "client-cert-rejected", "Client certificate rejected", detail)
+    }
+}
+
 impl ClientCert {
     /// # Errors
     /// No identity, an empty identity, a malformed thumbprint or header name.
-    pub fn compile(cfg: &ClientCertConfig) -> Result<Self, String> {
+    pub fn compile(cfg: &ClientCertConfig, cx: &mut CompileContext<'_>) -> Result<Self, Invalid> {
+        let mark = cx.mark();
         if cfg.identities.is_empty() {
-            return Err(
-                "list at least one identity (subject, issuer, thumbprint_sha256, serial, dns_name or uri)".into()
+            cx.field_error(
+                "identities",
+                "list at least one identity (subject, issuer, thumbprint_sha256, serial, dns_name or uri)",
             );
         }
         let mut identities = Vec::new();
@@ -107,18 +133,21 @@ impl ClientCert {
                 uri: id.uri.clone(),
             };
             if compiled == Identity::default() {
-                return Err("an identity needs at least one field".into());
+                cx.field_error("identities", "an identity needs at least one field");
             }
             if compiled.thumbprint.as_ref().is_some_and(|t| t.len() > 64) {
-                return Err("thumbprint_sha256 must be 32 bytes of hex".into());
+                cx.field_error("identities", "thumbprint_sha256 must be 32 bytes of hex");
             }
             identities.push(compiled);
         }
-        let forward_header = cfg
-            .forward_header
-            .as_ref()
-            .map(|h| HeaderName::from_bytes(h.as_bytes()).map_err(|_| format!("{h:?} is not a header name")))
-            .transpose()?;
+        let forward_header = cfg.forward_header.as_ref().and_then(|h| {
+            let name = HeaderName::from_bytes(h.as_bytes()).ok();
+            if name.is_none() {
+                cx.field_error("forward_header", format!("{h:?} is not a header name"));
+            }
+            name
+        });
+        cx.valid_since(mark)?;
         Ok(Self { identities, forward_header })
     }
 
@@ -127,19 +156,23 @@ impl ClientCert {
         self.forward_header.as_ref()
     }
 
-    pub fn check(&self, cert: Option<&ClientCertInfo>, headers: &mut HeaderMap) -> Decision {
+    /// Matches the connection's verified certificate; sets the forwarded summary header.
+    ///
+    /// # Errors
+    /// No certificate, or none of the identities matches it.
+    pub fn check(&self, cert: Option<&ClientCertInfo>, headers: &mut HeaderMap) -> Result<(), Refusal> {
         let Some(cert) = cert else {
-            return Decision::Deny(denial("no_client_cert", "a client certificate is required"));
+            return Err(Refusal::NoClientCert);
         };
         if !self.identities.iter().any(|id| matches(id, cert)) {
-            return Decision::Deny(denial("client_cert_not_allowed", "this client certificate is not allowed"));
+            return Err(Refusal::NotAllowed);
         }
         if let Some(name) = &self.forward_header {
             if let Ok(value) = HeaderValue::from_str(&summary(cert)) {
                 headers.insert(name.clone(), value);
             }
         }
-        Decision::Continue
+        Ok(())
     }
 }
 
@@ -165,13 +198,6 @@ fn summary(cert: &ClientCertInfo) -> String {
     )
 }
 
-fn denial(reason: &'static str, detail: &'static str) -> Denial {
-    Denial::new(
-        reason,
-        Problem::new(StatusCode::FORBIDDEN, "client-cert-rejected", "Client certificate rejected", detail),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,8 +215,8 @@ mod tests {
     }
 
     fn policy(id: IdentityConfig) -> ClientCert {
-        ClientCert::compile(&ClientCertConfig { identities: vec![id], forward_header: Some("X-Client-Cert".into()) })
-            .unwrap()
+        let cfg = ClientCertConfig { identities: vec![id], forward_header: Some("X-Client-Cert".into()) };
+        ClientCert::compile(&cfg, &mut CompileContext::new(std::path::Path::new("test.yaml"))).unwrap()
     }
 
     #[test]
@@ -211,7 +237,7 @@ mod tests {
         for id in ids {
             let p = policy(id);
             let mut h = HeaderMap::new();
-            assert!(matches!(p.check(Some(&cert()), &mut h), Decision::Continue));
+            assert_eq!(p.check(Some(&cert()), &mut h), Ok(()));
             assert!(h["x-client-cert"].to_str().unwrap().starts_with("subject=\"CN=apim-client, O=Example\""));
         }
     }
@@ -224,8 +250,8 @@ mod tests {
             ..Default::default()
         });
         let mut h = HeaderMap::new();
-        assert!(matches!(p.check(Some(&cert()), &mut h), Decision::Deny(d) if d.reason == "client_cert_not_allowed"));
-        assert!(matches!(p.check(None, &mut h), Decision::Deny(d) if d.reason == "no_client_cert"));
+        assert_eq!(p.check(Some(&cert()), &mut h), Err(Refusal::NotAllowed));
+        assert_eq!(p.check(None, &mut h), Err(Refusal::NoClientCert));
         assert!(h.is_empty());
     }
 

@@ -13,8 +13,8 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode};
 use serde::Deserialize;
 
-use super::{Decision, Denial};
-use crate::body;
+use crate::body::{self, Body};
+use crate::config::context::{CompileContext, Invalid};
 use crate::config::values::ConfigDuration;
 use crate::problem::Problem;
 
@@ -60,11 +60,47 @@ pub struct Cors {
     terminate_unmatched: bool,
 }
 
-fn join(items: &[String]) -> Result<Option<HeaderValue>, String> {
-    if items.is_empty() {
-        return Ok(None);
+/// What the request side decided.
+#[derive(Debug)]
+pub enum Verdict {
+    /// Go on; echo this origin on the response when it is allowed.
+    Pass(Option<HeaderValue>),
+    /// An allowed preflight, answered here (never forwarded), and its origin.
+    Preflight(Response<Body>, HeaderValue),
+    Refuse(Refusal),
+}
+
+/// Why a cross-origin request was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    OriginNotAllowed,
+    MethodNotAllowed,
+    HeaderNotAllowed,
+}
+
+impl Refusal {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::OriginNotAllowed => "origin_not_allowed",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::HeaderNotAllowed => "header_not_allowed",
+        }
     }
-    HeaderValue::from_str(&items.join(", ")).map(Some).map_err(|_| format!("invalid header list {items:?}"))
+
+    pub fn problem(self) -> Problem {
+        let detail = match self {
+            Self::OriginNotAllowed => "the request's origin is not allowed",
+            Self::MethodNotAllowed => "the requested method is not allowed",
+            Self::HeaderNotAllowed => "a requested header is not allowed",
+        };
+        Problem::new(StatusCode::FORBIDDEN, "cors-rejected", "Cross-origin request refused", detail)
+    }
+}
+
+/// Items joined into one header value; `None` for none.
+fn join<S: AsRef<str>>(items: &[S]) -> Option<HeaderValue> {
+    let items: Vec<&str> = items.iter().map(AsRef::as_ref).collect();
+    (!items.is_empty()).then(|| HeaderValue::from_str(&items.join(", ")).ok()).flatten()
 }
 
 /// Splits `scheme://host[:port]`; refuses paths, queries, user info and empty hosts.
@@ -90,13 +126,13 @@ fn split_origin(origin: &str) -> Option<(&str, &str, &str)> {
 }
 
 impl Cors {
-    /// Compiles the policy. Errors are `(field, message)`.
+    /// Compiles the policy.
     ///
     /// # Errors
     /// An origin that is not `scheme://host[:port]`, `*` with credentials, a bad method or
     /// header name.
-    pub fn compile(cfg: &CorsConfig) -> Result<Self, Vec<(&'static str, String)>> {
-        let mut errors = Vec::new();
+    pub fn compile(cfg: &CorsConfig, cx: &mut CompileContext<'_>) -> Result<Self, Invalid> {
+        let mark = cx.mark();
         let mut any = false;
         let mut exact = HashSet::new();
         let mut wildcards = Vec::new();
@@ -111,10 +147,10 @@ impl Cors {
             }
             let lower = origin.to_ascii_lowercase();
             let Some((scheme, host, port)) = split_origin(&lower) else {
-                errors.push((
+                cx.field_error(
                     "allowed_origins",
                     format!("{origin:?} is not an origin: write scheme://host[:port], like https://portal.example.com"),
-                ));
+                );
                 continue;
             };
             let port = match (scheme, port) {
@@ -127,10 +163,12 @@ impl Cors {
                     suffix: format!(".{domain}"),
                     port: port.to_owned(),
                 }),
-                _ if host.contains('*') => errors.push((
-                    "allowed_origins",
-                    format!("{origin:?}: a wildcard may only be the first label, like https://*.example.com"),
-                )),
+                _ if host.contains('*') => {
+                    cx.field_error(
+                        "allowed_origins",
+                        format!("{origin:?}: a wildcard may only be the first label, like https://*.example.com"),
+                    );
+                }
                 _ => {
                     let port = if port.is_empty() { String::new() } else { format!(":{port}") };
                     exact.insert(format!("{scheme}://{host}{port}"));
@@ -138,47 +176,40 @@ impl Cors {
             }
         }
         if any && cfg.allow_credentials {
-            errors.push(("allow_credentials", "`*` origins with allow_credentials: true would let every site act as the user; list the origins instead".to_owned()));
+            cx.field_error("allow_credentials", "`*` origins with allow_credentials: true would let every site act as the user; list the origins instead");
         }
         let mut methods = Vec::new();
         for m in &cfg.allowed_methods {
             match Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
                 Ok(method) => methods.push(method),
-                Err(_) => errors.push(("allowed_methods", format!("{m:?} is not an HTTP method"))),
+                Err(_) => {
+                    cx.field_error("allowed_methods", format!("{m:?} is not an HTTP method"));
+                }
             }
         }
         if methods.is_empty() {
             methods = vec![Method::GET, Method::HEAD, Method::POST];
         }
-        let method_names: Vec<String> = methods.iter().map(|m| m.as_str().to_owned()).collect();
         for h in cfg.allowed_headers.iter().chain(&cfg.expose_headers) {
             if HeaderName::from_bytes(h.as_bytes()).is_err() {
-                errors.push(("allowed_headers", format!("{h:?} is not a header name")));
+                cx.field_error("allowed_headers", format!("{h:?} is not a header name"));
             }
         }
-        let built = (|| -> Result<Self, String> {
-            Ok(Self {
-                any,
-                exact,
-                wildcards,
-                allow_methods: join(&method_names)?.expect("at least one method"),
-                methods,
-                headers: cfg.allowed_headers.iter().map(|h| h.to_ascii_lowercase()).collect(),
-                allow_headers: join(&cfg.allowed_headers)?,
-                expose_headers: join(&cfg.expose_headers)?,
-                credentials: cfg.allow_credentials,
-                max_age: cfg.max_age.map(|d| HeaderValue::from(d.0.as_secs())),
-                terminate_unmatched: cfg.terminate_unmatched,
-            })
-        })();
-        match built {
-            Ok(cors) if errors.is_empty() => Ok(cors),
-            Ok(_) => Err(errors),
-            Err(e) => {
-                errors.push(("allowed_headers", e));
-                Err(errors)
-            }
-        }
+        cx.valid_since(mark)?;
+        let method_names: Vec<&str> = methods.iter().map(Method::as_str).collect();
+        Ok(Self {
+            any,
+            exact,
+            wildcards,
+            allow_methods: join(&method_names).expect("at least one valid method"),
+            methods,
+            headers: cfg.allowed_headers.iter().map(|h| h.to_ascii_lowercase()).collect(),
+            allow_headers: join(&cfg.allowed_headers),
+            expose_headers: join(&cfg.expose_headers),
+            credentials: cfg.allow_credentials,
+            max_age: cfg.max_age.map(|d| HeaderValue::from(d.0.as_secs())),
+            terminate_unmatched: cfg.terminate_unmatched,
+        })
     }
 
     /// Whether a request's `Origin` value is allowed, exactly as a browser sends it.
@@ -204,26 +235,25 @@ impl Cors {
     }
 
     /// The request side: answers preflights, refuses unlisted origins when configured.
-    /// Returns the origin to echo on the response, if any.
-    pub fn check(&self, method: &Method, headers: &HeaderMap) -> (Decision, Option<HeaderValue>) {
+    pub fn check(&self, method: &Method, headers: &HeaderMap) -> Verdict {
         let Some(origin) = headers.get(header::ORIGIN) else {
-            return (Decision::Continue, None);
+            return Verdict::Pass(None);
         };
         let allowed = origin.to_str().is_ok_and(|o| self.allows(o));
         let preflight = method == Method::OPTIONS && headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
         if !allowed {
             if preflight || self.terminate_unmatched {
-                return (Decision::Deny(forbidden("origin_not_allowed", "the request's origin is not allowed")), None);
+                return Verdict::Refuse(Refusal::OriginNotAllowed);
             }
-            return (Decision::Continue, None);
+            return Verdict::Pass(None);
         }
         if !preflight {
-            return (Decision::Continue, Some(origin.clone()));
+            return Verdict::Pass(Some(origin.clone()));
         }
         let requested =
             headers.get(header::ACCESS_CONTROL_REQUEST_METHOD).and_then(|m| Method::from_bytes(m.as_bytes()).ok());
         if !requested.is_some_and(|m| self.methods.contains(&m)) {
-            return (Decision::Deny(forbidden("method_not_allowed", "the requested method is not allowed")), None);
+            return Verdict::Refuse(Refusal::MethodNotAllowed);
         }
         let all_headers_allowed = headers
             .get_all(header::ACCESS_CONTROL_REQUEST_HEADERS)
@@ -234,7 +264,7 @@ impl Cors {
             .filter(|h| !h.is_empty())
             .all(|h| self.headers.contains(&h.to_ascii_lowercase()));
         if !all_headers_allowed {
-            return (Decision::Deny(forbidden("header_not_allowed", "a requested header is not allowed")), None);
+            return Verdict::Refuse(Refusal::HeaderNotAllowed);
         }
         let mut rsp = Response::new(body::empty());
         *rsp.status_mut() = StatusCode::NO_CONTENT;
@@ -250,7 +280,7 @@ impl Cors {
             header::VARY,
             HeaderValue::from_static("Access-Control-Request-Method, Access-Control-Request-Headers"),
         );
-        (Decision::Answer(rsp), Some(origin.clone()))
+        Verdict::Preflight(rsp, origin.clone())
     }
 
     /// The response side: `Vary: Origin` always; the CORS headers when the origin matched.
@@ -273,16 +303,21 @@ fn valid_label_run(labels: &str) -> bool {
     labels.split('.').all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
 }
 
-fn forbidden(reason: &'static str, detail: &'static str) -> Denial {
-    Denial::new(reason, Problem::new(StatusCode::FORBIDDEN, "cors-rejected", "Cross-origin request refused", detail))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn compile(cfg: &CorsConfig) -> Result<Cors, Vec<crate::config::ConfigError>> {
+        let file = std::path::Path::new("test.yaml");
+        let mut cx = CompileContext::new(file);
+        cx.enter("p", "policies.p.cors", serde_saphyr::Location::UNKNOWN);
+        let cors = Cors::compile(cfg, &mut cx);
+        cx.finish()?;
+        Ok(cors.expect("no errors reported"))
+    }
+
     fn cors(origins: &[&str]) -> Cors {
-        Cors::compile(&CorsConfig {
+        compile(&CorsConfig {
             allowed_origins: origins.iter().map(|o| (*o).to_owned()).collect(),
             allowed_methods: vec!["GET".into(), "POST".into()],
             allowed_headers: vec!["Authorization".into()],
@@ -342,7 +377,7 @@ mod tests {
 
     #[test]
     fn star_with_credentials_is_a_config_error() {
-        let err = Cors::compile(&CorsConfig {
+        let err = compile(&CorsConfig {
             allowed_origins: vec!["*".into()],
             allowed_methods: vec![],
             allowed_headers: vec![],
@@ -352,13 +387,13 @@ mod tests {
             terminate_unmatched: false,
         })
         .unwrap_err();
-        assert_eq!(err[0].0, "allow_credentials");
+        assert_eq!(err[0].path, "policies.p.cors.allow_credentials");
     }
 
     #[test]
     fn malformed_origins_are_config_errors() {
         for bad in ["portal.example.com", "https://", "https://a.com/path", "https://a.*.com", "ftp://a.com"] {
-            let r = Cors::compile(&CorsConfig {
+            let r = compile(&CorsConfig {
                 allowed_origins: vec![bad.into()],
                 allowed_methods: vec![],
                 allowed_headers: vec![],

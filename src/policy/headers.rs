@@ -1,7 +1,33 @@
 //! `headers`: remove, then set, request headers (before forwarding) and response headers
 //! (on the way back, also on answers the gateway produced itself).
 
+use std::collections::BTreeMap;
+
 use http::header::{HeaderMap, HeaderName, HeaderValue};
+use serde::Deserialize;
+use serde_saphyr::{Location, Spanned};
+
+use crate::config::context::{CompileContext, Invalid};
+use crate::config::values::{Located, ValueRef};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeadersConfig {
+    #[serde(default)]
+    pub request: HeaderRulesConfig,
+    #[serde(default)]
+    pub response: HeaderRulesConfig,
+}
+
+/// One direction: headers to remove, then headers to set (values may be `${env:}`/`${file:}`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderRulesConfig {
+    #[serde(default)]
+    pub set: BTreeMap<String, Spanned<ValueRef>>,
+    #[serde(default)]
+    pub remove: Vec<Located>,
+}
 
 /// Compiled rules for one direction.
 #[derive(Clone, Debug, Default)]
@@ -11,6 +37,33 @@ pub struct HeaderEdits {
 }
 
 impl HeaderEdits {
+    fn compile(cfg: &HeaderRulesConfig, side: &str, cx: &mut CompileContext<'_>) -> Self {
+        let mut edits = Self::default();
+        for name in &cfg.remove {
+            edits.remove.extend(header_name(&name.value, name.referenced, &format!("{side}.remove"), cx));
+        }
+        for (name, value) in &cfg.set {
+            let field = format!("{side}.set.{name}");
+            let Some(n) = header_name(name, value.referenced, &format!("{side}.set"), cx) else { continue };
+            match cx.value(&value.value) {
+                Ok(text) => match HeaderValue::try_from(text) {
+                    Ok(mut v) => {
+                        v.set_sensitive(value.value.is_secret());
+                        edits.set.push((n, v));
+                    }
+                    Err(_) => {
+                        cx.field_error_at(value.referenced, &field, "not a valid header value")
+                            .hint("use visible ASCII without line breaks");
+                    }
+                },
+                Err(e) => {
+                    cx.field_error_at(value.referenced, &field, e);
+                }
+            }
+        }
+        edits
+    }
+
     fn apply(&self, headers: &mut HeaderMap) {
         for name in &self.remove {
             headers.remove(name);
@@ -21,6 +74,15 @@ impl HeaderEdits {
     }
 }
 
+fn header_name(name: &str, at: Location, field: &str, cx: &mut CompileContext<'_>) -> Option<HeaderName> {
+    let parsed = HeaderName::from_bytes(name.as_bytes()).ok();
+    if parsed.is_none() {
+        cx.field_error_at(at, field, format!("{name:?} is not a valid header name"))
+            .hint("header names are letters, digits and '-'");
+    }
+    parsed
+}
+
 /// The compiled `headers` policy.
 #[derive(Clone, Debug, Default)]
 pub struct HeaderRules {
@@ -29,6 +91,16 @@ pub struct HeaderRules {
 }
 
 impl HeaderRules {
+    /// # Errors
+    /// A bad header name or value, or a value reference that cannot be resolved.
+    pub fn compile(cfg: &HeadersConfig, cx: &mut CompileContext<'_>) -> Result<Self, Invalid> {
+        let mark = cx.mark();
+        let request = HeaderEdits::compile(&cfg.request, "request", cx);
+        let response = HeaderEdits::compile(&cfg.response, "response", cx);
+        cx.valid_since(mark)?;
+        Ok(Self { request, response })
+    }
+
     pub fn on_request(&self, headers: &mut HeaderMap) {
         self.request.apply(headers);
     }

@@ -8,7 +8,7 @@ use http::StatusCode;
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use super::{Decision, Denial};
+use crate::config::context::{CompileContext, Invalid};
 use crate::ipset::IpSet;
 use crate::problem::Problem;
 
@@ -27,32 +27,54 @@ pub struct IpFilter {
     deny: IpSet,
 }
 
-impl IpFilter {
-    pub fn compile(cfg: &IpFilterConfig) -> Self {
-        Self { allow: IpSet::new(cfg.allow.iter().copied()), deny: IpSet::new(cfg.deny.iter().copied()) }
-    }
-
-    pub fn check(&self, client_ip: IpAddr) -> Decision {
-        if self.deny.contains(client_ip) {
-            return Decision::Deny(denial("ip_denied"));
-        }
-        if !self.allow.is_empty() && !self.allow.contains(client_ip) {
-            return Decision::Deny(denial("ip_not_allowed"));
-        }
-        Decision::Continue
-    }
+/// Why an address was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// In the deny list.
+    Denied,
+    /// Not in a non-empty allow list.
+    NotAllowed,
 }
 
-fn denial(reason: &'static str) -> Denial {
-    Denial::new(
-        reason,
+impl Refusal {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Denied => "ip_denied",
+            Self::NotAllowed => "ip_not_allowed",
+        }
+    }
+
+    /// Both reasons look the same to the client.
+    pub fn problem(self) -> Problem {
         Problem::new(
             StatusCode::FORBIDDEN,
             "ip-rejected",
             "Client address not allowed",
             "requests from this address are not allowed",
-        ),
-    )
+        )
+    }
+}
+
+impl IpFilter {
+    /// Compiles both lists into range tables.
+    ///
+    /// # Errors
+    /// None today: every list of networks is valid.
+    pub fn compile(cfg: &IpFilterConfig, _cx: &mut CompileContext<'_>) -> Result<Self, Invalid> {
+        Ok(Self { allow: IpSet::new(cfg.allow.iter().copied()), deny: IpSet::new(cfg.deny.iter().copied()) })
+    }
+
+    /// # Errors
+    /// The address is denied or not allowed.
+    pub fn check(&self, client_ip: IpAddr) -> Result<(), Refusal> {
+        if self.deny.contains(client_ip) {
+            return Err(Refusal::Denied);
+        }
+        if !self.allow.is_empty() && !self.allow.contains(client_ip) {
+            return Err(Refusal::NotAllowed);
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -60,14 +82,15 @@ mod tests {
     use super::*;
 
     fn filter(allow: &[&str], deny: &[&str]) -> IpFilter {
-        IpFilter::compile(&IpFilterConfig {
+        let cfg = IpFilterConfig {
             allow: allow.iter().map(|n| n.parse().unwrap()).collect(),
             deny: deny.iter().map(|n| n.parse().unwrap()).collect(),
-        })
+        };
+        IpFilter::compile(&cfg, &mut CompileContext::new(std::path::Path::new("test.yaml"))).unwrap()
     }
 
     fn allowed(f: &IpFilter, ip: &str) -> bool {
-        matches!(f.check(ip.parse().unwrap()), Decision::Continue)
+        f.check(ip.parse().unwrap()).is_ok()
     }
 
     #[test]
@@ -79,9 +102,9 @@ mod tests {
     #[test]
     fn is_not_allowed_when_denied_or_unlisted() {
         let f = filter(&["203.0.113.0/24"], &["203.0.113.66/32"]);
-        assert!(!allowed(&f, "203.0.113.66"), "deny wins");
+        assert_eq!(f.check("203.0.113.66".parse().unwrap()), Err(Refusal::Denied), "deny wins");
         assert!(!allowed(&f, "::ffff:203.0.113.66"), "mapped addresses meet IPv4 rules");
-        assert!(!allowed(&f, "198.51.100.1"));
+        assert_eq!(f.check("198.51.100.1".parse().unwrap()), Err(Refusal::NotAllowed));
         assert!(!allowed(&f, "2001:db8::1"));
     }
 

@@ -5,6 +5,8 @@
 mod connections;
 pub mod echo;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,7 +15,9 @@ use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, Method, Request, Response, Uri};
 
 use crate::body::{self, Body};
+use crate::problem::Problem;
 use crate::task::OwnedTask;
+use crate::telemetry::metrics::{count_error, metrics, Fault};
 use connections::{Connections, Connector, SendError};
 
 /// How long a url that refused a connection is skipped by round robin.
@@ -44,17 +48,28 @@ impl ForwardError {
     }
 
     /// Whose fault it was: a target that cannot be sent is the client's, the rest the backend's.
-    pub fn fault(&self) -> crate::telemetry::metrics::Fault {
-        use crate::telemetry::metrics::Fault;
+    pub fn fault(&self) -> Fault {
         match self {
             Self::Target => Fault::Client,
             Self::Connect(_) | Self::Timeout | Self::Upstream(_) => Fault::Backend,
         }
     }
 
+    /// Logs and counts the failure (`portcullis_errors_total`, and
+    /// `portcullis_upstream_errors_total` when the backend is to blame) and returns what the
+    /// client is told.
+    pub fn record(&self, request_id: &str, route: &str, backend: &str) -> Problem {
+        tracing::warn!(request.id = %request_id, route.name = %route, backend.name = %backend, error = %self, "forwarding failed");
+        let fault = self.fault();
+        count_error(route, fault, self.kind());
+        if fault == Fault::Backend {
+            metrics().upstream_errors.with_label_values(&[backend, self.kind()]).inc();
+        }
+        self.problem()
+    }
+
     /// What the client is told.
-    pub fn problem(&self) -> crate::problem::Problem {
-        use crate::problem::Problem;
+    pub fn problem(&self) -> Problem {
         match self {
             Self::Timeout => Problem::gateway_timeout(),
             Self::Target => Problem::bad_request("the request target cannot be forwarded"),
@@ -79,8 +94,37 @@ impl std::fmt::Debug for Backend {
 
 enum BackendKind {
     Echo,
-    Issuer(Arc<crate::identity::Issuer>),
+    Local(Arc<dyn Responder>),
     Pool(Box<Pool>),
+}
+
+/// A built-in backend answered inside the gateway (the token issuer's endpoints).
+pub trait Responder: Send + Sync + 'static {
+    /// Answers one request routed to it.
+    fn respond<'a>(&'a self, request: Outbound<'a>) -> Pin<Box<dyn Future<Output = Response<Body>> + Send + 'a>>;
+}
+
+/// A backend url that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("url {url:?}: {why}")]
+pub struct UrlError {
+    pub url: String,
+    pub why: UrlProblem,
+}
+
+/// What is wrong with a backend url.
+#[derive(Debug, thiserror::Error)]
+pub enum UrlProblem {
+    #[error("invalid: {0}")]
+    Invalid(String),
+    #[error("needs http:// or https://")]
+    NoScheme,
+    #[error("only http:// and https:// are supported")]
+    Scheme,
+    #[error("has no host")]
+    NoHost,
+    #[error("a backend url cannot have a query")]
+    Query,
 }
 
 /// One backend url.
@@ -101,15 +145,16 @@ impl Upstream {
     ///
     /// # Errors
     /// Another scheme, no host, or a query.
-    pub fn parse(url: &str) -> Result<Self, String> {
-        let uri: Uri = url.parse().map_err(|e| format!("invalid url {url:?}: {e}"))?;
-        let scheme = uri.scheme().cloned().ok_or_else(|| format!("url {url:?} needs http:// or https://"))?;
+    pub fn parse(url: &str) -> Result<Self, UrlError> {
+        let bad = |why| UrlError { url: url.to_owned(), why };
+        let uri: Uri = url.parse().map_err(|e: http::uri::InvalidUri| bad(UrlProblem::Invalid(e.to_string())))?;
+        let scheme = uri.scheme().cloned().ok_or(bad(UrlProblem::NoScheme))?;
         if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
-            return Err(format!("url {url:?}: only http:// and https:// are supported"));
+            return Err(bad(UrlProblem::Scheme));
         }
-        let authority = uri.authority().cloned().ok_or_else(|| format!("url {url:?} has no host"))?;
+        let authority = uri.authority().cloned().ok_or(bad(UrlProblem::NoHost))?;
         if uri.query().is_some() {
-            return Err(format!("url {url:?}: a backend url cannot have a query"));
+            return Err(bad(UrlProblem::Query));
         }
         Ok(Self {
             scheme,
@@ -188,9 +233,9 @@ impl Backend {
         Self { name: name.into(), upstream_duration: upstream_duration(name), kind: BackendKind::Echo }
     }
 
-    /// The token issuer's endpoints, answered in-process.
-    pub fn issuer(name: &str, issuer: Arc<crate::identity::Issuer>) -> Self {
-        Self { name: name.into(), upstream_duration: upstream_duration(name), kind: BackendKind::Issuer(issuer) }
+    /// A built-in backend, answered in-process.
+    pub fn local(name: &str, responder: Arc<dyn Responder>) -> Self {
+        Self { name: name.into(), upstream_duration: upstream_duration(name), kind: BackendKind::Local(responder) }
     }
 
     /// A pool over `upstreams`. Connections are built lazily; nothing is bound here.
@@ -239,7 +284,7 @@ impl Backend {
     /// Whether at least one url is healthy (always true for built-ins).
     pub fn is_ready(&self) -> bool {
         match &self.kind {
-            BackendKind::Echo | BackendKind::Issuer(_) => true,
+            BackendKind::Echo | BackendKind::Local(_) => true,
             BackendKind::Pool(pool) => pool.upstreams.iter().any(|u| u.healthy.load(Ordering::Relaxed)),
         }
     }
@@ -252,7 +297,7 @@ impl Backend {
     pub async fn forward(&self, out: Outbound<'_>) -> Result<(Response<Body>, Option<Authority>), ForwardError> {
         let pool = match &self.kind {
             BackendKind::Echo => return Ok((echo::answer(out).await, None)),
-            BackendKind::Issuer(issuer) => return Ok((issuer.answer(out).await, None)),
+            BackendKind::Local(responder) => return Ok((responder.respond(out).await, None)),
             BackendKind::Pool(pool) => pool,
         };
         let idempotent = matches!(

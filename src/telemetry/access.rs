@@ -40,7 +40,9 @@ impl AccessRecord {
         let decisions: Vec<serde_json::Value> = self
             .decisions
             .iter()
-            .map(|d| serde_json::json!({ "policy": &*d.policy, "outcome": d.outcome, "report_only": d.report_only }))
+            .map(|d| {
+                serde_json::json!({ "policy": &*d.policy, "outcome": d.outcome.label(), "report_only": d.outcome.report_only() })
+            })
             .collect();
         let line = serde_json::json!({
             "timestamp": time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),

@@ -5,7 +5,7 @@
 pub mod client_cert;
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::client::ResolvesClientCert;
@@ -24,17 +24,54 @@ pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
+/// Why a certificate, key or TLS configuration could not be used. Messages name the file,
+/// never key material.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{} is not a PEM certificate file: {reason}", path.display())]
+    NotPem { path: PathBuf, reason: String },
+    #[error("{} holds no PEM certificate", path.display())]
+    NoCertificate { path: PathBuf },
+    #[error("{} holds no usable PEM private key: {reason}", path.display())]
+    NoKey { path: PathBuf, reason: String },
+    #[error("certificate and key do not fit together: {0}")]
+    KeyMismatch(rustls::Error),
+    #[error("not a usable CA certificate: {0}")]
+    BadCa(rustls::Error),
+    #[error("unreadable certificate: {0}")]
+    Unparsable(String),
+    #[error("at least one certificate is needed")]
+    NoCertificates,
+    #[error("cannot offer these TLS versions: {0}")]
+    Versions(rustls::Error),
+    #[error("cannot build the client certificate verifier: {0}")]
+    Verifier(rustls::server::VerifierBuilderError),
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Read { path: path.to_owned(), source })
+}
+
 /// Reads every certificate of a PEM file.
 ///
 /// # Errors
 /// The file is unreadable, not PEM, or holds no certificate.
-pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let text = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let certs = CertificateDer::pem_slice_iter(&text)
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    parse_certs(&read(path)?, path)
+}
+
+/// Every certificate of PEM text read from `path`.
+///
+/// # Errors
+/// Not PEM, or no certificate.
+pub fn parse_certs(pem: &[u8], path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("{} is not a PEM certificate file: {e}", path.display()))?;
+        .map_err(|e| TlsError::NotPem { path: path.to_owned(), reason: e.to_string() })?;
     if certs.is_empty() {
-        return Err(format!("{} holds no PEM certificate", path.display()));
+        return Err(TlsError::NoCertificate { path: path.to_owned() });
     }
     Ok(certs)
 }
@@ -43,27 +80,38 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
 ///
 /// # Errors
 /// The file is unreadable or holds no private key.
-pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
-    let text = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    PrivateKeyDer::from_pem_slice(&text).map_err(|e| format!("{} holds no usable PEM private key: {e}", path.display()))
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_slice(&read(path)?)
+        .map_err(|e| TlsError::NoKey { path: path.to_owned(), reason: e.to_string() })
 }
 
 /// Reads a certificate revocation list, PEM or DER.
 ///
 /// # Errors
 /// The file is unreadable.
-pub fn load_crl(path: &Path) -> Result<CertificateRevocationListDer<'static>, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+pub fn load_crl(path: &Path) -> Result<CertificateRevocationListDer<'static>, TlsError> {
+    let bytes = read(path)?;
     match CertificateRevocationListDer::from_pem_slice(&bytes) {
         Ok(crl) => Ok(crl),
         Err(_) => Ok(CertificateRevocationListDer::from(bytes)),
     }
 }
 
-fn root_store(certs: Vec<CertificateDer<'static>>) -> Result<RootCertStore, String> {
+/// A certificate the configuration uses, and where, for expiry tracking.
+#[derive(Clone, Debug)]
+pub struct CertificateInUse {
+    pub path: PathBuf,
+    /// Where in the configuration, like `listeners[0].tls.certificates[0].cert`.
+    pub usage: String,
+    pub subject: String,
+    /// Unix seconds.
+    pub not_after: i64,
+}
+
+fn root_store(certs: Vec<CertificateDer<'static>>) -> Result<RootCertStore, TlsError> {
     let mut roots = RootCertStore::empty();
     for cert in certs {
-        roots.add(cert).map_err(|e| format!("not a usable CA certificate: {e}"))?;
+        roots.add(cert).map_err(TlsError::BadCa)?;
     }
     Ok(roots)
 }
@@ -75,9 +123,8 @@ fn root_store(certs: Vec<CertificateDer<'static>>) -> Result<RootCertStore, Stri
 pub fn certified_key(
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
-) -> Result<Arc<CertifiedKey>, String> {
-    let certified = CertifiedKey::from_der(chain, key, &provider())
-        .map_err(|e| format!("certificate and key do not fit together: {e}"))?;
+) -> Result<Arc<CertifiedKey>, TlsError> {
+    let certified = CertifiedKey::from_der(chain, key, &provider()).map_err(TlsError::KeyMismatch)?;
     Ok(Arc::new(certified))
 }
 
@@ -102,20 +149,18 @@ pub fn server_config(
     certificates: Vec<Arc<CertifiedKey>>,
     tls13_only: bool,
     client_auth: ClientAuth,
-) -> Result<Arc<ServerConfig>, String> {
+) -> Result<Arc<ServerConfig>, TlsError> {
     let versions: &[&rustls::SupportedProtocolVersion] =
         if tls13_only { &[&rustls::version::TLS13] } else { &[&rustls::version::TLS13, &rustls::version::TLS12] };
-    let builder = ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(versions)
-        .map_err(|e| format!("cannot offer these TLS versions: {e}"))?;
+    let builder =
+        ServerConfig::builder_with_provider(provider()).with_protocol_versions(versions).map_err(TlsError::Versions)?;
     let builder = match client_auth {
         ClientAuth::None => builder.with_no_client_auth(),
         ClientAuth::Verify { cas, crls, required } => {
             let verifier =
                 WebPkiClientVerifier::builder_with_provider(Arc::new(root_store(cas)?), provider()).with_crls(crls);
             let verifier = if required { verifier } else { verifier.allow_unauthenticated() };
-            let verifier =
-                verifier.build().map_err(|e| format!("cannot build the client certificate verifier: {e}"))?;
+            let verifier = verifier.build().map_err(TlsError::Verifier)?;
             builder.with_client_cert_verifier(verifier)
         }
     };
@@ -134,12 +179,12 @@ struct SniResolver {
 }
 
 impl SniResolver {
-    fn new(certificates: Vec<Arc<CertifiedKey>>) -> Result<Self, String> {
-        let default = certificates.first().cloned().ok_or("at least one certificate is needed")?;
+    fn new(certificates: Vec<Arc<CertifiedKey>>) -> Result<Self, TlsError> {
+        let default = certificates.first().cloned().ok_or(TlsError::NoCertificates)?;
         let mut exact = HashMap::new();
         let mut wildcard = HashMap::new();
         for key in &certificates {
-            let names = client_cert::dns_names(&key.cert[0]).map_err(|e| format!("unreadable certificate: {e}"))?;
+            let names = client_cert::dns_names(&key.cert[0]).map_err(TlsError::Unparsable)?;
             for name in names {
                 let name = name.to_ascii_lowercase();
                 match name.strip_prefix("*.") {
@@ -181,7 +226,7 @@ pub enum Roots {
 ///
 /// # Errors
 /// A CA is unusable.
-pub fn client_config(roots: Roots, client_cert: Option<Arc<CertifiedKey>>) -> Result<Arc<ClientConfig>, String> {
+pub fn client_config(roots: Roots, client_cert: Option<Arc<CertifiedKey>>) -> Result<Arc<ClientConfig>, TlsError> {
     let roots = match roots {
         Roots::Only(cas) => root_store(cas)?,
         Roots::System | Roots::SystemAnd(_) => {
@@ -189,7 +234,7 @@ pub fn client_config(roots: Roots, client_cert: Option<Arc<CertifiedKey>>) -> Re
             store.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
             if let Roots::SystemAnd(extra) = roots {
                 for cert in extra {
-                    store.add(cert).map_err(|e| format!("not a usable CA certificate: {e}"))?;
+                    store.add(cert).map_err(TlsError::BadCa)?;
                 }
             }
             store
@@ -197,7 +242,7 @@ pub fn client_config(roots: Roots, client_cert: Option<Arc<CertifiedKey>>) -> Re
     };
     let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| format!("cannot offer TLS versions: {e}"))?
+        .map_err(TlsError::Versions)?
         .with_root_certificates(roots);
     let config = match client_cert {
         Some(key) => builder.with_client_cert_resolver(Arc::new(FixedClientCert(key))),

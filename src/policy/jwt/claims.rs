@@ -5,6 +5,8 @@
 
 use serde_json::{Map, Value};
 
+use super::refusal::Refusal;
+
 /// What a policy requires of the registered claims.
 #[derive(Debug)]
 pub struct ClaimChecks {
@@ -16,35 +18,35 @@ pub struct ClaimChecks {
 }
 
 impl ClaimChecks {
-    /// The token's `exp` when every check passes; otherwise the denial reason.
+    /// The token's `exp` when every check passes at `now` (Unix seconds).
     ///
     /// # Errors
-    /// `missing_claim`, `malformed` (a registered claim of the wrong type), `expired`,
-    /// `not_yet_valid`, `wrong_issuer`, `wrong_audience`.
-    pub fn check(&self, claims: &Map<String, Value>, now: u64) -> Result<u64, &'static str> {
-        let exp = numeric_date(claims, "exp")?.ok_or("missing_claim")?;
+    /// `MissingClaim`, `Malformed` (a registered claim of the wrong type), `Expired`,
+    /// `NotYetValid`, `WrongIssuer`, `WrongAudience`.
+    pub fn check(&self, claims: &Map<String, Value>, now: u64) -> Result<u64, Refusal> {
+        let exp = numeric_date(claims, "exp")?.ok_or(Refusal::MissingClaim)?;
         if exp.saturating_add(self.leeway) < now {
-            return Err("expired");
+            return Err(Refusal::Expired);
         }
         if numeric_date(claims, "nbf")?.is_some_and(|nbf| nbf > now.saturating_add(self.leeway)) {
-            return Err("not_yet_valid");
+            return Err(Refusal::NotYetValid);
         }
         match claims.get("iss") {
-            None => return Err("missing_claim"),
+            None => return Err(Refusal::MissingClaim),
             Some(Value::String(iss)) if self.issuers.iter().any(|i| i == iss) => {}
-            Some(Value::String(_)) => return Err("wrong_issuer"),
-            Some(_) => return Err("malformed"),
+            Some(Value::String(_)) => return Err(Refusal::WrongIssuer),
+            Some(_) => return Err(Refusal::Malformed),
         }
         if !self.audiences.is_empty() {
             let named = |aud: &str| self.audiences.iter().any(|a| a == aud);
             let ok = match claims.get("aud") {
-                None => return Err("missing_claim"),
+                None => return Err(Refusal::MissingClaim),
                 Some(Value::String(aud)) => named(aud),
                 Some(Value::Array(auds)) => auds.iter().filter_map(Value::as_str).any(named),
-                Some(_) => return Err("malformed"),
+                Some(_) => return Err(Refusal::Malformed),
             };
             if !ok {
-                return Err("wrong_audience");
+                return Err(Refusal::WrongAudience);
             }
         }
         Ok(exp)
@@ -53,12 +55,12 @@ impl ClaimChecks {
 
 /// A NumericDate claim: absent, or seconds since the epoch (RFC 7519 §2 allows fractions;
 /// they are dropped).
-fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<u64>, &'static str> {
+fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<u64>, Refusal> {
     let Some(value) = claims.get(name) else { return Ok(None) };
     let seconds = value
         .as_u64()
         .or_else(|| value.as_f64().filter(|f| f.is_finite() && *f >= 0.0 && *f < u64::MAX as f64).map(|f| f as u64));
-    seconds.map(Some).ok_or("malformed")
+    seconds.map(Some).ok_or(Refusal::Malformed)
 }
 
 #[cfg(test)]
@@ -72,7 +74,7 @@ mod tests {
         ClaimChecks { issuers: vec!["https://idp".into()], audiences: vec!["api://a".into()], leeway: 60 }
     }
 
-    fn check(claims: Value) -> Result<u64, &'static str> {
+    fn check(claims: Value) -> Result<u64, Refusal> {
         checks().check(claims.as_object().unwrap(), NOW)
     }
 
@@ -98,7 +100,7 @@ mod tests {
             (json!({ "iss": "https://idp", "aud": 7, "exp": NOW + 10 }), "malformed"),
         ];
         for (claims, reason) in cases {
-            assert_eq!(check(claims.clone()), Err(reason), "{claims}");
+            assert_eq!(check(claims.clone()).map_err(Refusal::label), Err(reason), "{claims}");
         }
     }
 

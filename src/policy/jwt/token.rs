@@ -8,6 +8,8 @@ use jsonwebtoken::Algorithm;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use super::refusal::Refusal;
+
 /// What the policy reads of a token's JOSE header; `alg: none` and unknown algorithms do
 /// not parse.
 #[derive(Debug, Deserialize)]
@@ -36,23 +38,23 @@ impl<'t> TokenParts<'t> {
     /// Splits and reads a token.
     ///
     /// # Errors
-    /// `malformed` (not three base64url parts, or a header that is no JOSE header with a
-    /// known `alg`), `embedded_key` (`jwk`, `jku`, `x5u`, `x5c`), `critical_extension`.
-    pub fn parse(token: &'t str) -> Result<Self, &'static str> {
-        let (message, signature) = token.rsplit_once('.').ok_or("malformed")?;
-        let (header, payload) = message.split_once('.').ok_or("malformed")?;
+    /// `Malformed` (not three base64url parts, or a header that is no JOSE header with a
+    /// known `alg`), `EmbeddedKey` (`jwk`, `jku`, `x5u`, `x5c`), `CriticalExtension`.
+    pub fn parse(token: &'t str) -> Result<Self, Refusal> {
+        let (message, signature) = token.rsplit_once('.').ok_or(Refusal::Malformed)?;
+        let (header, payload) = message.split_once('.').ok_or(Refusal::Malformed)?;
         if payload.contains('.') {
-            return Err("malformed");
+            return Err(Refusal::Malformed);
         }
-        let header: JoseHeader = decode_part(header).ok_or("malformed")?;
+        let header: JoseHeader = decode_part(header).ok_or(Refusal::Malformed)?;
         if header.jwk.is_some() || header.jku.is_some() || header.x5u.is_some() || header.x5c.is_some() {
-            return Err("embedded_key");
+            return Err(Refusal::EmbeddedKey);
         }
         // RFC 7515 §4.1.11: extensions this policy does not understand must be refused.
         if header.crit.is_some() {
-            return Err("critical_extension");
+            return Err(Refusal::CriticalExtension);
         }
-        let signature = URL_SAFE_NO_PAD.decode(signature).map_err(|_| "malformed")?;
+        let signature = URL_SAFE_NO_PAD.decode(signature).map_err(|_| Refusal::Malformed)?;
         Ok(Self { message, payload, header, signature })
     }
 
@@ -79,12 +81,18 @@ mod tests {
     fn each_header_attack_has_its_own_reason() {
         let token = |header: &str| format!("{}.{}.c2ln", b64(header), b64("{}"));
         assert!(TokenParts::parse(&token(r#"{"alg":"RS256","kid":"k"}"#)).is_ok());
-        assert_eq!(TokenParts::parse(&token(r#"{"alg":"none"}"#)).unwrap_err(), "malformed");
-        assert_eq!(TokenParts::parse(&token(r#"{"alg":"RS256","jwk":{}}"#)).unwrap_err(), "embedded_key");
-        assert_eq!(TokenParts::parse(&token(r#"{"alg":"RS256","x5c":[]}"#)).unwrap_err(), "embedded_key");
-        assert_eq!(TokenParts::parse(&token(r#"{"alg":"RS256","crit":["b64"]}"#)).unwrap_err(), "critical_extension");
-        assert_eq!(TokenParts::parse("a.b").unwrap_err(), "malformed");
-        assert_eq!(TokenParts::parse("a.b.c.d").unwrap_err(), "malformed");
-        assert_eq!(TokenParts::parse(&format!("{}.e30.$$", b64(r#"{"alg":"RS256"}"#))).unwrap_err(), "malformed");
+        assert_eq!(TokenParts::parse(&token(r#"{"alg":"none"}"#)).unwrap_err(), Refusal::Malformed);
+        assert_eq!(TokenParts::parse(&token(r#"{"alg":"RS256","jwk":{}}"#)).unwrap_err(), Refusal::EmbeddedKey);
+        assert_eq!(TokenParts::parse(&token(r#"{"alg":"RS256","x5c":[]}"#)).unwrap_err(), Refusal::EmbeddedKey);
+        assert_eq!(
+            TokenParts::parse(&token(r#"{"alg":"RS256","crit":["b64"]}"#)).unwrap_err(),
+            Refusal::CriticalExtension
+        );
+        assert_eq!(TokenParts::parse("a.b").unwrap_err(), Refusal::Malformed);
+        assert_eq!(TokenParts::parse("a.b.c.d").unwrap_err(), Refusal::Malformed);
+        assert_eq!(
+            TokenParts::parse(&format!("{}.e30.$$", b64(r#"{"alg":"RS256"}"#))).unwrap_err(),
+            Refusal::Malformed
+        );
     }
 }

@@ -1,0 +1,178 @@
+//! `routes:` and `default_policies:`: matchers, policy chains, backends, rewrites, and the
+//! warning for a route an earlier one shadows.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use http::Method;
+use serde_saphyr::Spanned;
+
+use super::sorted_keys;
+use crate::config::context::CompileContext;
+use crate::config::raw::{self, Located};
+use crate::policy::{Chain, NamedPolicy};
+use crate::proxy::Backend;
+use crate::route::pattern::{HostPattern, PathMatch};
+use crate::route::{Route, RouteTable};
+use crate::telemetry::metrics::RouteMetrics;
+
+/// Names the file declares, compiled or not: a reference to a declared but broken entry
+/// is not reported again as unknown.
+pub(super) struct Declared<'r> {
+    pub policies: &'r BTreeMap<String, Spanned<raw::PolicyConfig>>,
+    pub backends: &'r BTreeMap<String, Spanned<raw::BackendConfig>>,
+}
+
+/// The policies a list names, in order.
+pub(super) fn references(
+    names: &[Located],
+    path: &str,
+    policies: &HashMap<String, Arc<NamedPolicy>>,
+    declared: &Declared<'_>,
+    cx: &mut CompileContext<'_>,
+) -> Vec<Arc<NamedPolicy>> {
+    let mut out = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        match policies.get(&name.value) {
+            Some(p) => out.push(p.clone()),
+            // Declared but broken: its own error is already reported.
+            None if declared.policies.contains_key(&name.value) => {}
+            None => {
+                let known = sorted_keys(policies.keys());
+                cx.error(name.referenced, format!("{path}[{i}]"), format!("unknown policy {:?}", name.value))
+                    .hint(format!("defined policies: {known}"));
+            }
+        }
+    }
+    out
+}
+
+pub(super) fn compile(
+    raw: &[Spanned<raw::RouteConfig>],
+    defaults: &[Arc<NamedPolicy>],
+    policies: &HashMap<String, Arc<NamedPolicy>>,
+    backends: &BTreeMap<String, Arc<Backend>>,
+    declared: &Declared<'_>,
+    cx: &mut CompileContext<'_>,
+) -> RouteTable {
+    let mut table = RouteTable::default();
+    let mut names = HashSet::new();
+    for (i, spanned) in raw.iter().enumerate() {
+        let r = &spanned.value;
+        let path = format!("routes[{i}]");
+        if !names.insert(r.name.clone()) {
+            cx.error(spanned.referenced, format!("{path}.name"), format!("route name {:?} is used twice", r.name));
+        }
+        let path_match = path_match(&r.matcher, &path, cx);
+        let methods = methods(&r.matcher, &path, cx);
+        let mut chain = Chain { policies: defaults.to_vec() };
+        chain.policies.extend(references(&r.policies, &format!("{path}.policies"), policies, declared, cx));
+        let backend = match backends.get(&r.backend.value) {
+            Some(b) => Some(b.clone()),
+            None if declared.backends.contains_key(&r.backend.value) => None,
+            None => {
+                let known = sorted_keys(backends.keys());
+                cx.error(
+                    r.backend.referenced,
+                    format!("{path}.backend"),
+                    format!("unknown backend {:?}", r.backend.value),
+                )
+                .hint(format!("defined backends: {known}"));
+                None
+            }
+        };
+        let strip_prefix = match r.rewrite.as_ref().and_then(|rw| rw.strip_prefix.as_ref()) {
+            Some(p) if !p.value.starts_with('/') || p.value.len() > 1 && p.value.ends_with('/') => {
+                cx.error(
+                    p.referenced,
+                    format!("{path}.rewrite.strip_prefix"),
+                    "must start with '/' and not end with '/'",
+                )
+                .hint("for example `strip_prefix: /apolloapi`");
+                None
+            }
+            Some(p) => Some(p.value.clone()),
+            None => None,
+        };
+        let (Some(path_match), Some(backend)) = (path_match, backend) else {
+            continue;
+        };
+        let route = Route {
+            name: r.name.as_str().into(),
+            listener: None,
+            hosts: r.matcher.hosts.iter().map(|h| HostPattern::parse(&h.value)).collect(),
+            path: path_match,
+            methods,
+            chain,
+            backend,
+            strip_prefix,
+            metrics: RouteMetrics::new(r.name.as_str().into()),
+        };
+        if let Some(earlier) = table.routes.iter().find(|e| shadows(e, &route)) {
+            let message = format!(
+                "route {:?} is never reached: route {:?} before it matches all its requests",
+                route.name, earlier.name
+            );
+            cx.warn(spanned.referenced, &path, message);
+        }
+        table.routes.push(route);
+    }
+    table
+}
+
+fn path_match(m: &raw::MatchConfig, path: &str, cx: &mut CompileContext<'_>) -> Option<PathMatch> {
+    match (&m.path_prefix, &m.path) {
+        (None, None) => Some(PathMatch::Any),
+        (Some(prefix), None) if prefix.value.starts_with('/') => Some(PathMatch::Prefix(prefix.value.clone())),
+        (Some(prefix), None) => {
+            cx.error(prefix.referenced, format!("{path}.match.path_prefix"), "must start with '/'");
+            None
+        }
+        (None, Some(template)) => match PathMatch::template(&template.value) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                cx.error(template.referenced, format!("{path}.match.path"), e)
+                    .hint("a template looks like /partners/accounts/{account}/cases/**");
+                None
+            }
+        },
+        (Some(at), Some(_)) => {
+            cx.error(at.referenced, format!("{path}.match"), "`path_prefix` and `path` exclude each other")
+                .hint("keep one of them");
+            None
+        }
+    }
+}
+
+fn methods(m: &raw::MatchConfig, path: &str, cx: &mut CompileContext<'_>) -> Vec<Method> {
+    let mut methods = Vec::new();
+    for (j, method) in m.methods.iter().enumerate() {
+        match Method::from_bytes(method.value.to_ascii_uppercase().as_bytes()) {
+            Ok(meth) => methods.push(meth),
+            Err(_) => {
+                cx.error(
+                    method.referenced,
+                    format!("{path}.match.methods[{j}]"),
+                    format!("{:?} is not an HTTP method", method.value),
+                );
+            }
+        }
+    }
+    methods
+}
+
+/// Whether every request `later` matches is matched by `earlier` first.
+fn shadows(earlier: &Route, later: &Route) -> bool {
+    let hosts =
+        earlier.hosts.is_empty() || (!later.hosts.is_empty() && later.hosts.iter().all(|h| earlier.hosts.contains(h)));
+    let methods = earlier.methods.is_empty()
+        || (!later.methods.is_empty() && later.methods.iter().all(|m| earlier.methods.contains(m)));
+    let paths = match (&earlier.path, &later.path) {
+        (PathMatch::Any, _) => true,
+        (PathMatch::Prefix(a), PathMatch::Prefix(b)) => {
+            b.starts_with(a.as_str()) && (a.ends_with('/') || b.len() == a.len() || b.as_bytes()[a.len()] == b'/')
+        }
+        (a, b) => a == b,
+    };
+    hosts && methods && paths
+}

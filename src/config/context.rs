@@ -1,0 +1,230 @@
+//! What every part of the configuration is compiled with: where errors go (each at its
+//! `file:line:column`), the files read (each read once and watched for changes), the
+//! certificates in use (for expiry tracking) and what is known so far (the gateway's own
+//! token issuer).
+//!
+//! The contract for a policy, a backend or any other section is
+//! `compile(&Config, &mut CompileContext) -> Result<Self, Invalid>`: report every problem
+//! found through the context, then return [`Invalid`] if any was.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls_pki_types::CertificateDer;
+use serde_saphyr::Location;
+
+use super::error::ConfigError;
+use super::values::{Located, ValueRef};
+use crate::tls::{self, CertificateInUse, ClientCertInfo, TlsError};
+
+/// Proof that at least one error was reported to the [`CompileContext`]: what a section's
+/// `compile` returns when it cannot be built.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Invalid;
+
+/// What a `jwt` policy with `issuers: [self]` needs to know of the gateway's own issuer.
+#[derive(Clone, Debug)]
+pub struct IssuerFacts {
+    /// `iss`, without a trailing `/`.
+    pub issuer: String,
+    pub audience: String,
+    pub algorithm: jsonwebtoken::Algorithm,
+    /// The JWKS document the issuer publishes.
+    pub jwks: Arc<[u8]>,
+}
+
+/// Where the part being compiled sits in the document, for errors about its fields.
+#[derive(Clone, Debug)]
+struct Scope {
+    name: String,
+    path: String,
+    at: Location,
+}
+
+impl Default for Scope {
+    fn default() -> Self {
+        Self { name: String::new(), path: String::new(), at: Location::UNKNOWN }
+    }
+}
+
+/// Collects errors and warnings, reads files once, tracks certificates.
+pub struct CompileContext<'a> {
+    file: &'a Path,
+    dir: PathBuf,
+    errors: Vec<ConfigError>,
+    warnings: Vec<ConfigError>,
+    files: Vec<PathBuf>,
+    certificates: Vec<CertificateInUse>,
+    /// Every file read so far, by full path.
+    read: HashMap<PathBuf, Result<Arc<[u8]>, Arc<std::io::Error>>>,
+    scope: Scope,
+    /// The gateway's own token issuer, once compiled.
+    pub issuer: Option<IssuerFacts>,
+}
+
+/// What a compiled configuration leaves besides its runtime.
+pub struct Collected {
+    pub warnings: Vec<ConfigError>,
+    /// The configuration file and every file it references.
+    pub files: Vec<PathBuf>,
+    pub certificates: Vec<CertificateInUse>,
+}
+
+impl<'a> CompileContext<'a> {
+    /// A context for the configuration `file`; paths in it are relative to its folder.
+    pub fn new(file: &'a Path) -> Self {
+        Self {
+            file,
+            dir: file.parent().map(Path::to_owned).unwrap_or_default(),
+            errors: Vec::new(),
+            warnings: Vec::new(),
+            files: vec![file.to_owned()],
+            certificates: Vec::new(),
+            read: HashMap::new(),
+            scope: Scope::default(),
+            issuer: None,
+        }
+    }
+
+    /// The configuration file's folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Reports an error at `at`, about the document path `path`; add a hint to it.
+    pub fn error(&mut self, at: Location, path: impl Into<String>, message: impl Into<String>) -> &mut ConfigError {
+        self.errors.push(ConfigError::new(self.file, at, path, message));
+        self.errors.last_mut().expect("just pushed")
+    }
+
+    /// Reports a warning: `check` prints it, `--strict` refuses it.
+    pub fn warn(&mut self, at: Location, path: impl Into<String>, message: impl Into<String>) {
+        self.warnings.push(ConfigError::new(self.file, at, path, message));
+    }
+
+    /// Compiles the part called `name` at document path `path` (written at `at`): errors of
+    /// [`Self::field_error`] name it.
+    pub fn enter(&mut self, name: &str, path: impl Into<String>, at: Location) {
+        self.scope = Scope { name: name.to_owned(), path: path.into(), at };
+    }
+
+    /// The name of the part being compiled, like a policy's.
+    pub fn name(&self) -> &str {
+        &self.scope.name
+    }
+
+    /// Sets `hint` on every error reported since `mark` that has none.
+    pub fn hint_since(&mut self, mark: usize, hint: &str) {
+        for error in &mut self.errors[mark..] {
+            if error.hint.is_none() {
+                error.hint = Some(hint.to_owned());
+            }
+        }
+    }
+
+    /// Reports an error about `field` of the part being compiled, at the part's location.
+    pub fn field_error(&mut self, field: &str, message: impl Into<String>) -> &mut ConfigError {
+        let at = self.scope.at;
+        self.field_error_at(at, field, message)
+    }
+
+    /// Reports an error about `field` of the part being compiled, written at `at`.
+    pub fn field_error_at(&mut self, at: Location, field: &str, message: impl Into<String>) -> &mut ConfigError {
+        let path = if field.is_empty() { self.scope.path.clone() } else { format!("{}.{field}", self.scope.path) };
+        self.error(at, path, message)
+    }
+
+    /// How many errors were reported so far: pass it to [`Self::valid_since`].
+    pub fn mark(&self) -> usize {
+        self.errors.len()
+    }
+
+    /// `Err(Invalid)` if an error was reported since `mark`.
+    ///
+    /// # Errors
+    /// See above.
+    pub fn valid_since(&self, mark: usize) -> Result<(), Invalid> {
+        if self.errors.len() == mark {
+            Ok(())
+        } else {
+            Err(Invalid)
+        }
+    }
+
+    /// The full path of a file the configuration names; it is watched for changes.
+    pub fn path(&mut self, file: &str) -> PathBuf {
+        let full = self.dir.join(file);
+        if !self.files.contains(&full) {
+            self.files.push(full.clone());
+        }
+        full
+    }
+
+    /// The content of a file the configuration names, read once however often it is named.
+    ///
+    /// # Errors
+    /// The file cannot be read.
+    pub fn read(&mut self, file: &str) -> Result<Arc<[u8]>, Arc<std::io::Error>> {
+        let full = self.path(file);
+        self.read.entry(full).or_insert_with_key(|full| std::fs::read(full).map(Arc::from).map_err(Arc::new)).clone()
+    }
+
+    /// Resolves a `${env:}`/`${file:}` reference or an inline value; a file is watched.
+    ///
+    /// # Errors
+    /// The variable is unset or the file unreadable; the message names which, never the value.
+    pub fn value(&mut self, value: &ValueRef) -> Result<String, String> {
+        if let ValueRef::File(file) = value {
+            self.path(file);
+        }
+        value.resolve(&self.dir)
+    }
+
+    /// The certificates of a PEM file, registered for expiry tracking under `usage` (like
+    /// `listeners[0].tls.certificates[0].cert`). A failure is reported at the file's reference.
+    ///
+    /// # Errors
+    /// The file is unreadable or holds no certificate (already reported).
+    pub fn certs(&mut self, file: &Located, usage: &str) -> Result<Vec<CertificateDer<'static>>, Invalid> {
+        let full = self.dir.join(&file.value);
+        let parsed = match self.read(&file.value) {
+            Ok(pem) => tls::parse_certs(&pem, &full),
+            Err(e) => Err(TlsError::Read { path: full.clone(), source: std::io::Error::new(e.kind(), e.to_string()) }),
+        };
+        match parsed {
+            Ok(certs) => {
+                for der in &certs {
+                    if let Ok(info) = ClientCertInfo::parse(der) {
+                        self.certificates.push(CertificateInUse {
+                            path: full.clone(),
+                            usage: usage.to_owned(),
+                            subject: info.subject,
+                            not_after: info.not_after,
+                        });
+                    }
+                }
+                Ok(certs)
+            }
+            Err(e) => {
+                self.error(file.referenced, usage, e.to_string()).hint(
+                    "paths are relative to the configuration file; `portcullis certs dev` creates development certificates",
+                );
+                Err(Invalid)
+            }
+        }
+    }
+
+    /// The errors, in file order, if there were any; else what a runtime keeps.
+    ///
+    /// # Errors
+    /// Every error reported.
+    pub fn finish(mut self) -> Result<Collected, Vec<ConfigError>> {
+        if self.errors.is_empty() {
+            Ok(Collected { warnings: self.warnings, files: self.files, certificates: self.certificates })
+        } else {
+            self.errors.sort_by_key(|e| (e.line, e.column));
+            Err(self.errors)
+        }
+    }
+}

@@ -1,0 +1,325 @@
+//! The `jwt` policy's YAML contract and its compilation: accepted algorithms, the one key
+//! source (PEM files, a secret, a JWKS URL, an OpenID discovery document, or the gateway's own
+//! issuer), the registered-claim checks, required and forwarded claims.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::HeaderName;
+use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
+use serde::Deserialize;
+
+use super::claims::ClaimChecks;
+use super::keys::{Key, KeySet, KeyStore, Source};
+use super::{ClaimRule, Jwt, DEFAULT_TOKEN_CACHE};
+use crate::config::context::{CompileContext, Invalid, IssuerFacts};
+use crate::config::values::{ConfigDuration, Located, ValueRef};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtConfig {
+    pub issuers: Vec<String>,
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// Required, except with `issuers: [self]` (the issuer's algorithm).
+    #[serde(default)]
+    pub algorithms: Vec<String>,
+    #[serde(default)]
+    pub keys: Vec<Located>,
+    pub jwks_url: Option<String>,
+    pub openid_config: Option<String>,
+    pub secret: Option<ValueRef>,
+    pub trusted_cas: Option<Located>,
+    pub clock_skew: Option<ConfigDuration>,
+    #[serde(default)]
+    pub require_claims: BTreeMap<String, ClaimRuleConfig>,
+    #[serde(default)]
+    pub forward_claims: BTreeMap<String, String>,
+    /// How often remote keys are fetched (a shorter `Cache-Control: max-age` wins).
+    pub jwks_refresh: Option<ConfigDuration>,
+    /// The shortest interval between two fetches for unknown `kid`s.
+    pub jwks_min_refresh: Option<ConfigDuration>,
+    /// How many verified tokens to remember until their `exp` (0: none).
+    pub token_cache: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimRuleConfig {
+    pub any_of: Option<Vec<String>>,
+    pub all_of: Option<Vec<String>>,
+}
+
+impl JwtConfig {
+    fn names_a_source(&self) -> bool {
+        !self.keys.is_empty() || self.jwks_url.is_some() || self.openid_config.is_some() || self.secret.is_some()
+    }
+
+    fn is_remote(&self) -> bool {
+        self.jwks_url.is_some() || self.openid_config.is_some()
+    }
+}
+
+impl Jwt {
+    /// Compiles the policy. `issuers: [self]` — or the gateway issuer's URL when the policy
+    /// names no key source of its own — means the gateway's own token issuer
+    /// ([`CompileContext::issuer`]).
+    ///
+    /// # Errors
+    /// Every problem found, each reported at its field.
+    pub fn compile(cfg: &JwtConfig, cx: &mut CompileContext<'_>) -> Result<Self, Invalid> {
+        super::crypto::install();
+        let mark = cx.mark();
+        let own = own_issuer(cfg, cx);
+        let algorithms = algorithms(cfg, own.as_ref(), cx);
+        check_source_choice(cfg, own.is_some(), &algorithms, cx);
+        let require = claim_rules(cfg, cx);
+        let forward = forwarded_claims(cfg, cx);
+        let tls = fetch_tls(cfg, cx);
+        let source = key_source(cfg, own.as_ref(), &algorithms, cx);
+        cx.valid_since(mark)?;
+        let skew = cfg.clock_skew.map_or(Duration::from_secs(60), |d| d.0);
+        let issuers = cfg
+            .issuers
+            .iter()
+            .map(|i| match &own {
+                Some(own) if names_own(cfg, own, i) => own.issuer.clone(),
+                _ => i.clone(),
+            })
+            .collect();
+        // The gateway's own tokens name the issuer's audience; check it unless told otherwise.
+        let audiences = match &own {
+            Some(own) if cfg.audiences.is_empty() => vec![own.audience.clone()],
+            _ => cfg.audiences.clone(),
+        };
+        let refresh = cfg.jwks_refresh.map_or(Duration::from_secs(600), |d| d.0);
+        let min_refresh = cfg.jwks_min_refresh.map_or(Duration::from_secs(30), |d| d.0);
+        Ok(Self {
+            keys: Arc::new(KeyStore::new(cx.name(), source, tls, refresh, min_refresh)),
+            algorithms,
+            registered: ClaimChecks { issuers, audiences, leeway: skew.as_secs() },
+            require,
+            forward,
+            cache: match cfg.token_cache.unwrap_or(DEFAULT_TOKEN_CACHE) {
+                0 => None,
+                n => Some(quick_cache::sync::Cache::new(n)),
+            },
+        })
+    }
+}
+
+/// Whether the issuer entry `i` names the gateway's own issuer.
+fn names_own(cfg: &JwtConfig, own: &IssuerFacts, i: &str) -> bool {
+    i == "self" || (!cfg.names_a_source() && own.issuer == i.trim_end_matches('/'))
+}
+
+/// The gateway's own issuer, when the policy trusts it.
+fn own_issuer(cfg: &JwtConfig, cx: &mut CompileContext<'_>) -> Option<IssuerFacts> {
+    let wants_self = cfg.issuers.iter().any(|i| i == "self");
+    match &cx.issuer {
+        Some(own) if cfg.issuers.iter().any(|i| names_own(cfg, own, i)) => Some(own.clone()),
+        None if wants_self => {
+            cx.field_error("issuers", "`self` names the gateway's own token issuer: add an `identity` section");
+            None
+        }
+        _ => None,
+    }
+}
+
+/// The configured algorithms; with the own issuer and no list, its algorithm.
+fn algorithms(cfg: &JwtConfig, own: Option<&IssuerFacts>, cx: &mut CompileContext<'_>) -> Vec<Algorithm> {
+    let mut algorithms: Vec<Algorithm> =
+        own.filter(|_| cfg.algorithms.is_empty()).map(|own| own.algorithm).into_iter().collect();
+    for a in &cfg.algorithms {
+        match a.parse::<Algorithm>() {
+            Ok(alg) => algorithms.push(alg),
+            Err(_) => {
+                cx.field_error("algorithms", format!("{a:?} is not a supported algorithm (RS256…RS512, PS256…PS512, ES256, ES384, EdDSA, HS256…HS512)"));
+            }
+        }
+    }
+    let wants_self = cfg.issuers.iter().any(|i| i == "self");
+    if algorithms.is_empty() && cfg.algorithms.is_empty() && !(wants_self && cx.issuer.is_none()) {
+        cx.field_error("algorithms", "list the algorithms your issuer signs with, like [RS256]");
+    }
+    if cfg.issuers.is_empty() {
+        cx.field_error("issuers", "list at least one issuer (the tokens' `iss`)");
+    }
+    let hmac = algorithms.iter().any(|a| a.family() == AlgorithmFamily::Hmac);
+    if hmac && algorithms.iter().any(|a| a.family() != AlgorithmFamily::Hmac) {
+        cx.field_error("algorithms", "HS* and public-key algorithms cannot be mixed in one policy (key confusion)");
+    }
+    algorithms
+}
+
+/// Exactly one key source, and HS* exactly with a secret given by reference.
+fn check_source_choice(cfg: &JwtConfig, uses_own: bool, algorithms: &[Algorithm], cx: &mut CompileContext<'_>) {
+    let sources = [!cfg.keys.is_empty(), cfg.jwks_url.is_some(), cfg.openid_config.is_some(), cfg.secret.is_some()];
+    let count = sources.iter().filter(|s| **s).count();
+    let wants_self = cfg.issuers.iter().any(|i| i == "self");
+    if (uses_own || wants_self) && count != 0 {
+        cx.field_error(
+            "keys",
+            "`issuers: [self]` uses the gateway's own key; put other issuers in a separate jwt policy",
+        );
+    } else if !uses_own && !wants_self && count != 1 {
+        cx.field_error("keys", "give exactly one of keys, jwks_url, openid_config or secret");
+    }
+    let hmac = algorithms.iter().any(|a| a.family() == AlgorithmFamily::Hmac);
+    if cfg.secret.is_some() && !hmac {
+        cx.field_error("secret", "a secret only verifies HS256/HS384/HS512; list those in algorithms");
+    }
+    if hmac && cfg.secret.is_none() {
+        cx.field_error("algorithms", "HS* algorithms need `secret`; with public keys use RS*, PS*, ES* or EdDSA");
+    }
+    if let Some(ValueRef::Literal(_)) = &cfg.secret {
+        cx.field_error("secret", "never write a secret inline: use ${env:NAME} or ${file:path}");
+    }
+    for url in cfg.jwks_url.iter().chain(&cfg.openid_config) {
+        if !url.starts_with("https://") {
+            cx.field_error("jwks_url", format!("{url:?}: keys are only fetched over https://"));
+        }
+    }
+}
+
+fn claim_rules(cfg: &JwtConfig, cx: &mut CompileContext<'_>) -> Vec<ClaimRule> {
+    let mut rules = Vec::new();
+    for (claim, rule) in &cfg.require_claims {
+        match (&rule.any_of, &rule.all_of) {
+            (Some(values), None) => rules.push(ClaimRule { claim: claim.clone(), values: values.clone(), all: false }),
+            (None, Some(values)) => rules.push(ClaimRule { claim: claim.clone(), values: values.clone(), all: true }),
+            _ => {
+                cx.field_error("require_claims", format!("{claim}: give exactly one of any_of or all_of"));
+            }
+        }
+    }
+    rules
+}
+
+fn forwarded_claims(cfg: &JwtConfig, cx: &mut CompileContext<'_>) -> Vec<(String, HeaderName)> {
+    let mut forward = Vec::new();
+    for (claim, header) in &cfg.forward_claims {
+        match HeaderName::from_bytes(header.as_bytes()) {
+            Ok(h) => forward.push((claim.clone(), h)),
+            Err(_) => {
+                cx.field_error("forward_claims", format!("{header:?} is not a header name"));
+            }
+        }
+    }
+    forward
+}
+
+/// The TLS client for key fetches: system roots plus `trusted_cas` (read once, tracked for
+/// expiry).
+fn fetch_tls(cfg: &JwtConfig, cx: &mut CompileContext<'_>) -> Option<Arc<rustls::ClientConfig>> {
+    if !cfg.is_remote() {
+        if let Some(file) = &cfg.trusted_cas {
+            cx.path(&file.value);
+        }
+        return None;
+    }
+    let extra = match &cfg.trusted_cas {
+        Some(file) => {
+            let usage = format!("{}.trusted_cas", field_path(cx));
+            cx.certs(file, &usage).unwrap_or_default()
+        }
+        None => Vec::new(),
+    };
+    match crate::tls::client_config(crate::tls::Roots::SystemAnd(extra), None) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            let at = cfg.trusted_cas.as_ref().map(|f| f.referenced);
+            match at {
+                Some(at) => cx.field_error_at(at, "trusted_cas", e.to_string()),
+                None => cx.field_error("trusted_cas", e.to_string()),
+            };
+            None
+        }
+    }
+}
+
+/// The document path of the policy being compiled (for certificate usage labels).
+fn field_path(cx: &CompileContext<'_>) -> String {
+    format!("policies.{}.jwt", cx.name())
+}
+
+fn key_source(
+    cfg: &JwtConfig,
+    own: Option<&IssuerFacts>,
+    algorithms: &[Algorithm],
+    cx: &mut CompileContext<'_>,
+) -> Source {
+    if let Some(own) = own {
+        return match KeySet::from_jwks(&own.jwks) {
+            Ok(set) => Source::Static(Arc::new(set)),
+            Err(e) => {
+                cx.field_error("issuers", format!("the issuer's own key: {e}"));
+                Source::Static(Arc::default())
+            }
+        };
+    }
+    if let Some(url) = &cfg.jwks_url {
+        return Source::Jwks(url.clone());
+    }
+    if let Some(url) = &cfg.openid_config {
+        return Source::Discovery(url.clone());
+    }
+    if let Some(secret) = &cfg.secret {
+        let key = match cx.value(secret) {
+            Ok(s) if s.len() >= 32 => Key::new(None, &DecodingKey::from_secret(s.as_bytes())).into_iter().collect(),
+            Ok(_) => {
+                cx.field_error("secret", "the secret must be at least 32 bytes (RFC 7518 §3.2)");
+                Vec::new()
+            }
+            Err(e) => {
+                cx.field_error("secret", e);
+                Vec::new()
+            }
+        };
+        return Source::Static(Arc::new(KeySet::new(key)));
+    }
+    let mut set = KeySet::default();
+    for (i, file) in cfg.keys.iter().enumerate() {
+        match cx.read(&file.value) {
+            Ok(pem) => match pem_key(&pem, algorithms) {
+                Some(key) => set.keys.push(key),
+                None => {
+                    let full = cx.dir().join(&file.value);
+                    cx.field_error_at(
+                        file.referenced,
+                        &format!("keys[{i}]"),
+                        format!("{} holds no public key usable with {algorithms:?}", full.display()),
+                    );
+                }
+            },
+            Err(e) => {
+                let full = cx.dir().join(&file.value);
+                cx.field_error_at(
+                    file.referenced,
+                    &format!("keys[{i}]"),
+                    format!("cannot read {}: {e}", full.display()),
+                );
+            }
+        }
+    }
+    Source::Static(Arc::new(set))
+}
+
+/// A PEM public key for the configured algorithm families.
+fn pem_key(pem: &[u8], algorithms: &[Algorithm]) -> Option<Key> {
+    for family in [AlgorithmFamily::Rsa, AlgorithmFamily::Ec, AlgorithmFamily::Ed] {
+        if !algorithms.iter().any(|a| a.family() == family) {
+            continue;
+        }
+        let key = match family {
+            AlgorithmFamily::Rsa => DecodingKey::from_rsa_pem(pem),
+            AlgorithmFamily::Ec => DecodingKey::from_ec_pem(pem),
+            _ => DecodingKey::from_ed_pem(pem),
+        };
+        if let Some(key) = key.ok().and_then(|key| Key::new(None, &key)) {
+            return Some(key);
+        }
+    }
+    None
+}

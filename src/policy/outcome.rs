@@ -1,0 +1,86 @@
+//! What policies decide, as types: a [`Decision`] per policy and request, a [`Denial`] that
+//! names the exact reason (its label for logs and metrics and its problem for the client come
+//! from one `match` in the policy's own file), and the [`Outcome`] recorded for each policy
+//! that ran.
+
+use http::Response;
+
+use super::{client_cert, cors, ip_filter, jwt};
+use crate::body::Body;
+use crate::problem::Problem;
+
+/// What a policy decided about one request.
+pub enum Decision {
+    Continue,
+    /// Answer now with this response (not a refusal: e.g. a CORS preflight).
+    Answer(Response<Body>),
+    Deny(Denial),
+}
+
+impl From<Result<(), Denial>> for Decision {
+    fn from(result: Result<(), Denial>) -> Self {
+        match result {
+            Ok(()) => Self::Continue,
+            Err(denial) => Self::Deny(denial),
+        }
+    }
+}
+
+/// The exact cause of a refusal. The client only sees [`Denial::problem`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Denial {
+    Cors(cors::Refusal),
+    IpFilter(ip_filter::Refusal),
+    Jwt(jwt::Refusal),
+    ClientCert(client_cert::Refusal),
+}
+
+impl Denial {
+    /// The reason, like `expired` or `origin_not_allowed`, for logs, metrics and `trace`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Cors(r) => r.label(),
+            Self::IpFilter(r) => r.label(),
+            Self::Jwt(r) => r.label(),
+            Self::ClientCert(r) => r.label(),
+        }
+    }
+
+    /// The RFC 9457 answer; it names no policy internals.
+    pub fn problem(self) -> Problem {
+        match self {
+            Self::Cors(r) => r.problem(),
+            Self::IpFilter(r) => r.problem(),
+            Self::Jwt(r) => r.problem(),
+            Self::ClientCert(r) => r.problem(),
+        }
+    }
+}
+
+/// What one policy's decision was, as recorded for the access log, metrics and `trace`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Allowed,
+    /// The gateway answered itself (a CORS preflight).
+    Answered,
+    /// Refused: the request stopped here.
+    Denied(Denial),
+    /// Would have been refused, but the policy is in `report` mode: recorded, not enforced.
+    Reported(Denial),
+}
+
+impl Outcome {
+    /// `allowed`, `answered`, or the denial reason (also in report mode).
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Allowed => "allowed",
+            Self::Answered => "answered",
+            Self::Denied(d) | Self::Reported(d) => d.label(),
+        }
+    }
+
+    /// A denial that report mode let through.
+    pub fn report_only(self) -> bool {
+        matches!(self, Self::Reported(_))
+    }
+}
