@@ -30,14 +30,6 @@ fn ready<F: Future>(f: F) -> F::Output {
     }
 }
 
-/// A compile context for a policy called `bench`, with paths relative to `dir`.
-fn context(dir: &std::path::Path) -> CompileContext<'static> {
-    let file: &'static std::path::Path = Box::leak(dir.join("bench.yaml").into_boxed_path());
-    let mut cx = CompileContext::new(file);
-    cx.enter("bench", "policies.bench", serde_saphyr::Location::UNKNOWN);
-    cx
-}
-
 fn cors(c: &mut Criterion) {
     let cors = Cors::compile(
         &CorsConfig {
@@ -49,7 +41,7 @@ fn cors(c: &mut Criterion) {
             max_age: None,
             terminate_unmatched: true,
         },
-        &mut context(std::path::Path::new(".")),
+        &mut CompileContext::standalone(std::path::Path::new("."), "bench"),
     )
     .unwrap();
     let mut g = c.benchmark_group("cors");
@@ -72,7 +64,7 @@ fn ip_filter(c: &mut Criterion) {
     let deny: Vec<IpNet> =
         (0..1000u32).map(|i| format!("{}.{}.{}.0/24", 100 + i / 250, i % 250, 7).parse().unwrap()).collect();
     let cfg = IpFilterConfig { allow: allow.clone(), deny: deny.clone() };
-    let filter = IpFilter::compile(&cfg, &mut context(std::path::Path::new("."))).unwrap();
+    let filter = IpFilter::compile(&cfg, &mut CompileContext::standalone(std::path::Path::new("."), "bench")).unwrap();
     let probe: IpAddr = "4.200.1.1".parse().unwrap();
     let mut g = c.benchmark_group("ip_filter_2000_rules");
     g.bench_function("range_table", |b| b.iter(|| filter.check(black_box(probe)).is_ok()));
@@ -94,7 +86,7 @@ fn client_cert(c: &mut Criterion) {
         ],
         forward_header: Some("X-Client-Cert".into()),
     };
-    let policy = ClientCert::compile(&cfg, &mut context(std::path::Path::new("."))).unwrap();
+    let policy = ClientCert::compile(&cfg, &mut CompileContext::standalone(std::path::Path::new("."), "bench")).unwrap();
     let cert = ClientCertInfo {
         subject: "CN=apim-client, O=Example".into(),
         issuer: "CN=Issuing CA, O=Example".into(),
@@ -156,7 +148,7 @@ fn jwt(c: &mut Criterion) {
                 "{{ issuers: [https://idp.test], audiences: [api://bench], algorithms: [{alg:?}], {source}, token_cache: {size}, require_claims: {{ roles: {{ any_of: [Read] }} }} }}"
             );
             let cfg: JwtConfig = serde_saphyr::from_str(&yaml).unwrap();
-            let policy = Jwt::compile(&cfg, &mut context(dir.path())).unwrap();
+            let policy = Jwt::compile(&cfg, &mut CompileContext::standalone(dir.path(), "bench")).unwrap();
             let mut headers = HeaderMap::new();
             headers.insert("authorization", HeaderValue::from_str(&format!("Bearer {token}")).unwrap());
             assert!(ready(policy.check(&mut headers.clone(), now)).is_ok(), "{name} verifies");

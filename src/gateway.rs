@@ -7,7 +7,7 @@ use std::sync::{Arc, OnceLock};
 use arc_swap::ArcSwap;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::config::ConfigErrors;
+use crate::config::error::ConfigErrors;
 use crate::runtime::Runtime;
 
 /// The current runtime, swapped whole by a reload: a request keeps the one it started with.

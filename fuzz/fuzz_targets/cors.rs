@@ -3,6 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use portcullis::config::context::CompileContext;
 use portcullis::policy::cors::{Cors, CorsConfig};
 
 fuzz_target!(|data: &[u8]| {
@@ -12,10 +13,11 @@ fuzz_target!(|data: &[u8]| {
         serde_json::from_value(serde_json::json!({ "allowed_origins": origins })).unwrap()
     };
     // Whatever an operator writes either compiles or is an error; never a panic.
-    if let Ok(cors) = Cors::compile(&config(configured.split(' ').collect())) {
+    let compile = |cfg: &CorsConfig| Cors::compile(cfg, &mut CompileContext::standalone(std::path::Path::new("."), "fuzz"));
+    if let Ok(cors) = compile(&config(configured.split(' ').collect())) {
         let _ = cors.allows(origin);
     }
-    let cors = Cors::compile(&config(vec!["https://portal.example.com", "https://*.portal.example.com"])).unwrap();
+    let cors = compile(&config(vec!["https://portal.example.com", "https://*.portal.example.com"])).unwrap();
     if cors.allows(origin) && origin != "https://portal.example.com" {
         let host = origin.strip_prefix("https://").expect("the scheme matches");
         let label = host.strip_suffix(".portal.example.com").expect("the suffix matches on a label boundary");

@@ -49,8 +49,8 @@ impl Default for Scope {
 }
 
 /// Collects errors and warnings, reads files once, tracks certificates.
-pub struct CompileContext<'a> {
-    file: &'a Path,
+pub struct CompileContext {
+    file: PathBuf,
     dir: PathBuf,
     errors: Vec<ConfigError>,
     warnings: Vec<ConfigError>,
@@ -71,11 +71,11 @@ pub struct Collected {
     pub certificates: Vec<CertificateInUse>,
 }
 
-impl<'a> CompileContext<'a> {
+impl CompileContext {
     /// A context for the configuration `file`; paths in it are relative to its folder.
-    pub fn new(file: &'a Path) -> Self {
+    pub fn new(file: &Path) -> Self {
         Self {
-            file,
+            file: file.to_owned(),
             dir: file.parent().map(Path::to_owned).unwrap_or_default(),
             errors: Vec::new(),
             warnings: Vec::new(),
@@ -87,6 +87,14 @@ impl<'a> CompileContext<'a> {
         }
     }
 
+    /// A context for compiling one part on its own (tests, benchmarks, fuzzing): the part is
+    /// called `name`, and the paths it names are relative to `dir`.
+    pub fn standalone(dir: &Path, name: &str) -> Self {
+        let mut cx = Self::new(&dir.join("standalone.yaml"));
+        cx.enter(name, format!("policies.{name}"), Location::UNKNOWN);
+        cx
+    }
+
     /// The configuration file's folder.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -94,13 +102,13 @@ impl<'a> CompileContext<'a> {
 
     /// Reports an error at `at`, about the document path `path`; add a hint to it.
     pub fn error(&mut self, at: Location, path: impl Into<String>, message: impl Into<String>) -> &mut ConfigError {
-        self.errors.push(ConfigError::new(self.file, at, path, message));
+        self.errors.push(ConfigError::new(&self.file, at, path, message));
         self.errors.last_mut().expect("just pushed")
     }
 
     /// Reports a warning: `check` prints it, `--strict` refuses it.
     pub fn warn(&mut self, at: Location, path: impl Into<String>, message: impl Into<String>) {
-        self.warnings.push(ConfigError::new(self.file, at, path, message));
+        self.warnings.push(ConfigError::new(&self.file, at, path, message));
     }
 
     /// Compiles the part called `name` at document path `path` (written at `at`): errors of

@@ -114,7 +114,7 @@ impl Refusal {
 impl ClientCert {
     /// # Errors
     /// No identity, an empty identity, a malformed thumbprint or header name.
-    pub fn compile(cfg: &ClientCertConfig, cx: &mut CompileContext<'_>) -> Result<Self, Invalid> {
+    pub fn compile(cfg: &ClientCertConfig, cx: &mut CompileContext) -> Result<Self, Invalid> {
         let mark = cx.mark();
         if cfg.identities.is_empty() {
             cx.field_error(
@@ -216,7 +216,7 @@ mod tests {
 
     fn policy(id: IdentityConfig) -> ClientCert {
         let cfg = ClientCertConfig { identities: vec![id], forward_header: Some("X-Client-Cert".into()) };
-        ClientCert::compile(&cfg, &mut CompileContext::new(std::path::Path::new("test.yaml"))).unwrap()
+        ClientCert::compile(&cfg, &mut CompileContext::standalone(std::path::Path::new("."), "test")).unwrap()
     }
 
     #[test]

@@ -131,7 +131,7 @@ impl Cors {
     /// # Errors
     /// An origin that is not `scheme://host[:port]`, `*` with credentials, a bad method or
     /// header name.
-    pub fn compile(cfg: &CorsConfig, cx: &mut CompileContext<'_>) -> Result<Self, Invalid> {
+    pub fn compile(cfg: &CorsConfig, cx: &mut CompileContext) -> Result<Self, Invalid> {
         let mark = cx.mark();
         let mut any = false;
         let mut exact = HashSet::new();

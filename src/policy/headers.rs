@@ -37,7 +37,7 @@ pub struct HeaderEdits {
 }
 
 impl HeaderEdits {
-    fn compile(cfg: &HeaderRulesConfig, side: &str, cx: &mut CompileContext<'_>) -> Self {
+    fn compile(cfg: &HeaderRulesConfig, side: &str, cx: &mut CompileContext) -> Self {
         let mut edits = Self::default();
         for name in &cfg.remove {
             edits.remove.extend(header_name(&name.value, name.referenced, &format!("{side}.remove"), cx));
@@ -74,7 +74,7 @@ impl HeaderEdits {
     }
 }
 
-fn header_name(name: &str, at: Location, field: &str, cx: &mut CompileContext<'_>) -> Option<HeaderName> {
+fn header_name(name: &str, at: Location, field: &str, cx: &mut CompileContext) -> Option<HeaderName> {
     let parsed = HeaderName::from_bytes(name.as_bytes()).ok();
     if parsed.is_none() {
         cx.field_error_at(at, field, format!("{name:?} is not a valid header name"))
@@ -93,7 +93,7 @@ pub struct HeaderRules {
 impl HeaderRules {
     /// # Errors
     /// A bad header name or value, or a value reference that cannot be resolved.
-    pub fn compile(cfg: &HeadersConfig, cx: &mut CompileContext<'_>) -> Result<Self, Invalid> {
+    pub fn compile(cfg: &HeadersConfig, cx: &mut CompileContext) -> Result<Self, Invalid> {
         let mark = cx.mark();
         let request = HeaderEdits::compile(&cfg.request, "request", cx);
         let response = HeaderEdits::compile(&cfg.response, "response", cx);

@@ -60,7 +60,7 @@ impl IpFilter {
     ///
     /// # Errors
     /// None today: every list of networks is valid.
-    pub fn compile(cfg: &IpFilterConfig, _cx: &mut CompileContext<'_>) -> Result<Self, Invalid> {
+    pub fn compile(cfg: &IpFilterConfig, _cx: &mut CompileContext) -> Result<Self, Invalid> {
         Ok(Self { allow: IpSet::new(cfg.allow.iter().copied()), deny: IpSet::new(cfg.deny.iter().copied()) })
     }
 
@@ -86,7 +86,7 @@ mod tests {
             allow: allow.iter().map(|n| n.parse().unwrap()).collect(),
             deny: deny.iter().map(|n| n.parse().unwrap()).collect(),
         };
-        IpFilter::compile(&cfg, &mut CompileContext::new(std::path::Path::new("test.yaml"))).unwrap()
+        IpFilter::compile(&cfg, &mut CompileContext::standalone(std::path::Path::new("."), "test")).unwrap()
     }
 
     fn allowed(f: &IpFilter, ip: &str) -> bool {

@@ -15,7 +15,7 @@ use crate::tls;
 
 pub(super) fn compile(
     raw: &BTreeMap<String, Spanned<raw::BackendConfig>>,
-    cx: &mut CompileContext<'_>,
+    cx: &mut CompileContext,
 ) -> BTreeMap<String, Arc<Backend>> {
     let mut out = BTreeMap::new();
     for (name, spanned) in raw {
@@ -37,7 +37,7 @@ pub(super) fn compile(
     out
 }
 
-fn pool(name: &str, b: &raw::BackendConfig, path: &str, cx: &mut CompileContext<'_>) -> Option<Backend> {
+fn pool(name: &str, b: &raw::BackendConfig, path: &str, cx: &mut CompileContext) -> Option<Backend> {
     let mut upstreams = Vec::new();
     for (i, url) in b.urls.iter().enumerate() {
         match Upstream::parse(&url.value) {

@@ -20,7 +20,7 @@ use crate::telemetry::metrics::RouteMetrics;
 pub(super) fn compile(
     raw: &Spanned<IdentityConfig>,
     listeners: &[Spanned<raw::ListenerConfig>],
-    cx: &mut CompileContext<'_>,
+    cx: &mut CompileContext,
 ) -> Option<(Arc<Issuer>, Arc<str>)> {
     let cfg = &raw.value;
     let mark = cx.mark();
@@ -77,7 +77,7 @@ pub(super) fn compile(
     Some((Arc::new(Issuer::new(settings)), cfg.listener.value.as_str().into()))
 }
 
-fn signing_key(file: &Located, cx: &mut CompileContext<'_>) -> Option<identity::signing::SigningKey> {
+fn signing_key(file: &Located, cx: &mut CompileContext) -> Option<identity::signing::SigningKey> {
     match identity::signing::SigningKey::load(&cx.path(&file.value)) {
         Ok(key) => Some(key),
         Err(e) => {
@@ -93,7 +93,7 @@ fn signing_key(file: &Located, cx: &mut CompileContext<'_>) -> Option<identity::
 pub(super) fn warn_about_default_jwt(
     defaults: &[Located],
     policies: &HashMap<String, Arc<NamedPolicy>>,
-    cx: &mut CompileContext<'_>,
+    cx: &mut CompileContext,
 ) {
     for name in defaults {
         if policies.get(&name.value).is_some_and(|p| matches!(p.policy, Policy::Jwt(_))) {

@@ -12,7 +12,7 @@ use crate::config::raw::{self, ClientAuthMode, Located, TlsVersion};
 use crate::runtime::{Limits, ListenerKind, ListenerSpec};
 use crate::tls::{self, ClientAuth};
 
-pub(super) fn compile(raw: &[Spanned<raw::ListenerConfig>], cx: &mut CompileContext<'_>) -> Vec<ListenerSpec> {
+pub(super) fn compile(raw: &[Spanned<raw::ListenerConfig>], cx: &mut CompileContext) -> Vec<ListenerSpec> {
     let mut names = HashSet::new();
     let mut binds = HashSet::new();
     let mut out = Vec::new();
@@ -65,7 +65,7 @@ fn limits(
     limits: &raw::LimitsConfig,
     spanned: &Spanned<raw::ListenerConfig>,
     path: &str,
-    cx: &mut CompileContext<'_>,
+    cx: &mut CompileContext,
 ) -> Limits {
     for (name, value) in [
         ("max_connections", limits.max_connections),
@@ -91,7 +91,7 @@ fn limits(
 }
 
 /// An `IP:port` address.
-pub(super) fn socket_addr(bind: &Located, path: &str, cx: &mut CompileContext<'_>) -> Option<SocketAddr> {
+pub(super) fn socket_addr(bind: &Located, path: &str, cx: &mut CompileContext) -> Option<SocketAddr> {
     match bind.value.parse() {
         Ok(addr) => Some(addr),
         Err(_) => {
@@ -107,7 +107,7 @@ pub(super) fn cert_and_key(
     cert: &Located,
     key: &Located,
     path: &str,
-    cx: &mut CompileContext<'_>,
+    cx: &mut CompileContext,
 ) -> Option<Arc<rustls::sign::CertifiedKey>> {
     let chain = cx.certs(cert, &format!("{path}.cert")).ok()?;
     let key_der = match tls::load_key(&cx.path(&key.value)) {
@@ -128,7 +128,7 @@ pub(super) fn cert_and_key(
     }
 }
 
-fn server_tls(t: &raw::TlsConfig, path: &str, cx: &mut CompileContext<'_>) -> Option<Arc<rustls::ServerConfig>> {
+fn server_tls(t: &raw::TlsConfig, path: &str, cx: &mut CompileContext) -> Option<Arc<rustls::ServerConfig>> {
     if t.certificates.value.is_empty() {
         cx.error(t.certificates.referenced, format!("{path}.tls.certificates"), "at least one certificate is needed");
         return None;

@@ -12,7 +12,7 @@ use crate::policy::{ClientCert, Cors, HeaderRules, IpFilter, Jwt, NamedPolicy, P
 
 pub(super) fn compile(
     raw: &BTreeMap<String, Spanned<raw::PolicyConfig>>,
-    cx: &mut CompileContext<'_>,
+    cx: &mut CompileContext,
 ) -> HashMap<String, Arc<NamedPolicy>> {
     let mut out = HashMap::new();
     for (name, spanned) in raw {
@@ -24,7 +24,7 @@ pub(super) fn compile(
 }
 
 /// Compiles one policy of exactly one kind.
-fn one(name: &str, spanned: &Spanned<raw::PolicyConfig>, cx: &mut CompileContext<'_>) -> Result<Policy, Invalid> {
+fn one(name: &str, spanned: &Spanned<raw::PolicyConfig>, cx: &mut CompileContext) -> Result<Policy, Invalid> {
     let p = &spanned.value;
     let path = format!("policies.{name}");
     let kinds =

@@ -29,7 +29,7 @@ pub(super) fn references(
     path: &str,
     policies: &HashMap<String, Arc<NamedPolicy>>,
     declared: &Declared<'_>,
-    cx: &mut CompileContext<'_>,
+    cx: &mut CompileContext,
 ) -> Vec<Arc<NamedPolicy>> {
     let mut out = Vec::new();
     for (i, name) in names.iter().enumerate() {
@@ -53,7 +53,7 @@ pub(super) fn compile(
     policies: &HashMap<String, Arc<NamedPolicy>>,
     backends: &BTreeMap<String, Arc<Backend>>,
     declared: &Declared<'_>,
-    cx: &mut CompileContext<'_>,
+    cx: &mut CompileContext,
 ) -> RouteTable {
     let mut table = RouteTable::default();
     let mut names = HashSet::new();
@@ -120,7 +120,7 @@ pub(super) fn compile(
     table
 }
 
-fn path_match(m: &raw::MatchConfig, path: &str, cx: &mut CompileContext<'_>) -> Option<PathMatch> {
+fn path_match(m: &raw::MatchConfig, path: &str, cx: &mut CompileContext) -> Option<PathMatch> {
     match (&m.path_prefix, &m.path) {
         (None, None) => Some(PathMatch::Any),
         (Some(prefix), None) if prefix.value.starts_with('/') => Some(PathMatch::Prefix(prefix.value.clone())),
@@ -144,7 +144,7 @@ fn path_match(m: &raw::MatchConfig, path: &str, cx: &mut CompileContext<'_>) -> 
     }
 }
 
-fn methods(m: &raw::MatchConfig, path: &str, cx: &mut CompileContext<'_>) -> Vec<Method> {
+fn methods(m: &raw::MatchConfig, path: &str, cx: &mut CompileContext) -> Vec<Method> {
     let mut methods = Vec::new();
     for (j, method) in m.methods.iter().enumerate() {
         match Method::from_bytes(method.value.to_ascii_uppercase().as_bytes()) {

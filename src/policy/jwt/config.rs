@@ -68,7 +68,7 @@ impl Jwt {
     ///
     /// # Errors
     /// Every problem found, each reported at its field.
-    pub fn compile(cfg: &JwtConfig, cx: &mut CompileContext<'_>) -> Result<Self, Invalid> {
+    pub fn compile(cfg: &JwtConfig, cx: &mut CompileContext) -> Result<Self, Invalid> {
         super::crypto::install();
         let mark = cx.mark();
         let own = own_issuer(cfg, cx);
@@ -115,7 +115,7 @@ fn names_own(cfg: &JwtConfig, own: &IssuerFacts, i: &str) -> bool {
 }
 
 /// The gateway's own issuer, when the policy trusts it.
-fn own_issuer(cfg: &JwtConfig, cx: &mut CompileContext<'_>) -> Option<IssuerFacts> {
+fn own_issuer(cfg: &JwtConfig, cx: &mut CompileContext) -> Option<IssuerFacts> {
     let wants_self = cfg.issuers.iter().any(|i| i == "self");
     match &cx.issuer {
         Some(own) if cfg.issuers.iter().any(|i| names_own(cfg, own, i)) => Some(own.clone()),
@@ -128,7 +128,7 @@ fn own_issuer(cfg: &JwtConfig, cx: &mut CompileContext<'_>) -> Option<IssuerFact
 }
 
 /// The configured algorithms; with the own issuer and no list, its algorithm.
-fn algorithms(cfg: &JwtConfig, own: Option<&IssuerFacts>, cx: &mut CompileContext<'_>) -> Vec<Algorithm> {
+fn algorithms(cfg: &JwtConfig, own: Option<&IssuerFacts>, cx: &mut CompileContext) -> Vec<Algorithm> {
     let mut algorithms: Vec<Algorithm> =
         own.filter(|_| cfg.algorithms.is_empty()).map(|own| own.algorithm).into_iter().collect();
     for a in &cfg.algorithms {
@@ -154,7 +154,7 @@ fn algorithms(cfg: &JwtConfig, own: Option<&IssuerFacts>, cx: &mut CompileContex
 }
 
 /// Exactly one key source, and HS* exactly with a secret given by reference.
-fn check_source_choice(cfg: &JwtConfig, uses_own: bool, algorithms: &[Algorithm], cx: &mut CompileContext<'_>) {
+fn check_source_choice(cfg: &JwtConfig, uses_own: bool, algorithms: &[Algorithm], cx: &mut CompileContext) {
     let sources = [!cfg.keys.is_empty(), cfg.jwks_url.is_some(), cfg.openid_config.is_some(), cfg.secret.is_some()];
     let count = sources.iter().filter(|s| **s).count();
     let wants_self = cfg.issuers.iter().any(|i| i == "self");
@@ -183,7 +183,7 @@ fn check_source_choice(cfg: &JwtConfig, uses_own: bool, algorithms: &[Algorithm]
     }
 }
 
-fn claim_rules(cfg: &JwtConfig, cx: &mut CompileContext<'_>) -> Vec<ClaimRule> {
+fn claim_rules(cfg: &JwtConfig, cx: &mut CompileContext) -> Vec<ClaimRule> {
     let mut rules = Vec::new();
     for (claim, rule) in &cfg.require_claims {
         match (&rule.any_of, &rule.all_of) {
@@ -197,7 +197,7 @@ fn claim_rules(cfg: &JwtConfig, cx: &mut CompileContext<'_>) -> Vec<ClaimRule> {
     rules
 }
 
-fn forwarded_claims(cfg: &JwtConfig, cx: &mut CompileContext<'_>) -> Vec<(String, HeaderName)> {
+fn forwarded_claims(cfg: &JwtConfig, cx: &mut CompileContext) -> Vec<(String, HeaderName)> {
     let mut forward = Vec::new();
     for (claim, header) in &cfg.forward_claims {
         match HeaderName::from_bytes(header.as_bytes()) {
@@ -212,7 +212,7 @@ fn forwarded_claims(cfg: &JwtConfig, cx: &mut CompileContext<'_>) -> Vec<(String
 
 /// The TLS client for key fetches: system roots plus `trusted_cas` (read once, tracked for
 /// expiry).
-fn fetch_tls(cfg: &JwtConfig, cx: &mut CompileContext<'_>) -> Option<Arc<rustls::ClientConfig>> {
+fn fetch_tls(cfg: &JwtConfig, cx: &mut CompileContext) -> Option<Arc<rustls::ClientConfig>> {
     if !cfg.is_remote() {
         if let Some(file) = &cfg.trusted_cas {
             cx.path(&file.value);
@@ -240,7 +240,7 @@ fn fetch_tls(cfg: &JwtConfig, cx: &mut CompileContext<'_>) -> Option<Arc<rustls:
 }
 
 /// The document path of the policy being compiled (for certificate usage labels).
-fn field_path(cx: &CompileContext<'_>) -> String {
+fn field_path(cx: &CompileContext) -> String {
     format!("policies.{}.jwt", cx.name())
 }
 
@@ -248,7 +248,7 @@ fn key_source(
     cfg: &JwtConfig,
     own: Option<&IssuerFacts>,
     algorithms: &[Algorithm],
-    cx: &mut CompileContext<'_>,
+    cx: &mut CompileContext,
 ) -> Source {
     if let Some(own) = own {
         return match KeySet::from_jwks(&own.jwks) {
