@@ -86,7 +86,8 @@ fn client_cert(c: &mut Criterion) {
         ],
         forward_header: Some("X-Client-Cert".into()),
     };
-    let policy = ClientCert::compile(&cfg, &mut CompileContext::standalone(std::path::Path::new("."), "bench")).unwrap();
+    let policy =
+        ClientCert::compile(&cfg, &mut CompileContext::standalone(std::path::Path::new("."), "bench")).unwrap();
     let cert = ClientCertInfo {
         subject: "CN=apim-client, O=Example".into(),
         issuer: "CN=Issuing CA, O=Example".into(),

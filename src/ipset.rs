@@ -63,7 +63,7 @@ fn lookup<T: Ord + Copy>(ranges: &[(T, T)], x: T) -> bool {
 }
 
 mod num_like {
-    pub trait Successor {
+    pub(super) trait Successor {
         fn successor_or_max(self) -> Self;
     }
     impl Successor for u32 {

@@ -115,7 +115,8 @@ fn imports(src: &Path) -> BTreeMap<PathBuf, BTreeSet<PathBuf>> {
             }
         }
         for (at, _) in code.match_indices("crate::") {
-            let tail: String = code[at..].chars().take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':').collect();
+            let tail: String =
+                code[at..].chars().take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':').collect();
             paths.push(tail.split("::").filter(|s| !s.is_empty()).map(str::to_owned).collect());
         }
         let targets: BTreeSet<PathBuf> =
@@ -177,14 +178,10 @@ fn the_checker_sees_a_cycle_and_resolves_use_trees() {
     let trees = expand("crate::policy::{chain::Chain, outcome::{Decision, Denial}}");
     assert_eq!(trees.len(), 3);
     assert_eq!(trees[2], ["crate", "policy", "outcome", "Denial"]);
-    let graph: BTreeMap<PathBuf, BTreeSet<PathBuf>> = [
-        ("a.rs", vec!["b.rs"]),
-        ("b.rs", vec!["c.rs"]),
-        ("c.rs", vec!["a.rs"]),
-        ("d.rs", vec!["a.rs"]),
-    ]
-    .into_iter()
-    .map(|(f, to)| (PathBuf::from(f), to.into_iter().map(PathBuf::from).collect()))
-    .collect();
+    let graph: BTreeMap<PathBuf, BTreeSet<PathBuf>> =
+        [("a.rs", vec!["b.rs"]), ("b.rs", vec!["c.rs"]), ("c.rs", vec!["a.rs"]), ("d.rs", vec!["a.rs"])]
+            .into_iter()
+            .map(|(f, to)| (PathBuf::from(f), to.into_iter().map(PathBuf::from).collect()))
+            .collect();
     assert_eq!(find_cycle(&graph).map(|c| c.len()), Some(4));
 }

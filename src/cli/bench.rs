@@ -13,7 +13,7 @@ use crate::runtime::ListenerKind;
 use crate::server::Server;
 use crate::telemetry::access::{set_sink, AccessSink};
 
-pub struct BenchArgs {
+pub(super) struct BenchArgs {
     pub scenario: PathBuf,
     pub url: Option<String>,
     pub config: Option<PathBuf>,
@@ -21,7 +21,7 @@ pub struct BenchArgs {
     pub workers: Option<std::num::NonZeroUsize>,
 }
 
-pub fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
+pub(super) fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     let scenario = loadtest::Scenario::load(&args.scenario)?;
     let rt = super::run::event_loop(args.workers)?;
     rt.block_on(async {

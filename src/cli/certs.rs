@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use crate::pki;
 
-pub fn dev(dir: &Path, force: bool) -> anyhow::Result<ExitCode> {
+pub(super) fn dev(dir: &Path, force: bool) -> anyhow::Result<ExitCode> {
     if pki::ensure_dev_material(dir, force)? {
         println!("created development certificates in {}:", dir.display());
     } else {
@@ -20,7 +20,7 @@ pub fn dev(dir: &Path, force: bool) -> anyhow::Result<ExitCode> {
 
 /// Prints every certificate the configuration uses; exit 1 when any expires within
 /// `warn_days` (or has expired).
-pub fn check(config_file: &Path, warn_days: i64) -> anyhow::Result<ExitCode> {
+pub(super) fn check(config_file: &Path, warn_days: i64) -> anyhow::Result<ExitCode> {
     let loaded = match crate::config::load(config_file) {
         Ok(loaded) => loaded,
         Err(errors) => {

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use crate::config;
 
-pub fn check(config_file: &Path) -> anyhow::Result<ExitCode> {
+pub(super) fn check(config_file: &Path) -> anyhow::Result<ExitCode> {
     match config::load(config_file) {
         Ok(loaded) => {
             for warning in &loaded.warnings {

@@ -12,7 +12,7 @@ use anyhow::Context;
 use crate::identity::IdentityStore;
 use crate::{config, pki};
 
-pub fn demo(config_file: &Path, certs: &Path, globals: &super::Globals) -> anyhow::Result<ExitCode> {
+pub(super) fn demo(config_file: &Path, certs: &Path, globals: &super::Globals) -> anyhow::Result<ExitCode> {
     if pki::ensure_dev_material(certs, false)? {
         eprintln!("created development certificates in {}", certs.display());
     }

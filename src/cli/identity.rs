@@ -13,7 +13,7 @@ use crate::identity::StoreLocation;
 
 /// Where the store is and who is acting.
 #[derive(Args)]
-pub struct StoreArgs {
+pub(super) struct StoreArgs {
     /// The configuration whose `identity.store` to use.
     #[arg(long, global = true, default_value = "policies/gateway.yaml")]
     config: PathBuf,
@@ -28,7 +28,7 @@ pub struct StoreArgs {
 impl StoreArgs {
     fn open(&self) -> anyhow::Result<Arc<dyn IdentityStore>> {
         let location = match &self.store {
-            Some(text) => StoreLocation::parse(text, std::path::Path::new("")).map_err(anyhow::Error::msg)?,
+            Some(text) => StoreLocation::parse(text, std::path::Path::new(""))?,
             None => crate::config::compile::identity_store(&self.config).map_err(|e| anyhow::anyhow!("{e}"))?,
         };
         Ok(location.open()?)
@@ -60,7 +60,7 @@ fn os_user() -> String {
 }
 
 #[derive(Subcommand)]
-pub enum SystemsCommand {
+pub(super) enum SystemsCommand {
     /// Create an external system; prints its id and both secrets, once.
     Create {
         name: String,
@@ -101,7 +101,7 @@ pub enum SystemsCommand {
 }
 
 #[derive(Subcommand)]
-pub enum UsersCommand {
+pub(super) enum UsersCommand {
     /// Add an internal user.
     Add {
         id: String,
@@ -134,7 +134,7 @@ fn active(flag: bool) -> &'static str {
     }
 }
 
-pub fn systems(args: &StoreArgs, command: SystemsCommand) -> anyhow::Result<ExitCode> {
+pub(super) fn systems(args: &StoreArgs, command: SystemsCommand) -> anyhow::Result<ExitCode> {
     let store = args.open()?;
     let actor = args.actor();
     match command {
@@ -198,7 +198,7 @@ pub fn systems(args: &StoreArgs, command: SystemsCommand) -> anyhow::Result<Exit
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn users(args: &StoreArgs, command: UsersCommand) -> anyhow::Result<ExitCode> {
+pub(super) fn users(args: &StoreArgs, command: UsersCommand) -> anyhow::Result<ExitCode> {
     let store = args.open()?;
     let actor = args.actor();
     match command {
@@ -225,7 +225,7 @@ pub fn users(args: &StoreArgs, command: UsersCommand) -> anyhow::Result<ExitCode
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn audit(args: &StoreArgs) -> anyhow::Result<ExitCode> {
+pub(super) fn audit(args: &StoreArgs) -> anyhow::Result<ExitCode> {
     let store = args.open()?;
     println!("{:<25}  {:<16}  {:<20}  {:<36}  {:<16}  DETAIL", "TIME", "ACTOR", "ACTION", "SYSTEM", "USER");
     for e in store.audit()? {

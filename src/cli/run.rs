@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use crate::config;
 use crate::server::Server;
 
-pub fn run(config_file: &Path, globals: &super::Globals) -> anyhow::Result<ExitCode> {
+pub(super) fn run(config_file: &Path, globals: &super::Globals) -> anyhow::Result<ExitCode> {
     super::init_logging(globals)?;
     let loaded = match config::load(config_file) {
         Ok(loaded) => loaded,

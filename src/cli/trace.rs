@@ -19,7 +19,7 @@ use crate::redact;
 use crate::tls::ClientCertInfo;
 
 /// What `trace` is asked to simulate.
-pub struct TraceRequest {
+pub(super) struct TraceRequest {
     pub config: PathBuf,
     pub method: String,
     pub url: String,
@@ -29,7 +29,7 @@ pub struct TraceRequest {
     pub token: Option<String>,
 }
 
-pub fn trace(req: &TraceRequest) -> anyhow::Result<ExitCode> {
+pub(super) fn trace(req: &TraceRequest) -> anyhow::Result<ExitCode> {
     let loaded = match config::load(&req.config) {
         Ok(loaded) => loaded,
         Err(errors) => {
@@ -147,5 +147,5 @@ fn build_request(req: &TraceRequest) -> anyhow::Result<Request<()>> {
 
 fn read_cert(path: &Path) -> anyhow::Result<ClientCertInfo> {
     let certs = crate::tls::load_certs(path)?;
-    ClientCertInfo::parse(&certs[0]).map_err(anyhow::Error::msg)
+    Ok(ClientCertInfo::parse(&certs[0])?)
 }

@@ -15,7 +15,7 @@ use rustls_pki_types::CertificateDer;
 use serde_saphyr::Location;
 
 use super::error::ConfigError;
-use super::values::{Located, ValueRef};
+use super::values::{Located, UnresolvedValue, ValueRef};
 use crate::tls::{self, CertificateInUse, ClientCertInfo, TlsError};
 
 /// Proof that at least one error was reported to the [`CompileContext`]: what a section's
@@ -182,7 +182,7 @@ impl CompileContext {
     ///
     /// # Errors
     /// The variable is unset or the file unreadable; the message names which, never the value.
-    pub fn value(&mut self, value: &ValueRef) -> Result<String, String> {
+    pub fn value(&mut self, value: &ValueRef) -> Result<String, UnresolvedValue> {
         if let ValueRef::File(file) = value {
             self.path(file);
         }

@@ -2,6 +2,9 @@
 //! keys; names that other parts refer to, and file paths, keep their location so that a
 //! dangling reference or an unreadable file is reported at its `file:line:column`.
 
+// Each field is the YAML key of the same name; the README's configuration reference documents them.
+#![allow(missing_docs)]
+
 use std::collections::BTreeMap;
 
 use ipnet::IpNet;

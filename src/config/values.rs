@@ -129,19 +129,27 @@ impl ValueRef {
     ///
     /// # Errors
     /// The variable is unset or the file unreadable; the message names which, never the value.
-    pub fn resolve(&self, base_dir: &Path) -> Result<String, String> {
+    pub fn resolve(&self, base_dir: &Path) -> Result<String, UnresolvedValue> {
         match self {
             Self::Literal(text) => Ok(text.clone()),
-            Self::Env(name) => std::env::var(name)
-                .map_err(|_| format!("environment variable {name} is not set: export it before starting the gateway")),
+            Self::Env(name) => std::env::var(name).map_err(|_| UnresolvedValue::Unset(name.clone())),
             Self::File(path) => {
                 let full = base_dir.join(path);
                 std::fs::read_to_string(&full)
                     .map(|text| text.trim_end_matches(['\r', '\n']).to_owned())
-                    .map_err(|e| format!("cannot read {}: {e}", full.display()))
+                    .map_err(|source| UnresolvedValue::Unreadable { path: full, source })
             }
         }
     }
+}
+
+/// Why a `${env:}` or `${file:}` reference has no value; never says what the value is.
+#[derive(Debug, thiserror::Error)]
+pub enum UnresolvedValue {
+    #[error("environment variable {0} is not set: export it before starting the gateway")]
+    Unset(String),
+    #[error("cannot read {}: {source}", path.display())]
+    Unreadable { path: std::path::PathBuf, source: std::io::Error },
 }
 
 /// Never prints a resolved value; only where it comes from.
@@ -198,10 +206,10 @@ mod tests {
         std::env::set_var("PORTCULLIS_TEST_SECRET", "hunter2");
         let r = ValueRef::from("${env:PORTCULLIS_TEST_SECRET}".to_owned());
         assert!(r.is_secret());
-        assert_eq!(r.resolve(Path::new(".")).as_deref(), Ok("hunter2"));
+        assert_eq!(r.resolve(Path::new(".")).unwrap(), "hunter2");
         assert!(!format!("{r:?}").contains("hunter2"));
         let missing = ValueRef::from("${env:PORTCULLIS_TEST_UNSET}".to_owned());
-        assert!(missing.resolve(Path::new(".")).unwrap_err().contains("PORTCULLIS_TEST_UNSET"));
+        assert!(missing.resolve(Path::new(".")).unwrap_err().to_string().contains("PORTCULLIS_TEST_UNSET"));
         assert_eq!(ValueRef::from("plain".to_owned()), ValueRef::Literal("plain".into()));
     }
 }

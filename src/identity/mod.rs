@@ -68,6 +68,15 @@ impl Default for TokenRateLimitConfig {
     }
 }
 
+/// A store location that cannot be used.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LocationError {
+    #[error("PostgreSQL stores are not built yet; use sqlite:PATH (one instance per store)")]
+    NotBuilt,
+    #[error("{0:?} is not a store location; write sqlite:PATH")]
+    Unknown(String),
+}
+
 /// Where the store lives.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StoreLocation {
@@ -79,13 +88,11 @@ impl StoreLocation {
     ///
     /// # Errors
     /// Another scheme or an empty path.
-    pub fn parse(text: &str, dir: &Path) -> Result<Self, String> {
+    pub fn parse(text: &str, dir: &Path) -> Result<Self, LocationError> {
         match text.split_once(':') {
             Some(("sqlite", path)) if !path.is_empty() => Ok(Self::Sqlite(dir.join(path))),
-            Some(("postgres" | "postgresql", _)) => {
-                Err("PostgreSQL stores are not built yet; use sqlite:PATH (one instance per store)".into())
-            }
-            _ => Err(format!("{text:?} is not a store location; write sqlite:PATH")),
+            Some(("postgres" | "postgresql", _)) => Err(LocationError::NotBuilt),
+            _ => Err(LocationError::Unknown(text.to_owned())),
         }
     }
 

@@ -25,20 +25,26 @@ impl std::fmt::Debug for SigningKey {
     }
 }
 
+/// A signing key that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SigningKeyError {
+    #[error(transparent)]
+    Unreadable(#[from] crate::tls::TlsError),
+    #[error("{} is not a PKCS#8 key (\"BEGIN PRIVATE KEY\"); convert it with `openssl pkcs8 -topk8 -nocrypt`", .0.display())]
+    NotPkcs8(std::path::PathBuf),
+    #[error("{} is neither an ECDSA P-256 (ES256) nor an Ed25519 key", .0.display())]
+    Unsupported(std::path::PathBuf),
+}
+
 impl SigningKey {
     /// Reads a PKCS#8 PEM private key.
     ///
     /// # Errors
     /// Unreadable, not PKCS#8, or neither P-256 nor Ed25519.
-    pub fn load(path: &Path) -> Result<Self, String> {
-        let der = match crate::tls::load_key(path).map_err(|e| e.to_string())? {
+    pub fn load(path: &Path) -> Result<Self, SigningKeyError> {
+        let der = match crate::tls::load_key(path)? {
             PrivateKeyDer::Pkcs8(der) => der,
-            _ => {
-                return Err(format!(
-                    "{} is not a PKCS#8 key (\"BEGIN PRIVATE KEY\"); convert it with `openssl pkcs8 -topk8 -nocrypt`",
-                    path.display()
-                ))
-            }
+            _ => return Err(SigningKeyError::NotPkcs8(path.to_owned())),
         };
         let der = der.secret_pkcs8_der();
         let (algorithm, members, key) =
@@ -52,7 +58,7 @@ impl SigningKey {
                 let members = json!({"crv": "Ed25519", "kty": "OKP", "x": b64(pair.public_key().as_ref())});
                 (Algorithm::EdDSA, members, EncodingKey::from_ed_der(der))
             } else {
-                return Err(format!("{} is neither an ECDSA P-256 (ES256) nor an Ed25519 key", path.display()));
+                return Err(SigningKeyError::Unsupported(path.to_owned()));
             };
         // RFC 7638: SHA-256 of the required members in lexicographic order, no whitespace
         // (serde_json's maps are ordered by key).
@@ -73,11 +79,11 @@ impl SigningKey {
     ///
     /// # Errors
     /// Signing failed (a broken key).
-    pub fn sign(&self, claims: &Value) -> Result<String, String> {
+    pub fn sign(&self, claims: &Value) -> Result<String, jsonwebtoken::errors::Error> {
         let mut header = Header::new(self.algorithm);
         header.typ = Some("at+jwt".into());
         header.kid = Some(self.kid.clone());
-        jsonwebtoken::encode(&header, claims, &self.key).map_err(|e| format!("signing failed: {e}"))
+        jsonwebtoken::encode(&header, claims, &self.key)
     }
 }
 

@@ -1,6 +1,9 @@
 //! The `portcullis bench` scenario file (DESIGN §8): weighted request kinds with expected
 //! statuses, tokens minted from keys, TLS settings, run length and thresholds.
 
+// Each field is the scenario key of the same name; the README's `bench` section documents them.
+#![allow(missing_docs)]
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -57,7 +57,7 @@ impl HeaderEdits {
                     }
                 },
                 Err(e) => {
-                    cx.field_error_at(value.referenced, &field, e);
+                    cx.field_error_at(value.referenced, &field, e.to_string());
                 }
             }
         }

@@ -33,7 +33,7 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// How a pool opens connections: the connect timeout and, for `https://` urls, the TLS
 /// settings with ALPN offering h2 and HTTP/1.1.
-pub struct Connector {
+pub(super) struct Connector {
     pub connect_timeout: Duration,
     pub tls: TlsConnector,
     /// The longest a response body may stall between bytes (`None`: no limit).
@@ -43,7 +43,7 @@ pub struct Connector {
 }
 
 impl Connector {
-    pub fn new(
+    pub(super) fn new(
         backend: &str,
         tls: &rustls::ClientConfig,
         connect_timeout: Duration,
@@ -68,7 +68,7 @@ impl Connector {
 
 /// Why a request could not be answered by this url.
 #[derive(Debug)]
-pub enum SendError {
+pub(super) enum SendError {
     /// No connection could be opened; nothing was sent.
     Connect(io::Error),
     /// The request was (perhaps partly) sent and the exchange failed.
@@ -76,7 +76,7 @@ pub enum SendError {
 }
 
 /// The idle and shared connections of one url.
-pub struct Connections {
+pub(super) struct Connections {
     idle: Arc<ArrayQueue<Idle>>,
     h2: ArcSwapOption<http2::SendRequest<Body>>,
 }
@@ -101,7 +101,7 @@ impl Connections {
     /// Sends `req` (origin-form uri, no `Host`) to `scheme://authority`: on the shared h2
     /// connection, else on an idle HTTP/1.1 connection, else on a new one. A request that a
     /// reused connection gave back unsent goes on to the next connection.
-    pub async fn send(
+    pub(super) async fn send(
         &self,
         connector: &Connector,
         scheme: &Scheme,

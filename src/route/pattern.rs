@@ -43,30 +43,43 @@ pub enum PathMatch {
     Template { segments: Vec<Segment>, rest: bool },
 }
 
+/// What is wrong with a `path:` template.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateError {
+    #[error("a path template must start with '/'")]
+    NoLeadingSlash,
+    #[error("'**' may only be the last segment")]
+    RestNotLast,
+    #[error("invalid parameter {0:?}: write {{name}} with letters, digits or '_'")]
+    Parameter(String),
+    #[error("invalid segment {0:?}: a segment is literal, {{name}} or a final '**'")]
+    Segment(String),
+}
+
 impl PathMatch {
     /// Compiles a `path:` template.
     ///
     /// # Errors
     /// A template that does not start with `/`, an empty or malformed `{}` segment, or a
     /// `**` anywhere but at the end.
-    pub fn template(text: &str) -> Result<Self, String> {
-        let body = text.strip_prefix('/').ok_or("a path template must start with '/'")?;
+    pub fn template(text: &str) -> Result<Self, TemplateError> {
+        let body = text.strip_prefix('/').ok_or(TemplateError::NoLeadingSlash)?;
         let mut segments = Vec::new();
         let mut rest = false;
         let parts: Vec<&str> = if body.is_empty() { Vec::new() } else { body.split('/').collect() };
         for (i, part) in parts.iter().enumerate() {
             if *part == "**" {
                 if i + 1 != parts.len() {
-                    return Err("'**' may only be the last segment".into());
+                    return Err(TemplateError::RestNotLast);
                 }
                 rest = true;
             } else if let Some(name) = part.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
                 if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                    return Err(format!("invalid parameter {part:?}: write {{name}} with letters, digits or '_'"));
+                    return Err(TemplateError::Parameter((*part).to_owned()));
                 }
                 segments.push(Segment::Param(name.into()));
             } else if part.contains(['{', '}', '*']) {
-                return Err(format!("invalid segment {part:?}: a segment is literal, {{name}} or a final '**'"));
+                return Err(TemplateError::Segment((*part).to_owned()));
             } else {
                 segments.push(Segment::Literal((*part).to_owned()));
             }

@@ -24,13 +24,18 @@ pub struct ClientCertInfo {
     pub not_after: i64,
 }
 
+/// DER bytes that are no X.509 certificate.
+#[derive(Debug, thiserror::Error)]
+#[error("not an X.509 certificate: {0}")]
+pub struct NotX509(pub String);
+
 impl ClientCertInfo {
     /// Parses the end-entity certificate.
     ///
     /// # Errors
     /// The DER is not an X.509 certificate.
-    pub fn parse(der: &CertificateDer<'_>) -> Result<Self, String> {
-        let (_, cert) = X509Certificate::from_der(der).map_err(|e| e.to_string())?;
+    pub fn parse(der: &CertificateDer<'_>) -> Result<Self, NotX509> {
+        let (_, cert) = X509Certificate::from_der(der).map_err(|e| NotX509(e.to_string()))?;
         let mut dns_names = Vec::new();
         let mut uris = Vec::new();
         if let Ok(Some(san)) = cert.subject_alternative_name() {
@@ -58,8 +63,8 @@ impl ClientCertInfo {
 ///
 /// # Errors
 /// The DER is not an X.509 certificate.
-pub fn dns_names(der: &CertificateDer<'_>) -> Result<Vec<String>, String> {
-    let (_, cert) = X509Certificate::from_der(der).map_err(|e| e.to_string())?;
+pub fn dns_names(der: &CertificateDer<'_>) -> Result<Vec<String>, NotX509> {
+    let (_, cert) = X509Certificate::from_der(der).map_err(|e| NotX509(e.to_string()))?;
     let mut names = Vec::new();
     if let Ok(Some(san)) = cert.subject_alternative_name() {
         for name in &san.value.general_names {

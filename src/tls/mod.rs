@@ -41,7 +41,7 @@ pub enum TlsError {
     #[error("not a usable CA certificate: {0}")]
     BadCa(rustls::Error),
     #[error("unreadable certificate: {0}")]
-    Unparsable(String),
+    Unparsable(#[from] client_cert::NotX509),
     #[error("at least one certificate is needed")]
     NoCertificates,
     #[error("cannot offer these TLS versions: {0}")]
@@ -184,7 +184,7 @@ impl SniResolver {
         let mut exact = HashMap::new();
         let mut wildcard = HashMap::new();
         for key in &certificates {
-            let names = client_cert::dns_names(&key.cert[0]).map_err(TlsError::Unparsable)?;
+            let names = client_cert::dns_names(&key.cert[0])?;
             for name in names {
                 let name = name.to_ascii_lowercase();
                 match name.strip_prefix("*.") {

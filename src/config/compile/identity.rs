@@ -54,8 +54,8 @@ pub(super) fn compile(
     }
     let key = signing_key(&cfg.signing_key, cx);
     // The store is not watched: the CLI changes it while the gateway runs.
-    let store = match StoreLocation::parse(&cfg.store.value, cx.dir()).and_then(|l| l.open().map_err(|e| e.to_string()))
-    {
+    let location = StoreLocation::parse(&cfg.store.value, cx.dir()).map_err(|e| e.to_string());
+    let store = match location.and_then(|l| l.open().map_err(|e| e.to_string())) {
         Ok(store) => Some(store),
         Err(e) => {
             cx.error(cfg.store.referenced, "identity.store", e)
@@ -81,7 +81,7 @@ fn signing_key(file: &Located, cx: &mut CompileContext) -> Option<identity::sign
     match identity::signing::SigningKey::load(&cx.path(&file.value)) {
         Ok(key) => Some(key),
         Err(e) => {
-            cx.error(file.referenced, "identity.signing_key", e).hint(
+            cx.error(file.referenced, "identity.signing_key", e.to_string()).hint(
                 "an ES256 or Ed25519 PKCS#8 PEM key; `portcullis certs dev` creates certs/dev/token-signing-key.pem",
             );
             None

@@ -76,7 +76,7 @@ pub fn identity_store(file: &Path) -> Result<StoreLocation, ConfigErrors> {
     };
     let dir = file.parent().map(Path::to_owned).unwrap_or_default();
     StoreLocation::parse(&identity.value.store.value, &dir)
-        .map_err(|e| ConfigError::new(file, identity.value.store.referenced, "identity.store", e).into())
+        .map_err(|e| ConfigError::new(file, identity.value.store.referenced, "identity.store", e.to_string()).into())
 }
 
 fn parse_error(file: &Path, error: &serde_saphyr::Error) -> ConfigError {

@@ -131,7 +131,7 @@ fn path_match(m: &raw::MatchConfig, path: &str, cx: &mut CompileContext) -> Opti
         (None, Some(template)) => match PathMatch::template(&template.value) {
             Ok(t) => Some(t),
             Err(e) => {
-                cx.error(template.referenced, format!("{path}.match.path"), e)
+                cx.error(template.referenced, format!("{path}.match.path"), e.to_string())
                     .hint("a template looks like /partners/accounts/{account}/cases/**");
                 None
             }

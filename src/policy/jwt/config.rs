@@ -244,12 +244,7 @@ fn field_path(cx: &CompileContext) -> String {
     format!("policies.{}.jwt", cx.name())
 }
 
-fn key_source(
-    cfg: &JwtConfig,
-    own: Option<&IssuerFacts>,
-    algorithms: &[Algorithm],
-    cx: &mut CompileContext,
-) -> Source {
+fn key_source(cfg: &JwtConfig, own: Option<&IssuerFacts>, algorithms: &[Algorithm], cx: &mut CompileContext) -> Source {
     if let Some(own) = own {
         return match KeySet::from_jwks(&own.jwks) {
             Ok(set) => Source::Static(Arc::new(set)),
@@ -273,7 +268,7 @@ fn key_source(
                 Vec::new()
             }
             Err(e) => {
-                cx.field_error("secret", e);
+                cx.field_error("secret", e.to_string());
                 Vec::new()
             }
         };

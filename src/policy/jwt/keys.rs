@@ -28,6 +28,25 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 const MIN_MAX_AGE: Duration = Duration::from_secs(60);
 const MAX_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 
+/// Why keys could not be loaded; the previous keys, if any, stay in force.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("{0} is not JSON: {1}")]
+    NotJson(&'static str, String),
+    #[error("JWKS has no `keys` array")]
+    NoKeysArray,
+    #[error("the JWKS holds no usable signing key")]
+    NoUsableKey,
+    #[error("discovery document has no jwks_uri")]
+    NoJwksUri,
+    #[error("jwks_uri {0:?} is not https")]
+    NotHttps(String),
+    #[error("static keys are not fetched")]
+    Static,
+    #[error("{url}: {why}")]
+    Fetch { url: String, why: String },
+}
+
 /// One verification key.
 pub struct Key {
     pub kid: Option<String>,
@@ -79,10 +98,10 @@ impl KeySet {
     ///
     /// # Errors
     /// The document is not JSON with a `keys` array.
-    pub fn from_jwks(document: &[u8]) -> Result<Self, String> {
+    pub fn from_jwks(document: &[u8]) -> Result<Self, KeyError> {
         let value: serde_json::Value =
-            serde_json::from_slice(document).map_err(|e| format!("JWKS is not JSON: {e}"))?;
-        let entries = value.get("keys").and_then(|k| k.as_array()).ok_or("JWKS has no `keys` array")?;
+            serde_json::from_slice(document).map_err(|e| KeyError::NotJson("JWKS", e.to_string()))?;
+        let entries = value.get("keys").and_then(|k| k.as_array()).ok_or(KeyError::NoKeysArray)?;
         let mut keys = Vec::new();
         for entry in entries {
             if entry.get("use").and_then(|u| u.as_str()).is_some_and(|u| u != "sig") {
@@ -217,7 +236,7 @@ impl KeyStore {
         }
     }
 
-    async fn fetch_and_swap(&self) -> Result<Option<Duration>, String> {
+    async fn fetch_and_swap(&self) -> Result<Option<Duration>, KeyError> {
         let mut last = self.last_fetch.lock().await;
         *last = Some(Instant::now());
         let (keys, max_age) = self.fetch().await?;
@@ -226,17 +245,17 @@ impl KeyStore {
         Ok(max_age)
     }
 
-    async fn fetch(&self) -> Result<(KeySet, Option<Duration>), String> {
+    async fn fetch(&self) -> Result<(KeySet, Option<Duration>), KeyError> {
         let jwks_url = match &self.source {
-            Source::Static(_) => return Err("static keys are not fetched".into()),
+            Source::Static(_) => return Err(KeyError::Static),
             Source::Jwks(url) => url.clone(),
             Source::Discovery(url) => {
                 let (doc, _) = self.get(url).await?;
                 let doc: serde_json::Value =
-                    serde_json::from_slice(&doc).map_err(|e| format!("discovery document is not JSON: {e}"))?;
-                let uri = doc.get("jwks_uri").and_then(|u| u.as_str()).ok_or("discovery document has no jwks_uri")?;
+                    serde_json::from_slice(&doc).map_err(|e| KeyError::NotJson("discovery document", e.to_string()))?;
+                let uri = doc.get("jwks_uri").and_then(|u| u.as_str()).ok_or(KeyError::NoJwksUri)?;
                 if !uri.starts_with("https://") {
-                    return Err(format!("jwks_uri {uri:?} is not https"));
+                    return Err(KeyError::NotHttps(uri.to_owned()));
                 }
                 uri.to_owned()
             }
@@ -244,30 +263,31 @@ impl KeyStore {
         let (body, max_age) = self.get(&jwks_url).await?;
         let keys = KeySet::from_jwks(&body)?;
         if keys.keys.is_empty() {
-            return Err("the JWKS holds no usable signing key".into());
+            return Err(KeyError::NoUsableKey);
         }
         Ok((keys, max_age))
     }
 
-    async fn get(&self, url: &str) -> Result<(Bytes, Option<Duration>), String> {
-        let client = self.client.as_ref().ok_or("no HTTPS client")?;
-        let uri: Uri = url.parse().map_err(|e| format!("invalid url {url:?}: {e}"))?;
+    async fn get(&self, url: &str) -> Result<(Bytes, Option<Duration>), KeyError> {
+        let failed = |why: String| KeyError::Fetch { url: url.to_owned(), why };
+        let client = self.client.as_ref().ok_or_else(|| failed("no HTTPS client".into()))?;
+        let uri: Uri = url.parse().map_err(|e| failed(format!("invalid url: {e}")))?;
         let req = Request::get(uri)
             .header(header::ACCEPT, "application/json")
             .body(Empty::new())
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| failed(e.to_string()))?;
         let rsp = tokio::time::timeout(FETCH_TIMEOUT, client.request(req))
             .await
-            .map_err(|_| format!("{url}: timed out"))?
-            .map_err(|e| format!("{url}: {}", error_chain(&e)))?;
+            .map_err(|_| failed("timed out".into()))?
+            .map_err(|e| failed(error_chain(&e)))?;
         if rsp.status() != StatusCode::OK {
-            return Err(format!("{url}: status {}", rsp.status()));
+            return Err(failed(format!("status {}", rsp.status())));
         }
         let max_age = rsp.headers().get(header::CACHE_CONTROL).and_then(|v| v.to_str().ok()).and_then(max_age);
         let body = tokio::time::timeout(FETCH_TIMEOUT, Limited::new(rsp.into_body(), MAX_DOCUMENT_BYTES).collect())
             .await
-            .map_err(|_| format!("{url}: timed out reading the body"))?
-            .map_err(|e| format!("{url}: {e}"))?
+            .map_err(|_| failed("timed out reading the body".into()))?
+            .map_err(|e| failed(e.to_string()))?
             .to_bytes();
         Ok((body, max_age))
     }
