@@ -5,6 +5,8 @@
 //! [`pipeline::handle`]: normalize, strip spoofable headers, route, run the policy chain,
 //! forward, answer. See `DESIGN.md` for the product picture.
 
+#![forbid(unsafe_code)]
+
 pub mod admin;
 pub mod body;
 pub mod cli;

@@ -1,5 +1,9 @@
 //! The command line as an operator uses it: `check` errors that point into the file,
 //! `demo` and its printed commands, graceful shutdown on SIGTERM.
+// Test code: a failed unwrap is a failed test, and support items are shared by module.
+#![allow(clippy::unwrap_used, unreachable_pub)]
+// Sending signals to the gateway under test (`libc::kill`) is the one unsafe call.
+#![allow(unsafe_code)]
 
 mod support;
 

@@ -2,6 +2,10 @@
 //! providers that hang or send garbage or huge documents; a full disk under the access log;
 //! SIGTERM during a reload; a reload storm. Each time the client gets a clear answer, the
 //! process keeps serving, and its memory stays flat.
+// Test code: a failed unwrap is a failed test, and support items are shared by module.
+#![allow(clippy::unwrap_used, unreachable_pub)]
+// Sending signals to the gateway under test (`libc::kill`) is the one unsafe call.
+#![allow(unsafe_code)]
 
 mod support;
 

@@ -2,6 +2,10 @@
 //! written, and h2 frames from a raw client. Whatever the gateway refuses never reaches the
 //! backend, and every refusal is counted as the client's fault. Resource limits: connections
 //! per client address, idle-connection memory.
+// Test code: a failed unwrap is a failed test, and support items are shared by module.
+#![allow(clippy::unwrap_used, unreachable_pub)]
+// Sending signals to the gateway under test (`libc::kill`) is the one unsafe call.
+#![allow(unsafe_code)]
 
 mod support;
 

@@ -2,6 +2,8 @@
 //! asked for over real TLS, verified by the gateway's own `jwt` policy (`issuers: [self]`)
 //! and by an outside verifier from the published JWKS; every refusal, secret rotation,
 //! rate limits, and the audit log.
+// Test code: a failed unwrap is a failed test, and support items are shared by module.
+#![allow(clippy::unwrap_used, unreachable_pub)]
 
 mod support;
 

@@ -1,5 +1,9 @@
 //! Operating the gateway: hot reload under load, refused reloads, listener changes,
 //! certificates replaced on disk, SIGHUP, metrics, redacted access logs, `certs check`.
+// Test code: a failed unwrap is a failed test, and support items are shared by module.
+#![allow(clippy::unwrap_used, unreachable_pub)]
+// Sending signals to the gateway under test (`libc::kill`) is the one unsafe call.
+#![allow(unsafe_code)]
 
 mod support;
 

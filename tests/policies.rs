@@ -1,5 +1,7 @@
 //! The security policies end to end, attacks first: cors, ip_filter, jwt, client_cert —
 //! real TLS, real signed tokens, a real HTTPS JWKS server, real client certificates.
+// Test code: a failed unwrap is a failed test, and support items are shared by module.
+#![allow(clippy::unwrap_used, unreachable_pub)]
 
 mod support;
 

@@ -1,5 +1,7 @@
 //! The request pipeline end to end: routing, normalization, header hygiene, forwarding,
 //! limits and backend failures — over real TLS to the real gateway and a real backend.
+// Test code: a failed unwrap is a failed test, and support items are shared by module.
+#![allow(clippy::unwrap_used, unreachable_pub)]
 
 mod support;
 

@@ -1,5 +1,7 @@
 //! Listener TLS and connection handling: versions, SNI, ALPN, the redirect listener, slow
 //! clients.
+// Test code: a failed unwrap is a failed test, and support items are shared by module.
+#![allow(clippy::unwrap_used, unreachable_pub)]
 
 mod support;
 
