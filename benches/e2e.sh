@@ -2,6 +2,8 @@
 # End-to-end load benchmark: portcullis side by side with HAProxy on this machine, same chain.
 #
 #   benches/e2e.sh            # BENCH_SECONDS=10 BENCH_RUNS=3 BENCH_CONNECTIONS=64 by default
+#   BENCH_BASELINE=/path/to/older/portcullis benches/e2e.sh   # also that build's plain and chain
+#                             # paths, in the same interleaved rounds (before/after a change)
 #
 # Builds in release mode, installs HAProxy and nginx from the distribution when missing, starts
 # nginx (a static 100-byte 200, plain HTTP for the proxies and TLS for the direct path), HAProxy
@@ -129,6 +131,11 @@ gateway portcullis-chain 20444 yes
 # generator that signs a fresh RS256 token per request tops out near 500 req/s on one core, so
 # the proxies' verification cost is measured this way instead.)
 gateway portcullis-verify 20445 yes 0
+BASELINE=${BENCH_BASELINE:-}
+if [ -n "$BASELINE" ]; then
+  gateway baseline-plain 20446 no
+  gateway baseline-chain 20447 yes
+fi
 
 scenario() { # file token(valid|fresh) keep_alive cert(yes/no)
   local cert=""
@@ -160,7 +167,15 @@ for g in plain chain verify; do
   MIMALLOC_ARENA_EAGER_COMMIT=0 taskset -c 0 "$PC" --workers 1 --log-level warn --access-log off run --config "$W/portcullis-$g.yaml" >"$W/$g.log" 2>&1 &
   PIDS+=($!); eval "PC_$g=$!"
 done
-for port in 18080 18443 19443 19444 20443 20444 20445; do
+BASELINE_PORTS=""
+if [ -n "$BASELINE" ]; then
+  for g in plain chain; do
+    MIMALLOC_ARENA_EAGER_COMMIT=0 taskset -c 0 "$BASELINE" --workers 1 --log-level warn --access-log off run --config "$W/baseline-$g.yaml" >"$W/baseline-$g.log" 2>&1 &
+    PIDS+=($!); eval "BASE_$g=$!"
+  done
+  BASELINE_PORTS="20446 20447"
+fi
+for port in 18080 18443 19443 19444 20443 20444 20445 $BASELINE_PORTS; do
   for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
 done
 
@@ -182,6 +197,7 @@ once() {
 }
 
 PATHS="direct haproxy-plain portcullis-plain haproxy-chain portcullis-chain portcullis-verify haproxy-handshake portcullis-handshake"
+[ -n "$BASELINE" ] && PATHS="$PATHS baseline-plain baseline-chain"
 echo "== measuring (${RUNS} rounds of ${SECONDS_PER_RUN}s runs, ${CONNS} connections; each round runs every path once, so a machine that speeds up or slows down affects all paths alike)" >&2
 for round in $(seq "$RUNS"); do
   once direct            https://localhost:18443 plain.yaml "" "$round"
@@ -192,6 +208,10 @@ for round in $(seq "$RUNS"); do
   once portcullis-verify https://localhost:20445 chain.yaml "$PC_verify" "$round"
   once haproxy-handshake https://localhost:19444 handshake.yaml "$HAPROXY_PID" "$round"
   once portcullis-handshake https://localhost:20444 handshake.yaml "$PC_chain" "$round"
+  if [ -n "$BASELINE" ]; then
+    once baseline-plain    https://localhost:20446 plain.yaml "$BASE_plain" "$round"
+    once baseline-chain    https://localhost:20447 chain.yaml "$BASE_chain" "$round"
+  fi
 done
 RSS=$(awk '/VmRSS/ {print $2}' "/proc/$PC_chain/status"); HWM=$(awk '/VmHWM/ {print $2}' "/proc/$PC_chain/status")
 SOAK=${BENCH_SOAK_SECONDS:-0}
@@ -249,7 +269,7 @@ for p in paths:
     # Ratios are taken within a round (runs seconds apart), then the median over rounds.
     ha = baseline(p)
     vs = ""
-    if p.startswith("portcullis") and ha in runs:
+    if p.startswith(("portcullis", "baseline")) and ha in runs:
         ratios = [rounds[k][0] / runs[ha][k][0] for k in rounds]
         vs = f"{median(ratios):.2f}x"
     direct = median(rounds[k][0] / runs["direct"][k][0] for k in rounds)
@@ -257,9 +277,14 @@ for p in paths:
     print(f"{p:<22}{rps:>10.0f}{p99:>9.2f}{cpu_s:>12}{vs:>12}{direct:>10.0%}")
 for p in paths:
     ha = baseline(p)
-    if p.startswith("portcullis") and ha in runs:
+    if p.startswith(("portcullis", "baseline")) and ha in runs:
         ratios = [runs[p][k][0] / runs[ha][k][0] for k in sorted(runs[p])]
         print(f"  {p} / {ha} per round: " + " ".join(f"{r:.2f}" for r in ratios))
+for kind in ("plain", "chain"):  # this build against the baseline build, round by round
+    new, old = f"portcullis-{kind}", f"baseline-{kind}"
+    if old in runs:
+        ratios = [runs[new][k][0] / runs[old][k][0] for k in sorted(runs[old])]
+        print(f"  {new} / {old}: {median(ratios):.2f}x (per round: " + " ".join(f"{r:.2f}" for r in ratios) + ")")
 print(f"portcullis chain RSS after the runs: {int(sys.argv[3]) // 1024} MiB (peak {int(sys.argv[4]) // 1024} MiB); HAProxy: {int(sys.argv[5]) // 1024} MiB")
 print("(medians over rounds; ratios are medians of per-round ratios. verify: the chain with the token cache off, every token verified; handshake: req/s = new TLS 1.3 connections with a client certificate per second)")
 PY

@@ -382,3 +382,124 @@ fn forwarded_headers(
     }
     headers
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use super::*;
+    use crate::config::compile::load_text;
+
+    /// A runtime with two TLS listeners, the token issuer on `public`, and two routes.
+    fn runtime() -> (Runtime, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        crate::pki::ensure_dev_material(dir.path(), false).unwrap();
+        let tls = "tls: { certificates: [{ cert: server.pem, key: server-key.pem }] }";
+        let yaml = format!(
+            r#"version: 1
+listeners:
+  - {{ name: public, bind: 127.0.0.1:0, {tls} }}
+  - {{ name: internal, bind: 127.0.0.1:0, {tls} }}
+trusted_proxies: [127.0.0.1/32]
+identity: {{ listener: public, issuer: "https://localhost", signing_key: token-signing-key.pem, store: "sqlite:id.db" }}
+backends:
+  echo: {{ builtin: echo }}
+routes:
+  - {{ name: api, match: {{ path_prefix: /api }}, backend: echo }}
+  - {{ name: portal, match: {{ hosts: [portal.example.com] }}, backend: echo }}
+"#
+        );
+        let loaded = load_text(&dir.path().join("gateway.yaml"), &yaml).unwrap();
+        (loaded.runtime, dir)
+    }
+
+    fn conn(listener: &str, peer: &str) -> ConnInfo {
+        ConnInfo {
+            listener: listener.into(),
+            peer: SocketAddr::new(peer.parse().unwrap(), 40_000),
+            tls_version: Some("TLSv1_3"),
+            sni: None,
+            client_cert: None,
+        }
+    }
+
+    fn parts(target: &str, headers: &[(&str, &str)]) -> Parts {
+        let mut builder = Request::builder().uri(target).header(header::HOST, "localhost");
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        builder.body(()).unwrap().into_parts().0
+    }
+
+    /// The route name, or the refusal kind.
+    fn outcome(
+        rt: &Runtime,
+        listener: &str,
+        peer: &str,
+        mut parts: Parts,
+    ) -> Result<(String, String, IpAddr), &'static str> {
+        route(rt, &mut parts, &conn(listener, peer), 100)
+            .map(|r| (r.route.name.to_string(), r.path().to_owned(), r.client_ip))
+            .map_err(|refused| refused.kind)
+    }
+
+    #[test]
+    fn the_issuers_endpoints_are_routes_of_its_listener_only() {
+        let (rt, _dir) = runtime();
+        let jwks = || parts("/.well-known/jwks.json", &[]);
+        assert_eq!(outcome(&rt, "public", "192.0.2.1", jwks()).map(|r| r.0), Ok("identity-jwks".to_owned()));
+        assert_eq!(outcome(&rt, "internal", "192.0.2.1", jwks()).map(|r| r.0), Err("no_route"));
+        let token = || parts("/oauth2/token", &[]);
+        assert_eq!(outcome(&rt, "public", "192.0.2.1", token()).map(|r| r.0), Ok("identity-token".to_owned()));
+        assert_eq!(outcome(&rt, "internal", "192.0.2.1", token()).map(|r| r.0), Err("no_route"));
+    }
+
+    #[test]
+    fn routes_match_the_normalized_path_and_unroutable_requests_are_refused() {
+        let (rt, _dir) = runtime();
+        let routed = outcome(&rt, "public", "192.0.2.1", parts("/api/./x/../items/%34%32", &[])).unwrap();
+        assert_eq!((routed.0.as_str(), routed.1.as_str()), ("api", "/api/items/42"));
+        assert_eq!(outcome(&rt, "public", "192.0.2.1", parts("/apix", &[])).map(|r| r.0), Err("no_route"));
+        assert_eq!(outcome(&rt, "public", "192.0.2.1", parts("/api/%2e%2e/apix", &[])).map(|r| r.0), Err("no_route"));
+        assert_eq!(outcome(&rt, "public", "192.0.2.1", parts("/api/a%2fb", &[])).map(|r| r.0), Err("bad_path"));
+        let portal = parts("/anything", &[]);
+        let mut portal_host = portal;
+        portal_host.headers.insert(header::HOST, HeaderValue::from_static("Portal.Example.com."));
+        assert_eq!(outcome(&rt, "public", "192.0.2.1", portal_host).map(|r| r.0), Ok("portal".to_owned()));
+    }
+
+    #[test]
+    fn forwarding_headers_are_believed_from_trusted_proxies_only() {
+        let (rt, _dir) = runtime();
+        let spoofed = || parts("/api/x", &[("x-forwarded-for", "10.9.9.9")]);
+        let untrusted: IpAddr = "192.0.2.1".parse().unwrap();
+        assert_eq!(outcome(&rt, "public", "192.0.2.1", spoofed()).map(|r| r.2), Ok(untrusted));
+        let vouched: IpAddr = "10.9.9.9".parse().unwrap();
+        assert_eq!(outcome(&rt, "public", "127.0.0.1", spoofed()).map(|r| r.2), Ok(vouched));
+    }
+
+    #[test]
+    fn a_repeated_singleton_field_is_refused_and_closes_the_connection() {
+        let (rt, _dir) = runtime();
+        let mut one = parts("/api/x", &[]);
+        assert!(route(&rt, &mut one, &conn("public", "192.0.2.1"), 100).is_ok());
+        let mut two = parts("/api/x", &[("host", "evil.example")]);
+        let refused = route(&rt, &mut two, &conn("public", "192.0.2.1"), 100).err().unwrap();
+        assert!(refused.close && refused.problem.status == 400, "{}", refused.kind);
+    }
+
+    #[test]
+    fn the_backend_gets_forwarding_headers_built_by_the_gateway() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, HeaderValue::from_static("localhost:8443"));
+        headers.append(X_FORWARDED_FOR.clone(), HeaderValue::from_static("10.0.0.1"));
+        headers.append(X_FORWARDED_FOR.clone(), HeaderValue::from_static("10.0.0.2"));
+        let host = headers.get(header::HOST).cloned();
+        let out = forwarded_headers(headers, "127.0.0.1".parse().unwrap(), host, "localhost", "id-1");
+        assert_eq!(out[&X_FORWARDED_FOR], "10.0.0.1, 10.0.0.2, 127.0.0.1");
+        assert_eq!(out[&X_FORWARDED_HOST], "localhost:8443");
+        assert_eq!(out[&X_FORWARDED_PROTO], "https");
+        assert_eq!(out[&X_REQUEST_ID], "id-1");
+        assert!(!out.contains_key(header::HOST), "the pool sets the backend's Host");
+    }
+}

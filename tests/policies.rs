@@ -365,33 +365,53 @@ async fn jwt_refuses_forged_expired_and_misdirected_tokens() {
     let mut jku = Header::new(Algorithm::RS256);
     jku.jku = Some("https://evil.example/jwks.json".into());
     let parts: Vec<&str> = good.split('.').collect();
-    let attacks: Vec<(&str, String)> = vec![
-        ("alg none", tokens::unsigned(&claims())),
-        ("HS256 keyed with the RSA public key", tokens::hs256(env.rsa.public_pem.as_bytes(), &claims())),
-        ("expired", env.rsa.sign(&with(json!({ "exp": now() - 120 })))),
-        ("not yet valid", env.rsa.sign(&with(json!({ "nbf": now() + 600 })))),
-        ("wrong issuer", env.rsa.sign(&with(json!({ "iss": "https://evil.test" })))),
-        ("wrong audience", env.rsa.sign(&with(json!({ "aud": "api://other" })))),
-        ("audience array without ours", env.rsa.sign(&with(json!({ "aud": ["api://a", "api://b"] })))),
-        ("missing exp", env.rsa.sign(&with(json!({ "exp": null })))),
-        ("exp as a string", env.rsa.sign(&with(json!({ "exp": "never" })))),
-        ("missing issuer", env.rsa.sign(&with(json!({ "iss": null })))),
-        ("missing audience", env.rsa.sign(&with(json!({ "aud": null })))),
-        ("three dots", format!("{good}.{}", parts[2])),
-        ("a critical extension", env.rsa.sign_raw_header(&json!({ "alg": "RS256", "crit": ["exp"] }), &claims())),
-        ("tampered payload", tokens::with_payload(&good, &with(json!({ "sub": "admin" })))),
-        ("stripped signature", format!("{}.{}.", parts[0], parts[1])),
-        ("bad base64", "abc.d$f.ghi".to_owned()),
-        ("two parts", format!("{}.{}", parts[0], parts[1])),
-        ("signed by another key", other_rsa.sign(&claims())),
-        ("embedded jwk", other_rsa.sign_with(embedded, &claims())),
-        ("jku header", env.rsa.sign_with(jku, &claims())),
-        ("ES256 where only RS256 is allowed", env.es256.sign(&claims())),
-        ("100 KB token", format!("{}.{}.{}", parts[0], "A".repeat(100 * 1024), parts[2])),
+    // Each attack with the exact reason the policy must name: a test that only checked the
+    // status would pass if, say, the embedded-key check were removed and the token were then
+    // refused for its signature.
+    let attacks: Vec<(&str, String, &str)> = vec![
+        ("alg none", tokens::unsigned(&claims()), "malformed"),
+        (
+            "HS256 keyed with the RSA public key",
+            tokens::hs256(env.rsa.public_pem.as_bytes(), &claims()),
+            "alg_not_allowed",
+        ),
+        ("expired", env.rsa.sign(&with(json!({ "exp": now() - 120 }))), "expired"),
+        ("not yet valid", env.rsa.sign(&with(json!({ "nbf": now() + 600 }))), "not_yet_valid"),
+        ("wrong issuer", env.rsa.sign(&with(json!({ "iss": "https://evil.test" }))), "wrong_issuer"),
+        ("wrong audience", env.rsa.sign(&with(json!({ "aud": "api://other" }))), "wrong_audience"),
+        (
+            "audience array without ours",
+            env.rsa.sign(&with(json!({ "aud": ["api://a", "api://b"] }))),
+            "wrong_audience",
+        ),
+        ("missing exp", env.rsa.sign(&with(json!({ "exp": null }))), "missing_claim"),
+        ("exp as a string", env.rsa.sign(&with(json!({ "exp": "never" }))), "malformed"),
+        ("missing issuer", env.rsa.sign(&with(json!({ "iss": null }))), "missing_claim"),
+        ("missing audience", env.rsa.sign(&with(json!({ "aud": null }))), "missing_claim"),
+        ("three dots", format!("{good}.{}", parts[2]), "malformed"),
+        (
+            "a critical extension",
+            env.rsa.sign_raw_header(&json!({ "alg": "RS256", "crit": ["exp"] }), &claims()),
+            "critical_extension",
+        ),
+        ("tampered payload", tokens::with_payload(&good, &with(json!({ "sub": "admin" }))), "bad_signature"),
+        ("stripped signature", format!("{}.{}.", parts[0], parts[1]), "bad_signature"),
+        ("bad base64", "abc.d$f.ghi".to_owned(), "malformed"),
+        ("two parts", format!("{}.{}", parts[0], parts[1]), "malformed"),
+        ("signed by another key", other_rsa.sign(&claims()), "bad_signature"),
+        // Signed by the key it embeds: only the embedded-key check refuses it.
+        ("embedded jwk", other_rsa.sign_with(embedded, &claims()), "embedded_key"),
+        // Signed by the right key: only the embedded-key check refuses it.
+        ("jku header", env.rsa.sign_with(jku, &claims()), "embedded_key"),
+        ("ES256 where only RS256 is allowed", env.es256.sign(&claims()), "alg_not_allowed"),
+        ("100 KB token", format!("{}.{}.{}", parts[0], "A".repeat(100 * 1024), parts[2]), "token_too_large"),
     ];
-    for (what, token) in &attacks {
+    for (what, token, reason) in &attacks {
+        let series = format!(r#"portcullis_policy_decisions_total{{outcome="{reason}",policy="rs"}}"#);
+        let before = env.gw.metric(&series).await;
         let rsp = call(&env.client, "/rs/x", token).await;
         assert_invalid_token(&rsp, token, what);
+        assert_eq!(env.gw.metric(&series).await, before + 1, "{what}: refused for {reason}");
     }
     // Within the clock skew, an expired token still passes; so does a raw header without `crit`.
     assert_eq!(call(&env.client, "/rs/x", &env.rsa.sign(&with(json!({ "exp": now() - 5 })))).await.status, 200);

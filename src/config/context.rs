@@ -236,3 +236,38 @@ impl CompileContext {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_is_read_once_however_often_it_is_named_and_watched_once() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ca.pem"), "first").unwrap();
+        let mut cx = CompileContext::standalone(dir.path(), "p");
+        assert_eq!(&*cx.read("ca.pem").unwrap(), b"first");
+        std::fs::write(dir.path().join("ca.pem"), "second").unwrap();
+        assert_eq!(&*cx.read("ca.pem").unwrap(), b"first", "the second reference reads nothing");
+        assert!(cx.read("absent.pem").is_err());
+        let collected = cx.finish().unwrap();
+        let watched: Vec<_> = collected.files.iter().filter_map(|f| f.file_name()).collect();
+        assert_eq!(watched, ["standalone.yaml", "ca.pem", "absent.pem"]);
+    }
+
+    #[test]
+    fn errors_since_a_mark_make_a_part_invalid_and_get_the_section_hint() {
+        let mut cx = CompileContext::standalone(Path::new("."), "p");
+        cx.enter("p", "policies.p.cors", Location::UNKNOWN);
+        let mark = cx.mark();
+        assert_eq!(cx.valid_since(mark), Ok(()));
+        cx.field_error("allowed_origins", "bad origin");
+        cx.field_error("max_age", "bad age").hint("own hint");
+        assert_eq!(cx.valid_since(mark), Err(Invalid));
+        cx.hint_since(mark, "see the cors section");
+        let errors = cx.finish().err().unwrap();
+        assert_eq!(errors[0].path, "policies.p.cors.allowed_origins");
+        assert_eq!(errors[0].hint.as_deref(), Some("see the cors section"));
+        assert_eq!(errors[1].hint.as_deref(), Some("own hint"), "a hint given is kept");
+    }
+}

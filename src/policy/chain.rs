@@ -216,3 +216,86 @@ impl Chain {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, SocketAddr};
+    use std::path::Path;
+
+    use http::Request;
+
+    use super::*;
+    use crate::config::context::CompileContext;
+    use crate::conn::ConnInfo;
+    use crate::policy::ip_filter::{IpFilter, IpFilterConfig, Refusal};
+    use crate::route::pattern::Params;
+
+    fn office_only(mode: PolicyMode) -> Arc<NamedPolicy> {
+        named_office_only("office", mode)
+    }
+
+    fn named_office_only(name: &str, mode: PolicyMode) -> Arc<NamedPolicy> {
+        let cfg = IpFilterConfig { allow: vec!["10.0.0.0/8".parse().unwrap()], deny: vec![] };
+        let filter = IpFilter::compile(&cfg, &mut CompileContext::standalone(Path::new("."), name)).unwrap();
+        Arc::new(NamedPolicy::new(name, mode, Policy::IpFilter(filter)))
+    }
+
+    fn conn(ip: IpAddr) -> ConnInfo {
+        ConnInfo {
+            listener: "public".into(),
+            peer: SocketAddr::new(ip, 1),
+            tls_version: None,
+            sni: None,
+            client_cert: None,
+        }
+    }
+
+    /// Runs `chain` for a request from `ip`: what each policy decided, and whether it stopped.
+    async fn run(chain: &Chain, ip: &str) -> (Vec<Outcome>, bool) {
+        let ip: IpAddr = ip.parse().unwrap();
+        let conn = conn(ip);
+        let params = Params::new();
+        let (mut parts, ()) = Request::new(()).into_parts();
+        let mut cx = RequestContext::new("id", ip, &conn, "/", &params, 0);
+        let outcome = chain.on_request(&mut parts, &mut cx).await;
+        (outcome.decisions.iter().map(|d| d.outcome).collect(), outcome.answer.is_some())
+    }
+
+    #[tokio::test]
+    async fn an_enforced_denial_stops_the_chain_and_an_allow_does_not() {
+        let chain = Chain { policies: vec![office_only(PolicyMode::Enforce), office_only(PolicyMode::Enforce)] };
+        assert_eq!(run(&chain, "10.1.2.3").await, (vec![Outcome::Allowed, Outcome::Allowed], false));
+        let denied = Outcome::Denied(Denial::IpFilter(Refusal::NotAllowed));
+        assert_eq!(run(&chain, "192.0.2.1").await, (vec![denied], true), "the second policy never ran");
+    }
+
+    #[tokio::test]
+    async fn report_mode_records_the_denial_and_lets_the_request_through() {
+        let chain = Chain { policies: vec![office_only(PolicyMode::Report), office_only(PolicyMode::Enforce)] };
+        let reported = Outcome::Reported(Denial::IpFilter(Refusal::NotAllowed));
+        let denied = Outcome::Denied(Denial::IpFilter(Refusal::NotAllowed));
+        assert_eq!(
+            run(&chain, "192.0.2.1").await,
+            (vec![reported, denied], true),
+            "the enforcing policy still stops it"
+        );
+        let report_only = Chain { policies: vec![office_only(PolicyMode::Report)] };
+        assert_eq!(run(&report_only, "192.0.2.1").await, (vec![reported], false));
+        assert_eq!(run(&report_only, "10.0.0.1").await, (vec![Outcome::Allowed], false));
+        assert!(reported.report_only() && !denied.report_only());
+        assert_eq!((reported.label(), denied.label()), ("ip_not_allowed", "ip_not_allowed"));
+    }
+
+    #[tokio::test]
+    async fn the_chain_counts_its_own_decisions() {
+        // Its own policy name: the other tests count into the same process-wide registry.
+        let chain = Chain { policies: vec![named_office_only("counted", PolicyMode::Report)] };
+        let series = |outcome: &str| metrics().policy_decisions.with_label_values(&["counted", outcome]).get();
+        let (allowed, reported) = (series("allowed"), series("report_ip_not_allowed"));
+        run(&chain, "10.0.0.1").await;
+        run(&chain, "192.0.2.1").await;
+        run(&chain, "192.0.2.1").await;
+        assert_eq!(series("allowed"), allowed + 1);
+        assert_eq!(series("report_ip_not_allowed"), reported + 2);
+    }
+}

@@ -157,3 +157,77 @@ fn sorted_keys<'k>(keys: impl Iterator<Item = &'k String>) -> String {
         keys.join(", ")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(yaml: &str) -> Vec<ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        match load_text(&dir.path().join("gateway.yaml"), yaml) {
+            Ok(_) => Vec::new(),
+            Err(errors) => errors.0,
+        }
+    }
+
+    /// `line:column path: message` of each error.
+    fn located(yaml: &str) -> Vec<String> {
+        errors(yaml).iter().map(|e| format!("{}:{} {}: {}", e.line, e.column, e.path, e.message)).collect()
+    }
+
+    const HEAD: &str = "version: 1\nbackends:\n  echo: { builtin: echo }\n";
+
+    #[test]
+    fn a_valid_file_compiles_and_each_mistake_is_one_error_at_its_place() {
+        let good = format!("{HEAD}routes:\n  - {{ name: a, match: {{ path_prefix: /a }}, backend: echo }}\n");
+        assert_eq!(located(&good), Vec::<String>::new());
+        let bad = format!(
+            "{HEAD}  app: {{ urls: [\"ftp://x\"] }}\nroutes:\n  - {{ name: a, match: {{ path: \"/a/{{}}\" }}, policies: [nope], backend: echo }}\n"
+        );
+        let found = located(&bad);
+        assert_eq!(found.len(), 3, "{found:#?}");
+        assert!(found[0].starts_with("4:17 backends.app.urls[0]: url \"ftp://x\""), "{found:#?}");
+        assert!(found[1].starts_with("6:31 routes[0].match.path: invalid parameter"), "{found:#?}");
+        assert!(found[2].starts_with("6:53 routes[0].policies[0]: unknown policy \"nope\""), "{found:#?}");
+    }
+
+    #[test]
+    fn a_broken_policy_is_reported_once_not_again_where_it_is_used() {
+        let yaml = format!(
+            "{HEAD}policies:\n  two: {{ cors: {{ allowed_origins: [\"*\"], allow_credentials: true }}, ip_filter: {{}} }}\nroutes:\n  - {{ name: a, match: {{}}, policies: [two], backend: echo }}\n"
+        );
+        let found = errors(&yaml);
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert_eq!(found[0].message, "a policy has exactly one kind");
+    }
+
+    #[test]
+    fn policy_errors_name_their_field_and_point_to_the_policy_or_the_field() {
+        let yaml = format!(
+            "{HEAD}policies:\n  portal:\n    cors: {{ allowed_origins: [\"https://*.a.*.com\"] }}\n  api:\n    jwt:\n      issuers: [https://idp]\n      algorithms: [RS256]\n      keys: [missing.pem]\n"
+        );
+        let found = errors(&yaml);
+        assert_eq!(found.len(), 2, "{found:#?}");
+        let (jwt, cors) = (&found[1], &found[0]);
+        assert_eq!((cors.path.as_str(), cors.line), ("policies.portal.cors.allowed_origins", 6));
+        assert_eq!(cors.hint.as_deref(), Some("see the cors section of README.md"));
+        assert_eq!(
+            (jwt.path.as_str(), jwt.line, jwt.column),
+            ("policies.api.jwt.keys[0]", 11, 14),
+            "at the file's name"
+        );
+        assert!(jwt.message.contains("missing.pem"), "{}", jwt.message);
+    }
+
+    #[test]
+    fn warnings_do_not_fail_the_load() {
+        let yaml = format!(
+            "{HEAD}routes:\n  - {{ name: all, match: {{}}, backend: echo }}\n  - {{ name: never, match: {{ path_prefix: /x }}, backend: echo }}\n"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let loaded = load_text(&dir.path().join("gateway.yaml"), &yaml).unwrap();
+        assert_eq!(loaded.warnings.len(), 1);
+        assert!(loaded.warnings[0].message.contains("\"never\" is never reached"), "{}", loaded.warnings[0]);
+        assert_eq!(loaded.runtime.routes.routes.len(), 2);
+    }
+}

@@ -185,3 +185,115 @@ fn claim_header(value: &Value) -> Option<HeaderValue> {
     };
     HeaderValue::from_str(&text).ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use jsonwebtoken::{encode, EncodingKey, Header};
+    use serde_json::json;
+
+    use super::*;
+    use crate::config::context::CompileContext;
+
+    const SECRET: &str = "a unit-test secret of more than 32 bytes";
+    /// A fixed clock: every check below says when it happens.
+    const NOW: u64 = 1_800_000_000;
+
+    fn policy(extra: &str) -> (Jwt, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("hs.secret"), SECRET).unwrap();
+        let yaml = format!(
+            "{{ issuers: [https://idp.test], audiences: [api://a], algorithms: [HS256], secret: \"${{file:hs.secret}}\", clock_skew: 60s{extra} }}"
+        );
+        let cfg: config::JwtConfig = serde_saphyr::from_str(&yaml).unwrap();
+        let mut cx = CompileContext::standalone(dir.path(), "api");
+        let jwt = Jwt::compile(&cfg, &mut cx).unwrap();
+        cx.finish().unwrap();
+        (jwt, dir)
+    }
+
+    fn token(alg: Algorithm, claims: Value) -> String {
+        encode(&Header::new(alg), &claims, &EncodingKey::from_secret(SECRET.as_bytes())).unwrap()
+    }
+
+    fn claims(patch: Value) -> Value {
+        let mut c =
+            json!({ "iss": "https://idp.test", "aud": "api://a", "sub": "u-1", "exp": NOW + 300, "roles": ["Read"] });
+        for (k, v) in patch.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        c
+    }
+
+    async fn check(jwt: &Jwt, token: &str, now: u64) -> Result<Arc<Claims>, Refusal> {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_str(&format!("Bearer {token}")).unwrap());
+        jwt.check(&mut headers, now).await
+    }
+
+    #[tokio::test]
+    async fn a_token_is_valid_until_its_exp_and_the_clock_skew_then_expired_even_when_cached() {
+        let (jwt, _dir) = policy("");
+        let t = token(Algorithm::HS256, claims(json!({})));
+        assert!(check(&jwt, &t, NOW).await.is_ok());
+        assert!(check(&jwt, &t, NOW + 300 + 60).await.is_ok(), "within the skew, from the cache");
+        assert_eq!(check(&jwt, &t, NOW + 300 + 61).await.err(), Some(Refusal::Expired), "the cache honours exp");
+        let (uncached, _dir) = policy(", token_cache: 0");
+        assert!(check(&uncached, &t, NOW + 360).await.is_ok());
+        assert_eq!(check(&uncached, &t, NOW + 361).await.err(), Some(Refusal::Expired));
+    }
+
+    #[tokio::test]
+    async fn a_token_is_valid_from_its_nbf_less_the_skew() {
+        let (jwt, _dir) = policy(", token_cache: 0");
+        let t = token(Algorithm::HS256, claims(json!({ "nbf": NOW + 100 })));
+        assert_eq!(check(&jwt, &t, NOW).await.err(), Some(Refusal::NotYetValid));
+        assert!(check(&jwt, &t, NOW + 40).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn the_audience_issuer_and_algorithm_must_be_the_configured_ones() {
+        let (jwt, _dir) = policy("");
+        assert!(check(&jwt, &token(Algorithm::HS256, claims(json!({ "aud": ["x", "api://a"] }))), NOW).await.is_ok());
+        let other_aud = token(Algorithm::HS256, claims(json!({ "aud": "api://b" })));
+        assert_eq!(check(&jwt, &other_aud, NOW).await.err(), Some(Refusal::WrongAudience));
+        let other_iss = token(Algorithm::HS256, claims(json!({ "iss": "https://idp.test.evil" })));
+        assert_eq!(check(&jwt, &other_iss, NOW).await.err(), Some(Refusal::WrongIssuer));
+        let other_alg = token(Algorithm::HS384, claims(json!({})));
+        assert_eq!(check(&jwt, &other_alg, NOW).await.err(), Some(Refusal::AlgNotAllowed));
+        let forged = encode(
+            &Header::new(Algorithm::HS256),
+            &claims(json!({})),
+            &EncodingKey::from_secret(b"another secret of 32 bytes or more!"),
+        )
+        .unwrap();
+        assert_eq!(check(&jwt, &forged, NOW).await.err(), Some(Refusal::BadSignature));
+    }
+
+    #[tokio::test]
+    async fn required_claims_pass_or_refuse_and_claims_are_forwarded_over_client_headers() {
+        let (jwt, _dir) =
+            policy(", require_claims: { roles: { any_of: [Read, Admin] } }, forward_claims: { sub: X-User-Id }");
+        let mut headers = HeaderMap::new();
+        let t = token(Algorithm::HS256, claims(json!({})));
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_str(&format!("Bearer {t}")).unwrap());
+        headers.insert("x-user-id", HeaderValue::from_static("admin"));
+        assert!(jwt.check(&mut headers, NOW).await.is_ok());
+        assert_eq!(headers["x-user-id"], "u-1");
+        let writer = token(Algorithm::HS256, claims(json!({ "roles": ["Write"] })));
+        assert_eq!(check(&jwt, &writer, NOW).await.err(), Some(Refusal::ClaimsNotSatisfied));
+    }
+
+    #[tokio::test]
+    async fn only_a_bearer_token_is_read() {
+        let (jwt, _dir) = policy("");
+        let mut headers = HeaderMap::new();
+        assert_eq!(jwt.check(&mut headers, NOW).await.err(), Some(Refusal::MissingToken));
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic dXNlcjpwYXNz"));
+        assert_eq!(jwt.check(&mut headers, NOW).await.err(), Some(Refusal::MissingToken));
+        let t = token(Algorithm::HS256, claims(json!({})));
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_str(&format!("bEaReR {t}")).unwrap());
+        assert!(jwt.check(&mut headers, NOW).await.is_ok(), "the scheme is case-insensitive");
+        let huge = format!("{t}{}", "A".repeat(MAX_TOKEN_BYTES));
+        assert_eq!(check(&jwt, &huge, NOW).await.err(), Some(Refusal::TokenTooLarge));
+    }
+}
