@@ -13,15 +13,18 @@ use http_body::{Frame, SizeHint};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 
+/// The error type of every body the gateway streams.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Every request and response body the gateway handles.
 pub type Body = BoxBody<Bytes, BoxError>;
 
+/// A body of these bytes, all at once.
 pub fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into()).map_err(|never| match never {}).boxed()
 }
 
+/// A body without bytes.
 pub fn empty() -> Body {
     Empty::new().map_err(|never| match never {}).boxed()
 }
@@ -39,6 +42,7 @@ where
 #[derive(Debug, thiserror::Error)]
 #[error("request body exceeds {limit} bytes")]
 pub struct BodyTooLarge {
+    /// The configured `max_body_bytes`.
     pub limit: u64,
 }
 
@@ -69,6 +73,7 @@ pub struct BodyStats {
 }
 
 impl BodyStats {
+    /// Bytes read so far.
     pub fn bytes(&self) -> u64 {
         self.bytes.load(Ordering::Relaxed)
     }
@@ -105,10 +110,12 @@ pub struct Stall {
 }
 
 impl Stall {
+    /// A timer that fires once a body has kept its reader waiting for `idle`.
     pub fn new(idle: Duration) -> Self {
         Self { idle, deadline: None, waiting: false }
     }
 
+    /// How long a body may stall between bytes.
     pub fn idle(&self) -> Duration {
         self.idle
     }
@@ -139,6 +146,7 @@ pub struct LimitedBody<B> {
 }
 
 impl<B> LimitedBody<B> {
+    /// Wraps `inner`: at most `limit` bytes, at most `idle` between bytes, counted into `stats`.
     pub fn new(inner: B, limit: u64, idle: Duration, stats: Arc<BodyStats>) -> Self {
         Self { inner, limit, stall: Stall::new(idle), stats }
     }

@@ -6,6 +6,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
+/// A set of networks (IPv4 and IPv6) compiled to sorted ranges, looked up in logarithmic time.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct IpSet {
     v4: Vec<(u32, u32)>,
@@ -13,6 +14,7 @@ pub struct IpSet {
 }
 
 impl IpSet {
+    /// Compiles the networks; overlapping and adjacent ones are merged.
     pub fn new(nets: impl IntoIterator<Item = IpNet>) -> Self {
         let mut v4 = Vec::new();
         let mut v6 = Vec::new();
@@ -32,6 +34,7 @@ impl IpSet {
         Self { v4: merge(v4), v6: merge(v6) }
     }
 
+    /// Whether `ip` is in one of the networks (an IPv4-mapped IPv6 address meets IPv4 rules).
     pub fn contains(&self, ip: IpAddr) -> bool {
         match ip.to_canonical() {
             IpAddr::V4(a) => lookup(&self.v4, u32::from(a)),
@@ -39,6 +42,7 @@ impl IpSet {
         }
     }
 
+    /// Whether the set holds no network.
     pub fn is_empty(&self) -> bool {
         self.v4.is_empty() && self.v6.is_empty()
     }

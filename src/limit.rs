@@ -72,6 +72,7 @@ impl<K: Hash + Eq> KeyedLimiter<K> {
         self.shards.iter().map(|s| s.lock().map_or(0, |s| s.full_at.len())).sum()
     }
 
+    /// Whether no key is remembered.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

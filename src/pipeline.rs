@@ -31,15 +31,20 @@ use crate::telemetry::metrics::{count_error, method_class, metrics, Fault};
 
 /// A request after DESIGN §3 steps 2–4: cleaned of spoofable headers, normalized, routed.
 pub struct Routed<'rt> {
+    /// The request's id: a trusted proxy's, or a new one.
     pub request_id: String,
+    /// The TCP peer.
     pub peer: IpAddr,
+    /// The client address the policies see (the peer, or the one a trusted proxy vouches for).
     pub client_ip: IpAddr,
     /// Lower-case, without port.
     pub host: String,
     uri: Uri,
     /// The normalized path when it differs from the request's.
     normalized: Option<String>,
+    /// The route that matched.
     pub route: &'rt Route,
+    /// The values of the route template's `{param}` segments.
     pub params: Params,
 }
 
@@ -49,6 +54,7 @@ impl Routed<'_> {
         self.normalized.as_deref().unwrap_or_else(|| self.uri.path())
     }
 
+    /// The request's query, as sent.
     pub fn query(&self) -> Option<&str> {
         self.uri.query()
     }
@@ -56,9 +62,11 @@ impl Routed<'_> {
 
 /// A request refused before routing or without a route: always the client's fault.
 pub struct Refused {
+    /// The request's id, for the answer's `X-Request-Id`.
     pub request_id: String,
     /// The reason for metrics and logs (a fixed vocabulary).
     pub kind: &'static str,
+    /// What the client is told.
     pub problem: Problem,
     /// Close the connection after the answer: what follows may be framed in a way the
     /// gateway refused to read.

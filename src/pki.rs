@@ -11,6 +11,7 @@ use time::{Duration, OffsetDateTime};
 
 /// A certificate authority that can issue leaves.
 pub struct Ca {
+    /// The CA certificate, PEM.
     pub cert_pem: String,
     params: CertificateParams,
     key: KeyPair,
@@ -18,8 +19,11 @@ pub struct Ca {
 
 /// An issued certificate and its private key, PEM.
 pub struct Leaf {
+    /// The certificate, PEM.
     pub cert_pem: String,
+    /// Its private key, PKCS#8 PEM.
     pub key_pem: String,
+    /// Its serial number, big-endian bytes (for CRLs).
     pub serial: Vec<u8>,
 }
 
@@ -28,7 +32,12 @@ pub enum LeafKind<'a> {
     /// A server certificate for these DNS names and IP addresses.
     Server(&'a [&'a str]),
     /// A client certificate with this subject common name and organization.
-    Client { common_name: &'a str, organization: &'a str },
+    Client {
+        /// The subject's CN.
+        common_name: &'a str,
+        /// The subject's O.
+        organization: &'a str,
+    },
 }
 
 fn name(common_name: &str, organization: &str) -> DistinguishedName {

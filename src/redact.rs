@@ -5,6 +5,7 @@ use std::borrow::Cow;
 
 use http::header::{HeaderName, HeaderValue};
 
+/// What a redacted value is replaced with.
 pub const REDACTED: &str = "[redacted]";
 
 /// Query parameter names (lower-case substrings) whose values are secrets.

@@ -17,19 +17,28 @@ use crate::tls::CertificateInUse;
 /// Default drain deadline when the configuration names none.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// One compiled configuration: everything a request needs, ready to use.
 pub struct Runtime {
     /// The configuration file it was built from.
     pub source: PathBuf,
+    /// The listeners to bind.
     pub listeners: Vec<ListenerSpec>,
+    /// The admin listener's address, if configured.
     pub admin: Option<SocketAddr>,
     /// Who may use the admin listener (empty: anyone who can reach it).
     pub admin_allow: IpSet,
+    /// Reload when a file of the configuration changes (`watch_files`, default true).
     pub watch_files: bool,
+    /// Peers whose forwarding headers are believed.
     pub trusted_proxies: IpSet,
+    /// Every route, the issuer's first.
     pub routes: RouteTable,
+    /// Every backend, for health checks and readiness.
     pub backends: Vec<Arc<Backend>>,
     /// Every named policy, by name.
     pub policies: Vec<Arc<NamedPolicy>>,
+    /// Headers the gateway owns, removed from every request (a trusted proxy keeps its
+    /// `X-Forwarded-For` and `X-Request-Id`).
     pub gateway_headers: GatewayHeaders,
     /// How long shutdown waits for in-flight requests.
     pub drain_timeout: Duration,
@@ -62,37 +71,51 @@ impl Runtime {
         backends.chain(policies).collect()
     }
 
+    /// The listener of this name.
     pub fn listener(&self, name: &str) -> Option<&ListenerSpec> {
         self.listeners.iter().find(|l| &*l.name == name)
     }
 }
 
+/// One listener, compiled.
 pub struct ListenerSpec {
+    /// Its configured name.
     pub name: Arc<str>,
+    /// The address to bind (port 0: any free port).
     pub bind: SocketAddr,
+    /// TLS, or a plain redirect to HTTPS.
     pub kind: ListenerKind,
+    /// Its limits.
     pub limits: Limits,
 }
 
+/// What a listener serves.
 pub enum ListenerKind {
+    /// HTTPS with this TLS configuration.
     Tls(Arc<rustls::ServerConfig>),
     /// Plain HTTP that only redirects to this HTTPS base URL (no trailing `/`).
     Redirect(Arc<str>),
 }
 
+/// A listener's limits (the `limits:` section).
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
+    /// The largest request head, in bytes (default 16 KiB; HTTP/1.1 never goes below 8 KiB).
     pub max_header_bytes: usize,
-    /// Header fields per request (HTTP/1.1 and h2).
+    /// Header fields per request (HTTP/1.1 and h2; default 100).
     pub max_headers: usize,
+    /// The largest request body, in bytes (default 10 MiB).
     pub max_body_bytes: u64,
+    /// How long a client may take for its TLS handshake, and for its request head (default 10s).
     pub header_read_timeout: Duration,
-    /// The longest a request body may stall between bytes.
+    /// The longest a request body may stall between bytes (default 30s).
     pub body_read_timeout: Duration,
+    /// The interval of h2 keep-alive pings (default 60s); HTTP/1.1 connections do not use it.
     pub idle_timeout: Duration,
+    /// Open connections of this listener, at most (default 10 000).
     pub max_connections: usize,
-    /// Open connections per client address (IPv4) or /64 (IPv6).
+    /// Open connections per client address (IPv4) or /64 (IPv6) (default 512).
     pub max_connections_per_ip: usize,
-    /// Concurrent streams per h2 connection.
+    /// Concurrent streams per h2 connection (default 100).
     pub max_concurrent_streams: u32,
 }

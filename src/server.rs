@@ -36,6 +36,7 @@ struct Inner {
 
 /// A started gateway.
 pub struct Server {
+    /// The runtime holder the listeners serve from; reload through it.
     pub gateway: Arc<Gateway>,
     inner: Arc<Inner>,
     /// Reload, SIGHUP and file-watch tasks.

@@ -5,6 +5,7 @@ use std::sync::Mutex;
 
 use tokio::task::JoinHandle;
 
+/// A background task aborted when its owner is dropped (or given a new task).
 #[derive(Debug, Default)]
 pub struct OwnedTask(Mutex<Option<JoinHandle<()>>>);
 

@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use crate::body::{self, Body};
 use crate::gateway::Gateway;
 
+/// Serves the admin endpoints on `tcp` until `stopped` turns true.
 pub async fn serve(
     tcp: TcpListener,
     gateway: Arc<Gateway>,

@@ -28,7 +28,9 @@ pub struct Invalid;
 pub struct IssuerFacts {
     /// `iss`, without a trailing `/`.
     pub issuer: String,
+    /// The `aud` of its tokens.
     pub audience: String,
+    /// The algorithm it signs with.
     pub algorithm: jsonwebtoken::Algorithm,
     /// The JWKS document the issuer publishes.
     pub jwks: Arc<[u8]>,
@@ -65,9 +67,11 @@ pub struct CompileContext {
 
 /// What a compiled configuration leaves besides its runtime.
 pub struct Collected {
+    /// What `check` warns about.
     pub warnings: Vec<ConfigError>,
     /// The configuration file and every file it references.
     pub files: Vec<PathBuf>,
+    /// Every certificate in use, for expiry tracking.
     pub certificates: Vec<CertificateInUse>,
 }
 

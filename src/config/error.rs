@@ -9,17 +9,22 @@ use serde_saphyr::Location;
 /// One problem in a configuration file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConfigError {
+    /// The configuration file.
     pub file: PathBuf,
     /// 1-based; 0 when the position is unknown.
     pub line: u64,
+    /// 1-based; 0 when the position is unknown.
     pub column: u64,
     /// Where in the document, like `routes[1].backend`; empty for the whole file.
     pub path: String,
+    /// What is wrong.
     pub message: String,
+    /// How to fix it.
     pub hint: Option<String>,
 }
 
 impl ConfigError {
+    /// An error at `at` in `file`, about the document path `path`.
     pub fn new(file: &Path, at: Location, path: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             file: file.to_owned(),
@@ -31,12 +36,14 @@ impl ConfigError {
         }
     }
 
+    /// The error with a hint.
     #[must_use]
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());
         self
     }
 
+    /// Sets the hint of an error already reported.
     pub fn hint(&mut self, hint: impl Into<String>) -> &mut Self {
         self.hint = Some(hint.into());
         self

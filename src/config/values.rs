@@ -77,7 +77,9 @@ impl TryFrom<SizeText> for ByteSize {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
 pub struct Rate {
+    /// Requests allowed per `per`, also the burst.
     pub count: std::num::NonZeroU32,
+    /// The period.
     pub per: Duration,
 }
 
@@ -103,8 +105,11 @@ impl TryFrom<String> for Rate {
 #[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(from = "String")]
 pub enum ValueRef {
+    /// Written inline.
     Literal(String),
+    /// `${env:NAME}`: an environment variable.
     Env(String),
+    /// `${file:path}`: a file, relative to the configuration.
     File(String),
 }
 
@@ -146,10 +151,17 @@ impl ValueRef {
 /// Why a `${env:}` or `${file:}` reference has no value; never says what the value is.
 #[derive(Debug, thiserror::Error)]
 pub enum UnresolvedValue {
+    /// The environment variable is not set.
     #[error("environment variable {0} is not set: export it before starting the gateway")]
     Unset(String),
+    /// The file cannot be read.
     #[error("cannot read {}: {source}", path.display())]
-    Unreadable { path: std::path::PathBuf, source: std::io::Error },
+    Unreadable {
+        /// The file, resolved.
+        path: std::path::PathBuf,
+        /// Why it cannot be read.
+        source: std::io::Error,
+    },
 }
 
 /// Never prints a resolved value; only where it comes from.

@@ -33,13 +33,22 @@ const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Why no token was issued; each is one RFC 6749 error answer.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Refusal {
+    /// The token endpoint was called with a method other than POST (405).
     MethodNotAllowed,
+    /// The request is malformed: not a form, a repeated parameter, no `grant_type`, two
+    /// authentication methods, or a body too large, broken or too slow (400 `invalid_request`).
     InvalidRequest(&'static str),
+    /// Client authentication failed, for whatever reason (401 `invalid_client`).
     InvalidClient,
+    /// The named external user is unknown, inactive or not linked to the client (400 `invalid_grant`).
     InvalidGrant,
+    /// A requested scope is not configured (400 `invalid_scope`).
     InvalidScope,
+    /// The `grant_type` is not `client_credentials` (400 `unsupported_grant_type`).
     UnsupportedGrantType,
+    /// The per-IP or per-client budget is spent; retry after this long (429, with `Retry-After`).
     RateLimited(Duration),
+    /// The store failed or the token could not be signed (503).
     Unavailable,
 }
 
@@ -118,6 +127,7 @@ fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
 
 /// A token request's client credentials.
 pub struct Credentials {
+    /// The client id, from HTTP Basic or the `client_id` parameter.
     pub client_id: String,
     secret: String,
 }
@@ -132,9 +142,11 @@ impl std::fmt::Debug for Credentials {
 /// against the store, the budgets or the configured scopes.
 #[derive(Debug)]
 pub struct TokenRequest {
+    /// The client's id and secret.
     pub credentials: Credentials,
     /// The external user id, when one is named.
     pub user: Option<String>,
+    /// The space-separated scopes asked for, as sent.
     pub scope: Option<String>,
 }
 

@@ -26,8 +26,11 @@ use crate::limit::KeyedLimiter;
 use signing::SigningKey;
 pub use store::{IdentityStore, StoreError};
 
+/// Where the token endpoint is served (RFC 6749 §3.2), on the identity listener.
 pub const TOKEN_PATH: &str = "/oauth2/token";
+/// Where the discovery document is served (RFC 8414).
 pub const DISCOVERY_PATH: &str = "/.well-known/openid-configuration";
+/// Where the public signing key is published as a JWK Set (RFC 7517).
 pub const JWKS_PATH: &str = "/.well-known/jwks.json";
 
 /// The `identity:` section.
@@ -42,12 +45,14 @@ pub struct IdentityConfig {
     pub audience: Option<String>,
     /// PKCS#8 PEM private key, ECDSA P-256 (ES256) or Ed25519.
     pub signing_key: Located,
+    /// Lifetime of issued tokens (default 1h; between 1s and 24h).
     pub token_ttl: Option<ConfigDuration>,
     /// `sqlite:PATH` (relative to this file).
     pub store: Located,
     /// Scopes a client may ask for; a request for any other is refused.
     #[serde(default)]
     pub scopes: Vec<String>,
+    /// Token request rate limits (default 30 per minute per client, 60 per minute per IP).
     #[serde(default)]
     pub rate_limit: TokenRateLimitConfig,
 }
@@ -56,7 +61,9 @@ pub struct IdentityConfig {
 #[derive(Clone, Copy, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TokenRateLimitConfig {
+    /// Requests per client id from one source network (default 30 per minute).
     pub per_client: Rate,
+    /// Requests per source network, an IPv4 address or an IPv6 /64 (default 60 per minute).
     pub per_ip: Rate,
 }
 
@@ -71,8 +78,10 @@ impl Default for TokenRateLimitConfig {
 /// A store location that cannot be used.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum LocationError {
+    /// The location names PostgreSQL (`postgres:` or `postgresql:`), which is not implemented.
     #[error("PostgreSQL stores are not built yet; use sqlite:PATH (one instance per store)")]
     NotBuilt,
+    /// The location has no known scheme, or `sqlite:` has no path.
     #[error("{0:?} is not a store location; write sqlite:PATH")]
     Unknown(String),
 }
@@ -80,6 +89,7 @@ pub enum LocationError {
 /// Where the store lives.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StoreLocation {
+    /// A SQLite database file, already resolved against the configuration file's directory.
     Sqlite(PathBuf),
 }
 
@@ -111,10 +121,15 @@ impl StoreLocation {
 pub struct Issuer {
     /// `iss`, without a trailing `/`.
     pub issuer: String,
+    /// The `aud` of issued tokens (the configured audience, else the issuer).
     pub audience: String,
+    /// Lifetime of issued tokens.
     pub ttl: Duration,
+    /// The scopes clients may ask for.
     pub scopes: Vec<String>,
+    /// The key tokens are signed with.
     pub key: SigningKey,
+    /// The store of clients and their secrets.
     pub store: Arc<dyn IdentityStore>,
     /// Keyed by client id *and* source network: someone who knows a client id (it is in
     /// every token) can spend only their own network's budget for it, never lock it out.
@@ -134,16 +149,24 @@ impl std::fmt::Debug for Issuer {
 
 /// The settings an [`Issuer`] is built from, already read and checked.
 pub struct IssuerSettings {
+    /// The `iss` of issued tokens, as configured (a trailing `/` is dropped).
     pub issuer: String,
+    /// The `aud` of issued tokens (`None`: the issuer).
     pub audience: Option<String>,
+    /// Lifetime of issued tokens.
     pub ttl: Duration,
+    /// The scopes clients may ask for.
     pub scopes: Vec<String>,
+    /// The key tokens are signed with.
     pub key: SigningKey,
+    /// The opened store of clients and their secrets.
     pub store: Arc<dyn IdentityStore>,
+    /// The per-client and per-IP limits on token requests.
     pub rate_limit: TokenRateLimitConfig,
 }
 
 impl Issuer {
+    /// Builds the issuer, rendering its discovery and JWKS documents once.
     pub fn new(s: IssuerSettings) -> Self {
         let issuer = s.issuer.trim_end_matches('/').to_owned();
         let discovery = serde_json::json!({

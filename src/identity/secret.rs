@@ -17,7 +17,9 @@ pub struct SecretHash(pub Vec<u8>);
 
 /// A new secret, to be shown once and then dropped.
 pub struct NewSecret {
+    /// The secret, base64url without padding (43 characters).
     pub text: String,
+    /// Its HMAC-SHA-256 hash, the only form that is stored.
     pub hash: SecretHash,
 }
 
@@ -27,10 +29,12 @@ pub struct SecretHasher {
 }
 
 impl SecretHasher {
+    /// A hasher keyed with the store's own HMAC key.
     pub fn new(key: &[u8]) -> Self {
         Self { key: hmac::Key::new(hmac::HMAC_SHA256, key) }
     }
 
+    /// The HMAC-SHA-256 tag of `secret` under the store's key.
     pub fn hash(&self, secret: &str) -> SecretHash {
         SecretHash(hmac::sign(&self.key, secret.as_bytes()).as_ref().to_vec())
     }

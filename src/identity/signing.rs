@@ -11,8 +11,11 @@ use rustls_pki_types::PrivateKeyDer;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+/// The issuer's private key, with its public JWK, ready to sign tokens.
 pub struct SigningKey {
+    /// `ES256` for a P-256 key, `EdDSA` for an Ed25519 key.
     pub algorithm: Algorithm,
+    /// The RFC 7638 thumbprint of the public key, base64url: the `kid` of tokens and of the JWK.
     pub kid: String,
     /// The public key as a JWK (with `kid`, `use` and `alg`).
     pub jwk: Value,
@@ -28,10 +31,13 @@ impl std::fmt::Debug for SigningKey {
 /// A signing key that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum SigningKeyError {
+    /// The key file could not be read or holds no PEM private key.
     #[error(transparent)]
     Unreadable(#[from] crate::tls::TlsError),
+    /// The key is PEM but not PKCS#8 (for example PKCS#1 or SEC1).
     #[error("{} is not a PKCS#8 key (\"BEGIN PRIVATE KEY\"); convert it with `openssl pkcs8 -topk8 -nocrypt`", .0.display())]
     NotPkcs8(std::path::PathBuf),
+    /// The PKCS#8 key is neither ECDSA P-256 nor Ed25519.
     #[error("{} is neither an ECDSA P-256 (ES256) nor an Ed25519 key", .0.display())]
     Unsupported(std::path::PathBuf),
 }

@@ -60,6 +60,7 @@ enum Entity {
     User,
 }
 
+/// An [`IdentityStore`] in one SQLite file, over a single connection behind a mutex.
 pub struct SqliteStore {
     path: PathBuf,
     conn: Mutex<Connection>,

@@ -9,65 +9,93 @@ use super::secret::{SecretHash, SecretHasher};
 /// An external system: one calling program with its own two secrets.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct System {
+    /// The system's id, a UUID v4 made at creation: the `client_id` of its token requests.
     pub id: String,
+    /// The system's name, unique in the store.
     pub name: String,
+    /// Whether the system may get tokens.
     pub active: bool,
     /// Unix seconds.
     pub created_at: i64,
+    /// When the secrets were last renewed (Unix seconds), if ever.
     pub secrets_renewed_at: Option<i64>,
 }
 
 /// An internal user.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct User {
+    /// The internal user's id, put in `sub` of tokens issued for it.
     pub id: String,
+    /// The roles put in the `roles` claim of its tokens.
     pub roles: Vec<String>,
+    /// Whether tokens may be issued for this user.
     pub active: bool,
+    /// When the user was added (Unix seconds).
     pub created_at: i64,
 }
 
 /// One system's external user id mapped to one internal user.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Link {
+    /// The system the link belongs to.
     pub system_id: String,
+    /// The user id the system sends in its token requests (`user`).
     pub external_user: String,
+    /// The internal user it maps to.
     pub user_id: String,
+    /// When the link was made (Unix seconds).
     pub created_at: i64,
 }
 
 /// Which link `unlink` removes.
 #[derive(Clone, Copy, Debug)]
 pub enum LinkRef<'a> {
+    /// The link of this external user id.
     ExternalUser(&'a str),
+    /// The link to this internal user id.
     User(&'a str),
 }
 
 /// One audit-log entry. Never holds a secret.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuditEntry {
+    /// The entry's sequence number, increasing.
     pub seq: i64,
+    /// When it was written (Unix seconds).
     pub at: i64,
+    /// Who made the change (`--actor`, or the OS user).
     pub actor: String,
+    /// What was done, like `system.create` or `user.add`.
     pub action: String,
+    /// The system concerned, if any.
     pub system_id: Option<String>,
+    /// The user concerned, if any.
     pub user_id: Option<String>,
+    /// More about the change, like `name=…` or `roles=…`.
     pub detail: Option<String>,
 }
 
 /// What the token endpoint reads to authenticate a client.
 #[derive(Clone, Debug)]
 pub struct Client {
+    /// Whether the system may get tokens.
     pub active: bool,
+    /// The hash of the current secret.
     pub primary: SecretHash,
+    /// The hash of the other valid secret: the next one, until a renewal promotes it.
     pub alternate: SecretHash,
 }
 
+/// Why a store call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The named system, user or link does not exist.
     #[error("{0} not found")]
     NotFound(String),
+    /// The change would break a uniqueness rule, or an id or name is malformed.
     #[error("{0}")]
     Conflict(String),
+    /// The database failed: it could not be opened, read or written.
     #[error("identity store: {0}")]
     Backend(String),
 }

@@ -27,9 +27,12 @@ use scenario::{HttpVersion, TokenSpec};
 
 /// Where the load goes.
 pub struct Target {
+    /// The address every connection goes to (for a URL, the first its host resolves to).
     pub addr: SocketAddr,
     /// `host[:port]` for the Host header / `:authority`.
     pub authority: String,
+    /// The TLS server name (SNI, and the name the certificate must match): the scenario's
+    /// `tls.server_name`, else the URL's host (`localhost` for a gateway started in-process).
     pub server_name: ServerName<'static>,
 }
 
@@ -303,31 +306,51 @@ impl Tally {
 /// The figures of one kind (or of all).
 #[derive(Debug, Serialize)]
 pub struct KindReport {
+    /// The request kind's name, or `total`.
     pub name: String,
+    /// Requests sent, including those that failed without a status.
     pub requests: u64,
+    /// Answered requests per second of the run (failed ones do not count).
     pub rps: f64,
+    /// Median latency in milliseconds, connection setup included when not keeping alive.
     pub p50_ms: f64,
+    /// 90th-percentile latency in milliseconds.
     pub p90_ms: f64,
+    /// 99th-percentile latency in milliseconds.
     pub p99_ms: f64,
+    /// Slowest answer in milliseconds.
     pub max_ms: f64,
+    /// Answers whose status differed from the kind's `expect`.
     pub unexpected_status: u64,
+    /// Requests that got no status: connect, TLS or protocol failures.
     pub errors: u64,
 }
 
+/// One threshold of the scenario and whether the run met it.
 #[derive(Debug, Serialize)]
 pub struct ThresholdReport {
+    /// `min_rps`, `p99_ms` or `unexpected_status` (which counts errors too).
     pub name: String,
+    /// The scenario's limit, in the threshold's unit (req/s, ms or requests).
     pub limit: f64,
+    /// What the run measured, over all kinds.
     pub actual: f64,
+    /// Whether `actual` is within `limit`: at least for `min_rps`, at most for the others.
     pub pass: bool,
 }
 
+/// The result of a run: per-kind and total figures, thresholds, and the verdict.
 #[derive(Debug, Serialize)]
 pub struct Report {
+    /// Wall-clock length of the run, in seconds.
     pub seconds: f64,
+    /// Figures for each request kind, in scenario order.
     pub kinds: Vec<KindReport>,
+    /// Figures over all kinds together.
     pub total: KindReport,
+    /// Each configured threshold, checked against `total`.
     pub thresholds: Vec<ThresholdReport>,
+    /// Whether every threshold passed (true when none are configured); decides the exit code.
     pub pass: bool,
 }
 

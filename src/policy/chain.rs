@@ -24,6 +24,7 @@ use crate::telemetry::metrics::metrics;
 #[serde(rename_all = "lowercase")]
 pub enum PolicyMode {
     #[default]
+    /// Denials stop the request (the default).
     Enforce,
     /// Decide, log and count, but let the request through.
     Report,
@@ -34,10 +35,15 @@ pub enum PolicyMode {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Policy {
+    /// `headers`: remove and set request and response headers.
     Headers(headers::HeaderRules),
+    /// `cors`: cross-origin limits and preflights.
     Cors(cors::Cors),
+    /// `ip_filter`: allow and deny lists of client addresses.
     IpFilter(ip_filter::IpFilter),
+    /// `jwt`: bearer-token validation.
     Jwt(jwt::Jwt),
+    /// `client_cert`: the handshake's verified client certificate, matched against identities.
     ClientCert(client_cert::ClientCert),
 }
 
@@ -123,14 +129,18 @@ impl Policy {
 /// A policy under its configured name.
 #[derive(Debug)]
 pub struct NamedPolicy {
+    /// The policy's configured name.
     pub name: Arc<str>,
+    /// Whether its denials are enforced or only reported.
     pub mode: PolicyMode,
+    /// The compiled policy.
     pub policy: Policy,
     /// `portcullis_policy_decisions_total{policy, outcome="allowed"}`, resolved once.
     allowed: prometheus::IntCounter,
 }
 
 impl NamedPolicy {
+    /// A compiled policy under its name, with its `allowed` counter resolved once.
     pub fn new(name: &str, mode: PolicyMode, policy: Policy) -> Self {
         let allowed = metrics().policy_decisions.with_label_values(&[name, "allowed"]);
         Self { name: name.into(), mode, policy, allowed }
@@ -165,9 +175,11 @@ impl NamedPolicy {
 /// What one policy decided, in the order the chain ran them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PolicyDecision {
+    /// The policy's configured name.
     pub policy: Arc<str>,
     /// The policy's kind, like `jwt`.
     pub kind: &'static str,
+    /// What it decided.
     pub outcome: Outcome,
 }
 
@@ -190,6 +202,7 @@ pub struct ChainOutcome {
 /// The ordered policies of one route.
 #[derive(Clone, Debug, Default)]
 pub struct Chain {
+    /// In order: `default_policies`, then the route's own.
     pub policies: Vec<Arc<NamedPolicy>>,
 }
 

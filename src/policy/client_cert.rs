@@ -13,20 +13,30 @@ use crate::tls::ClientCertInfo;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+/// The `client_cert` policy as written in YAML.
 pub struct ClientCertConfig {
     #[serde(default)]
+    /// `identities`: any one matching admits the certificate.
     pub identities: Vec<IdentityConfig>,
+    /// `forward_header`: the header that carries a summary of the certificate to the backend.
     pub forward_header: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+/// One identity: every field it names must match the certificate.
 pub struct IdentityConfig {
+    /// `subject`: the subject DN, attribute for attribute (`CN=a, O=b`).
     pub subject: Option<String>,
+    /// `issuer`: the issuer DN, attribute for attribute.
     pub issuer: Option<String>,
+    /// `thumbprint_sha256`: the SHA-256 of the DER certificate, hex in any spelling.
     pub thumbprint_sha256: Option<String>,
+    /// `serial`: the serial number, hex in any spelling.
     pub serial: Option<String>,
+    /// `dns_name`: a SAN DNS name the certificate must hold (case-insensitive).
     pub dns_name: Option<String>,
+    /// `uri`: a SAN URI the certificate must hold.
     pub uri: Option<String>,
 }
 
@@ -42,6 +52,7 @@ struct Identity {
 }
 
 #[derive(Debug)]
+/// The compiled `client_cert` policy.
 pub struct ClientCert {
     identities: Vec<Identity>,
     forward_header: Option<HeaderName>,
@@ -90,11 +101,14 @@ fn hex_matches(expected: &str, text: &str) -> bool {
 /// Why a client certificate was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Refusal {
+    /// The connection presented no verified client certificate.
     NoClientCert,
+    /// The certificate matches none of the identities.
     NotAllowed,
 }
 
 impl Refusal {
+    /// The reason, for logs, metrics and `trace`.
     pub fn label(self) -> &'static str {
         match self {
             Self::NoClientCert => "no_client_cert",
@@ -102,6 +116,7 @@ impl Refusal {
         }
     }
 
+    /// 403 for both: the client learns no more.
     pub fn problem(self) -> Problem {
         let detail = match self {
             Self::NoClientCert => "a client certificate is required",

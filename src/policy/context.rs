@@ -13,11 +13,15 @@ pub type Claims = serde_json::Map<String, serde_json::Value>;
 
 /// One request as the policy chain sees it.
 pub struct RequestContext<'a> {
+    /// The request's id.
     pub request_id: &'a str,
+    /// The client address (the peer, or the one a trusted proxy vouches for).
     pub client_ip: IpAddr,
+    /// The connection the request came on.
     pub conn: &'a ConnInfo,
     /// The normalized path.
     pub path: &'a str,
+    /// The values of the route template's `{param}` segments.
     pub params: &'a Params,
     /// Unix seconds when the request arrived: every time check of the chain uses it.
     pub now: u64,
@@ -28,6 +32,7 @@ pub struct RequestContext<'a> {
 }
 
 impl<'a> RequestContext<'a> {
+    /// The context of one request arriving at `now` (Unix seconds).
     pub fn new(
         request_id: &'a str,
         client_ip: IpAddr,

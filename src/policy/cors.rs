@@ -20,18 +20,26 @@ use crate::problem::Problem;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+/// The `cors` policy as written in YAML.
 pub struct CorsConfig {
+    /// `allowed_origins`: exact origins, `https://*.domain` wildcards, `null`, or `*`.
     pub allowed_origins: Vec<String>,
     #[serde(default)]
+    /// `allowed_methods`: methods a preflight may ask for (default GET, HEAD, POST).
     pub allowed_methods: Vec<String>,
     #[serde(default)]
+    /// `allowed_headers`: request headers a preflight may ask for.
     pub allowed_headers: Vec<String>,
     #[serde(default)]
+    /// `expose_headers`: response headers the browser may show the page.
     pub expose_headers: Vec<String>,
     #[serde(default)]
+    /// `allow_credentials`: send `Access-Control-Allow-Credentials: true` (never with `*`).
     pub allow_credentials: bool,
+    /// `max_age`: how long a browser may cache a preflight answer.
     pub max_age: Option<ConfigDuration>,
     #[serde(default)]
+    /// `terminate_unmatched`: refuse (403) any request with an unlisted origin, not only preflights.
     pub terminate_unmatched: bool,
 }
 
@@ -67,18 +75,23 @@ pub enum Verdict {
     Pass(Option<HeaderValue>),
     /// An allowed preflight, answered here (never forwarded), and its origin.
     Preflight(Response<Body>, HeaderValue),
+    /// Refused: a preflight, or any request under `terminate_unmatched`.
     Refuse(Refusal),
 }
 
 /// Why a cross-origin request was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Refusal {
+    /// The `Origin` is not listed.
     OriginNotAllowed,
+    /// The preflight asks for a method that is not allowed.
     MethodNotAllowed,
+    /// The preflight asks for a header that is not allowed.
     HeaderNotAllowed,
 }
 
 impl Refusal {
+    /// The reason, for logs, metrics and `trace`.
     pub fn label(self) -> &'static str {
         match self {
             Self::OriginNotAllowed => "origin_not_allowed",
@@ -87,6 +100,7 @@ impl Refusal {
         }
     }
 
+    /// 403 with the kind of refusal.
     pub fn problem(self) -> Problem {
         let detail = match self {
             Self::OriginNotAllowed => "the request's origin is not allowed",

@@ -12,10 +12,13 @@ use crate::config::values::{Located, ValueRef};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+/// The `headers` policy as written in YAML.
 pub struct HeadersConfig {
     #[serde(default)]
+    /// `request`: edits to the request before it is forwarded.
     pub request: HeaderRulesConfig,
     #[serde(default)]
+    /// `response`: edits to every response of the route, also the gateway's own answers.
     pub response: HeaderRulesConfig,
 }
 
@@ -24,15 +27,19 @@ pub struct HeadersConfig {
 #[serde(deny_unknown_fields)]
 pub struct HeaderRulesConfig {
     #[serde(default)]
+    /// `set`: header name to value (inline, `${env:NAME}` or `${file:path}`).
     pub set: BTreeMap<String, Spanned<ValueRef>>,
     #[serde(default)]
+    /// `remove`: header names to remove.
     pub remove: Vec<Located>,
 }
 
 /// Compiled rules for one direction.
 #[derive(Clone, Debug, Default)]
 pub struct HeaderEdits {
+    /// Removed first.
     pub remove: Vec<HeaderName>,
+    /// Then set (replacing any value).
     pub set: Vec<(HeaderName, HeaderValue)>,
 }
 
@@ -86,7 +93,9 @@ fn header_name(name: &str, at: Location, field: &str, cx: &mut CompileContext) -
 /// The compiled `headers` policy.
 #[derive(Clone, Debug, Default)]
 pub struct HeaderRules {
+    /// Applied to the request before forwarding.
     pub request: HeaderEdits,
+    /// Applied to every response.
     pub response: HeaderEdits,
 }
 
@@ -101,10 +110,12 @@ impl HeaderRules {
         Ok(Self { request, response })
     }
 
+    /// Applies the request-side edits.
     pub fn on_request(&self, headers: &mut HeaderMap) {
         self.request.apply(headers);
     }
 
+    /// Applies the response-side edits.
     pub fn on_response(&self, headers: &mut HeaderMap) {
         self.response.apply(headers);
     }

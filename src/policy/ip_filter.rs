@@ -14,14 +14,18 @@ use crate::problem::Problem;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+/// The `ip_filter` policy as written in YAML.
 pub struct IpFilterConfig {
     #[serde(default)]
+    /// `allow`: networks allowed; empty allows every address not denied.
     pub allow: Vec<IpNet>,
     #[serde(default)]
+    /// `deny`: networks refused; deny wins over allow.
     pub deny: Vec<IpNet>,
 }
 
 #[derive(Debug)]
+/// The compiled `ip_filter` policy: both lists as range tables.
 pub struct IpFilter {
     allow: IpSet,
     deny: IpSet,
@@ -37,6 +41,7 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// The reason, for logs, metrics and `trace`.
     pub fn label(self) -> &'static str {
         match self {
             Self::Denied => "ip_denied",

@@ -11,9 +11,11 @@ use crate::problem::Problem;
 
 /// What a policy decided about one request.
 pub enum Decision {
+    /// Go on to the next policy, then the backend.
     Continue,
     /// Answer now with this response (not a refusal: e.g. a CORS preflight).
     Answer(Response<Body>),
+    /// Refuse the request for this reason.
     Deny(Denial),
 }
 
@@ -29,9 +31,13 @@ impl From<Result<(), Denial>> for Decision {
 /// The exact cause of a refusal. The client only sees [`Denial::problem`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Denial {
+    /// Refused by a `cors` policy.
     Cors(cors::Refusal),
+    /// Refused by an `ip_filter` policy.
     IpFilter(ip_filter::Refusal),
+    /// Refused by a `jwt` policy.
     Jwt(jwt::Refusal),
+    /// Refused by a `client_cert` policy.
     ClientCert(client_cert::Refusal),
 }
 
@@ -60,6 +66,7 @@ impl Denial {
 /// What one policy's decision was, as recorded for the access log, metrics and `trace`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
+    /// The policy let the request through.
     Allowed,
     /// The gateway answered itself (a CORS preflight).
     Answered,

@@ -26,12 +26,17 @@ const PASSIVE_EJECTION: Duration = Duration::from_secs(5);
 /// Why forwarding failed; each maps to one status.
 #[derive(Debug, thiserror::Error)]
 pub enum ForwardError {
+    /// Opening a connection failed (DNS, TCP or TLS) or took longer than `connect_timeout` (502);
+    /// the url is skipped for a while.
     #[error("could not connect to the backend")]
     Connect(#[source] std::io::Error),
+    /// No response head within the backend's `timeout` (504); never retried.
     #[error("the backend did not answer in time")]
     Timeout,
+    /// The path and query do not form a valid request target under the url's base path (400).
     #[error("the request target cannot be sent to this backend")]
     Target,
+    /// The connection failed after the request was sent, or the response was malformed (502).
     #[error("the backend connection failed")]
     Upstream(#[source] hyper::Error),
 }
@@ -80,6 +85,7 @@ impl ForwardError {
 
 /// A configured backend.
 pub struct Backend {
+    /// The backend's name, as configured.
     pub name: Arc<str>,
     /// `portcullis_upstream_duration_seconds{backend}`, resolved once.
     pub upstream_duration: prometheus::Histogram,
@@ -108,21 +114,28 @@ pub trait Responder: Send + Sync + 'static {
 #[derive(Debug, thiserror::Error)]
 #[error("url {url:?}: {why}")]
 pub struct UrlError {
+    /// The url, as configured.
     pub url: String,
+    /// What is wrong with it.
     pub why: UrlProblem,
 }
 
 /// What is wrong with a backend url.
 #[derive(Debug, thiserror::Error)]
 pub enum UrlProblem {
+    /// The url does not parse as a URI.
     #[error("invalid: {0}")]
     Invalid(String),
+    /// The url has no scheme, like `127.0.0.1:8080`.
     #[error("needs http:// or https://")]
     NoScheme,
+    /// The url's scheme is neither `http` nor `https`.
     #[error("only http:// and https:// are supported")]
     Scheme,
+    /// The url names no host.
     #[error("has no host")]
     NoHost,
+    /// The url has a query string; only a base path is allowed.
     #[error("a backend url cannot have a query")]
     Query,
 }
@@ -182,6 +195,7 @@ impl Upstream {
         self.connections.send(connector, &self.scheme, &self.authority, req).await
     }
 
+    /// The url's host and optional port (the `Host` of forwarded HTTP/1.1 requests).
     pub fn authority(&self) -> &Authority {
         &self.authority
     }
@@ -193,16 +207,25 @@ pub struct PoolSettings {
     pub timeout: Duration,
     /// Longest stall between response-body bytes (`None`: no limit).
     pub body_timeout: Option<Duration>,
+    /// How long a connection attempt may take (default 2s).
     pub connect_timeout: Duration,
+    /// How many more times an idempotent request without a body is sent after a failure (default 0).
     pub retries: u32,
+    /// The TLS client configuration for `https://` urls.
     pub tls: Arc<rustls::ClientConfig>,
+    /// The active health check, when configured.
     pub health_check: Option<HealthCheck>,
 }
 
+/// An active health check: every `interval`, a `GET path` to each url; a 2xx or 3xx answer within
+/// `timeout` marks the url healthy, anything else unhealthy.
 #[derive(Clone, Debug)]
 pub struct HealthCheck {
+    /// The path probed, starting with `/`, under the url's base path.
     pub path: String,
+    /// How often each url is probed.
     pub interval: Duration,
+    /// How long one probe may take (default: the interval, at most 5s).
     pub timeout: Duration,
 }
 
@@ -217,18 +240,24 @@ struct Pool {
 
 /// A request ready to forward: the normalized upstream path and the original query.
 pub struct Outbound<'a> {
+    /// The request method.
     pub method: Method,
+    /// The normalized path, after the route's `strip_prefix`; the url's base path is prepended later.
     pub path: &'a str,
+    /// The original query string, without the `?`.
     pub query: Option<&'a str>,
     /// The client address the policies saw (built-in backends use it).
     pub client_ip: std::net::IpAddr,
+    /// The headers to send: the client's, cleaned, plus `X-Forwarded-*` and `X-Request-Id`; no `Host`.
     pub headers: HeaderMap,
+    /// The request body, streamed.
     pub body: Body,
     /// The body is known to be empty, so the request can be sent again.
     pub body_is_empty: bool,
 }
 
 impl Backend {
+    /// The built-in `echo` backend, which answers with what it received.
     pub fn echo(name: &str) -> Self {
         Self { name: name.into(), upstream_duration: upstream_duration(name), kind: BackendKind::Echo }
     }

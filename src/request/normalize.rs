@@ -15,16 +15,22 @@ pub const MAX_PATH_BYTES: usize = 8 * 1024;
 /// Why a path was refused (answered with 400).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum PathError {
+    /// The path does not start with `/`.
     #[error("path must start with '/'")]
     NotAbsolute,
+    /// The path is longer than the limit.
     #[error("path is longer than {MAX_PATH_BYTES} bytes")]
     TooLong,
+    /// `%2F` in the path: a segment boundary in disguise.
     #[error("encoded '/' in path")]
     EncodedSlash,
+    /// A backslash, raw or escaped: some backends take it for `/`.
     #[error("backslash in path")]
     Backslash,
+    /// A NUL byte, raw or escaped.
     #[error("NUL byte in path")]
     Nul,
+    /// A `%` not followed by two hex digits.
     #[error("invalid percent-escape in path")]
     InvalidEscape,
 }

@@ -19,16 +19,23 @@ use crate::telemetry::metrics::RouteMetrics;
 /// One compiled route.
 #[derive(Debug)]
 pub struct Route {
+    /// The route's configured name.
     pub name: Arc<str>,
     /// Served on this listener only (the token issuer's routes); `None`: on every listener.
     pub listener: Option<Arc<str>>,
+    /// Hosts it serves (lower-case); empty: any host.
     pub hosts: Vec<HostPattern>,
+    /// How it matches the normalized path.
     pub path: PathMatch,
     /// Empty: any method.
     pub methods: Vec<Method>,
+    /// The policies its requests run through.
     pub chain: Chain,
+    /// Where its requests go.
     pub backend: Arc<Backend>,
+    /// `rewrite.strip_prefix`: removed from the path the backend sees.
     pub strip_prefix: Option<String>,
+    /// Its request metrics, resolved once.
     pub metrics: RouteMetrics,
 }
 
@@ -56,6 +63,7 @@ impl Route {
 /// Routes in configuration order.
 #[derive(Debug, Default)]
 pub struct RouteTable {
+    /// The routes; the first that matches wins.
     pub routes: Vec<Route>,
 }
 

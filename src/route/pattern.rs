@@ -6,12 +6,14 @@ use std::sync::Arc;
 /// A compiled host pattern: exact, or `*.domain` for any subdomain.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HostPattern {
+    /// This host exactly (lower-case).
     Exact(String),
     /// Holds `.domain`; matches `a.domain`, never `domain` or `evildomain`.
     Subdomain(String),
 }
 
 impl HostPattern {
+    /// Reads a `hosts:` entry: `*.domain` or an exact name, case-insensitive.
     pub fn parse(text: &str) -> Self {
         let text = text.to_ascii_lowercase();
         match text.strip_prefix('*') {
@@ -29,29 +31,44 @@ impl HostPattern {
     }
 }
 
+/// One segment of a path template.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Segment {
+    /// This text exactly.
     Literal(String),
+    /// `{name}`: any one non-empty segment, captured under this name.
     Param(Arc<str>),
 }
 
 /// How a route matches the path.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PathMatch {
+    /// No path condition.
     Any,
+    /// `path_prefix`: the path is this prefix or continues it after a `/`.
     Prefix(String),
-    Template { segments: Vec<Segment>, rest: bool },
+    /// `path`: a template.
+    Template {
+        /// The segments before any `**`.
+        segments: Vec<Segment>,
+        /// A trailing `**`: any further segments, or none.
+        rest: bool,
+    },
 }
 
 /// What is wrong with a `path:` template.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum TemplateError {
+    /// The template does not start with `/`.
     #[error("a path template must start with '/'")]
     NoLeadingSlash,
+    /// `**` is not the last segment.
     #[error("'**' may only be the last segment")]
     RestNotLast,
+    /// A `{}` segment with an empty or invalid name.
     #[error("invalid parameter {0:?}: write {{name}} with letters, digits or '_'")]
     Parameter(String),
+    /// A segment with `{`, `}` or `*` that is not a parameter or a final `**`.
     #[error("invalid segment {0:?}: a segment is literal, {{name}} or a final '**'")]
     Segment(String),
 }

@@ -17,21 +17,37 @@ use crate::redact;
 
 /// What is known about a request when its response head is ready.
 pub struct AccessRecord {
+    /// The request's id (`request.id`): a trusted proxy's, or one the gateway made.
     pub request_id: String,
+    /// The listener's name, as configured.
     pub listener: Arc<str>,
+    /// The route's name, when the request was routed.
     pub route: Option<Arc<str>>,
+    /// The request method.
     pub method: http::Method,
+    /// The normalized path once routed, the request's path before.
     pub path: String,
+    /// The raw query string, redacted when the line is written.
     pub query: Option<String>,
+    /// The response status code.
     pub status: u16,
+    /// The client's address, after trusted-proxy forwarding headers.
     pub client_ip: std::net::IpAddr,
+    /// The negotiated TLS version, like `TLSv1_3`.
     pub tls_version: Option<&'static str>,
+    /// The client certificate's subject, when one was presented.
     pub client_cert: Option<String>,
+    /// The token's `sub` claim, when a `jwt` policy passed.
     pub subject: Option<String>,
+    /// Each policy's decision, in chain order.
     pub decisions: Vec<PolicyDecision>,
+    /// The backend address that answered, for pooled backends.
     pub upstream: Option<String>,
+    /// Time from forwarding to the backend's response head.
     pub upstream_time: Option<Duration>,
+    /// When the gateway began handling the request, for `total.ms`.
     pub started: Instant,
+    /// What the request body did, when it was forwarded (gives `bytes.in`).
     pub request_body: Option<Arc<BodyStats>>,
 }
 
@@ -72,8 +88,11 @@ impl AccessRecord {
 
 /// Where access-log lines go: stdout (default), a file, or nowhere.
 pub enum AccessSink {
+    /// Write lines to standard output (the default).
     Stdout,
+    /// Write lines to this open file (`--access-log PATH` opens it for appending).
     File(std::fs::File),
+    /// Write no access log (`--access-log off`).
     Off,
 }
 
@@ -160,6 +179,7 @@ pub struct LoggedBody<B> {
 }
 
 impl<B> LoggedBody<B> {
+    /// Wraps a response body; the access line for `record` is written when it ends or is dropped.
     pub fn new(inner: B, record: AccessRecord) -> Self {
         Self { inner, record: Some(Box::new(record)), sent: 0 }
     }

@@ -8,6 +8,7 @@ use prometheus::{
     Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+/// The process-wide Prometheus metrics, reached through [`metrics`]; each field lists its labels.
 pub struct Metrics {
     registry: Registry,
     /// route, method class (read/write/other), status code.
@@ -161,6 +162,7 @@ pub enum Fault {
 }
 
 impl Fault {
+    /// The label value: `client`, `policy`, `gateway` or `backend`.
     pub fn label(self) -> &'static str {
         match self {
             Self::Client => "client",
@@ -214,11 +216,13 @@ const COMMON_STATUSES: [u16; 13] = [200, 201, 204, 304, 400, 401, 403, 404, 413,
 #[derive(Debug)]
 pub struct RouteMetrics {
     route: std::sync::Arc<str>,
+    /// The route's `portcullis_request_duration_seconds` histogram (time to the response head).
     pub duration: prometheus::Histogram,
     requests: [[OnceLock<prometheus::IntCounter>; COMMON_STATUSES.len()]; METHOD_CLASSES.len()],
 }
 
 impl RouteMetrics {
+    /// Resolves the route's histogram; request counters are resolved on first use.
     pub fn new(route: std::sync::Arc<str>) -> Self {
         Self {
             duration: metrics().request_duration.with_label_values(&[&route]),

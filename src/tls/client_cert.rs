@@ -13,12 +13,15 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 pub struct ClientCertInfo {
     /// RFC 4514 form, e.g. `CN=apim-client,O=Example`.
     pub subject: String,
+    /// The issuer's name, RFC 4514 form.
     pub issuer: String,
     /// Upper-case hex, no separators.
     pub serial: String,
     /// SHA-256 of the DER certificate, upper-case hex.
     pub thumbprint_sha256: String,
+    /// The DNS names of the subject alternative name extension, as written.
     pub dns_names: Vec<String>,
+    /// The URIs of the subject alternative name extension (e.g. SPIFFE IDs).
     pub uris: Vec<String>,
     /// Unix seconds.
     pub not_after: i64,

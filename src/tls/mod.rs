@@ -28,24 +28,52 @@ pub fn provider() -> Arc<CryptoProvider> {
 /// never key material.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
+    /// A certificate, key or CRL file could not be read.
     #[error("cannot read {}: {source}", path.display())]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        /// The file, as it was opened.
+        path: PathBuf,
+        /// Why reading failed.
+        source: std::io::Error,
+    },
+    /// A certificate file is not valid PEM.
     #[error("{} is not a PEM certificate file: {reason}", path.display())]
-    NotPem { path: PathBuf, reason: String },
+    NotPem {
+        /// The certificate file.
+        path: PathBuf,
+        /// The PEM parser's complaint.
+        reason: String,
+    },
+    /// A PEM file parsed but holds no `CERTIFICATE` block.
     #[error("{} holds no PEM certificate", path.display())]
-    NoCertificate { path: PathBuf },
+    NoCertificate {
+        /// The certificate file.
+        path: PathBuf,
+    },
+    /// A key file holds no PKCS#8, PKCS#1 or SEC1 private key in PEM.
     #[error("{} holds no usable PEM private key: {reason}", path.display())]
-    NoKey { path: PathBuf, reason: String },
+    NoKey {
+        /// The key file.
+        path: PathBuf,
+        /// The PEM parser's complaint.
+        reason: String,
+    },
+    /// The key's type is unsupported, or it does not belong to the certificate.
     #[error("certificate and key do not fit together: {0}")]
     KeyMismatch(rustls::Error),
+    /// rustls refused a certificate as a trust anchor.
     #[error("not a usable CA certificate: {0}")]
     BadCa(rustls::Error),
+    /// A certificate's DER could not be parsed as X.509 (reading its DNS names for SNI).
     #[error("unreadable certificate: {0}")]
     Unparsable(#[from] client_cert::NotX509),
+    /// A listener was given no certificate to serve.
     #[error("at least one certificate is needed")]
     NoCertificates,
+    /// The crypto provider cannot offer the requested protocol versions.
     #[error("cannot offer these TLS versions: {0}")]
     Versions(rustls::Error),
+    /// The client certificate verifier rejected its CAs or CRLs.
     #[error("cannot build the client certificate verifier: {0}")]
     Verifier(rustls::server::VerifierBuilderError),
 }
@@ -100,9 +128,11 @@ pub fn load_crl(path: &Path) -> Result<CertificateRevocationListDer<'static>, Tl
 /// A certificate the configuration uses, and where, for expiry tracking.
 #[derive(Clone, Debug)]
 pub struct CertificateInUse {
+    /// The PEM file, resolved against the configuration file's directory.
     pub path: PathBuf,
     /// Where in the configuration, like `listeners[0].tls.certificates[0].cert`.
     pub usage: String,
+    /// The certificate's subject, RFC 4514 form.
     pub subject: String,
     /// Unix seconds.
     pub not_after: i64,
@@ -130,12 +160,16 @@ pub fn certified_key(
 
 /// What a listener asks of client certificates at the handshake.
 pub enum ClientAuth {
+    /// Ask for no client certificate.
     None,
     /// Verify a presented certificate against `cas` and `crls`; `required` refuses a
     /// handshake without one.
     Verify {
+        /// The CAs a client certificate must chain to.
         cas: Vec<CertificateDer<'static>>,
+        /// Revocation lists checked against the presented chain.
         crls: Vec<CertificateRevocationListDer<'static>>,
+        /// Refuse the handshake when the client presents no certificate.
         required: bool,
     },
 }

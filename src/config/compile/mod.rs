@@ -22,7 +22,9 @@ use crate::runtime::{Runtime, DEFAULT_DRAIN_TIMEOUT};
 
 /// A compiled configuration and what `check` should warn about.
 pub struct Loaded {
+    /// The compiled configuration.
     pub runtime: Runtime,
+    /// What `check` warns about (and `--strict` refuses).
     pub warnings: Vec<ConfigError>,
 }
 

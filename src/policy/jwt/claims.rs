@@ -10,6 +10,7 @@ use super::refusal::Refusal;
 /// What a policy requires of the registered claims.
 #[derive(Debug)]
 pub struct ClaimChecks {
+    /// Accepted `iss` values, exactly.
     pub issuers: Vec<String>,
     /// Empty: `aud` is not checked.
     pub audiences: Vec<String>,

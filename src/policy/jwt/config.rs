@@ -18,23 +18,34 @@ use crate::config::values::{ConfigDuration, Located, ValueRef};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+/// The `jwt` policy as written in YAML.
 pub struct JwtConfig {
+    /// `issuers`: accepted `iss` values; `self` names the gateway's own token issuer.
     pub issuers: Vec<String>,
     #[serde(default)]
+    /// `audiences`: accepted `aud` values; a token must name one (empty: not checked, and `check` warns).
     pub audiences: Vec<String>,
     /// Required, except with `issuers: [self]` (the issuer's algorithm).
     #[serde(default)]
     pub algorithms: Vec<String>,
     #[serde(default)]
+    /// `keys`: PEM public key files.
     pub keys: Vec<Located>,
+    /// `jwks_url`: an HTTPS JWKS document to fetch keys from.
     pub jwks_url: Option<String>,
+    /// `openid_config`: an HTTPS OpenID discovery document that names the JWKS.
     pub openid_config: Option<String>,
+    /// `secret`: the HS* shared secret, by reference only (`${env:}`, `${file:}`), 32 bytes or more.
     pub secret: Option<ValueRef>,
+    /// `trusted_cas`: extra CAs for fetching `jwks_url` or `openid_config`.
     pub trusted_cas: Option<Located>,
+    /// `clock_skew`: leeway on `exp` and `nbf` (default 60s).
     pub clock_skew: Option<ConfigDuration>,
     #[serde(default)]
+    /// `require_claims`: claims that must hold some values (`any_of` or `all_of`).
     pub require_claims: BTreeMap<String, ClaimRuleConfig>,
     #[serde(default)]
+    /// `forward_claims`: claim name to the request header that carries it to the backend.
     pub forward_claims: BTreeMap<String, String>,
     /// How often remote keys are fetched (a shorter `Cache-Control: max-age` wins).
     pub jwks_refresh: Option<ConfigDuration>,
@@ -46,8 +57,11 @@ pub struct JwtConfig {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+/// What one required claim must hold.
 pub struct ClaimRuleConfig {
+    /// At least one of these values.
     pub any_of: Option<Vec<String>>,
+    /// All of these values.
     pub all_of: Option<Vec<String>>,
 }
 

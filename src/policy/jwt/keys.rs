@@ -32,24 +32,38 @@ const MAX_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     #[error("{0} is not JSON: {1}")]
+    /// A fetched document is not JSON.
     NotJson(&'static str, String),
     #[error("JWKS has no `keys` array")]
+    /// The JWKS has no `keys` array.
     NoKeysArray,
     #[error("the JWKS holds no usable signing key")]
+    /// The JWKS holds no key usable for signatures.
     NoUsableKey,
     #[error("discovery document has no jwks_uri")]
+    /// The discovery document names no `jwks_uri`.
     NoJwksUri,
     #[error("jwks_uri {0:?} is not https")]
+    /// The discovery document names a `jwks_uri` that is not https.
     NotHttps(String),
     #[error("static keys are not fetched")]
+    /// A static key source was asked to fetch.
     Static,
     #[error("{url}: {why}")]
-    Fetch { url: String, why: String },
+    /// Fetching a document failed.
+    Fetch {
+        /// The document's URL.
+        url: String,
+        /// What went wrong.
+        why: String,
+    },
 }
 
 /// One verification key.
 pub struct Key {
+    /// The key id it is published under; `None` for configured files and secrets.
     pub kid: Option<String>,
+    /// RSA, EC, Ed or HMAC.
     pub family: AlgorithmFamily,
     /// The key parsed once per algorithm of its family.
     pub verifiers: Verifiers,
@@ -66,7 +80,9 @@ impl Key {
 /// The keys in force. Each set gets a new `generation`, so a cache of verified tokens can
 /// tell that the keys changed since it verified one.
 pub struct KeySet {
+    /// The keys.
     pub keys: Vec<Key>,
+    /// Unique per set: a cached verification under another generation is stale.
     pub generation: u64,
 }
 
@@ -77,6 +93,7 @@ impl Default for KeySet {
 }
 
 impl KeySet {
+    /// A set with a new generation.
     pub fn new(keys: Vec<Key>) -> Self {
         static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         Self { keys, generation: GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed) }
@@ -121,13 +138,17 @@ impl KeySet {
 
 /// Where a policy's keys come from.
 pub enum Source {
+    /// Keys read at load (PEM files, a secret, the gateway's own issuer).
     Static(Arc<KeySet>),
+    /// A JWKS URL.
     Jwks(String),
+    /// An OpenID discovery document URL.
     Discovery(String),
 }
 
 /// A policy's keys, swapped whole on refresh; readers never wait.
 pub struct KeyStore {
+    /// The policy's name, for logs and metrics.
     pub name: Arc<str>,
     source: Source,
     client: Option<Client<HttpsConnector<HttpConnector>, Empty<Bytes>>>,
@@ -140,6 +161,7 @@ pub struct KeyStore {
 }
 
 impl KeyStore {
+    /// A store for `source`; remote keys are fetched once `start` runs.
     pub fn new(
         name: &str,
         source: Source,
@@ -180,6 +202,7 @@ impl KeyStore {
         self.current.load_full()
     }
 
+    /// Whether keys are fetched (JWKS or discovery).
     pub fn is_remote(&self) -> bool {
         !matches!(self.source, Source::Static(_))
     }

@@ -93,6 +93,7 @@ impl Jwt {
         self.forward.iter().map(|(_, h)| h)
     }
 
+    /// Whether keys are loaded, so tokens can be verified (`/readyz`).
     pub fn is_ready(&self) -> bool {
         self.keys.current().is_some()
     }

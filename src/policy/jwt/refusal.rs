@@ -7,9 +7,11 @@ use http::StatusCode;
 use crate::problem::Problem;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Why a `jwt` policy refused a request.
 pub enum Refusal {
     /// No `Authorization: Bearer` token.
     MissingToken,
+    /// Longer than `MAX_TOKEN_BYTES`.
     TokenTooLarge,
     /// Not three base64url parts, or a header without a known `alg`, or unreadable claims.
     Malformed,
@@ -19,15 +21,21 @@ pub enum Refusal {
     CriticalExtension,
     /// An `alg` outside the configured list.
     AlgNotAllowed,
+    /// The signature does not verify with any candidate key.
     BadSignature,
     /// A `kid` none of the keys has, even after a refresh.
     UnknownKid,
     /// No key of the token's algorithm family.
     NoKey,
+    /// `exp`, `iss` or (with audiences) `aud` is missing.
     MissingClaim,
+    /// Past `exp` plus the clock skew.
     Expired,
+    /// Before `nbf` less the clock skew.
     NotYetValid,
+    /// `iss` is not a configured issuer.
     WrongIssuer,
+    /// `aud` names no configured audience.
     WrongAudience,
     /// Verified, but `require_claims` does not hold.
     ClaimsNotSatisfied,
@@ -36,6 +44,7 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// The reason, for logs, metrics and `trace`.
     pub fn label(self) -> &'static str {
         match self {
             Self::MissingToken => "missing_token",

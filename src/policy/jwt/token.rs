@@ -14,7 +14,9 @@ use super::refusal::Refusal;
 /// not parse.
 #[derive(Debug, Deserialize)]
 pub struct JoseHeader {
+    /// The signing algorithm the token claims (checked against the policy's list).
     pub alg: Algorithm,
+    /// The key id, if any.
     pub kid: Option<String>,
     jwk: Option<serde::de::IgnoredAny>,
     jku: Option<serde::de::IgnoredAny>,
@@ -30,7 +32,9 @@ pub struct TokenParts<'t> {
     pub message: &'t str,
     /// The base64url payload, decoded only after the signature is verified.
     pub payload: &'t str,
+    /// The JOSE header.
     pub header: JoseHeader,
+    /// The decoded signature.
     pub signature: Vec<u8>,
 }
 
