@@ -3,7 +3,15 @@
 #
 #   benches/e2e.sh            # BENCH_SECONDS=10 BENCH_RUNS=3 BENCH_CONNECTIONS=64 by default
 #   BENCH_BASELINE=/path/to/older/portcullis benches/e2e.sh   # also that build's plain and chain
-#                             # paths, in the same interleaved rounds (before/after a change)
+#                             # paths, in the same interleaved rounds (before/after a change),
+#                             # started like portcullis-* (or with BENCH_BASELINE_FLAGS)
+#   BENCH_ALLOCS=1            # allocator calls per request (needs perf)
+#   BENCH_PROFILE=1           # a perf profile of each chain gateway under load, top symbols
+#   BENCH_SOAK_SECONDS=60     # resident memory of the default chain gateway over a long run
+#
+# portcullis-* run as operators start them: `portcullis run --config FILE`, no flags, no
+# environment variables, the access log on (stdout, redirected to a file). tuned-* add
+# `--workers 1 --access-log off`.
 #
 # Builds in release mode, installs HAProxy and nginx from the distribution when missing, starts
 # nginx (a static 100-byte 200, plain HTTP for the proxies and TLS for the direct path), HAProxy
@@ -131,6 +139,8 @@ gateway portcullis-chain 20444 yes
 # generator that signs a fresh RS256 token per request tops out near 500 req/s on one core, so
 # the proxies' verification cost is measured this way instead.)
 gateway portcullis-verify 20445 yes 0
+gateway tuned-plain 20448 no
+gateway tuned-chain 20449 yes
 BASELINE=${BENCH_BASELINE:-}
 if [ -n "$BASELINE" ]; then
   gateway baseline-plain 20446 no
@@ -160,22 +170,26 @@ scenario handshake.yaml valid false yes
 echo "== starting nginx, HAProxy, portcullis" >&2
 taskset -c 1 nginx -c "$W/nginx.conf" -g 'daemon off;' & PIDS+=($!)
 taskset -c 0 haproxy -f "$W/haproxy.cfg" -db >/dev/null 2>"$W/haproxy.log" & HAPROXY_PID=$!; PIDS+=($HAPROXY_PID)
+# As operators start it: no flags, no environment; the access log (stdout) goes to a file.
 for g in plain chain verify; do
-  # MIMALLOC_ARENA_EAGER_COMMIT=0 as deploy/portcullis.service sets it: lazily committed arenas
-  # keep the resident set near what is in use (README, "Memory").
-  # --workers 1: one event loop on its one CPU, as HAProxy runs with `nbthread 1`.
-  MIMALLOC_ARENA_EAGER_COMMIT=0 taskset -c 0 "$PC" --workers 1 --log-level warn --access-log off run --config "$W/portcullis-$g.yaml" >"$W/$g.log" 2>&1 &
+  env -u MIMALLOC_ARENA_EAGER_COMMIT taskset -c 0 "$PC" run --config "$W/portcullis-$g.yaml" >"$W/$g.log" 2>&1 &
   PIDS+=($!); eval "PC_$g=$!"
+done
+# Tuned: one event loop on its one CPU (as HAProxy runs with `nbthread 1`), no access log.
+for g in plain chain; do
+  taskset -c 0 "$PC" --workers 1 --log-level warn --access-log off run --config "$W/tuned-$g.yaml" >"$W/tuned-$g.log" 2>&1 &
+  PIDS+=($!); eval "TUNED_$g=$!"
 done
 BASELINE_PORTS=""
 if [ -n "$BASELINE" ]; then
   for g in plain chain; do
-    MIMALLOC_ARENA_EAGER_COMMIT=0 taskset -c 0 "$BASELINE" --workers 1 --log-level warn --access-log off run --config "$W/baseline-$g.yaml" >"$W/baseline-$g.log" 2>&1 &
+    # shellcheck disable=SC2086  # BENCH_BASELINE_FLAGS is a list of flags
+    taskset -c 0 "$BASELINE" ${BENCH_BASELINE_FLAGS:-} run --config "$W/baseline-$g.yaml" >"$W/baseline-$g.log" 2>&1 &
     PIDS+=($!); eval "BASE_$g=$!"
   done
   BASELINE_PORTS="20446 20447"
 fi
-for port in 18080 18443 19443 19444 20443 20444 20445 $BASELINE_PORTS; do
+for port in 18080 18443 19443 19444 20443 20444 20445 20448 20449 $BASELINE_PORTS; do
   for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
 done
 
@@ -196,15 +210,17 @@ once() {
   echo "  round $round $name: $row" >&2
 }
 
-PATHS="direct haproxy-plain portcullis-plain haproxy-chain portcullis-chain portcullis-verify haproxy-handshake portcullis-handshake"
+PATHS="direct haproxy-plain portcullis-plain tuned-plain haproxy-chain portcullis-chain tuned-chain portcullis-verify haproxy-handshake portcullis-handshake"
 [ -n "$BASELINE" ] && PATHS="$PATHS baseline-plain baseline-chain"
 echo "== measuring (${RUNS} rounds of ${SECONDS_PER_RUN}s runs, ${CONNS} connections; each round runs every path once, so a machine that speeds up or slows down affects all paths alike)" >&2
 for round in $(seq "$RUNS"); do
   once direct            https://localhost:18443 plain.yaml "" "$round"
   once haproxy-plain     https://localhost:19443 plain.yaml "$HAPROXY_PID" "$round"
   once portcullis-plain  https://localhost:20443 plain.yaml "$PC_plain" "$round"
+  once tuned-plain       https://localhost:20448 plain.yaml "$TUNED_plain" "$round"
   once haproxy-chain     https://localhost:19444 chain.yaml "$HAPROXY_PID" "$round"
   once portcullis-chain  https://localhost:20444 chain.yaml "$PC_chain" "$round"
+  once tuned-chain       https://localhost:20449 chain.yaml "$TUNED_chain" "$round"
   once portcullis-verify https://localhost:20445 chain.yaml "$PC_verify" "$round"
   once haproxy-handshake https://localhost:19444 handshake.yaml "$HAPROXY_PID" "$round"
   once portcullis-handshake https://localhost:20444 handshake.yaml "$PC_chain" "$round"
@@ -232,18 +248,36 @@ if [ "${BENCH_ALLOCS:-0}" = 1 ]; then
   perf probe -q -d 'probe_portcullis:*' 2>/dev/null || true
   perf probe -q -x "$PC" -a mi_malloc_aligned -a mi_zalloc_aligned -a mi_realloc_aligned
   for g in plain chain; do
-    pid=$(eval echo "\$PC_$g"); port=$([ $g = plain ] && echo 20443 || echo 20444)
     grep -v '^duration' "$W/$g.yaml" | sed 's/^connections: .*/connections: 8\nrequests_total: 20000/' > "$W/allocs-$g.yaml"
-    perf stat -e 'probe_portcullis:*' -x, -p "$pid" -o "$W/allocs-$g.txt" & STAT=$!
+  done
+  for target in "portcullis-plain $PC_plain 20443" "portcullis-chain $PC_chain 20444" \
+                "tuned-plain $TUNED_plain 20448" "tuned-chain $TUNED_chain 20449"; do
+    read -r name pid port <<<"$target"
+    perf stat -e 'probe_portcullis:*' -x, -p "$pid" -o "$W/allocs-$name.txt" & STAT=$!
     sleep 0.5
-    taskset -c 1 "$PC" --workers 1 bench --url "https://localhost:$port" --scenario "$W/allocs-$g.yaml" >/dev/null 2>&1
+    taskset -c 1 "$PC" --workers 1 bench --url "https://localhost:$port" --scenario "$W/allocs-${name#*-}.yaml" >/dev/null 2>&1
     kill -INT "$STAT"; wait "$STAT" || true
-    awk -F, -v g="$g" '{n += $1} END {printf "allocations per request, portcullis-%s: %.2f\n", g, n / 20000}' "$W/allocs-$g.txt"
+    awk -F, -v g="$name" '{n += $1} END {printf "allocations per request, %s: %.2f\n", g, n / 20000}' "$W/allocs-$name.txt"
   done
   perf probe -q -d 'probe_portcullis:*'
 fi
 
-python3 - "$W" "$PATHS" "$RSS" "$HWM" "$HRSS" <<'PY'
+# BENCH_PROFILE=1: where each chain gateway's CPU goes under the chain load (perf, 5 s each).
+if [ "${BENCH_PROFILE:-0}" = 1 ]; then
+  need perf linux-perf
+  sed "s/^duration: .*/duration: 5s/" "$W/chain.yaml" > "$W/profile.yaml"
+  for target in "portcullis-chain $PC_chain 20444" "tuned-chain $TUNED_chain 20449" ${BASELINE:+"baseline-chain $BASE_chain 20447"}; do
+    read -r name pid port <<<"$target"
+    perf record -q -F 4999 -p "$pid" -o "$W/perf-$name.data" -- sleep 5 >/dev/null 2>&1 & REC=$!
+    taskset -c 1 "$PC" --workers 1 bench --url "https://localhost:$port" --scenario "$W/profile.yaml" >/dev/null 2>&1
+    wait "$REC" || true
+    echo "profile of $name: self time by symbol, top 30 (perf report -i $W/perf-$name.data)"
+    perf report -i "$W/perf-$name.data" --no-children --sort dso,symbol --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -30
+  done
+fi
+TRSS=$(awk '/VmRSS/ {print $2}' "/proc/$TUNED_chain/status")
+
+python3 - "$W" "$PATHS" "$RSS" "$HWM" "$HRSS" "$TRSS" <<'PY'
 import os, statistics, sys
 w, paths = sys.argv[1], sys.argv[2].split()
 hz = os.sysconf("SC_CLK_TCK")
@@ -269,7 +303,7 @@ for p in paths:
     # Ratios are taken within a round (runs seconds apart), then the median over rounds.
     ha = baseline(p)
     vs = ""
-    if p.startswith(("portcullis", "baseline")) and ha in runs:
+    if p.startswith(("portcullis", "tuned", "baseline")) and ha in runs:
         ratios = [rounds[k][0] / runs[ha][k][0] for k in rounds]
         vs = f"{median(ratios):.2f}x"
     direct = median(rounds[k][0] / runs["direct"][k][0] for k in rounds)
@@ -277,7 +311,7 @@ for p in paths:
     print(f"{p:<22}{rps:>10.0f}{p99:>9.2f}{cpu_s:>12}{vs:>12}{direct:>10.0%}")
 for p in paths:
     ha = baseline(p)
-    if p.startswith(("portcullis", "baseline")) and ha in runs:
+    if p.startswith(("portcullis", "tuned", "baseline")) and ha in runs:
         ratios = [runs[p][k][0] / runs[ha][k][0] for k in sorted(runs[p])]
         print(f"  {p} / {ha} per round: " + " ".join(f"{r:.2f}" for r in ratios))
 for kind in ("plain", "chain"):  # this build against the baseline build, round by round
@@ -285,6 +319,6 @@ for kind in ("plain", "chain"):  # this build against the baseline build, round 
     if old in runs:
         ratios = [runs[new][k][0] / runs[old][k][0] for k in sorted(runs[old])]
         print(f"  {new} / {old}: {median(ratios):.2f}x (per round: " + " ".join(f"{r:.2f}" for r in ratios) + ")")
-print(f"portcullis chain RSS after the runs: {int(sys.argv[3]) // 1024} MiB (peak {int(sys.argv[4]) // 1024} MiB); HAProxy: {int(sys.argv[5]) // 1024} MiB")
-print("(medians over rounds; ratios are medians of per-round ratios. verify: the chain with the token cache off, every token verified; handshake: req/s = new TLS 1.3 connections with a client certificate per second)")
+print(f"portcullis chain RSS after the runs: {int(sys.argv[3]) // 1024} MiB (peak {int(sys.argv[4]) // 1024} MiB), tuned {int(sys.argv[6]) // 1024} MiB; HAProxy: {int(sys.argv[5]) // 1024} MiB")
+print("(medians over rounds; ratios are medians of per-round ratios. portcullis-*: no flags, access log to a file; tuned-*: --workers 1 --access-log off. verify: the chain with the token cache off, every token verified; handshake: req/s = new TLS 1.3 connections with a client certificate per second)")
 PY

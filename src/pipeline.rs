@@ -304,7 +304,10 @@ fn respond(
     if !access::enabled() {
         return rsp;
     }
-    let upstream = served.upstream;
+    let (upstream, upstream_time, request_body) = match served.upstream {
+        Some(u) => (u.addr, Some(u.time), Some(u.request_body)),
+        None => (None, None, None),
+    };
     let record = AccessRecord {
         request_id: served.request_id,
         listener: conn.listener.clone(),
@@ -315,13 +318,13 @@ fn respond(
         status: rsp.status().as_u16(),
         client_ip: served.client_ip,
         tls_version: conn.tls_version,
-        client_cert: conn.client_cert.as_ref().map(|c| c.subject.clone()),
-        subject: served.subject.as_ref().and_then(|c| c.get("sub")).and_then(|s| s.as_str()).map(str::to_owned),
+        client_cert: conn.client_cert.clone(),
+        claims: served.subject,
         decisions: served.decisions,
-        upstream: upstream.as_ref().and_then(|u| u.addr.as_ref()).map(ToString::to_string),
-        upstream_time: upstream.as_ref().map(|u| u.time),
+        upstream,
+        upstream_time,
         started,
-        request_body: upstream.map(|u| u.request_body),
+        request_body,
     };
     rsp.map(|body| LoggedBody::new(body, record).boxed())
 }

@@ -100,7 +100,12 @@ impl Server {
         let signals = Signals::install();
         tasks.push(tokio::spawn(reload_on_sighup(gateway.clone(), signals.hangup)));
         tasks.push(tokio::spawn(reload_on_file_change(gateway.clone())));
-        tracing::info!(config = %runtime.source.display(), "ready");
+        let event_loop = tokio::runtime::Handle::current();
+        let (flavor, workers) = match event_loop.runtime_flavor() {
+            tokio::runtime::RuntimeFlavor::CurrentThread => ("single", 1),
+            _ => ("work_stealing", event_loop.metrics().num_workers()),
+        };
+        tracing::info!(config = %runtime.source.display(), event_loop = flavor, workers, "ready");
         Ok(Self { gateway, inner, tasks, terminate: signals.terminate })
     }
 

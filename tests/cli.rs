@@ -120,9 +120,22 @@ async fn sigterm_lets_an_in_flight_request_finish() {
     assert_eq!(unsafe { libc::kill(gw.pid(), libc::SIGTERM) }, 0);
     let rsp = slow.await.unwrap();
     assert_eq!(rsp.status, 200, "the in-flight request completed: {}", rsp.text());
-    let status = tokio::task::spawn_blocking(move || gw.child.wait()).await.unwrap().unwrap();
-    assert!(status.success(), "drained and exited cleanly: {status:?}");
+    let (gw, status) = tokio::task::spawn_blocking(move || {
+        let status = gw.child.wait();
+        (gw, status)
+    })
+    .await
+    .unwrap();
+    assert!(status.unwrap().success(), "drained and exited cleanly");
     assert!(client.connect().await.is_err(), "no new connections after shutdown");
+    // The access log is flushed before the process exits: the drained request has its line.
+    let line =
+        |gw: &TestGateway| gw.log_text().lines().any(|l| l.contains("\"log\":\"access\"") && l.contains("/slow"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !line(&gw) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await; // the pipe's last bytes
+    }
+    assert!(line(&gw), "{}", gw.log_text());
 }
 
 #[test]

@@ -121,6 +121,7 @@ async fn a_single_worker_serves_requests_and_reloads() {
     let backend = TestBackend::start().await;
     let config = pki.write("gateway.yaml", &versioned(&backend.url(), "A", ""));
     let gw = TestGateway::start_with(config, &["--workers", "1"]);
+    assert_eq!(event_loop(&gw), ("single".to_owned(), 1));
     let client = Client::new(gw.addr("public"), &pki);
     assert_eq!(client.get("/x").await.status, 200);
     replace(&pki, "gateway.yaml", &versioned(&backend.url(), "B", ""));
@@ -128,6 +129,38 @@ async fn a_single_worker_serves_requests_and_reloads() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert_eq!(client.get("/x").await.status, 200);
     assert_eq!(backend.last().headers["x-config-first"], "B");
+}
+
+/// The event loop the `ready` line names: its kind and its number of workers.
+fn event_loop(gw: &TestGateway) -> (String, u64) {
+    let ready = gw
+        .log_text()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|j| j["message"] == "ready")
+        .expect("a ready line");
+    (ready["event_loop"].as_str().unwrap_or_default().to_owned(), ready["workers"].as_u64().unwrap_or_default())
+}
+
+#[tokio::test]
+async fn without_flags_the_event_loop_fits_the_cpus_the_gateway_may_use() {
+    let pki = Pki::new();
+    let backend = TestBackend::start().await;
+    let config = pki.write("gateway.yaml", &versioned(&backend.url(), "A", ""));
+    // Allowed one CPU (an affinity mask, as `taskset` or a container's cpuset gives): one
+    // event loop without work stealing, like HAProxy's `nbthread 1`.
+    let mut pinned = Command::new("taskset");
+    pinned.args(["-c", "0", binary()]);
+    let gw = TestGateway::start_under(pinned, config.clone(), &[]);
+    assert_eq!(event_loop(&gw), ("single".to_owned(), 1));
+    assert_eq!(Client::new(gw.addr("public"), &pki).get("/x").await.status, 200);
+    drop(gw);
+    // Every CPU of this machine: one worker per CPU.
+    let cpus = std::thread::available_parallelism().unwrap().get() as u64;
+    let gw = TestGateway::start_file(config);
+    let expected = if cpus == 1 { "single" } else { "work_stealing" };
+    assert_eq!(event_loop(&gw), (expected.to_owned(), cpus));
+    assert_eq!(Client::new(gw.addr("public"), &pki).get("/x").await.status, 200);
 }
 
 #[tokio::test]

@@ -22,17 +22,18 @@ pub(super) fn run(config_file: &Path, globals: &super::Globals) -> anyhow::Resul
     serve(loaded.runtime, globals.workers, |_| {})
 }
 
-/// The tokio runtime for `--workers`: one event loop without work stealing for 1, else a
-/// multi-threaded runtime with that many workers (default: one per CPU the process may use).
+/// The tokio runtime for `--workers` (default: one per CPU the process may use, from its
+/// affinity mask and cgroup quota): one event loop without work stealing for 1 — like HAProxy's
+/// `nbthread 1`, ~10 % cheaper per request than a one-worker work-stealing runtime — else a
+/// work-stealing runtime with that many workers.
 pub(super) fn event_loop(workers: Option<NonZeroUsize>) -> std::io::Result<tokio::runtime::Runtime> {
-    let mut builder = match workers.map(NonZeroUsize::get) {
-        Some(1) => tokio::runtime::Builder::new_current_thread(),
-        Some(n) => {
-            let mut b = tokio::runtime::Builder::new_multi_thread();
-            b.worker_threads(n);
-            b
-        }
-        None => tokio::runtime::Builder::new_multi_thread(),
+    let workers = workers.or_else(|| std::thread::available_parallelism().ok()).map_or(1, NonZeroUsize::get);
+    let mut builder = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(workers);
+        b
     };
     builder.enable_all().build()
 }
@@ -50,6 +51,7 @@ pub(super) fn serve(
         server.terminated().await;
         tracing::info!("shutting down");
         let drained = server.shutdown().await;
+        crate::telemetry::access::flush();
         Ok(if drained { ExitCode::SUCCESS } else { ExitCode::FAILURE })
     })
 }

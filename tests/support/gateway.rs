@@ -38,7 +38,13 @@ impl TestGateway {
 
     /// Like [`Self::start_file`], with extra command-line arguments.
     pub fn start_with(config: PathBuf, args: &[&str]) -> Self {
-        let mut child = Command::new(binary())
+        Self::start_under(Command::new(binary()), config, args)
+    }
+
+    /// Like [`Self::start_with`], run by `command` (the gateway binary, or a wrapper such as
+    /// `taskset -c 0 <binary>`).
+    pub fn start_under(mut command: Command, config: PathBuf, args: &[&str]) -> Self {
+        let mut child = command
             .args(args)
             .args(["run", "--config"])
             .arg(&config)
@@ -55,18 +61,18 @@ impl TestGateway {
         std::thread::spawn(move || {
             let mut ready = Some(ready_tx);
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Ok(json) = serde_json::from_str::<serde_json::Value>(&line) {
-                    if json["message"] == "listening" {
-                        let addr = json["listener.addr"].as_str().unwrap().parse().unwrap();
-                        live.lock().unwrap().insert(json["listener.name"].as_str().unwrap().to_owned(), addr);
-                    }
-                    if json["message"] == "ready" {
-                        if let Some(tx) = ready.take() {
-                            let _ = tx.send(true);
-                        }
+                let json = serde_json::from_str::<serde_json::Value>(&line).unwrap_or_default();
+                sink.lock().unwrap().push(line);
+                if json["message"] == "listening" {
+                    let addr = json["listener.addr"].as_str().unwrap().parse().unwrap();
+                    live.lock().unwrap().insert(json["listener.name"].as_str().unwrap().to_owned(), addr);
+                }
+                // Signalled once the line is in `logs`, so a test can read it at once.
+                if json["message"] == "ready" {
+                    if let Some(tx) = ready.take() {
+                        let _ = tx.send(true);
                     }
                 }
-                sink.lock().unwrap().push(line);
             }
             if let Some(tx) = ready.take() {
                 let _ = tx.send(false);
