@@ -272,7 +272,8 @@ if [ "${BENCH_PROFILE:-0}" = 1 ]; then
     taskset -c 1 "$PC" --workers 1 bench --url "https://localhost:$port" --scenario "$W/profile.yaml" >/dev/null 2>&1
     wait "$REC" || true
     echo "profile of $name: self time by symbol, top 30 (perf report -i $W/perf-$name.data)"
-    perf report -i "$W/perf-$name.data" --no-children --sort dso,symbol --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -30
+    perf report -i "$W/perf-$name.data" --no-children --sort dso,symbol --stdio 2>/dev/null \
+      | awk '/^ +[0-9]/ && n++ < 30 { sub(/ +- +- *$/, ""); print }'
   done
 fi
 TRSS=$(awk '/VmRSS/ {print $2}' "/proc/$TUNED_chain/status")
