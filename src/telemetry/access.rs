@@ -6,8 +6,7 @@
 //! no per-field allocation) and pushed onto a lock-free queue. One writer thread wakes once
 //! [`WAKE_AT`] lines wait, or every [`FLUSH_EVERY`], writes them in one call and hands the
 //! buffers back. Small batches keep the lines in the CPU's cache between their rendering and
-//! their write (batches of 20 ms of lines cost a busy gateway ≈ 2 µs more per request).
-//! Requests never wait for the writer: a full queue drops and counts lines.
+//! their write. Requests never wait for the writer: a full queue drops and counts lines.
 
 use std::fmt::Write as _;
 use std::io::Write;
@@ -288,6 +287,7 @@ const LINE_CAPACITY: usize = 512;
 struct Writer {
     lines: ArrayQueue<String>,
     free: ArrayQueue<String>,
+    /// Locked by the writer thread, and by [`flush`] at shutdown; never on the request path.
     out: Mutex<Output>,
     thread: OnceLock<std::thread::Thread>,
 }
