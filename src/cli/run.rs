@@ -51,7 +51,7 @@ pub(super) fn serve(
         server.terminated().await;
         tracing::info!("shutting down");
         let drained = server.shutdown().await;
-        crate::telemetry::access::flush();
+        crate::telemetry::access::flush(std::time::Duration::from_secs(2));
         Ok(if drained { ExitCode::SUCCESS } else { ExitCode::FAILURE })
     })
 }

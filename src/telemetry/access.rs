@@ -377,10 +377,17 @@ pub fn set_sink(sink: AccessSink) {
     let _ = SINK.set(Writer::start(sink));
 }
 
-/// Writes every line queued so far before returning (at shutdown: nothing is lost).
-pub fn flush() {
-    if let Some(writer) = sink() {
+/// Writes every line queued so far (at shutdown: nothing is lost), waiting at most `within`:
+/// a stdout pipe nobody reads must not keep the gateway from exiting.
+pub fn flush(within: Duration) {
+    let Some(writer) = sink() else { return };
+    let (done, finished) = std::sync::mpsc::channel();
+    let spawned = std::thread::Builder::new().name("access-log-flush".into()).spawn(move || {
         writer.drain();
+        let _ = done.send(());
+    });
+    if spawned.is_ok() {
+        let _ = finished.recv_timeout(within);
     }
 }
 
