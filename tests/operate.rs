@@ -17,7 +17,7 @@ use http::Request;
 use http_body_util::Full;
 use support::gateway::{admin_get, binary, metric};
 use support::pki::TLS_LISTENER;
-use support::{Client, Pki, TestBackend, TestGateway};
+use support::{until, Client, Pki, TestBackend, TestGateway};
 
 fn versioned(backend: &str, version: &str, extra: &str) -> String {
     format!(
@@ -43,17 +43,6 @@ fn replace(pki: &Pki, file: &str, contents: &str) {
 
 fn get(target: &str) -> Request<Full<Bytes>> {
     Request::get(target).header("host", "localhost").body(Full::default()).unwrap()
-}
-
-async fn until(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(15) {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting for: {what}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -87,11 +87,12 @@ pub(super) fn trace(req: &TraceRequest) -> anyhow::Result<ExitCode> {
         );
         let outcome = route.chain.on_request(&mut parts, &mut cx).await;
         for (i, decision) in outcome.decisions.iter().enumerate() {
-            let verdict = match decision.outcome {
-                Outcome::Allowed => "allowed".to_owned(),
-                Outcome::Answered => "answered by the gateway".to_owned(),
-                Outcome::Reported(d) => format!("denied: {} (report mode: not enforced)", d.label()),
-                Outcome::Denied(d) => format!("denied: {}", d.label()),
+            let verdict = match (decision.outcome, &decision.rule) {
+                (Outcome::Allowed, Some(rule)) => format!("allowed by rule {rule}"),
+                (Outcome::Allowed, None) => "allowed".to_owned(),
+                (Outcome::Answered, _) => "answered by the gateway".to_owned(),
+                (Outcome::Reported(d), _) => format!("denied: {} (report mode: not enforced)", d.label()),
+                (Outcome::Denied(d), _) => format!("denied: {}", d.label()),
             };
             out += &format!("  {}. {} ({}): {verdict}\n", i + 1, decision.policy, decision.kind);
         }

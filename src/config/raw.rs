@@ -14,6 +14,7 @@ use serde_saphyr::Spanned;
 pub use super::values::Located;
 use super::values::{ByteSize, ConfigDuration};
 pub use crate::identity::IdentityConfig;
+pub use crate::policy::authorize::AuthorizeConfig;
 pub use crate::policy::chain::PolicyMode;
 pub use crate::policy::client_cert::ClientCertConfig;
 pub use crate::policy::cors::CorsConfig;
@@ -189,6 +190,7 @@ pub struct PolicyConfig {
     pub ip_filter: Option<IpFilterConfig>,
     pub jwt: Option<JwtConfig>,
     pub client_cert: Option<ClientCertConfig>,
+    pub authorize: Option<AuthorizeConfig>,
 }
 
 #[derive(Debug, Deserialize)]

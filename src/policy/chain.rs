@@ -15,7 +15,7 @@ use serde::Deserialize;
 
 use super::context::RequestContext;
 use super::outcome::{Decision, Denial, Outcome};
-use super::{client_cert, cors, headers, ip_filter, jwt};
+use super::{authorize, client_cert, cors, headers, ip_filter, jwt};
 use crate::body::Body;
 use crate::telemetry::metrics::metrics;
 
@@ -45,6 +45,8 @@ pub enum Policy {
     Jwt(jwt::Jwt),
     /// `client_cert`: the handshake's verified client certificate, matched against identities.
     ClientCert(client_cert::ClientCert),
+    /// `authorize`: scoped permissions from the token's roles.
+    Authorize(authorize::Authorize),
 }
 
 impl Policy {
@@ -56,6 +58,7 @@ impl Policy {
             Self::IpFilter(_) => "ip_filter",
             Self::Jwt(_) => "jwt",
             Self::ClientCert(_) => "client_cert",
+            Self::Authorize(_) => "authorize",
         }
     }
 
@@ -65,7 +68,7 @@ impl Policy {
             Self::Headers(rules) => rules.request.set.iter().map(|(name, _)| name).collect(),
             Self::Jwt(jwt) => jwt.forwarded_headers().collect(),
             Self::ClientCert(policy) => policy.forward_header().into_iter().collect(),
-            Self::Cors(_) | Self::IpFilter(_) => Vec::new(),
+            Self::Cors(_) | Self::IpFilter(_) | Self::Authorize(_) => Vec::new(),
         }
     }
 
@@ -113,6 +116,10 @@ impl Policy {
             Self::ClientCert(policy) => {
                 policy.check(cx.conn.client_cert.as_deref(), &mut parts.headers).map_err(Denial::ClientCert).into()
             }
+            Self::Authorize(policy) => match policy.check(&parts.method, cx.params, cx.claims.as_deref()) {
+                Ok(rule) => Decision::Granted(rule.clone()),
+                Err(refusal) => Decision::Deny(Denial::Authorize(refusal)),
+            },
         }
     }
 
@@ -121,7 +128,7 @@ impl Policy {
         match self {
             Self::Headers(rules) => rules.on_response(rsp.headers_mut()),
             Self::Cors(cors) => cors.on_response(cx.cors_origin.as_ref(), rsp.headers_mut()),
-            Self::IpFilter(_) | Self::Jwt(_) | Self::ClientCert(_) => {}
+            Self::IpFilter(_) | Self::Jwt(_) | Self::ClientCert(_) | Self::Authorize(_) => {}
         }
     }
 }
@@ -148,12 +155,19 @@ impl NamedPolicy {
 
     /// Runs the request side and applies the mode: a denial in `report` mode is recorded and
     /// the request goes on.
-    async fn decide(&self, parts: &mut Parts, cx: &mut RequestContext<'_>) -> (Outcome, Option<Answer>) {
+    async fn decide(
+        &self,
+        parts: &mut Parts,
+        cx: &mut RequestContext<'_>,
+    ) -> (Outcome, Option<Answer>, Option<Arc<str>>) {
         match (self.policy.check(parts, cx).await, self.mode) {
-            (Decision::Continue, _) => (Outcome::Allowed, None),
-            (Decision::Answer(rsp), _) => (Outcome::Answered, Some(Answer::Response(rsp))),
-            (Decision::Deny(denial), PolicyMode::Report) => (Outcome::Reported(denial), None),
-            (Decision::Deny(denial), PolicyMode::Enforce) => (Outcome::Denied(denial), Some(Answer::Denied(denial))),
+            (Decision::Continue, _) => (Outcome::Allowed, None, None),
+            (Decision::Granted(rule), _) => (Outcome::Allowed, None, Some(rule)),
+            (Decision::Answer(rsp), _) => (Outcome::Answered, Some(Answer::Response(rsp)), None),
+            (Decision::Deny(denial), PolicyMode::Report) => (Outcome::Reported(denial), None, None),
+            (Decision::Deny(denial), PolicyMode::Enforce) => {
+                (Outcome::Denied(denial), Some(Answer::Denied(denial)), None)
+            }
         }
     }
 
@@ -181,6 +195,8 @@ pub struct PolicyDecision {
     pub kind: &'static str,
     /// What it decided.
     pub outcome: Outcome,
+    /// The rule that granted the request, for policies made of rules (`authorize`).
+    pub rule: Option<Arc<str>>,
 }
 
 /// Why the chain stopped before the backend.
@@ -212,9 +228,9 @@ impl Chain {
     pub async fn on_request(&self, parts: &mut Parts, cx: &mut RequestContext<'_>) -> ChainOutcome {
         let mut decisions = Vec::with_capacity(self.policies.len());
         for named in &self.policies {
-            let (outcome, answer) = named.decide(parts, cx).await;
+            let (outcome, answer, rule) = named.decide(parts, cx).await;
             named.count(outcome);
-            decisions.push(PolicyDecision { policy: named.name.clone(), kind: named.policy.kind(), outcome });
+            decisions.push(PolicyDecision { policy: named.name.clone(), kind: named.policy.kind(), outcome, rule });
             if answer.is_some() {
                 return ChainOutcome { decisions, answer };
             }

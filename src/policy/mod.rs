@@ -5,6 +5,7 @@
 //! YAML contract, its `compile(&Config, &mut CompileContext)`, its request check and its
 //! refusal reasons. This file only re-exports.
 
+pub mod authorize;
 pub mod chain;
 pub mod client_cert;
 pub mod context;
@@ -14,6 +15,7 @@ pub mod ip_filter;
 pub mod jwt;
 pub mod outcome;
 
+pub use authorize::Authorize;
 pub use chain::{Answer, Chain, ChainOutcome, NamedPolicy, Policy, PolicyDecision, PolicyMode};
 pub use client_cert::ClientCert;
 pub use context::{Claims, RequestContext};

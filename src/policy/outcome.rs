@@ -5,7 +5,9 @@
 
 use http::Response;
 
-use super::{client_cert, cors, ip_filter, jwt};
+use std::sync::Arc;
+
+use super::{authorize, client_cert, cors, ip_filter, jwt};
 use crate::body::Body;
 use crate::problem::Problem;
 
@@ -13,6 +15,8 @@ use crate::problem::Problem;
 pub enum Decision {
     /// Go on to the next policy, then the backend.
     Continue,
+    /// Go on: the named rule of the policy granted the request.
+    Granted(Arc<str>),
     /// Answer now with this response (not a refusal: e.g. a CORS preflight).
     Answer(Response<Body>),
     /// Refuse the request for this reason.
@@ -39,6 +43,8 @@ pub enum Denial {
     Jwt(jwt::Refusal),
     /// Refused by a `client_cert` policy.
     ClientCert(client_cert::Refusal),
+    /// Refused by an `authorize` policy.
+    Authorize(authorize::Refusal),
 }
 
 impl Denial {
@@ -49,6 +55,7 @@ impl Denial {
             Self::IpFilter(r) => r.label(),
             Self::Jwt(r) => r.label(),
             Self::ClientCert(r) => r.label(),
+            Self::Authorize(r) => r.label(),
         }
     }
 
@@ -59,6 +66,7 @@ impl Denial {
             Self::IpFilter(r) => r.problem(),
             Self::Jwt(r) => r.problem(),
             Self::ClientCert(r) => r.problem(),
+            Self::Authorize(r) => r.problem(),
         }
     }
 }

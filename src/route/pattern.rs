@@ -104,6 +104,20 @@ impl PathMatch {
         Ok(Self::Template { segments, rest })
     }
 
+    /// The names of the parameters the template captures (none for prefixes).
+    pub fn params(&self) -> Vec<&str> {
+        match self {
+            Self::Template { segments, .. } => segments
+                .iter()
+                .filter_map(|s| match s {
+                    Segment::Param(name) => Some(&**name),
+                    Segment::Literal(_) => None,
+                })
+                .collect(),
+            Self::Any | Self::Prefix(_) => Vec::new(),
+        }
+    }
+
     /// Whether the normalized `path` matches; captured parameters are pushed to `params`.
     pub fn matches(&self, path: &str, params: &mut Params) -> bool {
         match self {

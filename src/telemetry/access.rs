@@ -110,6 +110,10 @@ impl AccessRecord {
             push_str(out, &d.policy);
             out.push_str(",\"outcome\":");
             push_str(out, d.outcome.label());
+            if let Some(rule) = &d.rule {
+                out.push_str(",\"rule\":");
+                push_str(out, rule);
+            }
             out.push_str(if d.outcome.report_only() { ",\"report_only\":true}" } else { ",\"report_only\":false}" });
         }
         out.push_str("],\"upstream.addr\":");
@@ -520,11 +524,18 @@ mod tests {
         r.upstream = Some("127.0.0.1:8080".parse().unwrap());
         r.upstream_time = Some(Duration::from_micros(12_345));
         r.decisions = vec![
-            PolicyDecision { policy: "cors".into(), kind: "cors", outcome: Outcome::Allowed },
+            PolicyDecision { policy: "cors".into(), kind: "cors", outcome: Outcome::Allowed, rule: None },
             PolicyDecision {
                 policy: "office".into(),
                 kind: "ip_filter",
                 outcome: Outcome::Reported(Denial::IpFilter(crate::policy::ip_filter::Refusal::NotAllowed)),
+                rule: None,
+            },
+            PolicyDecision {
+                policy: "partners".into(),
+                kind: "authorize",
+                outcome: Outcome::Allowed,
+                rule: Some("own \"account\"".into()),
             },
         ];
         let line = rendered(&r);
@@ -540,6 +551,7 @@ mod tests {
             serde_json::json!([
                 { "policy": "cors", "outcome": "allowed", "report_only": false },
                 { "policy": "office", "outcome": "ip_not_allowed", "report_only": true },
+                { "policy": "partners", "outcome": "allowed", "rule": "own \"account\"", "report_only": false },
             ])
         );
     }

@@ -14,3 +14,15 @@ pub use backend::TestBackend;
 pub use client::Client;
 pub use gateway::TestGateway;
 pub use pki::Pki;
+
+/// Polls `check` every 50 ms until it holds; fails the test after 15 s naming `what`.
+pub async fn until(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while start.elapsed() < std::time::Duration::from_secs(15) {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}

@@ -8,7 +8,7 @@ use serde_saphyr::Spanned;
 
 use crate::config::context::{CompileContext, Invalid};
 use crate::config::raw;
-use crate::policy::{ClientCert, Cors, HeaderRules, IpFilter, Jwt, NamedPolicy, Policy};
+use crate::policy::{Authorize, ClientCert, Cors, HeaderRules, IpFilter, Jwt, NamedPolicy, Policy};
 
 pub(super) fn compile(
     raw: &BTreeMap<String, Spanned<raw::PolicyConfig>>,
@@ -27,11 +27,18 @@ pub(super) fn compile(
 fn one(name: &str, spanned: &Spanned<raw::PolicyConfig>, cx: &mut CompileContext) -> Result<Policy, Invalid> {
     let p = &spanned.value;
     let path = format!("policies.{name}");
-    let kinds =
-        [p.headers.is_some(), p.cors.is_some(), p.ip_filter.is_some(), p.jwt.is_some(), p.client_cert.is_some()];
+    let kinds = [
+        p.headers.is_some(),
+        p.cors.is_some(),
+        p.ip_filter.is_some(),
+        p.jwt.is_some(),
+        p.client_cert.is_some(),
+        p.authorize.is_some(),
+    ];
     if kinds.iter().filter(|k| **k).count() != 1 {
-        cx.error(spanned.referenced, &path, "a policy has exactly one kind")
-            .hint("one of headers, cors, ip_filter, jwt, client_cert; write several policies to combine them");
+        cx.error(spanned.referenced, &path, "a policy has exactly one kind").hint(
+            "one of headers, cors, ip_filter, jwt, client_cert, authorize; write several policies to combine them",
+        );
         return Err(Invalid);
     }
     let mark = cx.mark();
@@ -54,6 +61,9 @@ fn one(name: &str, spanned: &Spanned<raw::PolicyConfig>, cx: &mut CompileContext
     } else if let Some(c) = &p.client_cert {
         cx.enter(name, format!("{path}.client_cert"), spanned.referenced);
         ("client_cert", ClientCert::compile(c, cx).map(Policy::ClientCert))
+    } else if let Some(c) = &p.authorize {
+        cx.enter(name, format!("{path}.authorize"), spanned.referenced);
+        ("authorize", Authorize::compile(c, cx).map(Policy::Authorize))
     } else {
         unreachable!("exactly one kind was checked above")
     };

@@ -5,12 +5,12 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use http::Method;
-use serde_saphyr::Spanned;
+use serde_saphyr::{Location, Spanned};
 
 use super::sorted_keys;
 use crate::config::context::CompileContext;
 use crate::config::raw::{self, Located};
-use crate::policy::{Chain, NamedPolicy};
+use crate::policy::{Chain, NamedPolicy, Policy};
 use crate::proxy::Backend;
 use crate::route::pattern::{HostPattern, PathMatch};
 use crate::route::{Route, RouteTable};
@@ -67,6 +67,9 @@ pub(super) fn compile(
         let methods = methods(&r.matcher, &path, cx);
         let mut chain = Chain { policies: defaults.to_vec() };
         chain.policies.extend(references(&r.policies, &format!("{path}.policies"), policies, declared, cx));
+        if let Some(path_match) = &path_match {
+            check_authorize(r, spanned.referenced, &path, defaults, policies, path_match, cx);
+        }
         let backend = match backends.get(&r.backend.value) {
             Some(b) => Some(b.clone()),
             None if declared.backends.contains_key(&r.backend.value) => None,
@@ -118,6 +121,48 @@ pub(super) fn compile(
         table.routes.push(route);
     }
     table
+}
+
+/// Each `authorize` policy of a route needs a `jwt` policy before it (its roles come from a
+/// verified token) and every path parameter its rules compare in the route's template.
+fn check_authorize(
+    r: &raw::RouteConfig,
+    route_at: Location,
+    path: &str,
+    defaults: &[Arc<NamedPolicy>],
+    policies: &HashMap<String, Arc<NamedPolicy>>,
+    path_match: &PathMatch,
+    cx: &mut CompileContext,
+) {
+    let own = r.policies.iter().enumerate().filter_map(|(j, name)| {
+        policies.get(&name.value).map(|p| (p, name.referenced, format!("{path}.policies[{j}]")))
+    });
+    let chain: Vec<_> = defaults.iter().map(|p| (p, route_at, "default_policies".to_owned())).chain(own).collect();
+    let captured = path_match.params();
+    for (k, (named, at, field)) in chain.iter().enumerate() {
+        let Policy::Authorize(authorize) = &named.policy else { continue };
+        if !chain[..k].iter().any(|(p, ..)| matches!(p.policy, Policy::Jwt(_))) {
+            cx.error(
+                *at,
+                field,
+                format!("route {:?}: authorize policy {:?} has no jwt policy before it", r.name, named.name),
+            )
+            .hint("authorize reads the roles of a verified token: list a jwt policy before it on the route");
+        }
+        let mut reported = Vec::new();
+        for (rule, param) in authorize.path_params() {
+            if captured.contains(&param) || reported.contains(&param) {
+                continue;
+            }
+            reported.push(param);
+            cx.error(
+                *at,
+                field,
+                format!("route {:?} has no path parameter {{{param}}}, which rule {rule:?} of policy {:?} compares", r.name, named.name),
+            )
+            .hint(format!("match the route with a template that captures it, like `path: \"/accounts/{{{param}}}/**\"`, or use another policy on this route"));
+        }
+    }
 }
 
 fn path_match(m: &raw::MatchConfig, path: &str, cx: &mut CompileContext) -> Option<PathMatch> {
