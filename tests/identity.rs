@@ -19,6 +19,7 @@ use serde_json::Value;
 use support::client::Reply;
 use support::gateway::binary;
 use support::pki::listener;
+use support::tokens::{self, SigningKey};
 use support::{Client, Pki, TestBackend, TestGateway};
 
 /// Runs `portcullis ARGS --config CONFIG --actor ci-bot`; panics unless it succeeds.
@@ -79,7 +80,13 @@ policies:
       forward_claims: {{ sub: X-User-Id, roles: X-User-Roles, client_id: X-Client-Id }}
   by-url:
     jwt: {{ issuers: ["https://login.test/"], audiences: [api://portal] }}
+  portal-or-system:
+    jwt:
+      providers:
+        - {{ issuers: [https://idp.test], audiences: [api://portal], algorithms: [ES256], keys: [portal.pub.pem], forward_claims: {{ sub: X-Portal-User }} }}
+        - {{ issuers: [self], forward_claims: {{ client_id: X-Client-Id }} }}
 routes:
+  - {{ name: both, match: {{ path_prefix: /both/ }}, policies: [portal-or-system], backend: app }}
   - {{ name: api, match: {{ path_prefix: /api/ }}, policies: [own-tokens], backend: app }}
   - {{ name: by-url, match: {{ path_prefix: /by-url/ }}, policies: [by-url], backend: app }}
 identity:
@@ -97,9 +104,15 @@ identity:
     )
 }
 
+/// The portal's identity provider: its tokens reach `/both/` beside the gateway's own.
+fn portal_key() -> &'static SigningKey {
+    static KEY: std::sync::OnceLock<SigningKey> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| SigningKey::new(jsonwebtoken::Algorithm::ES256, "portal-1"))
+}
+
 struct Setup {
     /// Holds the directory with the certificates, the configuration and the store.
-    _pki: Pki,
+    pki: Pki,
     backend: TestBackend,
     gw: TestGateway,
     client: Client,
@@ -108,10 +121,11 @@ struct Setup {
 async fn setup(alg: &'static rcgen::SignatureAlgorithm, rate_limit: &str) -> Setup {
     let pki = Pki::new();
     write_signing_key(&pki, alg);
+    pki.write("portal.pub.pem", &portal_key().public_pem);
     let backend = TestBackend::start().await;
     let gw = TestGateway::start(&config(&backend, rate_limit), &pki);
     let client = Client::new(gw.addr("public"), &pki);
-    Setup { _pki: pki, backend, gw, client }
+    Setup { pki, backend, gw, client }
 }
 
 const GENEROUS: &str = "{ per_client: 1000/min, per_ip: 1000/min }";
@@ -379,6 +393,51 @@ async fn renewing_twice_replaces_both_secrets_without_downtime() {
     assert_eq!(status(system.alternate.clone()).await, 401, "both original secrets are gone");
     assert_eq!(status(first).await, 200);
     assert_eq!(status(second).await, 200);
+}
+
+#[tokio::test]
+async fn one_route_takes_tokens_of_several_providers_each_verified_with_its_own_keys() {
+    let s = setup(&rcgen::PKCS_ECDSA_P256_SHA256, GENEROUS).await;
+    let system = create_system(&s.gw.config, "billing");
+    let rsp = token_request(&s.client, "grant_type=client_credentials", Some((&system.id, &system.primary))).await;
+    let own = rsp.json()["access_token"].as_str().unwrap().to_owned();
+    let portal_claims = |iss: &str| serde_json::json!({ "iss": iss, "aud": "api://portal", "sub": "portal-user", "exp": tokens::now() + 600 });
+    let portal = portal_key().sign(&portal_claims("https://idp.test"));
+
+    // Both kinds of token pass, each forwarding its own provider's claims.
+    let rsp = get_with_token(&s.client, "/both/x", &portal).await;
+    assert_eq!(rsp.status, 200, "{}", rsp.text());
+    let received = s.backend.last();
+    assert_eq!(received.headers["x-portal-user"], "portal-user");
+    assert!(received.headers.get("x-client-id").is_none());
+    assert_eq!(get_with_token(&s.client, "/both/x", &own).await.status, 200);
+    let received = s.backend.last();
+    assert_eq!(received.headers["x-client-id"], system.id.as_str());
+    assert!(received.headers.get("x-portal-user").is_none());
+
+    // The `iss` picks the keys: a token naming one provider but signed by the other is forged.
+    let gateway_key = jsonwebtoken::EncodingKey::from_ec_pem(s.pki.read("signing-key.pem").as_bytes()).unwrap();
+    let header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+    let portal_iss_gateway_key =
+        jsonwebtoken::encode(&header, &portal_claims("https://idp.test"), &gateway_key).unwrap();
+    let gateway_iss_portal_key = portal_key().sign(&portal_claims("https://login.test"));
+    let unknown_iss = portal_key().sign(&portal_claims("https://idp.test.evil"));
+    let before = s.backend.received().len();
+    for (token, why) in [
+        (&portal_iss_gateway_key, "portal issuer, gateway key"),
+        (&gateway_iss_portal_key, "gateway issuer, portal key"),
+        (&unknown_iss, "an issuer no provider lists"),
+    ] {
+        let rsp = get_with_token(&s.client, "/both/x", token).await;
+        assert_eq!(rsp.status, 401, "{why}: {}", rsp.text());
+        assert_eq!(rsp.problem_kind(), "invalid-token", "{why}");
+    }
+    assert_eq!(s.backend.received().len(), before, "no forged token reached the backend");
+    let series =
+        |reason: &str| format!("portcullis_policy_decisions_total{{outcome=\"{reason}\",policy=\"portal-or-system\"}}");
+    assert_eq!(s.gw.metric(&series("bad_signature")).await, 1, "the portal's keys have no kid");
+    assert_eq!(s.gw.metric(&series("unknown_kid")).await, 1, "the gateway's keys: none has the portal's kid");
+    assert_eq!(s.gw.metric(&series("wrong_issuer")).await, 1);
 }
 
 #[tokio::test]

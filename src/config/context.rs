@@ -121,6 +121,11 @@ impl CompileContext {
         self.scope = Scope { name: name.to_owned(), path: path.into(), at };
     }
 
+    /// Where the part being compiled is written.
+    pub fn at(&self) -> Location {
+        self.scope.at
+    }
+
     /// The name of the part being compiled, like a policy's.
     pub fn name(&self) -> &str {
         &self.scope.name

@@ -83,7 +83,7 @@ impl Policy {
     /// Starts background work (a `jwt` policy's key refresh). Needs a tokio runtime.
     pub fn start(&self) {
         if let Self::Jwt(jwt) = self {
-            jwt.keys.start();
+            jwt.start();
         }
     }
 

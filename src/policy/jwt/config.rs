@@ -9,10 +9,11 @@ use std::time::Duration;
 use http::header::HeaderName;
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
 use serde::Deserialize;
+use serde_saphyr::Spanned;
 
 use super::claims::ClaimChecks;
 use super::keys::{Key, KeySet, KeyStore, Source};
-use super::{ClaimRule, Jwt, DEFAULT_TOKEN_CACHE};
+use super::{ClaimRule, Jwt, Provider, DEFAULT_TOKEN_CACHE};
 use crate::config::context::{CompileContext, Invalid, IssuerFacts};
 use crate::config::values::{ConfigDuration, Located, ValueRef};
 
@@ -20,6 +21,11 @@ use crate::config::values::{ConfigDuration, Located, ValueRef};
 #[serde(deny_unknown_fields)]
 /// The `jwt` policy as written in YAML.
 pub struct JwtConfig {
+    #[serde(default)]
+    /// `providers`: several identity providers, each with the fields below; the token's `iss`
+    /// picks one. Without it, the policy is one provider.
+    pub providers: Vec<Spanned<JwtConfig>>,
+    #[serde(default)]
     /// `issuers`: accepted `iss` values; `self` names the gateway's own token issuer.
     pub issuers: Vec<String>,
     #[serde(default)]
@@ -75,15 +81,86 @@ impl JwtConfig {
     }
 }
 
+impl JwtConfig {
+    /// The provider fields this entry sets, by name (for `providers` mixed with them).
+    fn provider_fields(&self) -> Vec<&'static str> {
+        let set = [
+            ("issuers", !self.issuers.is_empty()),
+            ("audiences", !self.audiences.is_empty()),
+            ("algorithms", !self.algorithms.is_empty()),
+            ("keys", !self.keys.is_empty()),
+            ("jwks_url", self.jwks_url.is_some()),
+            ("openid_config", self.openid_config.is_some()),
+            ("secret", self.secret.is_some()),
+            ("trusted_cas", self.trusted_cas.is_some()),
+            ("clock_skew", self.clock_skew.is_some()),
+            ("require_claims", !self.require_claims.is_empty()),
+            ("forward_claims", !self.forward_claims.is_empty()),
+            ("jwks_refresh", self.jwks_refresh.is_some()),
+            ("jwks_min_refresh", self.jwks_min_refresh.is_some()),
+        ];
+        set.iter().filter(|(_, on)| *on).map(|(name, _)| *name).collect()
+    }
+}
+
 impl Jwt {
-    /// Compiles the policy. `issuers: [self]` — or the gateway issuer's URL when the policy
-    /// names no key source of its own — means the gateway's own token issuer
-    /// ([`CompileContext::issuer`]).
+    /// Compiles the policy: one provider, or each of `providers`. Issuers of different
+    /// providers must not overlap, so a token's `iss` names exactly one.
     ///
     /// # Errors
     /// Every problem found, each reported at its field.
     pub fn compile(cfg: &JwtConfig, cx: &mut CompileContext) -> Result<Self, Invalid> {
         super::crypto::install();
+        let mark = cx.mark();
+        let providers: Vec<Result<Provider, Invalid>> = if cfg.providers.is_empty() {
+            vec![Provider::compile(cfg, cx.name().to_owned(), cx)]
+        } else {
+            let mixed = cfg.provider_fields();
+            if !mixed.is_empty() {
+                cx.field_error("providers", format!("`providers` and {} exclude each other", mixed.join(", ")))
+                    .hint("move these fields into each provider");
+            }
+            let (name, at) = (cx.name().to_owned(), cx.at());
+            let path = format!("policies.{name}.jwt");
+            let mut out = Vec::new();
+            for (i, provider) in cfg.providers.iter().enumerate() {
+                cx.enter(&name, format!("{path}.providers[{i}]"), provider.referenced);
+                let p = &provider.value;
+                if !p.providers.is_empty() || p.token_cache.is_some() {
+                    cx.field_error("", "a provider takes no `providers` or `token_cache`: those belong to the policy");
+                }
+                out.push(Provider::compile(p, format!("{name}.providers[{i}]"), cx));
+            }
+            cx.enter(&name, path, at);
+            out
+        };
+        let providers: Vec<Provider> = providers.into_iter().collect::<Result<_, _>>()?;
+        for (i, provider) in providers.iter().enumerate() {
+            for issuer in &provider.registered.issuers {
+                if let Some(j) = providers[..i].iter().position(|p| p.registered.issuers.contains(issuer)) {
+                    cx.field_error(
+                        &format!("providers[{i}].issuers"),
+                        format!("issuer {issuer:?} is also listed by providers[{j}]: the token's `iss` must name one provider"),
+                    );
+                }
+            }
+        }
+        cx.valid_since(mark)?;
+        Ok(Self {
+            providers,
+            cache: match cfg.token_cache.unwrap_or(DEFAULT_TOKEN_CACHE) {
+                0 => None,
+                n => Some(quick_cache::sync::Cache::new(n)),
+            },
+        })
+    }
+}
+
+impl Provider {
+    /// Compiles one provider. `issuers: [self]` — or the gateway issuer's URL when the
+    /// provider names no key source of its own — means the gateway's own token issuer
+    /// ([`CompileContext::issuer`]). Its keys are logged under `name`.
+    fn compile(cfg: &JwtConfig, name: String, cx: &mut CompileContext) -> Result<Self, Invalid> {
         let mark = cx.mark();
         let own = own_issuer(cfg, cx);
         let algorithms = algorithms(cfg, own.as_ref(), cx);
@@ -110,15 +187,11 @@ impl Jwt {
         let refresh = cfg.jwks_refresh.map_or(Duration::from_secs(600), |d| d.0);
         let min_refresh = cfg.jwks_min_refresh.map_or(Duration::from_secs(30), |d| d.0);
         Ok(Self {
-            keys: Arc::new(KeyStore::new(cx.name(), source, tls, refresh, min_refresh)),
+            keys: Arc::new(KeyStore::new(&name, source, tls, refresh, min_refresh)),
             algorithms,
             registered: ClaimChecks { issuers, audiences, leeway: skew.as_secs() },
             require,
             forward,
-            cache: match cfg.token_cache.unwrap_or(DEFAULT_TOKEN_CACHE) {
-                0 => None,
-                n => Some(quick_cache::sync::Cache::new(n)),
-            },
         })
     }
 }
@@ -175,7 +248,7 @@ fn check_source_choice(cfg: &JwtConfig, uses_own: bool, algorithms: &[Algorithm]
     if (uses_own || wants_self) && count != 0 {
         cx.field_error(
             "keys",
-            "`issuers: [self]` uses the gateway's own key; put other issuers in a separate jwt policy",
+            "`issuers: [self]` uses the gateway's own key; put other issuers in another of `providers`",
         );
     } else if !uses_own && !wants_self && count != 1 {
         cx.field_error("keys", "give exactly one of keys, jwks_url, openid_config or secret");

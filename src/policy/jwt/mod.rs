@@ -55,8 +55,16 @@ impl ClaimRule {
     }
 }
 
-/// The compiled `jwt` policy.
+/// The compiled `jwt` policy: one provider, or several told apart by the token's `iss`.
 pub struct Jwt {
+    /// The identity providers whose tokens the policy accepts; their issuers never overlap.
+    pub providers: Vec<Provider>,
+    /// Verified tokens, keyed by the whole token, until their `exp`.
+    cache: Option<quick_cache::sync::Cache<Box<str>, Arc<Verified>>>,
+}
+
+/// One identity provider: its issuers, audiences, keys, algorithms and claim rules.
+pub struct Provider {
     /// Where the verification keys come from, and the keys in force.
     pub keys: Arc<KeyStore>,
     /// The accepted algorithms, from configuration (never from the token).
@@ -64,38 +72,46 @@ pub struct Jwt {
     registered: ClaimChecks,
     require: Vec<ClaimRule>,
     forward: Vec<(String, HeaderName)>,
-    /// Verified tokens, keyed by the whole token, until their `exp`.
-    cache: Option<quick_cache::sync::Cache<Box<str>, Arc<Verified>>>,
 }
 
 /// A token that passed verification.
 struct Verified {
     claims: Arc<Claims>,
     exp: u64,
+    /// The index of the provider that verified it.
+    provider: usize,
     /// The key set that verified it: a cached token is dropped when the keys change.
     generation: u64,
 }
 
 impl std::fmt::Debug for Jwt {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Jwt").field("keys", &self.keys.name).finish_non_exhaustive()
+        let names: Vec<&str> = self.providers.iter().map(|p| &*p.keys.name).collect();
+        f.debug_struct("Jwt").field("providers", &names).finish_non_exhaustive()
     }
 }
 
 impl Jwt {
-    /// Whether tokens must name one of the policy's audiences.
+    /// Whether every provider's tokens must name one of its audiences.
     pub fn checks_audience(&self) -> bool {
-        !self.registered.audiences.is_empty()
+        self.providers.iter().all(|p| !p.registered.audiences.is_empty())
     }
 
     /// Headers this policy sets on forwarded requests.
     pub fn forwarded_headers(&self) -> impl Iterator<Item = &HeaderName> {
-        self.forward.iter().map(|(_, h)| h)
+        self.providers.iter().flat_map(|p| p.forward.iter().map(|(_, h)| h))
     }
 
-    /// Whether keys are loaded, so tokens can be verified (`/readyz`).
+    /// Whether every provider's keys are loaded, so tokens can be verified (`/readyz`).
     pub fn is_ready(&self) -> bool {
-        self.keys.current().is_some()
+        self.providers.iter().all(|p| p.keys.current().is_some())
+    }
+
+    /// Starts fetching remote keys. Needs a tokio runtime.
+    pub fn start(&self) {
+        for provider in &self.providers {
+            provider.keys.start();
+        }
     }
 
     /// Verifies the bearer token at `now` (Unix seconds); on success sets the
@@ -104,11 +120,12 @@ impl Jwt {
     /// # Errors
     /// The exact reason the token is refused.
     pub async fn check(&self, headers: &mut HeaderMap, now: u64) -> Result<Arc<Claims>, Refusal> {
-        let claims = self.verify_cached(headers, now).await?;
-        if !self.require.iter().all(|rule| rule.holds(&claims)) {
+        let (claims, provider) = self.verify_cached(headers, now).await?;
+        let provider = &self.providers[provider];
+        if !provider.require.iter().all(|rule| rule.holds(&claims)) {
             return Err(Refusal::ClaimsNotSatisfied);
         }
-        for (claim, name) in &self.forward {
+        for (claim, name) in &provider.forward {
             if let Some(value) = claims.get(claim).and_then(claim_header) {
                 headers.insert(name.clone(), value);
             }
@@ -118,30 +135,60 @@ impl Jwt {
 
     /// Verifies the token, or finds it verified in the cache under the same keys and
     /// before its `exp` (with the clock skew, as verification allows).
-    async fn verify_cached(&self, headers: &HeaderMap, now: u64) -> Result<Arc<Claims>, Refusal> {
+    async fn verify_cached(&self, headers: &HeaderMap, now: u64) -> Result<(Arc<Claims>, usize), Refusal> {
         let token = bearer(headers).ok_or(Refusal::MissingToken)?;
         if token.len() > MAX_TOKEN_BYTES {
             return Err(Refusal::TokenTooLarge);
         }
         let Some(cache) = &self.cache else {
-            return self.verify(token, now).await.map(|v| v.claims);
+            return self.verify(token, now).await.map(|v| (v.claims, v.provider));
         };
         if let Some(hit) = cache.get(token) {
-            let generation = self.keys.current().map(|k| k.generation);
-            if generation == Some(hit.generation) && now <= hit.exp.saturating_add(self.registered.leeway) {
-                return Ok(hit.claims.clone());
+            let provider = &self.providers[hit.provider];
+            let generation = provider.keys.current().map(|k| k.generation);
+            if generation == Some(hit.generation) && now <= hit.exp.saturating_add(provider.registered.leeway) {
+                return Ok((hit.claims.clone(), hit.provider));
             }
         }
         let verified = Arc::new(self.verify(token, now).await?);
-        let claims = verified.claims.clone();
+        let found = (verified.claims.clone(), verified.provider);
         cache.insert(token.into(), verified);
-        Ok(claims)
+        Ok(found)
     }
 
-    /// Full verification: header, algorithm, key, signature, registered claims. The token
-    /// is split and each part decoded once.
+    /// Full verification by the provider the token's `iss` names (the only one, when there is
+    /// one): the token is split and each part decoded once, and no other provider's keys are
+    /// ever tried.
     async fn verify(&self, token: &str, now: u64) -> Result<Verified, Refusal> {
         let parts = TokenParts::parse(token)?;
+        let (index, claims) = match self.providers.as_slice() {
+            [_] => (0, None),
+            all => {
+                let claims = parts.claims().ok_or(Refusal::Malformed)?;
+                let iss = match claims.get("iss") {
+                    Some(Value::String(iss)) => iss,
+                    Some(_) => return Err(Refusal::Malformed),
+                    None => return Err(Refusal::MissingClaim),
+                };
+                let index = all.iter().position(|p| p.registered.issuers.contains(iss)).ok_or(Refusal::WrongIssuer)?;
+                (index, Some(claims))
+            }
+        };
+        let provider = &self.providers[index];
+        let generation = provider.verify_signature(&parts).await?;
+        let claims = match claims {
+            Some(claims) => claims,
+            None => parts.claims().ok_or(Refusal::Malformed)?,
+        };
+        let exp = provider.registered.check(&claims, now)?;
+        Ok(Verified { claims: Arc::new(claims), exp, provider: index, generation })
+    }
+}
+
+impl Provider {
+    /// Checks the algorithm and the signature with this provider's keys; the generation of
+    /// the key set that verified it.
+    async fn verify_signature(&self, parts: &TokenParts<'_>) -> Result<u64, Refusal> {
         let (header, message) = (&parts.header, parts.message.as_bytes());
         if !self.algorithms.contains(&header.alg) {
             return Err(Refusal::AlgNotAllowed);
@@ -163,9 +210,7 @@ impl Jwt {
                 (false, None) => Refusal::NoKey,
             });
         }
-        let claims = parts.claims().ok_or(Refusal::Malformed)?;
-        let exp = self.registered.check(&claims, now)?;
-        Ok(Verified { claims: Arc::new(claims), exp, generation: keys.generation })
+        Ok(keys.generation)
     }
 }
 
@@ -296,5 +341,70 @@ mod tests {
         assert!(jwt.check(&mut headers, NOW).await.is_ok(), "the scheme is case-insensitive");
         let huge = format!("{t}{}", "A".repeat(MAX_TOKEN_BYTES));
         assert_eq!(check(&jwt, &huge, NOW).await.err(), Some(Refusal::TokenTooLarge));
+    }
+
+    fn providers(yaml: &str) -> Result<(Jwt, tempfile::TempDir), String> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.secret"), SECRET).unwrap();
+        std::fs::write(dir.path().join("b.secret"), "the other provider's secret, 32+ bytes").unwrap();
+        let cfg: config::JwtConfig = serde_saphyr::from_str(yaml).unwrap();
+        let mut cx = CompileContext::standalone(dir.path(), "api");
+        let jwt = Jwt::compile(&cfg, &mut cx);
+        match cx.finish() {
+            Ok(_) => Ok((jwt.unwrap(), dir)),
+            Err(errors) => {
+                Err(errors.iter().map(|e| format!("{}: {}", e.path, e.message)).collect::<Vec<_>>().join("\n"))
+            }
+        }
+    }
+
+    const TWO: &str = r#"{ providers: [
+        { issuers: [https://a.test], audiences: [api://a], algorithms: [HS256], secret: "${file:a.secret}", forward_claims: { sub: X-A } },
+        { issuers: [https://b.test], audiences: [api://a], algorithms: [HS256], secret: "${file:b.secret}", forward_claims: { sub: X-B } } ] }"#;
+
+    #[tokio::test]
+    async fn the_tokens_issuer_picks_the_provider_and_only_its_keys() {
+        let (jwt, _dir) = providers(TWO).unwrap();
+        let sign = |secret: &[u8], iss: &str| {
+            encode(&Header::new(Algorithm::HS256), &claims(json!({ "iss": iss })), &EncodingKey::from_secret(secret))
+                .unwrap()
+        };
+        let b_secret = b"the other provider's secret, 32+ bytes";
+        let mut headers = HeaderMap::new();
+        let a = sign(SECRET.as_bytes(), "https://a.test");
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_str(&format!("Bearer {a}")).unwrap());
+        assert!(jwt.check(&mut headers, NOW).await.is_ok());
+        assert_eq!((headers.get("x-a").map(|v| v.to_str().unwrap()), headers.get("x-b")), (Some("u-1"), None));
+        assert!(check(&jwt, &sign(b_secret, "https://b.test"), NOW).await.is_ok());
+        let cross = sign(b_secret, "https://a.test");
+        assert_eq!(check(&jwt, &cross, NOW).await.err(), Some(Refusal::BadSignature));
+        let cross = sign(SECRET.as_bytes(), "https://b.test");
+        assert_eq!(check(&jwt, &cross, NOW).await.err(), Some(Refusal::BadSignature));
+        let unknown = sign(SECRET.as_bytes(), "https://c.test");
+        assert_eq!(check(&jwt, &unknown, NOW).await.err(), Some(Refusal::WrongIssuer));
+        let no_iss = encode(
+            &Header::new(Algorithm::HS256),
+            &json!({ "aud": "api://a", "exp": NOW + 300 }),
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap();
+        assert_eq!(check(&jwt, &no_iss, NOW).await.err(), Some(Refusal::MissingClaim));
+    }
+
+    #[test]
+    fn providers_never_share_an_issuer_nor_mix_with_provider_fields() {
+        let shared = TWO.replace("https://b.test", "https://a.test");
+        let err = providers(&shared).err().unwrap();
+        assert!(
+            err.contains("providers[1].issuers: issuer \"https://a.test\" is also listed by providers[0]"),
+            "{err}"
+        );
+        let mixed = TWO.replacen("{ providers:", "{ audiences: [x], providers:", 1);
+        let err = providers(&mixed).err().unwrap();
+        assert!(err.contains("`providers` and audiences exclude each other"), "{err}");
+        let nested =
+            TWO.replacen("forward_claims: { sub: X-A } }", "forward_claims: { sub: X-A }, token_cache: 5 }", 1);
+        let err = providers(&nested).err().unwrap();
+        assert!(err.contains("policies.api.jwt.providers[0]: a provider takes no"), "{err}");
     }
 }

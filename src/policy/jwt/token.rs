@@ -30,7 +30,8 @@ pub struct JoseHeader {
 pub struct TokenParts<'t> {
     /// `header.payload`: what the signature covers.
     pub message: &'t str,
-    /// The base64url payload, decoded only after the signature is verified.
+    /// The base64url payload: decoded after the signature is verified, or, when a policy has
+    /// several providers, before it only to read `iss` and pick the provider.
     pub payload: &'t str,
     /// The JOSE header.
     pub header: JoseHeader,
