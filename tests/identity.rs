@@ -128,7 +128,7 @@ async fn setup(alg: &'static rcgen::SignatureAlgorithm, rate_limit: &str) -> Set
     Setup { pki, backend, gw, client }
 }
 
-const GENEROUS: &str = "{ per_client: 1000/min, per_ip: 1000/min }";
+const GENEROUS: &str = "{ failures_per_ip: 1000/min, failures_per_client: 1000/min, issued_per_client: 1000/min }";
 
 /// HTTP Basic client credentials: client id and secret.
 type Basic<'a> = Option<(&'a str, &'a str)>;
@@ -441,27 +441,49 @@ async fn one_route_takes_tokens_of_several_providers_each_verified_with_its_own_
 }
 
 #[tokio::test]
-async fn token_requests_are_rate_limited_per_client_and_per_ip() {
-    let s = setup(&rcgen::PKCS_ECDSA_P256_SHA256, "{ per_client: 3/min, per_ip: 5/min }").await;
+async fn guessing_is_stopped_per_network_and_issuance_is_limited_per_client() {
+    let budgets = "{ failures_per_ip: 3/min, failures_per_client: 100/min, issued_per_client: 4/min }";
+    let s = setup(&rcgen::PKCS_ECDSA_P256_SHA256, budgets).await;
     let a = create_system(&s.gw.config, "a");
     let b = create_system(&s.gw.config, "b");
     let grant = "grant_type=client_credentials";
-    for _ in 0..3 {
+    for _ in 0..4 {
         assert_eq!(token_request(&s.client, grant, Some((&a.id, &a.primary))).await.status, 200);
     }
-    // A guesser is slowed down even with wrong secrets, and told when to come back.
-    let rsp = token_request(&s.client, grant, Some((&a.id, "guess"))).await;
-    assert_eq!(rsp.status, 429, "{}", rsp.text());
+    let rsp = token_request(&s.client, grant, Some((&a.id, &a.primary))).await;
+    assert_eq!(rsp.status, 429, "a's issuance budget (4/min) is spent: {}", rsp.text());
     assert_eq!(rsp.json()["error"], "temporarily_unavailable");
     let retry: u64 = rsp.header("retry-after").unwrap().parse().unwrap();
     assert!((1..=60).contains(&retry), "{retry}");
-    // Another client from the same address still has its own budget, until the address's runs out.
-    assert_eq!(token_request(&s.client, grant, Some((&b.id, &b.primary))).await.status, 200);
-    let rsp = token_request(&s.client, grant, Some((&b.id, &b.primary))).await;
-    assert_eq!(rsp.status, 429, "the per-IP budget (5/min) is spent: {}", rsp.text());
+    assert_eq!(
+        token_request(&s.client, grant, Some((&b.id, &b.primary))).await.status,
+        200,
+        "issuance is limited per client, not per address"
+    );
+
+    // A guesser spends the network's failure budget, then gets 429 before any secret is checked.
+    for _ in 0..3 {
+        assert_eq!(token_request(&s.client, grant, Some((&b.id, "guess"))).await.status, 401);
+    }
+    let rsp = token_request(&s.client, grant, Some((&b.id, "guess"))).await;
+    assert_eq!(rsp.status, 429, "{}", rsp.text());
     let metrics = support::gateway::admin_get(s.gw.addr("admin"), "/metrics").await;
     assert!(metrics.contains("portcullis_token_requests_total{result=\"rate_limited\"} 2"), "{metrics}");
-    assert!(metrics.contains("portcullis_token_requests_total{result=\"issued\"} 4"), "{metrics}");
+    assert!(metrics.contains("portcullis_token_requests_total{result=\"issued\"} 5"), "{metrics}");
+    assert!(metrics.contains("portcullis_token_requests_total{result=\"invalid_client\"} 3"), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn by_default_four_clients_behind_one_address_get_200_simultaneous_tokens() {
+    let s = setup(&rcgen::PKCS_ECDSA_P256_SHA256, "{}").await;
+    let clients: Vec<CreatedSystem> = (0..4).map(|i| create_system(&s.gw.config, &format!("app-{i}"))).collect();
+    let requests = (0..200).map(|i| {
+        let c = &clients[i % 4];
+        token_request(&s.client, "grant_type=client_credentials", Some((&c.id, &c.primary)))
+    });
+    let replies = futures_util::future::join_all(requests).await;
+    let refused: Vec<_> = replies.iter().filter(|r| r.status != 200).map(|r| (r.status, r.text())).collect();
+    assert!(refused.is_empty(), "{} of 200 refused: {:?}", refused.len(), refused.first());
 }
 
 #[test]
@@ -569,7 +591,7 @@ fn check_reports_identity_mistakes_at_their_location() {
             "gateway.yaml:12:10: identity.store: PostgreSQL stores are not built yet",
         ),
         (format!("{good}  token_ttl: 2d\n"), "gateway.yaml:13:14: invalid duration \"2d\""),
-        (format!("{good}  rate_limit: {{ per_ip: lots }}\n"), "invalid rate \"lots\""),
+        (format!("{good}  rate_limit: {{ failures_per_ip: lots }}\n"), "invalid rate \"lots\""),
     ];
     for (identity, expected) in cases {
         let (ok, stderr) = check(base(&identity, ""));

@@ -1,8 +1,8 @@
 //! The issuer's HTTP side: `POST /oauth2/token` (RFC 6749 §4.4, client credentials) and the
 //! two key documents. Errors are RFC 6749 §5.2 JSON and never say which check failed:
 //! every client-authentication failure is the same `invalid_client`, every user problem
-//! the same `invalid_grant`. Requests are rate-limited per client IP (before anything is
-//! parsed) and per client id (before the store is asked).
+//! the same `invalid_grant`. Failed authentications are counted per source network and per
+//! client id, successful issuance per client id (see [`super::budgets`]).
 
 use std::borrow::Cow;
 use std::future::Future;
@@ -46,7 +46,7 @@ pub enum Refusal {
     InvalidScope,
     /// The `grant_type` is not `client_credentials` (400 `unsupported_grant_type`).
     UnsupportedGrantType,
-    /// The per-IP or per-client budget is spent; retry after this long (429, with `Retry-After`).
+    /// A budget is spent; retry after this long (429, with `Retry-After`).
     RateLimited(Duration),
     /// The store failed or the token could not be signed (503).
     Unavailable,
@@ -209,7 +209,7 @@ impl Issuer {
             return Err(Refusal::MethodNotAllowed);
         }
         let network = network(client_ip);
-        self.per_ip.check(network, now).map_err(Refusal::RateLimited)?;
+        self.budgets.admit_network(network, now).map_err(Refusal::RateLimited)?;
         let is_form = headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
@@ -224,13 +224,17 @@ impl Issuer {
             Err(_) => return Err(Refusal::InvalidRequest("the request body took too long")),
         };
         let TokenRequest { credentials, user, scope } = TokenRequest::parse(headers, &form)?;
-        self.per_client.check((credentials.client_id.clone(), network), now).map_err(Refusal::RateLimited)?;
+        let source = self.budgets.admit_client(&credentials.client_id, network, now).map_err(Refusal::RateLimited)?;
         let scope = self.scope(scope.as_deref())?;
 
         let client_id = credentials.client_id.clone();
         let user = self.authenticate(credentials, user).await.inspect_err(|refusal| {
+            if matches!(refusal, Refusal::InvalidClient | Refusal::InvalidGrant) {
+                self.budgets.failed(&client_id, source, now);
+            }
             tracing::info!(client_id = %client_id, refusal = refusal.label(), "token refused");
         })?;
+        self.budgets.issue(&client_id, source, now).map_err(Refusal::RateLimited)?;
         self.mint(&client_id, user, scope, crate::clock::unix_now())
     }
 

@@ -7,13 +7,13 @@
 //! [`store`] is what it keeps (SQLite in [`sqlite`]), [`secret`] how secrets are made and
 //! checked, [`signing`] the key, [`endpoint`] the HTTP side.
 
+pub mod budgets;
 pub mod endpoint;
 pub mod secret;
 pub mod signing;
 pub mod sqlite;
 pub mod store;
 
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,8 +21,9 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::config::context::IssuerFacts;
-use crate::config::values::{ConfigDuration, Located, Rate};
-use crate::limit::KeyedLimiter;
+use crate::config::values::{ConfigDuration, Located};
+use budgets::Budgets;
+pub use budgets::TokenRateLimitConfig;
 use signing::SigningKey;
 pub use store::{IdentityStore, StoreError};
 
@@ -55,24 +56,6 @@ pub struct IdentityConfig {
     /// Token request rate limits (default 30 per minute per client, 60 per minute per IP).
     #[serde(default)]
     pub rate_limit: TokenRateLimitConfig,
-}
-
-/// Token requests allowed per client id and per client IP, against secret guessing.
-#[derive(Clone, Copy, Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TokenRateLimitConfig {
-    /// Requests per client id from one source network (default 30 per minute).
-    pub per_client: Rate,
-    /// Requests per source network, an IPv4 address or an IPv6 /64 (default 60 per minute).
-    pub per_ip: Rate,
-}
-
-impl Default for TokenRateLimitConfig {
-    fn default() -> Self {
-        let per_minute =
-            |n| Rate { count: std::num::NonZeroU32::new(n).expect("non-zero"), per: Duration::from_secs(60) };
-        Self { per_client: per_minute(30), per_ip: per_minute(60) }
-    }
 }
 
 /// A store location that cannot be used.
@@ -131,11 +114,8 @@ pub struct Issuer {
     pub key: SigningKey,
     /// The store of clients and their secrets.
     pub store: Arc<dyn IdentityStore>,
-    /// Keyed by client id *and* source network: someone who knows a client id (it is in
-    /// every token) can spend only their own network's budget for it, never lock it out.
-    per_client: KeyedLimiter<(String, IpAddr)>,
-    /// Keyed by source network: an IPv4 address or an IPv6 /64.
-    per_ip: KeyedLimiter<IpAddr>,
+    /// Failed authentications per network and per client id, issuance per client id.
+    budgets: Budgets,
     /// The discovery and JWKS documents, rendered once.
     discovery: bytes::Bytes,
     jwks: bytes::Bytes,
@@ -161,7 +141,7 @@ pub struct IssuerSettings {
     pub key: SigningKey,
     /// The opened store of clients and their secrets.
     pub store: Arc<dyn IdentityStore>,
-    /// The per-client and per-IP limits on token requests.
+    /// The token endpoint's budgets.
     pub rate_limit: TokenRateLimitConfig,
 }
 
@@ -188,8 +168,7 @@ impl Issuer {
             discovery: discovery.to_string().into(),
             key: s.key,
             store: s.store,
-            per_client: KeyedLimiter::new(s.rate_limit.per_client),
-            per_ip: KeyedLimiter::new(s.rate_limit.per_ip),
+            budgets: Budgets::new(s.rate_limit),
         }
     }
 
