@@ -136,8 +136,15 @@ pub async fn handle(rt: &Runtime, req: Request<Incoming>, conn: &ConnInfo, limit
         let rsp = Problem::payload_too_large(limits.max_body_bytes).into_response(&served.request_id);
         return respond(rsp, served, conn, &method, started);
     }
-    let mut cx =
-        RequestContext::new(&served.request_id, routed.client_ip, conn, routed.path(), &routed.params, unix_now());
+    let mut cx = RequestContext::new(
+        &served.request_id,
+        routed.client_ip,
+        conn,
+        &routed.route.name,
+        routed.path(),
+        &routed.params,
+        unix_now(),
+    );
     let chain = route.chain.on_request(&mut parts, &mut cx).await;
     let mut rsp = match chain.answer {
         Some(Answer::Response(rsp)) => rsp,

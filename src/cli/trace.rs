@@ -81,6 +81,7 @@ pub(super) fn trace(req: &TraceRequest) -> anyhow::Result<ExitCode> {
             &routed.request_id,
             routed.client_ip,
             &conn,
+            &route.name,
             routed.path(),
             &routed.params,
             crate::clock::unix_now(),

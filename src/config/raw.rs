@@ -21,6 +21,7 @@ pub use crate::policy::cors::CorsConfig;
 pub use crate::policy::headers::HeadersConfig;
 pub use crate::policy::ip_filter::IpFilterConfig;
 pub use crate::policy::jwt::config::JwtConfig;
+pub use crate::policy::rate_limit::RateLimitConfig;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -191,6 +192,7 @@ pub struct PolicyConfig {
     pub jwt: Option<JwtConfig>,
     pub client_cert: Option<ClientCertConfig>,
     pub authorize: Option<AuthorizeConfig>,
+    pub rate_limit: Option<RateLimitConfig>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use serde_saphyr::Spanned;
 
-use super::context::Claims;
+use super::context::{ClaimPath, Claims};
 use crate::config::context::{CompileContext, Invalid};
 use crate::config::values::Located;
 use crate::problem::Problem;
@@ -79,32 +79,6 @@ enum Scope {
     Owned { param: Arc<str>, claim: ClaimPath },
     /// Children of a record the earlier rule `parent` (an index into the rules) grants.
     Parental { parent: usize },
-}
-
-/// A claim name, or a dotted path into nested objects.
-#[derive(Debug)]
-struct ClaimPath {
-    whole: String,
-    segments: Vec<String>,
-}
-
-impl ClaimPath {
-    fn new(text: &str) -> Self {
-        Self { whole: text.to_owned(), segments: text.split('.').map(str::to_owned).collect() }
-    }
-
-    /// The claim's value: the name as written if a claim has it (some claim names are URIs
-    /// with dots), else the dotted path through nested objects.
-    fn find<'c>(&self, claims: &'c Claims) -> Option<&'c Value> {
-        if let Some(value) = claims.get(&self.whole) {
-            return Some(value);
-        }
-        if self.segments.len() < 2 {
-            return None;
-        }
-        let (first, rest) = self.segments.split_first()?;
-        rest.iter().try_fold(claims.get(first)?, |value, segment| value.as_object()?.get(segment))
-    }
 }
 
 /// Why a request was refused.

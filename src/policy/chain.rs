@@ -4,8 +4,8 @@
 //! answers or denies; it records and counts every decision itself. Response-side work runs
 //! in reverse order over the policies that ran, also on answers and denials the gateway
 //! produced. In `report` mode a policy decides and records, but never stops the request.
-//! The set is closed, so dispatch is a `match`; only `jwt` may wait (for keys of an unknown
-//! `kid`).
+//! The set is closed, so dispatch is a `match`; only `jwt` (for keys of an unknown `kid`) and
+//! `rate_limit` (for Redis) may wait.
 
 use std::sync::Arc;
 
@@ -15,7 +15,7 @@ use serde::Deserialize;
 
 use super::context::RequestContext;
 use super::outcome::{Decision, Denial, Outcome};
-use super::{authorize, client_cert, cors, headers, ip_filter, jwt};
+use super::{authorize, client_cert, cors, headers, ip_filter, jwt, rate_limit};
 use crate::body::Body;
 use crate::telemetry::metrics::metrics;
 
@@ -47,6 +47,8 @@ pub enum Policy {
     ClientCert(client_cert::ClientCert),
     /// `authorize`: scoped permissions from the token's roles.
     Authorize(authorize::Authorize),
+    /// `rate_limit`: a rate or a quota per key, in memory or shared through Redis.
+    RateLimit(rate_limit::RateLimit),
 }
 
 impl Policy {
@@ -59,6 +61,16 @@ impl Policy {
             Self::Jwt(_) => "jwt",
             Self::ClientCert(_) => "client_cert",
             Self::Authorize(_) => "authorize",
+            Self::RateLimit(_) => "rate_limit",
+        }
+    }
+
+    /// Whether the policy reads token claims, so a `jwt` policy must run before it.
+    pub fn reads_claims(&self) -> bool {
+        match self {
+            Self::Authorize(_) => true,
+            Self::RateLimit(limit) => limit.reads_claims(),
+            _ => false,
         }
     }
 
@@ -68,7 +80,7 @@ impl Policy {
             Self::Headers(rules) => rules.request.set.iter().map(|(name, _)| name).collect(),
             Self::Jwt(jwt) => jwt.forwarded_headers().collect(),
             Self::ClientCert(policy) => policy.forward_header().into_iter().collect(),
-            Self::Cors(_) | Self::IpFilter(_) | Self::Authorize(_) => Vec::new(),
+            Self::Cors(_) | Self::IpFilter(_) | Self::Authorize(_) | Self::RateLimit(_) => Vec::new(),
         }
     }
 
@@ -120,6 +132,7 @@ impl Policy {
                 Ok(rule) => Decision::Granted(rule.clone()),
                 Err(refusal) => Decision::Deny(Denial::Authorize(refusal)),
             },
+            Self::RateLimit(limit) => limit.check(parts, cx).await.map_err(Denial::RateLimit).into(),
         }
     }
 
@@ -128,6 +141,7 @@ impl Policy {
         match self {
             Self::Headers(rules) => rules.on_response(rsp.headers_mut()),
             Self::Cors(cors) => cors.on_response(cx.cors_origin.as_ref(), rsp.headers_mut()),
+            Self::RateLimit(limit) => limit.on_response(cx, rsp.headers_mut()),
             Self::IpFilter(_) | Self::Jwt(_) | Self::ClientCert(_) | Self::Authorize(_) => {}
         }
     }
@@ -285,7 +299,7 @@ mod tests {
         let conn = conn(ip);
         let params = Params::new();
         let (mut parts, ()) = Request::new(()).into_parts();
-        let mut cx = RequestContext::new("id", ip, &conn, "/", &params, 0);
+        let mut cx = RequestContext::new("id", ip, &conn, "all", "/", &params, 0);
         let outcome = chain.on_request(&mut parts, &mut cx).await;
         (outcome.decisions.iter().map(|d| d.outcome).collect(), outcome.answer.is_some())
     }

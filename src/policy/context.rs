@@ -4,12 +4,41 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use http::HeaderValue;
+use serde_json::Value;
 
+use super::rate_limit::RateLimitState;
 use crate::conn::ConnInfo;
 use crate::route::pattern::Params;
 
 /// Verified token claims.
 pub type Claims = serde_json::Map<String, serde_json::Value>;
+
+/// A claim name, or a dotted path into nested objects.
+#[derive(Debug)]
+pub struct ClaimPath {
+    whole: String,
+    segments: Vec<String>,
+}
+
+impl ClaimPath {
+    /// The path of `text`: split at dots, kept whole too.
+    pub fn new(text: &str) -> Self {
+        Self { whole: text.to_owned(), segments: text.split('.').map(str::to_owned).collect() }
+    }
+
+    /// The claim's value: the name as written if a claim has it (some claim names are URIs
+    /// with dots), else the dotted path through nested objects.
+    pub fn find<'c>(&self, claims: &'c Claims) -> Option<&'c Value> {
+        if let Some(value) = claims.get(&self.whole) {
+            return Some(value);
+        }
+        if self.segments.len() < 2 {
+            return None;
+        }
+        let (first, rest) = self.segments.split_first()?;
+        rest.iter().try_fold(claims.get(first)?, |value, segment| value.as_object()?.get(segment))
+    }
+}
 
 /// One request as the policy chain sees it.
 pub struct RequestContext<'a> {
@@ -19,6 +48,8 @@ pub struct RequestContext<'a> {
     pub client_ip: IpAddr,
     /// The connection the request came on.
     pub conn: &'a ConnInfo,
+    /// The name of the route the request took.
+    pub route: &'a str,
     /// The normalized path.
     pub path: &'a str,
     /// The values of the route template's `{param}` segments.
@@ -29,18 +60,32 @@ pub struct RequestContext<'a> {
     pub cors_origin: Option<HeaderValue>,
     /// Claims of the verified token, once a `jwt` policy passed.
     pub claims: Option<Arc<Claims>>,
+    /// The tightest budget a `rate_limit` policy saw, for the `RateLimit` response headers.
+    pub rate_limit: Option<RateLimitState>,
 }
 
 impl<'a> RequestContext<'a> {
-    /// The context of one request arriving at `now` (Unix seconds).
+    /// The context of one request on `route`, arriving at `now` (Unix seconds).
     pub fn new(
         request_id: &'a str,
         client_ip: IpAddr,
         conn: &'a ConnInfo,
+        route: &'a str,
         path: &'a str,
         params: &'a Params,
         now: u64,
     ) -> Self {
-        Self { request_id, client_ip, conn, path, params, now, cors_origin: None, claims: None }
+        Self {
+            request_id,
+            client_ip,
+            conn,
+            route,
+            path,
+            params,
+            now,
+            cors_origin: None,
+            claims: None,
+            rate_limit: None,
+        }
     }
 }

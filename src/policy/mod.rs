@@ -14,6 +14,7 @@ pub mod headers;
 pub mod ip_filter;
 pub mod jwt;
 pub mod outcome;
+pub mod rate_limit;
 
 pub use authorize::Authorize;
 pub use chain::{Answer, Chain, ChainOutcome, NamedPolicy, Policy, PolicyDecision, PolicyMode};
@@ -24,3 +25,4 @@ pub use headers::HeaderRules;
 pub use ip_filter::IpFilter;
 pub use jwt::Jwt;
 pub use outcome::{Decision, Denial, Outcome};
+pub use rate_limit::RateLimit;

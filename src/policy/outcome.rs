@@ -7,7 +7,7 @@ use http::Response;
 
 use std::sync::Arc;
 
-use super::{authorize, client_cert, cors, ip_filter, jwt};
+use super::{authorize, client_cert, cors, ip_filter, jwt, rate_limit};
 use crate::body::Body;
 use crate::problem::Problem;
 
@@ -45,6 +45,8 @@ pub enum Denial {
     ClientCert(client_cert::Refusal),
     /// Refused by an `authorize` policy.
     Authorize(authorize::Refusal),
+    /// Refused by a `rate_limit` policy.
+    RateLimit(rate_limit::Refusal),
 }
 
 impl Denial {
@@ -56,6 +58,7 @@ impl Denial {
             Self::Jwt(r) => r.label(),
             Self::ClientCert(r) => r.label(),
             Self::Authorize(r) => r.label(),
+            Self::RateLimit(r) => r.label(),
         }
     }
 
@@ -67,6 +70,7 @@ impl Denial {
             Self::Jwt(r) => r.problem(),
             Self::ClientCert(r) => r.problem(),
             Self::Authorize(r) => r.problem(),
+            Self::RateLimit(r) => r.problem(),
         }
     }
 }

@@ -17,6 +17,9 @@ pub struct Metrics {
     pub request_duration: HistogramVec,
     /// policy, outcome (`allowed`, `answered`, or the denial reason).
     pub policy_decisions: IntCounterVec,
+    /// Rate-limit decisions the shared store could not make (timeouts, connection errors),
+    /// by policy; `on_store_error` decided them.
+    pub rate_limit_store_errors: IntCounterVec,
     /// backend.
     pub upstream_duration: HistogramVec,
     /// backend, kind (`connect`, `timeout`, `upstream`, `response_body`): the backend's faults only.
@@ -95,6 +98,12 @@ impl Metrics {
                 "portcullis_policy_decisions_total",
                 "Policy decisions",
                 &["policy", "outcome"],
+            ),
+            rate_limit_store_errors: counter(
+                &registry,
+                "portcullis_rate_limit_store_errors_total",
+                "Rate-limit decisions the shared store could not make; on_store_error decided them",
+                &["policy"],
             ),
             upstream_duration: histogram(
                 &registry,

@@ -8,7 +8,7 @@ use serde_saphyr::Spanned;
 
 use crate::config::context::{CompileContext, Invalid};
 use crate::config::raw;
-use crate::policy::{Authorize, ClientCert, Cors, HeaderRules, IpFilter, Jwt, NamedPolicy, Policy};
+use crate::policy::{Authorize, ClientCert, Cors, HeaderRules, IpFilter, Jwt, NamedPolicy, Policy, RateLimit};
 
 pub(super) fn compile(
     raw: &BTreeMap<String, Spanned<raw::PolicyConfig>>,
@@ -34,10 +34,11 @@ fn one(name: &str, spanned: &Spanned<raw::PolicyConfig>, cx: &mut CompileContext
         p.jwt.is_some(),
         p.client_cert.is_some(),
         p.authorize.is_some(),
+        p.rate_limit.is_some(),
     ];
     if kinds.iter().filter(|k| **k).count() != 1 {
         cx.error(spanned.referenced, &path, "a policy has exactly one kind").hint(
-            "one of headers, cors, ip_filter, jwt, client_cert, authorize; write several policies to combine them",
+            "one of headers, cors, ip_filter, jwt, client_cert, authorize, rate_limit; write several policies to combine them",
         );
         return Err(Invalid);
     }
@@ -64,6 +65,9 @@ fn one(name: &str, spanned: &Spanned<raw::PolicyConfig>, cx: &mut CompileContext
     } else if let Some(c) = &p.authorize {
         cx.enter(name, format!("{path}.authorize"), spanned.referenced);
         ("authorize", Authorize::compile(c, cx).map(Policy::Authorize))
+    } else if let Some(c) = &p.rate_limit {
+        cx.enter(name, format!("{path}.rate_limit"), spanned.referenced);
+        ("rate_limit", RateLimit::compile(c, cx).map(Policy::RateLimit))
     } else {
         unreachable!("exactly one kind was checked above")
     };

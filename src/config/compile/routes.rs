@@ -68,7 +68,7 @@ pub(super) fn compile(
         let mut chain = Chain { policies: defaults.to_vec() };
         chain.policies.extend(references(&r.policies, &format!("{path}.policies"), policies, declared, cx));
         if let Some(path_match) = &path_match {
-            check_authorize(r, spanned.referenced, &path, defaults, policies, path_match, cx);
+            check_claims_and_params(r, spanned.referenced, &path, defaults, policies, path_match, cx);
         }
         let backend = match backends.get(&r.backend.value) {
             Some(b) => Some(b.clone()),
@@ -123,9 +123,10 @@ pub(super) fn compile(
     table
 }
 
-/// Each `authorize` policy of a route needs a `jwt` policy before it (its roles come from a
-/// verified token) and every path parameter its rules compare in the route's template.
-fn check_authorize(
+/// A policy that reads claims (`authorize`, a `rate_limit` keyed by a claim) needs a `jwt`
+/// policy before it; an `authorize` policy needs every path parameter its rules compare in
+/// the route's template.
+fn check_claims_and_params(
     r: &raw::RouteConfig,
     route_at: Location,
     path: &str,
