@@ -141,15 +141,16 @@ fn check_claims_and_params(
     let chain: Vec<_> = defaults.iter().map(|p| (p, route_at, "default_policies".to_owned())).chain(own).collect();
     let captured = path_match.params();
     for (k, (named, at, field)) in chain.iter().enumerate() {
-        let Policy::Authorize(authorize) = &named.policy else { continue };
-        if !chain[..k].iter().any(|(p, ..)| matches!(p.policy, Policy::Jwt(_))) {
+        if named.policy.reads_claims() && !chain[..k].iter().any(|(p, ..)| matches!(p.policy, Policy::Jwt(_))) {
+            let kind = named.policy.kind();
             cx.error(
                 *at,
                 field,
-                format!("route {:?}: authorize policy {:?} has no jwt policy before it", r.name, named.name),
+                format!("route {:?}: {kind} policy {:?} has no jwt policy before it", r.name, named.name),
             )
-            .hint("authorize reads the roles of a verified token: list a jwt policy before it on the route");
+            .hint(format!("{kind} reads the claims of a verified token: list a jwt policy before it on the route"));
         }
+        let Policy::Authorize(authorize) = &named.policy else { continue };
         let mut reported = Vec::new();
         for (rule, param) in authorize.path_params() {
             if captured.contains(&param) || reported.contains(&param) {
