@@ -22,7 +22,10 @@
 # machine whose speed drifts (a shared host) does not favour whichever path ran first.
 #
 # "chain" = IP allow-list + client certificate verified at the handshake (and matched) + JWT
-# RS256 (RSA-2048) with iss/aud/exp + CORS, every request allowed.
+# RS256 (RSA-2048) with iss/aud/exp + CORS, every request allowed. "authz" = the chain +
+# authorize (an account-scoped rule against the path) + a rate limit per token subject that
+# never denies, in memory; "redis" = the same with the rate limit in a local redis-server
+# (pinned with nginx and the load generator to CPU 1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_PER_RUN=${BENCH_SECONDS:-10}
@@ -39,6 +42,7 @@ need haproxy haproxy
 need nginx nginx-light
 need openssl openssl
 need taskset util-linux
+need redis-server redis-server
 
 echo "== building (release)" >&2
 cargo build --release --quiet
@@ -106,11 +110,15 @@ backend nginx
   server n1 127.0.0.1:18080
 HAPROXY
 
-gateway() { # name port chain(yes/no) token_cache
-  local policies="" auth=""
+gateway() { # name port chain(yes/no) token_cache [rate-limit store: memory | redis://…]
+  local policies="" auth="" match="{}" store=${5:-}
   if [ "$3" = yes ]; then
     policies="policies: [office, partner, jwt, cors],"
     auth="client_auth: { mode: required, trusted_cas: $C/client-ca.pem }"
+  fi
+  if [ -n "$store" ]; then  # the chain, then authorize by account and a generous rate limit
+    policies="policies: [office, partner, jwt, cors, access, limit],"
+    match='{ path: "/accounts/{account}/**" }'
   fi
   cat > "$W/$1.yaml" <<YAML
 version: 1
@@ -129,8 +137,10 @@ policies:
   partner: { client_cert: { identities: [{ subject: "CN=demo-client,O=Example" }] } }
   jwt: { jwt: { issuers: [https://idp.bench], audiences: [api://bench], algorithms: [RS256], keys: [$W/jwt.pub.pem], token_cache: ${4:-4096} } }
   cors: { cors: { allowed_origins: [https://portal.example.com], terminate_unmatched: true } }
+  access: { authorize: { roles_claim: roles, rules: [{ name: own-account, roles: [Partner], scope: account, path_param: account, claim: account_id, actions: [read] }] } }
+  limit: { rate_limit: { key: "claim:sub", rate: 1000000/s, store: "${store:-memory}" } }
 routes:
-  - { name: all, match: {}, $policies backend: nginx }
+  - { name: all, match: $match, $policies backend: nginx }
 YAML
 }
 gateway portcullis-plain 20443 no
@@ -141,14 +151,17 @@ gateway portcullis-chain 20444 yes
 gateway portcullis-verify 20445 yes 0
 gateway tuned-plain 20448 no
 gateway tuned-chain 20449 yes
+# The chain plus authorize and a rate limit that never denies, in memory and in Redis.
+gateway portcullis-authz 20450 yes 4096 memory
+gateway portcullis-redis 20451 yes 4096 redis://127.0.0.1:20452
 BASELINE=${BENCH_BASELINE:-}
 if [ -n "$BASELINE" ]; then
   gateway baseline-plain 20446 no
   gateway baseline-chain 20447 yes
 fi
 
-scenario() { # file token(valid|fresh) keep_alive cert(yes/no)
-  local cert=""
+scenario() { # file token(valid|fresh) keep_alive cert(yes/no) [path]
+  local cert="" path=${5:-/items}
   [ "$4" = yes ] && cert="client_cert: $C/client.pem, client_key: $C/client-key.pem,"
   cat > "$W/$1" <<YAML
 duration: ${SECONDS_PER_RUN}s
@@ -156,22 +169,24 @@ connections: $CONNS
 keep_alive: $3
 tls: { ca: $C/ca.pem, $cert server_name: localhost }
 tokens:
-  valid: { key: $W/jwt-key.pem, alg: RS256, claims: { iss: "https://idp.bench", aud: "api://bench", sub: bench } }
+  valid: { key: $W/jwt-key.pem, alg: RS256, claims: { iss: "https://idp.bench", aud: "api://bench", sub: bench, roles: [Partner], account_id: "42" } }
   fresh: { key: $W/jwt-key.pem, alg: RS256, unique: true, claims: { iss: "https://idp.bench", aud: "api://bench", sub: bench } }
 requests:
-  - { name: ok, url: /items, headers: { Authorization: "Bearer \${token:$2}", Origin: "https://portal.example.com" }, expect: 200 }
+  - { name: ok, url: $path, headers: { Authorization: "Bearer \${token:$2}", Origin: "https://portal.example.com" }, expect: 200 }
 thresholds: { unexpected_status: 0 }
 YAML
 }
 scenario plain.yaml valid true no
 scenario chain.yaml valid true yes
 scenario handshake.yaml valid false yes
+scenario authz.yaml valid true yes /accounts/42/items
 
 echo "== starting nginx, HAProxy, portcullis" >&2
 taskset -c 1 nginx -c "$W/nginx.conf" -g 'daemon off;' & PIDS+=($!)
+taskset -c 1 redis-server --port 20452 --bind 127.0.0.1 --save "" --appendonly no --dir "$W" >"$W/redis.log" 2>&1 & PIDS+=($!)
 taskset -c 0 haproxy -f "$W/haproxy.cfg" -db >/dev/null 2>"$W/haproxy.log" & HAPROXY_PID=$!; PIDS+=($HAPROXY_PID)
 # As operators start it: no flags, no environment; the access log (stdout) goes to a file.
-for g in plain chain verify; do
+for g in plain chain verify authz redis; do
   env -u MIMALLOC_ARENA_EAGER_COMMIT taskset -c 0 "$PC" run --config "$W/portcullis-$g.yaml" >"$W/$g.log" 2>&1 &
   PIDS+=($!); eval "PC_$g=$!"
 done
@@ -189,7 +204,7 @@ if [ -n "$BASELINE" ]; then
   done
   BASELINE_PORTS="20446 20447"
 fi
-for port in 18080 18443 19443 19444 20443 20444 20445 20448 20449 $BASELINE_PORTS; do
+for port in 18080 18443 19443 19444 20443 20444 20445 20448 20449 20450 20451 20452 $BASELINE_PORTS; do
   for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
 done
 
@@ -210,7 +225,7 @@ once() {
   echo "  round $round $name: $row" >&2
 }
 
-PATHS="direct haproxy-plain portcullis-plain tuned-plain haproxy-chain portcullis-chain tuned-chain portcullis-verify haproxy-handshake portcullis-handshake"
+PATHS="direct haproxy-plain portcullis-plain tuned-plain haproxy-chain portcullis-chain tuned-chain portcullis-authz portcullis-redis portcullis-verify haproxy-handshake portcullis-handshake"
 [ -n "$BASELINE" ] && PATHS="$PATHS baseline-plain baseline-chain"
 echo "== measuring (${RUNS} rounds of ${SECONDS_PER_RUN}s runs, ${CONNS} connections; each round runs every path once, so a machine that speeds up or slows down affects all paths alike)" >&2
 for round in $(seq "$RUNS"); do
@@ -221,6 +236,8 @@ for round in $(seq "$RUNS"); do
   once haproxy-chain     https://localhost:19444 chain.yaml "$HAPROXY_PID" "$round"
   once portcullis-chain  https://localhost:20444 chain.yaml "$PC_chain" "$round"
   once tuned-chain       https://localhost:20449 chain.yaml "$TUNED_chain" "$round"
+  once portcullis-authz  https://localhost:20450 authz.yaml "$PC_authz" "$round"
+  once portcullis-redis  https://localhost:20451 authz.yaml "$PC_redis" "$round"
   once portcullis-verify https://localhost:20445 chain.yaml "$PC_verify" "$round"
   once haproxy-handshake https://localhost:19444 handshake.yaml "$HAPROXY_PID" "$round"
   once portcullis-handshake https://localhost:20444 handshake.yaml "$PC_chain" "$round"
@@ -315,11 +332,15 @@ for p in paths:
     if p.startswith(("portcullis", "tuned", "baseline")) and ha in runs:
         ratios = [runs[p][k][0] / runs[ha][k][0] for k in sorted(runs[p])]
         print(f"  {p} / {ha} per round: " + " ".join(f"{r:.2f}" for r in ratios))
+for extra in ("portcullis-authz", "portcullis-redis"):  # what authorize + rate_limit add to the chain
+    ratios = [runs[extra][k][0] / runs["portcullis-chain"][k][0] for k in sorted(runs[extra])]
+    extra_cpu = median(runs[extra][k][2] - runs["portcullis-chain"][k][2] for k in runs[extra])
+    print(f"  {extra} / portcullis-chain: {median(ratios):.2f}x (per round: " + " ".join(f"{r:.2f}" for r in ratios) + f"), {extra_cpu:+.1f} CPU µs/req")
 for kind in ("plain", "chain"):  # this build against the baseline build, round by round
     new, old = f"portcullis-{kind}", f"baseline-{kind}"
     if old in runs:
         ratios = [runs[new][k][0] / runs[old][k][0] for k in sorted(runs[old])]
         print(f"  {new} / {old}: {median(ratios):.2f}x (per round: " + " ".join(f"{r:.2f}" for r in ratios) + ")")
 print(f"portcullis chain RSS after the runs: {int(sys.argv[3]) // 1024} MiB (peak {int(sys.argv[4]) // 1024} MiB), tuned {int(sys.argv[6]) // 1024} MiB; HAProxy: {int(sys.argv[5]) // 1024} MiB")
-print("(medians over rounds; ratios are medians of per-round ratios. portcullis-*: no flags, access log to a file; tuned-*: --workers 1 --access-log off. verify: the chain with the token cache off, every token verified; handshake: req/s = new TLS 1.3 connections with a client certificate per second)")
+print("(medians over rounds; ratios are medians of per-round ratios. portcullis-*: no flags, access log to a file; tuned-*: --workers 1 --access-log off. verify: the chain with the token cache off, every token verified; handshake: req/s = new TLS 1.3 connections with a client certificate per second; authz: the chain + authorize (account scope) + rate_limit (memory); redis: the same with the rate limit in Redis)")
 PY

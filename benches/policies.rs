@@ -11,17 +11,23 @@ use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method};
 use ipnet::IpNet;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use portcullis::config::context::CompileContext;
+use portcullis::conn::ConnInfo;
 use portcullis::policy::client_cert::{ClientCert, ClientCertConfig, IdentityConfig};
 use portcullis::policy::cors::{Cors, CorsConfig};
 use portcullis::policy::ip_filter::{IpFilter, IpFilterConfig};
 use portcullis::policy::jwt::config::JwtConfig;
 use portcullis::policy::jwt::Jwt;
+use portcullis::policy::rate_limit::{RateLimit, RateLimitConfig};
+use portcullis::policy::{Claims, RequestContext};
+use portcullis::route::pattern::Params;
 use portcullis::tls::ClientCertInfo;
 use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
+use std::sync::Arc;
 
 /// Polls a future that never waits (static keys) to completion.
 fn ready<F: Future>(f: F) -> F::Output {
@@ -102,6 +108,64 @@ fn client_cert(c: &mut Criterion) {
     c.bench_function("client_cert_third_identity", |b| {
         b.iter_batched_ref(HeaderMap::new, |h| policy.check(Some(black_box(&cert)), h), BatchSize::SmallInput)
     });
+}
+
+/// An allowed request through an in-memory `rate_limit` (key, budget, headers for the
+/// response): the bound is a median under 150 ns. 1,000 clients take turns, so the
+/// state is spread over the shards like real traffic.
+fn rate_limit(c: &mut Criterion) {
+    let mut g = c.benchmark_group("rate_limit_memory_allowed");
+    for (name, yaml) in [
+        ("client_ip_rate", "{ key: client_ip, rate: 1000000/s }"),
+        ("claim_and_header_rate", "{ key: [\"claim:sub\", \"header:X-Api-Key\"], rate: 1000000/s }"),
+        ("client_ip_quota", "{ key: client_ip, quota: 1000000000/day }"),
+    ] {
+        let cfg: RateLimitConfig = serde_saphyr::from_str(yaml).unwrap();
+        let limit =
+            RateLimit::compile(&cfg, &mut CompileContext::standalone(std::path::Path::new("."), "bench")).unwrap();
+        let clients: Vec<(ConnInfo, Parts, Arc<Claims>)> = (0..1000u32)
+            .map(|i| {
+                let ip = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+                let conn = ConnInfo {
+                    listener: "public".into(),
+                    peer: (ip, 1).into(),
+                    tls_version: None,
+                    sni: None,
+                    client_cert: None,
+                };
+                let (parts, ()) =
+                    http::Request::builder().header("x-api-key", format!("key-{i}")).body(()).unwrap().into_parts();
+                let claims = serde_json::json!({ "sub": format!("user-{i}") }).as_object().unwrap().clone();
+                (conn, parts, Arc::new(claims))
+            })
+            .collect();
+        let params = Params::new();
+        let mut turn = 0;
+        g.bench_function(format!("{name}/decide"), |b| {
+            b.iter(|| {
+                turn = (turn + 1) % clients.len();
+                let (conn, parts, claims) = &clients[turn];
+                let mut cx = RequestContext::new("id", conn.peer.ip(), conn, "api", "/", &params, 1_800_000_000);
+                cx.claims = Some(claims.clone());
+                ready(limit.check(black_box(parts), &mut cx)).is_ok()
+            })
+        });
+        // With the response fields, written into a response's existing header map.
+        let mut headers = HeaderMap::with_capacity(16);
+        g.bench_function(format!("{name}/decide_and_fields"), |b| {
+            b.iter(|| {
+                turn = (turn + 1) % clients.len();
+                let (conn, parts, claims) = &clients[turn];
+                let mut cx = RequestContext::new("id", conn.peer.ip(), conn, "api", "/", &params, 1_800_000_000);
+                cx.claims = Some(claims.clone());
+                let allowed = ready(limit.check(black_box(parts), &mut cx)).is_ok();
+                limit.on_response(&cx, &mut headers);
+                headers.clear();
+                allowed
+            })
+        });
+    }
+    g.finish();
 }
 
 /// (algorithm, private PEM, public PEM)
@@ -194,5 +258,5 @@ fn rsa_signature_only(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, cors, ip_filter, client_cert, jwt, rsa_signature_only);
+criterion_group!(benches, cors, ip_filter, client_cert, rate_limit, jwt, rsa_signature_only);
 criterion_main!(benches);

@@ -315,8 +315,19 @@ impl RateLimit {
         if state.policy != self as *const Self as usize || headers.contains_key(&RATELIMIT) {
             return;
         }
-        let field = format!("{};r={};t={}", self.name_field, state.remaining, state.reset);
-        if let Ok(value) = HeaderValue::try_from(field) {
+        // Rendered on the stack: one allocation, the value's own.
+        let mut field = Field::default();
+        let rendered = (|| {
+            field.push(self.name_field.as_bytes())?;
+            field.push(b";r=")?;
+            field.push_u64(state.remaining)?;
+            field.push(b";t=")?;
+            field.push_u64(state.reset)
+        })();
+        if rendered.is_none() {
+            return;
+        }
+        if let Ok(value) = HeaderValue::from_bytes(field.as_bytes()) {
             headers.insert(RATELIMIT.clone(), value);
             headers.insert(RATELIMIT_POLICY.clone(), self.policy_field.clone());
         }
@@ -367,6 +378,46 @@ impl RateLimit {
     }
 }
 
+/// A short field value built on the stack.
+struct Field {
+    bytes: [u8; 128],
+    len: usize,
+}
+
+impl Default for Field {
+    fn default() -> Self {
+        Self { bytes: [0; 128], len: 0 }
+    }
+}
+
+impl Field {
+    /// Appends `piece`; `None` when it does not fit.
+    fn push(&mut self, piece: &[u8]) -> Option<()> {
+        self.bytes.get_mut(self.len..self.len + piece.len())?.copy_from_slice(piece);
+        self.len += piece.len();
+        Some(())
+    }
+
+    /// Appends `n` in decimal.
+    fn push_u64(&mut self, mut n: u64) -> Option<()> {
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        self.push(&digits[at..])
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
 /// Counts one request in `window` of a quota of `limit`.
 fn count_one(count: &mut Count, window: u64, limit: u64, reset: Duration) -> Spend {
     if count.window != window {
@@ -379,10 +430,11 @@ fn count_one(count: &mut Count, window: u64, limit: u64, reset: Duration) -> Spe
     Spend::Allowed { remaining: limit - count.count, reset }
 }
 
-/// `"name"` as an RFC 8941 string: printable ASCII, `"` and `\` escaped.
+/// `"name"` as an RFC 8941 string: printable ASCII, `"` and `\` escaped; a name longer than
+/// 64 characters is cut.
 fn structured_string(name: &str) -> String {
     let mut out = String::from("\"");
-    for c in name.chars() {
+    for c in name.chars().take(64) {
         match c {
             '"' | '\\' => {
                 out.push('\\');
