@@ -100,35 +100,6 @@ impl TryFrom<String> for Rate {
     }
 }
 
-/// A quota written as a count per calendar period: `500/hour`, `10000/day`, `1000000/month`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "String")]
-pub struct Quota {
-    /// Requests allowed per period.
-    pub limit: std::num::NonZeroU64,
-    /// The UTC calendar period.
-    pub period: crate::limit::Period,
-}
-
-impl TryFrom<String> for Quota {
-    type Error = String;
-
-    fn try_from(text: String) -> Result<Self, Self::Error> {
-        use crate::limit::Period;
-        let hint =
-            || format!("invalid quota {text:?}: write a count and a period, like 500/hour, 10000/day or 1000000/month");
-        let (count, unit) = text.split_once('/').ok_or_else(hint)?;
-        let limit = count.trim().parse().map_err(|_| hint())?;
-        let period = match unit.trim() {
-            "h" | "hour" => Period::Hour,
-            "d" | "day" => Period::Day,
-            "month" => Period::Month,
-            _ => return Err(hint()),
-        };
-        Ok(Self { limit, period })
-    }
-}
-
 /// A configuration value that is either written inline or read at load time from the
 /// environment (`${env:NAME}`) or a file (`${file:path}`, relative to the config file).
 #[derive(Clone, PartialEq, Eq, Deserialize)]

@@ -7,8 +7,8 @@ use std::marker::PhantomData;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use super::budget::{Gcra, Spend};
 use super::memory::{ShardedMap, Tat};
-use super::{Gcra, Spend};
 use crate::config::values::Rate;
 
 /// Keys remembered at most.

@@ -13,7 +13,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::OnceCell;
 
-use super::{Gcra, Spend};
+use super::budget::{Gcra, Spend};
 use crate::telemetry::metrics::metrics;
 
 /// Connections per store, used in turn; each carries many requests at once.

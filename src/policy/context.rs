@@ -6,7 +6,6 @@ use std::sync::Arc;
 use http::HeaderValue;
 use serde_json::Value;
 
-use super::rate_limit::RateLimitState;
 use crate::conn::ConnInfo;
 use crate::route::pattern::Params;
 
@@ -38,6 +37,17 @@ impl ClaimPath {
         let (first, rest) = self.segments.split_first()?;
         rest.iter().try_fold(claims.get(first)?, |value, segment| value.as_object()?.get(segment))
     }
+}
+
+/// The budget a response reports: the tightest of the request's `rate_limit` policies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateLimitState {
+    /// Which policy reported it (its address; only compared).
+    pub policy: usize,
+    /// Requests that may still come at once.
+    pub remaining: u64,
+    /// Seconds until the budget is whole again, or the quota renews.
+    pub reset: u64,
 }
 
 /// One request as the policy chain sees it.

@@ -19,9 +19,9 @@ use serde_json::Value;
 use serde_saphyr::Spanned;
 use sha2::{Digest, Sha256};
 
-use super::context::{ClaimPath, RequestContext};
+use super::context::{ClaimPath, RateLimitState, RequestContext};
 use crate::config::context::{CompileContext, Invalid};
-use crate::config::values::{ConfigDuration, Located, Quota, Rate, ValueRef};
+use crate::config::values::{ConfigDuration, Located, Rate, ValueRef};
 use crate::limit::memory::{Count, ShardedMap, Tat};
 use crate::limit::redis::RedisStore;
 use crate::limit::{keyed::nanos, Gcra, Period, Spend};
@@ -57,6 +57,34 @@ pub struct RateLimitConfig {
     pub trusted_cas: Option<Located>,
     /// `capacity`: keys the memory store remembers at most (default 100000).
     pub capacity: Option<usize>,
+}
+
+/// A quota written as a count per calendar period: `500/hour`, `10000/day`, `1000000/month`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct Quota {
+    /// Requests allowed per period.
+    pub limit: std::num::NonZeroU64,
+    /// The UTC calendar period.
+    pub period: Period,
+}
+
+impl TryFrom<String> for Quota {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        let hint =
+            || format!("invalid quota {text:?}: write a count and a period, like 500/hour, 10000/day or 1000000/month");
+        let (count, unit) = text.split_once('/').ok_or_else(hint)?;
+        let limit = count.trim().parse().map_err(|_| hint())?;
+        let period = match unit.trim() {
+            "h" | "hour" => Period::Hour,
+            "d" | "day" => Period::Day,
+            "month" => Period::Month,
+            _ => return Err(hint()),
+        };
+        Ok(Self { limit, period })
+    }
 }
 
 /// One key part, or several.
@@ -122,15 +150,6 @@ impl std::fmt::Debug for RateLimit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RateLimit").field("key", &self.key).field("budget", &self.budget).finish_non_exhaustive()
     }
-}
-
-/// The budget a response reports: the tightest of the request's `rate_limit` policies.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RateLimitState {
-    /// Which policy reported it (its address; only compared).
-    policy: usize,
-    remaining: u64,
-    reset: u64,
 }
 
 /// Why a request was refused.
