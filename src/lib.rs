@@ -13,6 +13,8 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod conn;
+pub mod dryrun;
+pub mod fixture;
 pub mod gateway;
 pub mod id;
 #[allow(missing_docs)] // not every public item is documented yet; the lint guards the other modules

@@ -368,7 +368,7 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
 
 /// The headers the backend receives: the client's (already cleaned) plus `X-Forwarded-*`
 /// and `X-Request-Id`. `Host` is left to the client pool, which sets the backend's.
-fn forwarded_headers(
+pub(crate) fn forwarded_headers(
     mut headers: HeaderMap,
     peer: IpAddr,
     original_host: Option<HeaderValue>,

@@ -6,6 +6,7 @@ mod check;
 mod demo;
 mod identity;
 mod run;
+mod test;
 mod trace;
 
 use std::path::PathBuf;
@@ -66,6 +67,18 @@ enum Command {
         /// Where the development certificates live.
         #[arg(long, default_value = "certs/dev")]
         certs: PathBuf,
+    },
+    /// Run fixture files of requests and expectations through the configuration, offline;
+    /// exit 1 when a case fails.
+    Test {
+        /// The configuration to test.
+        #[arg(long)]
+        config: PathBuf,
+        /// How to report: text, junit or json.
+        #[arg(long, value_enum, default_value = "text")]
+        format: test::Format,
+        /// Fixture files (default: tests/*.yaml beside the configuration, those for it).
+        fixtures: Vec<PathBuf>,
     },
     /// Dry run: show the route and each policy's decision for one request; no backend is called.
     Trace {
@@ -165,6 +178,7 @@ pub fn main() -> ExitCode {
         Command::Systems { store, command } => identity::systems(&store, command),
         Command::Users { store, command } => identity::users(&store, command),
         Command::Audit { store } => identity::audit(&store),
+        Command::Test { config, format, fixtures } => test::test(&config, &fixtures, format),
         Command::Trace { config, method, headers, client_ip, client_cert, token, url } => {
             trace::trace(&trace::TraceRequest { config, method, url, headers, client_ip, client_cert, token })
         }

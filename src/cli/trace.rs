@@ -13,8 +13,7 @@ use http::{Method, Request, Uri};
 
 use crate::config;
 use crate::conn::ConnInfo;
-use crate::pipeline;
-use crate::policy::{Answer, Outcome, RequestContext};
+use crate::dryrun;
 use crate::redact;
 use crate::tls::ClientCertInfo;
 
@@ -38,7 +37,7 @@ pub(super) fn trace(req: &TraceRequest) -> anyhow::Result<ExitCode> {
         }
     };
     let runtime = loaded.runtime;
-    let (mut parts, _) = build_request(req)?.into_parts();
+    let (parts, _) = build_request(req)?.into_parts();
     let conn = ConnInfo {
         listener: runtime.listeners.first().map_or_else(|| "none".into(), |l| l.name.clone()),
         peer: SocketAddr::new(req.client_ip, 0),
@@ -61,67 +60,8 @@ pub(super) fn trace(req: &TraceRequest) -> anyhow::Result<ExitCode> {
         if let Some(cert) = &conn.client_cert {
             out += &format!("client certificate: {} (issuer {}), taken as verified\n", cert.subject, cert.issuer);
         }
-        let max_headers = runtime.listener(&conn.listener).map_or(100, |l| l.limits.max_headers);
-        let routed = match pipeline::route(&runtime, &mut parts, &conn, max_headers) {
-            Ok(routed) => routed,
-            Err(refused) => {
-                let problem = refused.problem;
-                out += &format!(
-                    "route: none\nfinal: {} {} ({}), not forwarded\n",
-                    problem.status.as_u16(),
-                    problem.kind,
-                    problem.detail
-                );
-                return out;
-            }
-        };
-        let route = routed.route;
-        out += &format!("route: {} -> backend {}\npath: {}\n", route.name, route.backend.name, routed.path());
-        let mut cx = RequestContext::new(
-            &routed.request_id,
-            routed.client_ip,
-            &conn,
-            &route.name,
-            routed.path(),
-            &routed.params,
-            crate::clock::unix_now(),
-        );
-        let outcome = route.chain.on_request(&mut parts, &mut cx).await;
-        for (i, decision) in outcome.decisions.iter().enumerate() {
-            let verdict = match (decision.outcome, &decision.rule) {
-                (Outcome::Allowed, Some(rule)) => format!("allowed by rule {rule}"),
-                (Outcome::Allowed, None) => "allowed".to_owned(),
-                (Outcome::Answered, _) => "answered by the gateway".to_owned(),
-                (Outcome::Reported(d), _) => format!("denied: {} (report mode: not enforced)", d.label()),
-                (Outcome::Denied(d), _) => format!("denied: {}", d.label()),
-            };
-            out += &format!("  {}. {} ({}): {verdict}\n", i + 1, decision.policy, decision.kind);
-        }
-        match outcome.answer {
-            Some(Answer::Response(rsp)) => {
-                out += &format!("final: {} answered by the gateway, not forwarded\n", rsp.status().as_u16())
-            }
-            Some(Answer::Denied(denial)) => {
-                let problem = denial.problem();
-                out += &format!(
-                    "final: {} {} ({}), not forwarded\n",
-                    problem.status.as_u16(),
-                    problem.kind,
-                    denial.label()
-                )
-            }
-            None => {
-                let target = route.upstream_path(routed.path());
-                let query = routed.query().map(|q| format!("?{}", redact::query(q))).unwrap_or_default();
-                out += &format!(
-                    "final: forwarded to backend {} as {} {target}{query}\n",
-                    route.backend.name, parts.method
-                );
-                for (name, value) in &parts.headers {
-                    out += &format!("  {name}: {}\n", redact::header_value(name, value));
-                }
-            }
-        }
+        let dry = dryrun::run(&runtime, parts, &conn, crate::clock::unix_now()).await;
+        out += &dry.describe();
         out
     });
     print!("{report}");

@@ -36,6 +36,20 @@ impl ConfigError {
         }
     }
 
+    /// A YAML or shape error of `file`, at its location, with a hint.
+    pub fn from_parse(file: &Path, error: &serde_saphyr::Error) -> Self {
+        let at = error.location().unwrap_or(Location::UNKNOWN);
+        let message = error.without_snippet().to_string();
+        // The message ends with its own " at line L column C"; the location is printed in front.
+        let message = message.split(" at line ").next().unwrap_or(&message).trim().to_owned();
+        let hint = if message.contains("unknown field") {
+            "remove the key or fix its spelling; the message lists the keys allowed here"
+        } else {
+            "see the configuration reference in README.md"
+        };
+        Self::new(file, at, "", message).with_hint(hint)
+    }
+
     /// The error with a hint.
     #[must_use]
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {

@@ -1,6 +1,6 @@
 //! Shared test helpers: real certificates (rcgen), a real recording HTTP backend, the real
 //! gateway binary started on ephemeral loopback ports, and a real TLS client.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 pub mod backend;
 pub mod client;

@@ -56,7 +56,7 @@ fn read_raw(file: &Path, hint: &str) -> Result<RawConfig, ConfigErrors> {
 }
 
 fn parse_raw(file: &Path, text: &str) -> Result<RawConfig, ConfigErrors> {
-    serde_saphyr::from_str(text).map_err(|e| parse_error(file, &e).into())
+    serde_saphyr::from_str(text).map_err(|e| ConfigError::from_parse(file, &e).into())
 }
 
 /// Where the configuration's `identity.store` lives, read without compiling the rest (for
@@ -79,19 +79,6 @@ pub fn identity_store(file: &Path) -> Result<StoreLocation, ConfigErrors> {
     let dir = file.parent().map(Path::to_owned).unwrap_or_default();
     StoreLocation::parse(&identity.value.store.value, &dir)
         .map_err(|e| ConfigError::new(file, identity.value.store.referenced, "identity.store", e.to_string()).into())
-}
-
-fn parse_error(file: &Path, error: &serde_saphyr::Error) -> ConfigError {
-    let at = error.location().unwrap_or(Location::UNKNOWN);
-    let message = error.without_snippet().to_string();
-    // The message ends with its own " at line L column C"; the location is printed in front.
-    let message = message.split(" at line ").next().unwrap_or(&message).trim().to_owned();
-    let hint = if message.contains("unknown field") {
-        "remove the key or fix its spelling; the message lists the keys allowed here"
-    } else {
-        "see the configuration reference in README.md"
-    };
-    ConfigError::new(file, at, "", message).with_hint(hint)
 }
 
 /// Compiles every section, in dependency order: backends and the token issuer first (the

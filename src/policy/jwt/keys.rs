@@ -202,6 +202,12 @@ impl KeyStore {
         self.current.load_full()
     }
 
+    /// Puts `keys` in force in place of the configured ones (`portcullis test` stands them in
+    /// for a remote source); a running refresh may replace them again.
+    pub fn replace(&self, keys: Arc<KeySet>) {
+        self.current.store(Some(keys));
+    }
+
     /// Whether keys are fetched (JWKS or discovery).
     pub fn is_remote(&self) -> bool {
         !matches!(self.source, Source::Static(_))
