@@ -380,3 +380,33 @@ fn bench_can_start_the_gateway_itself() {
         "{table}"
     );
 }
+
+#[test]
+fn check_strict_turns_lint_warnings_into_errors() {
+    let pki = Pki::new();
+    let yaml = format!(
+        "version: 1\nlisteners:{}backends:\n  app: {{ urls: [\"http://127.0.0.1:7071\"] }}\npolicies:\n  trial: {{ mode: report, ip_filter: {{ allow: [10.0.0.0/8] }} }}\nroutes:\n  - {{ name: r, match: {{}}, policies: [trial], backend: app }}\n",
+        support::pki::listener("", "")
+    );
+    let file = pki.write("lint.yaml", &yaml);
+    let run = |strict: bool| {
+        let mut cmd = Command::new(binary());
+        cmd.args(["check", "--config"]).arg(&file);
+        if strict {
+            cmd.arg("--strict");
+        }
+        let out = cmd.output().unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let line = yaml.lines().position(|l| l.contains("trial:")).unwrap() + 1;
+    let (ok, stderr) = run(false);
+    assert!(ok, "a warning does not fail check: {stderr}");
+    assert!(
+        stderr.contains(&format!("warning: {}:{line}:", file.display())) && stderr.contains("is in report mode"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("hint: switch it to `mode: enforce`"), "{stderr}");
+    let (ok, stderr) = run(true);
+    assert!(!ok, "--strict fails on it: {stderr}");
+    assert!(stderr.contains(&format!("error: {}:{line}:", file.display())), "{stderr}");
+}

@@ -602,6 +602,12 @@ fn check_reports_identity_mistakes_at_their_location() {
         format!("version: 1\nlisteners:{}policies:\n  own: {{ jwt: {{ issuers: [self] }} }}\n", listener("", ""));
     let (ok, stderr) = check(yaml);
     assert!(!ok && stderr.contains("`self` names the gateway's own token issuer"), "{stderr}");
+    // A broken section is the one root cause: `self` is not reported again as missing it.
+    let own = "policies:\n  own: { jwt: { issuers: [self] } }\n";
+    let (ok, stderr) = check(base(&good.replace("signing-key.pem", "missing.pem"), own));
+    assert!(!ok && stderr.contains("identity.signing_key: cannot read"), "{stderr}");
+    assert!(!stderr.contains("add an `identity` section"), "a misleading second message:\n{stderr}");
+    assert!(stderr.contains(": 1 error(s)"), "{stderr}");
 }
 
 #[test]

@@ -1,12 +1,20 @@
-//! `portcullis check`: compile the whole configuration without binding ports.
+//! `portcullis check`: compile the whole configuration without binding ports, and lint it.
 
 use std::path::Path;
 use std::process::ExitCode;
 
 use crate::config;
 
-pub(super) fn check(config_file: &Path) -> anyhow::Result<ExitCode> {
+/// With `strict`, warnings are errors.
+pub(super) fn check(config_file: &Path, strict: bool) -> anyhow::Result<ExitCode> {
     match config::load(config_file) {
+        Ok(loaded) if strict && !loaded.warnings.is_empty() => {
+            for warning in &loaded.warnings {
+                eprintln!("error: {warning}");
+            }
+            eprintln!("{}: {} error(s) (warnings, under --strict)", config_file.display(), loaded.warnings.len());
+            Ok(ExitCode::FAILURE)
+        }
         Ok(loaded) => {
             for warning in &loaded.warnings {
                 eprintln!("warning: {warning}");

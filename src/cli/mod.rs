@@ -59,6 +59,9 @@ enum Command {
     Check {
         #[arg(long, default_value = "policies/gateway.yaml")]
         config: PathBuf,
+        /// Treat warnings as errors (exit 1), for CI.
+        #[arg(long)]
+        strict: bool,
     },
     /// Create development certificates if missing and run the demo configuration.
     Demo {
@@ -168,7 +171,7 @@ pub fn main() -> ExitCode {
         Globals { level: cli.log_level, format: cli.log_format, access_log: cli.access_log, workers: cli.workers };
     let result = match cli.command {
         Command::Run { config } => run::run(&config, &globals),
-        Command::Check { config } => check::check(&config),
+        Command::Check { config, strict } => check::check(&config, strict),
         Command::Demo { config, certs } => demo::demo(&config, &certs, &globals),
         Command::Certs { command: CertsCommand::Dev { dir, force } } => certs::dev(&dir, force),
         Command::Certs { command: CertsCommand::Check { config, warn_days } } => certs::check(&config, warn_days),

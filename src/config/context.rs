@@ -50,6 +50,9 @@ impl Default for Scope {
     }
 }
 
+/// Certificates expiring within this many days are a warning of `check`.
+pub const EXPIRY_WARNING_DAYS: i64 = 30;
+
 /// Collects errors and warnings, reads files once, tracks certificates.
 pub struct CompileContext {
     file: PathBuf,
@@ -63,6 +66,9 @@ pub struct CompileContext {
     scope: Scope,
     /// The gateway's own token issuer, once compiled.
     pub issuer: Option<IssuerFacts>,
+    /// Whether the file has an `identity` section (compiled or not): a broken one is
+    /// reported once, not again where `self` is named.
+    pub identity_declared: bool,
 }
 
 /// What a compiled configuration leaves besides its runtime.
@@ -88,6 +94,7 @@ impl CompileContext {
             read: HashMap::new(),
             scope: Scope::default(),
             issuer: None,
+            identity_declared: false,
         }
     }
 
@@ -111,8 +118,9 @@ impl CompileContext {
     }
 
     /// Reports a warning: `check` prints it, `--strict` refuses it.
-    pub fn warn(&mut self, at: Location, path: impl Into<String>, message: impl Into<String>) {
+    pub fn warn(&mut self, at: Location, path: impl Into<String>, message: impl Into<String>) -> &mut ConfigError {
         self.warnings.push(ConfigError::new(&self.file, at, path, message));
+        self.warnings.last_mut().expect("just pushed")
     }
 
     /// Compiles the part called `name` at document path `path` (written at `at`): errors of
@@ -213,6 +221,7 @@ impl CompileContext {
             Ok(certs) => {
                 for der in &certs {
                     if let Ok(info) = ClientCertInfo::parse(der) {
+                        self.warn_if_expiring(file.referenced, usage, &info);
                         self.certificates.push(CertificateInUse {
                             path: full.clone(),
                             usage: usage.to_owned(),
@@ -230,6 +239,19 @@ impl CompileContext {
                 Err(Invalid)
             }
         }
+    }
+
+    /// A certificate that expires within [`EXPIRY_WARNING_DAYS`] (or has expired) is a warning
+    /// at the file that names it.
+    fn warn_if_expiring(&mut self, at: Location, usage: &str, info: &ClientCertInfo) {
+        let days = (info.not_after - crate::clock::unix_now() as i64).div_euclid(86_400);
+        if days >= EXPIRY_WARNING_DAYS {
+            return;
+        }
+        let when = if days < 0 { format!("expired {} days ago", -days) } else { format!("expires in {days} days") };
+        self.warn(at, usage, format!("certificate {:?} {when}", info.subject)).hint(
+            "renew it before it expires; `portcullis certs check` lists every certificate in use with its expiry",
+        );
     }
 
     /// The errors, in file order, if there were any; else what a runtime keeps.

@@ -31,7 +31,7 @@ pub struct RawConfig {
     pub listeners: Vec<Spanned<ListenerConfig>>,
     pub admin: Option<AdminConfig>,
     #[serde(default)]
-    pub trusted_proxies: Vec<IpNet>,
+    pub trusted_proxies: Vec<Spanned<IpNet>>,
     #[serde(default)]
     pub default_policies: Vec<Located>,
     #[serde(default)]

@@ -4,6 +4,7 @@
 
 mod backends;
 mod identity;
+mod lint;
 mod listeners;
 mod policies;
 mod routes;
@@ -90,6 +91,7 @@ fn compile(file: &Path, raw: RawConfig) -> Result<Loaded, ConfigErrors> {
             .hint("write `version: 1`");
     }
     let backends = backends::compile(&raw.backends, &mut cx);
+    cx.identity_declared = raw.identity.is_some();
     let issuer = raw.identity.as_ref().and_then(|i| identity::compile(i, &raw.listeners, &mut cx));
     cx.issuer = issuer.as_ref().map(|(issuer, _)| issuer.facts());
     let policies = policies::compile(&raw.policies, &mut cx);
@@ -113,9 +115,11 @@ fn compile(file: &Path, raw: RawConfig) -> Result<Loaded, ConfigErrors> {
     let admin = raw.admin.as_ref().and_then(|a| listeners::socket_addr(&a.bind, "admin.bind", &mut cx));
     if let (Some(addr), Some(a)) = (admin, &raw.admin) {
         if !addr.ip().is_loopback() && a.allow.is_empty() {
-            cx.warn(a.bind.referenced, "admin.bind", format!("the admin listener ({addr}) is reachable beyond this host and has no `allow` list: anyone who reaches it can reload the configuration and read metrics"));
+            cx.warn(a.bind.referenced, "admin.bind", format!("the admin listener ({addr}) is reachable beyond this host and has no `allow` list: anyone who reaches it can reload the configuration and read metrics"))
+                .hint("bind it to 127.0.0.1, or add `allow: [your monitoring network]`");
         }
     }
+    lint::lint(&raw, &policies, &mut cx);
     let collected = cx.finish().map_err(ConfigErrors)?;
     let runtime = Runtime {
         source: file.to_owned(),
@@ -123,7 +127,7 @@ fn compile(file: &Path, raw: RawConfig) -> Result<Loaded, ConfigErrors> {
         admin,
         admin_allow: IpSet::new(raw.admin.iter().flat_map(|a| a.allow.iter().copied())),
         watch_files: raw.watch_files.unwrap_or(true),
-        trusted_proxies: IpSet::new(raw.trusted_proxies.iter().copied()),
+        trusted_proxies: IpSet::new(raw.trusted_proxies.iter().map(|net| net.value)),
         routes: table,
         backends: backends.into_values().collect(),
         policies: policies::sorted(policies),

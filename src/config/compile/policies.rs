@@ -56,7 +56,12 @@ fn one(name: &str, spanned: &Spanned<raw::PolicyConfig>, cx: &mut CompileContext
         cx.enter(name, format!("{path}.jwt"), spanned.referenced);
         let jwt = Jwt::compile(c, cx);
         if jwt.as_ref().is_ok_and(|jwt| !jwt.checks_audience()) {
-            cx.warn(spanned.referenced, format!("{path}.jwt.audiences"), "no `audiences`: a token this issuer made for any other API (or an ID token) is accepted here; list this API's audience");
+            cx.warn(
+                spanned.referenced,
+                format!("{path}.jwt.audiences"),
+                "no `audiences`: a token this issuer made for any other API (or an ID token) is accepted here",
+            )
+            .hint("list this API's audience, like `audiences: [api://config]`");
         }
         ("jwt", jwt.map(Policy::Jwt))
     } else if let Some(c) = &p.client_cert {

@@ -206,7 +206,8 @@ fn own_issuer(cfg: &JwtConfig, cx: &mut CompileContext) -> Option<IssuerFacts> {
     let wants_self = cfg.issuers.iter().any(|i| i == "self");
     match &cx.issuer {
         Some(own) if cfg.issuers.iter().any(|i| names_own(cfg, own, i)) => Some(own.clone()),
-        None if wants_self => {
+        // A broken `identity` section is reported where it is broken, not again here.
+        None if wants_self && !cx.identity_declared => {
             cx.field_error("issuers", "`self` names the gateway's own token issuer: add an `identity` section");
             None
         }
