@@ -218,9 +218,9 @@ fn jwt(c: &mut Criterion) {
             let policy = Jwt::compile(&cfg, &mut CompileContext::standalone(dir.path(), "bench")).unwrap();
             let mut headers = HeaderMap::new();
             headers.insert("authorization", HeaderValue::from_str(&format!("Bearer {token}")).unwrap());
-            assert!(ready(policy.check(&mut headers.clone(), now)).is_ok(), "{name} verifies");
+            assert!(ready(policy.check(&mut headers.clone(), None, now)).is_ok(), "{name} verifies");
             g.bench_function(format!("{name}/cache_{cache}"), |b| {
-                b.iter_batched_ref(|| headers.clone(), |h| ready(policy.check(h, now)), BatchSize::SmallInput)
+                b.iter_batched_ref(|| headers.clone(), |h| ready(policy.check(h, None, now)), BatchSize::SmallInput)
             });
         }
     }

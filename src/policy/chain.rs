@@ -118,7 +118,7 @@ impl Policy {
                 cors::Verdict::Refuse(refusal) => Decision::Deny(Denial::Cors(refusal)),
             },
             Self::IpFilter(filter) => filter.check(cx.client_ip).map_err(Denial::IpFilter).into(),
-            Self::Jwt(jwt) => match jwt.check(&mut parts.headers, cx.now).await {
+            Self::Jwt(jwt) => match jwt.check(&mut parts.headers, parts.uri.query(), cx.now).await {
                 Ok(claims) => {
                     cx.claims = Some(claims);
                     Decision::Continue

@@ -13,7 +13,7 @@ use serde_saphyr::Spanned;
 
 use super::claims::ClaimChecks;
 use super::keys::{Key, KeySet, KeyStore, Source};
-use super::{ClaimRule, Jwt, Provider, DEFAULT_TOKEN_CACHE};
+use super::{ClaimRule, Jwt, Provider, TokenSource, DEFAULT_TOKEN_CACHE};
 use crate::config::context::{CompileContext, Invalid, IssuerFacts};
 use crate::config::values::{ConfigDuration, Located, ValueRef};
 
@@ -59,6 +59,9 @@ pub struct JwtConfig {
     pub jwks_min_refresh: Option<ConfigDuration>,
     /// How many verified tokens to remember until their `exp` (0: none).
     pub token_cache: Option<usize>,
+    /// Where the token is read: `authorization` (the default, `Authorization: Bearer`),
+    /// `header:NAME` (the whole value, or after `Bearer `) or `query:NAME`.
+    pub token_from: Option<Located>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -126,8 +129,8 @@ impl Jwt {
             for (i, provider) in cfg.providers.iter().enumerate() {
                 cx.enter(&name, format!("{path}.providers[{i}]"), provider.referenced);
                 let p = &provider.value;
-                if !p.providers.is_empty() || p.token_cache.is_some() {
-                    cx.field_error("", "a provider takes no `providers` or `token_cache`: those belong to the policy");
+                if !p.providers.is_empty() || p.token_cache.is_some() || p.token_from.is_some() {
+                    cx.field_error("", "a provider takes no `providers`, `token_cache` or `token_from`: those belong to the policy");
                 }
                 out.push(Provider::compile(p, format!("{name}.providers[{i}]"), cx));
             }
@@ -145,9 +148,11 @@ impl Jwt {
                 }
             }
         }
+        let source = token_source(cfg.token_from.as_ref(), cx);
         cx.valid_since(mark)?;
         Ok(Self {
             providers,
+            source,
             cache: match cfg.token_cache.unwrap_or(DEFAULT_TOKEN_CACHE) {
                 0 => None,
                 n => Some(quick_cache::sync::Cache::new(n)),
@@ -193,6 +198,27 @@ impl Provider {
             require,
             forward,
         })
+    }
+}
+
+/// Where the policy reads its token.
+fn token_source(from: Option<&Located>, cx: &mut CompileContext) -> TokenSource {
+    let Some(from) = from else { return TokenSource::Bearer };
+    match from.value.split_once(':') {
+        None if from.value == "authorization" => TokenSource::Bearer,
+        Some(("header", name)) => match HeaderName::from_bytes(name.as_bytes()) {
+            Ok(name) => TokenSource::Header(name),
+            Err(_) => {
+                cx.field_error_at(from.referenced, "token_from", format!("{name:?} is not a header name"));
+                TokenSource::Bearer
+            }
+        },
+        Some(("query", name)) if !name.is_empty() => TokenSource::Query(name.to_owned()),
+        _ => {
+            cx.field_error_at(from.referenced, "token_from", format!("unknown token source {:?}", from.value))
+                .hint("write authorization (the default), header:NAME or query:NAME");
+            TokenSource::Bearer
+        }
     }
 }
 

@@ -59,8 +59,43 @@ impl ClaimRule {
 pub struct Jwt {
     /// The identity providers whose tokens the policy accepts; their issuers never overlap.
     pub providers: Vec<Provider>,
+    /// Where the token is read.
+    source: TokenSource,
     /// Verified tokens, keyed by the whole token, until their `exp`.
     cache: Option<quick_cache::sync::Cache<Box<str>, Arc<Verified>>>,
+}
+
+/// Where a policy reads its token.
+#[derive(Debug)]
+pub enum TokenSource {
+    /// `Authorization: Bearer <token>` (the default).
+    Bearer,
+    /// A header of its own: its value, after a `Bearer ` if there is one.
+    Header(HeaderName),
+    /// A query parameter (as APIM's `query-parameter-name`); it is redacted in the logs only
+    /// when its name looks secret (`token`, `access_token`, …).
+    Query(String),
+}
+
+impl TokenSource {
+    /// The token of the request, if it carries one.
+    fn token<'r>(&self, headers: &'r HeaderMap, query: Option<&'r str>) -> Option<std::borrow::Cow<'r, str>> {
+        match self {
+            Self::Bearer => bearer(headers).map(std::borrow::Cow::Borrowed),
+            Self::Header(name) => {
+                let value = headers.get(name)?.to_str().ok()?.trim();
+                let token = match value.split_once(' ') {
+                    Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
+                    _ => value,
+                };
+                (!token.is_empty()).then_some(std::borrow::Cow::Borrowed(token))
+            }
+            Self::Query(name) => form_urlencoded::parse(query?.as_bytes())
+                .find(|(key, _)| key == name.as_str())
+                .map(|(_, value)| value)
+                .filter(|value| !value.is_empty()),
+        }
+    }
 }
 
 /// One identity provider: its issuers, audiences, keys, algorithms and claim rules.
@@ -119,8 +154,9 @@ impl Jwt {
     ///
     /// # Errors
     /// The exact reason the token is refused.
-    pub async fn check(&self, headers: &mut HeaderMap, now: u64) -> Result<Arc<Claims>, Refusal> {
-        let (claims, provider) = self.verify_cached(headers, now).await?;
+    pub async fn check(&self, headers: &mut HeaderMap, query: Option<&str>, now: u64) -> Result<Arc<Claims>, Refusal> {
+        let token = self.source.token(headers, query).ok_or(Refusal::MissingToken)?;
+        let (claims, provider) = self.verify_cached(&token, now).await?;
         let provider = &self.providers[provider];
         if !provider.require.iter().all(|rule| rule.holds(&claims)) {
             return Err(Refusal::ClaimsNotSatisfied);
@@ -135,8 +171,7 @@ impl Jwt {
 
     /// Verifies the token, or finds it verified in the cache under the same keys and
     /// before its `exp` (with the clock skew, as verification allows).
-    async fn verify_cached(&self, headers: &HeaderMap, now: u64) -> Result<(Arc<Claims>, usize), Refusal> {
-        let token = bearer(headers).ok_or(Refusal::MissingToken)?;
+    async fn verify_cached(&self, token: &str, now: u64) -> Result<(Arc<Claims>, usize), Refusal> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(Refusal::TokenTooLarge);
         }
@@ -273,7 +308,7 @@ mod tests {
     async fn check(jwt: &Jwt, token: &str, now: u64) -> Result<Arc<Claims>, Refusal> {
         let mut headers = HeaderMap::new();
         headers.insert(header::AUTHORIZATION, HeaderValue::from_str(&format!("Bearer {token}")).unwrap());
-        jwt.check(&mut headers, now).await
+        jwt.check(&mut headers, None, now).await
     }
 
     #[tokio::test]
@@ -323,7 +358,7 @@ mod tests {
         let t = token(Algorithm::HS256, claims(json!({})));
         headers.insert(header::AUTHORIZATION, HeaderValue::from_str(&format!("Bearer {t}")).unwrap());
         headers.insert("x-user-id", HeaderValue::from_static("admin"));
-        assert!(jwt.check(&mut headers, NOW).await.is_ok());
+        assert!(jwt.check(&mut headers, None, NOW).await.is_ok());
         assert_eq!(headers["x-user-id"], "u-1");
         let writer = token(Algorithm::HS256, claims(json!({ "roles": ["Write"] })));
         assert_eq!(check(&jwt, &writer, NOW).await.err(), Some(Refusal::ClaimsNotSatisfied));
@@ -333,12 +368,12 @@ mod tests {
     async fn only_a_bearer_token_is_read() {
         let (jwt, _dir) = policy("");
         let mut headers = HeaderMap::new();
-        assert_eq!(jwt.check(&mut headers, NOW).await.err(), Some(Refusal::MissingToken));
+        assert_eq!(jwt.check(&mut headers, None, NOW).await.err(), Some(Refusal::MissingToken));
         headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic dXNlcjpwYXNz"));
-        assert_eq!(jwt.check(&mut headers, NOW).await.err(), Some(Refusal::MissingToken));
+        assert_eq!(jwt.check(&mut headers, None, NOW).await.err(), Some(Refusal::MissingToken));
         let t = token(Algorithm::HS256, claims(json!({})));
         headers.insert(header::AUTHORIZATION, HeaderValue::from_str(&format!("bEaReR {t}")).unwrap());
-        assert!(jwt.check(&mut headers, NOW).await.is_ok(), "the scheme is case-insensitive");
+        assert!(jwt.check(&mut headers, None, NOW).await.is_ok(), "the scheme is case-insensitive");
         let huge = format!("{t}{}", "A".repeat(MAX_TOKEN_BYTES));
         assert_eq!(check(&jwt, &huge, NOW).await.err(), Some(Refusal::TokenTooLarge));
     }
@@ -373,7 +408,7 @@ mod tests {
         let mut headers = HeaderMap::new();
         let a = sign(SECRET.as_bytes(), "https://a.test");
         headers.insert(header::AUTHORIZATION, HeaderValue::from_str(&format!("Bearer {a}")).unwrap());
-        assert!(jwt.check(&mut headers, NOW).await.is_ok());
+        assert!(jwt.check(&mut headers, None, NOW).await.is_ok());
         assert_eq!((headers.get("x-a").map(|v| v.to_str().unwrap()), headers.get("x-b")), (Some("u-1"), None));
         assert!(check(&jwt, &sign(b_secret, "https://b.test"), NOW).await.is_ok());
         let cross = sign(b_secret, "https://a.test");
@@ -406,5 +441,26 @@ mod tests {
             TWO.replacen("forward_claims: { sub: X-A } }", "forward_claims: { sub: X-A }, token_cache: 5 }", 1);
         let err = providers(&nested).err().unwrap();
         assert!(err.contains("policies.api.jwt.providers[0]: a provider takes no"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn the_token_is_read_where_token_from_says() {
+        let t = token(Algorithm::HS256, claims(json!({})));
+        let (from_header, _dir) = policy(", token_from: \"header:X-Token\"");
+        let mut headers = HeaderMap::new();
+        headers.insert("x-token", HeaderValue::from_str(&t).unwrap());
+        assert!(from_header.check(&mut headers, None, NOW).await.is_ok());
+        headers.insert("x-token", HeaderValue::from_str(&format!("Bearer {t}")).unwrap());
+        assert!(from_header.check(&mut headers, None, NOW).await.is_ok(), "a Bearer prefix is allowed");
+        let mut bearer_only = HeaderMap::new();
+        bearer_only.insert(header::AUTHORIZATION, HeaderValue::from_str(&format!("Bearer {t}")).unwrap());
+        assert_eq!(from_header.check(&mut bearer_only, None, NOW).await.err(), Some(Refusal::MissingToken));
+        let (from_query, _dir) = policy(", token_from: \"query:access_token\"");
+        let query = format!("page=2&access_token={t}");
+        assert!(from_query.check(&mut HeaderMap::new(), Some(&query), NOW).await.is_ok());
+        assert_eq!(
+            from_query.check(&mut HeaderMap::new(), Some("page=2&access_token="), NOW).await.err(),
+            Some(Refusal::MissingToken)
+        );
     }
 }
