@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod apim;
 pub mod body;
 pub mod cli;
 pub mod clock;

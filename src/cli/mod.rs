@@ -5,6 +5,7 @@ mod certs;
 mod check;
 mod demo;
 mod identity;
+mod import_apim;
 mod run;
 mod test;
 mod trace;
@@ -70,6 +71,14 @@ enum Command {
         /// Where the development certificates live.
         #[arg(long, default_value = "certs/dev")]
         certs: PathBuf,
+    },
+    /// Convert an Azure API Management policy document into a portcullis configuration (stdout).
+    ImportApim {
+        /// The APIM policy XML.
+        policy: PathBuf,
+        /// Exit 1 when anything could not be translated.
+        #[arg(long)]
+        strict: bool,
     },
     /// Run fixture files of requests and expectations through the configuration, offline;
     /// exit 1 when a case fails.
@@ -181,6 +190,7 @@ pub fn main() -> ExitCode {
         Command::Systems { store, command } => identity::systems(&store, command),
         Command::Users { store, command } => identity::users(&store, command),
         Command::Audit { store } => identity::audit(&store),
+        Command::ImportApim { policy, strict } => import_apim::import(&policy, strict),
         Command::Test { config, format, fixtures } => test::test(&config, &fixtures, format),
         Command::Trace { config, method, headers, client_ip, client_cert, token, url } => {
             trace::trace(&trace::TraceRequest { config, method, url, headers, client_ip, client_cert, token })

@@ -130,7 +130,10 @@ impl Jwt {
                 cx.enter(&name, format!("{path}.providers[{i}]"), provider.referenced);
                 let p = &provider.value;
                 if !p.providers.is_empty() || p.token_cache.is_some() || p.token_from.is_some() {
-                    cx.field_error("", "a provider takes no `providers`, `token_cache` or `token_from`: those belong to the policy");
+                    cx.field_error(
+                        "",
+                        "a provider takes no `providers`, `token_cache` or `token_from`: those belong to the policy",
+                    );
                 }
                 out.push(Provider::compile(p, format!("{name}.providers[{i}]"), cx));
             }

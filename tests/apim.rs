@@ -1,0 +1,194 @@
+//! `portcullis import-apim` on realistic APIM policy documents (written from the APIM policy
+//! reference): the imported configuration passes `check`, and `portcullis test` fixtures show
+//! its decisions match what APIM documents for the same requests. What cannot be translated is
+//! a comment naming its XML line, and `--strict` refuses it.
+// Test code: a failed unwrap is a failed test, and support items are shared by module.
+#![allow(clippy::unwrap_used, unreachable_pub)]
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use jsonwebtoken::Algorithm;
+use support::gateway::binary;
+use support::tokens::SigningKey;
+
+/// Runs portcullis, with the named value the `expressions` document refers to set.
+fn portcullis(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(binary()).args(args).env("BACKEND_API_KEY", "from-the-environment").output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `certs/dev` and `policies/` in a temporary folder, like the repository's layout.
+fn workspace() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("policies");
+    std::fs::create_dir_all(policies.join("tests")).unwrap();
+    let certs = dir.path().join("certs/dev");
+    assert!(portcullis(&["certs", "dev", "--dir", certs.to_str().unwrap()]).0);
+    (dir, policies)
+}
+
+/// Imports `tests/apim/NAME.xml` into `policies/NAME.yaml`; asserts it passes `check`.
+fn import(policies: &Path, name: &str, strict: bool) -> (bool, String, String) {
+    let xml = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/apim/{name}.xml"));
+    let mut args = vec!["import-apim", xml.to_str().unwrap()];
+    if strict {
+        args.push("--strict");
+    }
+    let (ok, yaml, err) = portcullis(&args);
+    let file = policies.join(format!("{name}.yaml"));
+    std::fs::write(&file, &yaml).unwrap();
+    let (checked, out, check_err) = portcullis(&["check", "--config", file.to_str().unwrap()]);
+    assert!(checked, "the imported {name} passes check:\n{yaml}\n{out}{check_err}");
+    (ok, yaml, err)
+}
+
+/// Runs a fixture against `policies/NAME.yaml`; asserts every case passes.
+fn run_fixture(policies: &Path, name: &str, fixture: &str) {
+    let file = policies.join(format!("tests/{name}.yaml"));
+    std::fs::write(&file, fixture).unwrap();
+    let config = policies.join(format!("{name}.yaml"));
+    let (ok, out, err) = portcullis(&["test", "--config", config.to_str().unwrap(), file.to_str().unwrap()]);
+    assert!(ok && !out.contains("FAIL"), "{out}{err}");
+}
+
+#[test]
+fn a_portal_api_with_cors_openid_tokens_and_claims_keeps_apims_decisions() {
+    let (_dir, policies) = workspace();
+    let (ok, yaml, err) = import(&policies, "portal-api", true);
+    assert!(ok, "everything in it translates, so --strict passes: {err}");
+    assert!(
+        yaml.contains("openid_config: \"https://login.example.com/tenant/v2.0/.well-known/openid-configuration\""),
+        "{yaml}"
+    );
+    assert!(yaml.contains("require_claims: { \"roles\": { any_of: [\"Config.Read\", \"Config.Admin\"] } }"), "{yaml}");
+    assert!(yaml.contains("# line 6: <base/>"), "the base element is named with its line: {yaml}");
+
+    // The provider's RS256 key stands in for its discovery document.
+    let idp = SigningKey::new(Algorithm::RS256, "idp-1");
+    std::fs::write(policies.join("tests/idp-key.pem"), &idp.private_pem).unwrap();
+    let fixture = r#"config: ../portal-api.yaml
+keys:
+  idp: { private_key: idp-key.pem, alg: RS256, kid: idp-1 }
+tokens:
+  claims: { iss: https://login.example.com/tenant/v2.0, aud: api://config, sub: alice, roles: [Config.Read] }
+jwks:
+  jwt: { key: idp }
+cases:
+  - name: a portal call with a valid token reaches the backend with the API version set
+    request:
+      url: https://localhost/settings
+      headers: { Origin: https://portal.example.com, X-Internal-Debug: "1" }
+      token: { key: idp }
+    expect:
+      status: 200
+      response_headers: { Access-Control-Allow-Origin: https://portal.example.com, X-Powered-By: null }
+      backend_headers: { X-Api-Version: 2024-06-01, X-Internal-Debug: null }
+  # APIM answers an unmatched origin with an empty 200 (terminate-unmatched-request); portcullis
+  # with 403. Either way the backend never sees it and the browser gets no CORS grant.
+  - name: another origin is terminated, not forwarded
+    request: { url: https://localhost/settings, headers: { Origin: https://evil.example }, token: { key: idp } }
+    expect: { forwarded: false, policy: cors, response_headers: { Access-Control-Allow-Origin: null } }
+  - name: the preflight is answered by the gateway
+    request:
+      method: OPTIONS
+      url: https://localhost/settings
+      headers: { Origin: https://portal.example.com, Access-Control-Request-Method: PUT }
+    expect: { forwarded: false, reason: answered, response_headers: { Access-Control-Max-Age: "600" } }
+  - name: an expired token is 401 (beyond the 30 s clock skew)
+    request: { url: https://localhost/settings, headers: { Origin: https://portal.example.com }, token: { key: idp, expires_in: -1m } }
+    expect: { status: 401, policy: jwt, reason: expired }
+  - name: a token within the clock skew is accepted
+    request: { url: https://localhost/settings, headers: { Origin: https://portal.example.com }, token: { key: idp, expires_in: -10s } }
+    expect: { status: 200 }
+  - name: a token for another audience is 401
+    request: { url: https://localhost/settings, headers: { Origin: https://portal.example.com }, token: { key: idp, claims: { aud: api://other } } }
+    expect: { status: 401, reason: wrong_audience }
+  # APIM answers a missing required claim with its failed-validation-httpcode (401); portcullis
+  # with 403 insufficient claims. The request is refused by the jwt policy either way.
+  - name: a token without a required role is refused
+    request: { url: https://localhost/settings, headers: { Origin: https://portal.example.com }, token: { key: idp, claims: { roles: [Config.Write] } } }
+    expect: { forwarded: false, policy: jwt, reason: claims_not_satisfied }
+  - name: the fourth call of one user within a minute is 429 (calls=3, renewal-period=60)
+    request: { url: https://localhost/settings, headers: { Origin: https://portal.example.com }, token: { key: idp, claims: { sub: burster } } }
+    repeat: 4
+    expect: { status: 429, policy: rate-limit, response_headers: { Retry-After: "*" } }
+"#;
+    run_fixture(&policies, "portal-api", fixture);
+}
+
+#[test]
+fn an_ip_filtered_maintenance_api_with_client_certificates_keeps_apims_decisions() {
+    let (_dir, policies) = workspace();
+    let (ok, yaml, err) = import(&policies, "maintenance-api", true);
+    assert!(ok, "{err}");
+    assert!(yaml.contains("allow: [\"198.51.100.7/32\", \"203.0.113.0/24\"]"), "{yaml}");
+    assert!(yaml.contains("deny: [\"203.0.113.64/26\"]"), "the forbidden range as one network: {yaml}");
+    assert!(yaml.contains("timeout: 20s"), "{yaml}");
+    let fixture = r#"config: ../maintenance-api.yaml
+cases:
+  - name: an office address with the partner's certificate is forwarded
+    request: { url: https://localhost/restart, client_ip: 203.0.113.5, client_cert: ../../certs/dev/client.pem }
+    expect: { status: 200 }
+  - name: the single allowed address is forwarded
+    request: { url: https://localhost/restart, client_ip: 198.51.100.7, client_cert: ../../certs/dev/client.pem }
+    expect: { status: 200 }
+  - name: its neighbour is refused
+    request: { url: https://localhost/restart, client_ip: 198.51.100.8, client_cert: ../../certs/dev/client.pem }
+    expect: { status: 403, reason: ip_not_allowed }
+  - name: the forbidden range inside the office network is refused
+    request: { url: https://localhost/restart, client_ip: 203.0.113.70, client_cert: ../../certs/dev/client.pem }
+    expect: { status: 403, policy: ip-filter-2, reason: ip_denied }
+  - name: without a client certificate the office is refused
+    request: { url: https://localhost/restart, client_ip: 203.0.113.5 }
+    expect: { status: 403, policy: client-cert, reason: no_client_cert }
+"#;
+    run_fixture(&policies, "maintenance-api", fixture);
+}
+
+#[test]
+fn expressions_and_named_values_are_comments_with_their_lines_and_strict_refuses_them() {
+    let (_dir, policies) = workspace();
+    let (ok, yaml, err) = import(&policies, "expressions", true);
+    assert!(!ok, "--strict fails when anything was left out");
+    assert!(err.contains("6 element(s), attribute(s) or expression(s) left out"), "{err}");
+    for comment in [
+        "# line 6: output-token-variable-name=\"jwt\" not translated",
+        "# line 15: named value {{backend-api-key}} → ${env:BACKEND_API_KEY}",
+        "# line 18: <set-header name=\"X-Caller\"> value \"@(context.User.Email)\" not translated: a policy expression",
+        "# line 20: counter-key=\"@(context.Subscription.Id)\" not translated",
+        "# line 21: <check-header> not translated",
+        "# line 24: <mock-response> not translated",
+        "# line 34: <on-error><set-status> not translated",
+    ] {
+        assert!(yaml.contains(comment), "{comment:?} in:\n{yaml}");
+    }
+    assert!(yaml.contains("\"X-Backend-Key\": \"${env:BACKEND_API_KEY}\""), "{yaml}");
+    assert!(
+        yaml.contains(
+            "https://login.microsoftonline.com/contoso.onmicrosoft.com/v2.0/.well-known/openid-configuration"
+        ),
+        "{yaml}"
+    );
+    assert!(yaml.contains("azp: { any_of: [\"11111111-2222-3333-4444-555555555555\"] }"), "{yaml}");
+    let (ok, _, _) = import(&policies, "expressions", false);
+    assert!(ok, "without --strict the translation is written and exits 0");
+}
+
+#[test]
+fn a_document_that_is_not_a_policy_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.xml");
+    std::fs::write(&file, "<policies><inbound><cors></inbound></policies>").unwrap();
+    let (ok, _, err) = portcullis(&["import-apim", file.to_str().unwrap()]);
+    assert!(!ok && err.contains("not well-formed XML"), "{err}");
+    std::fs::write(&file, "<configuration/>").unwrap();
+    let (ok, _, err) = portcullis(&["import-apim", file.to_str().unwrap()]);
+    assert!(!ok && err.contains("line 1: the root element is <configuration>, not <policies>"), "{err}");
+}
