@@ -141,3 +141,37 @@ fn a_malformed_fixture_is_an_error_at_its_location() {
     assert!(!ok);
     assert!(out.contains("error: unknown key \"nobody\""), "{out}");
 }
+
+#[test]
+fn a_jwks_file_stands_in_for_a_remote_key_source() {
+    let (_dir, policies) = workspace();
+    let key = support::tokens::SigningKey::new(jsonwebtoken::Algorithm::ES256, "remote-1");
+    std::fs::write(policies.join("tests/remote-key.pem"), &key.private_pem).unwrap();
+    std::fs::write(policies.join("tests/remote.jwks.json"), serde_json::json!({ "keys": [key.jwk] }).to_string())
+        .unwrap();
+    let fixture = policies.join("tests/remote.yaml");
+    std::fs::write(
+        &fixture,
+        r#"config: ../portal.yaml
+keys:
+  remote: { private_key: remote-key.pem, alg: ES256, kid: remote-1 }
+  other: { private_key: ../../certs/dev/token-signing-key.pem, alg: ES256, kid: remote-1 }
+tokens:
+  claims: { iss: https://login.example.com/tenant/v2.0, aud: api://config, sub: alice }
+jwks:
+  portal-jwt: remote.jwks.json
+cases:
+  - name: a token signed with the published key passes
+    request: { url: https://localhost/config/x, headers: { Origin: https://portal.example.com }, token: { key: remote } }
+    expect: { status: 200 }
+  - name: a token signed with another key under the same kid is forged
+    request: { url: https://localhost/config/x, headers: { Origin: https://portal.example.com }, token: { key: other } }
+    expect: { status: 401, reason: bad_signature }
+"#,
+    )
+    .unwrap();
+    let config = policies.join("portal.yaml");
+    let (ok, out, err) = test(&["--config", config.to_str().unwrap(), fixture.to_str().unwrap()]);
+    assert!(ok, "{out}{err}");
+    assert_eq!(out.lines().last(), Some("2 passed, 0 failed"));
+}
