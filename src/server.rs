@@ -295,10 +295,14 @@ async fn reload_on_file_change(gateway: Arc<Gateway>) {
     }
 }
 
-type Stamp = Vec<Option<(std::time::SystemTime, u64)>>;
+/// Per file: modification time, length and inode. The inode tells a file replaced by another
+/// one — a Kubernetes ConfigMap update swaps a `..data` symlink to a new folder — even where
+/// time and length happen to agree.
+type Stamp = Vec<Option<(std::time::SystemTime, u64, u64)>>;
 
 fn snapshot(files: &[std::path::PathBuf]) -> Stamp {
-    files.iter().map(|f| std::fs::metadata(f).ok().and_then(|m| Some((m.modified().ok()?, m.len())))).collect()
+    use std::os::unix::fs::MetadataExt;
+    files.iter().map(|f| std::fs::metadata(f).ok().and_then(|m| Some((m.modified().ok()?, m.len(), m.ino())))).collect()
 }
 
 /// Certificates closer than this to expiry are warned about at start and reload.

@@ -211,6 +211,39 @@ async fn a_certificate_replaced_on_disk_is_served_on_the_next_handshake() {
     assert_eq!(alt.get("/x").await.status, 200);
 }
 
+/// A Kubernetes ConfigMap volume: `gateway.yaml` is a symlink into `..data`, itself a symlink
+/// to a timestamped folder; an update writes a new folder and swaps `..data` atomically.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configmap_update_delivered_as_a_symlink_swap_is_reloaded() {
+    use std::os::unix::fs::symlink;
+    let pki = Pki::new();
+    let backend = TestBackend::start().await;
+    let volume = pki.dir().join("configmap");
+    // Certificates by absolute path: they come from another volume (a Secret).
+    let yaml = |v: &str| versioned(&backend.url(), v, "").replace("server", &format!("{}/server", pki.dir().display()));
+    std::fs::create_dir_all(volume.join("..2026_12_06_a")).unwrap();
+    std::fs::write(volume.join("..2026_12_06_a/gateway.yaml"), yaml("A")).unwrap();
+    symlink("..2026_12_06_a", volume.join("..data")).unwrap();
+    symlink("..data/gateway.yaml", volume.join("gateway.yaml")).unwrap();
+    let gw = TestGateway::start_file(volume.join("gateway.yaml"));
+    let client = Client::new(gw.addr("public"), &pki);
+    client.get("/x").await;
+    assert_eq!(backend.last().headers["x-config-first"], "A");
+
+    // What the kubelet does: a new folder, a new `..data_tmp` link renamed over `..data`, the
+    // old folder removed. The same length, so only the file's identity tells the change.
+    std::fs::create_dir_all(volume.join("..2026_12_06_b")).unwrap();
+    std::fs::write(volume.join("..2026_12_06_b/gateway.yaml"), yaml("B")).unwrap();
+    symlink("..2026_12_06_b", volume.join("..data_tmp")).unwrap();
+    std::fs::rename(volume.join("..data_tmp"), volume.join("..data")).unwrap();
+    std::fs::remove_dir_all(volume.join("..2026_12_06_a")).unwrap();
+    until("the swapped configuration serves", async || {
+        client.get("/x").await;
+        backend.last().headers["x-config-first"] == "B"
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn sighup_reloads() {
     let pki = Pki::new();

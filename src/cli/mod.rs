@@ -6,6 +6,7 @@ mod check;
 mod demo;
 mod identity;
 mod import_apim;
+mod probe;
 mod run;
 mod test;
 mod trace;
@@ -79,6 +80,14 @@ enum Command {
         /// Exit 1 when anything could not be translated.
         #[arg(long)]
         strict: bool,
+    },
+    /// Health check for images without curl: GET an admin URL, exit 0 on 200.
+    Probe {
+        /// Like http://127.0.0.1:9901/healthz.
+        url: String,
+        /// How long to wait for the answer.
+        #[arg(long, default_value = "2s")]
+        timeout: crate::config::values::ConfigDuration,
     },
     /// Run fixture files of requests and expectations through the configuration, offline;
     /// exit 1 when a case fails.
@@ -190,6 +199,7 @@ pub fn main() -> ExitCode {
         Command::Systems { store, command } => identity::systems(&store, command),
         Command::Users { store, command } => identity::users(&store, command),
         Command::Audit { store } => identity::audit(&store),
+        Command::Probe { url, timeout } => probe::probe(&url, timeout.0),
         Command::ImportApim { policy, strict } => import_apim::import(&policy, strict),
         Command::Test { config, format, fixtures } => test::test(&config, &fixtures, format),
         Command::Trace { config, method, headers, client_ip, client_cert, token, url } => {

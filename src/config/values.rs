@@ -36,6 +36,14 @@ impl TryFrom<String> for ConfigDuration {
     }
 }
 
+impl std::str::FromStr for ConfigDuration {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Self::try_from(text.to_owned())
+    }
+}
+
 /// A size in bytes written with an optional binary unit: `512`, `16KiB`, `10MiB`, `1GiB`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "SizeText")]
