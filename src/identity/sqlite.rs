@@ -4,9 +4,10 @@
 //! (triggers refuse UPDATE and DELETE).
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row, Transaction};
+use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Row, Transaction};
 
 use super::secret::{random_bytes, SecretHash, SecretHasher};
 use super::store::{check_id, AuditEntry, Client, IdentityStore, Link, LinkRef, StoreError, System, User};
@@ -60,11 +61,29 @@ enum Entity {
     User,
 }
 
-/// An [`IdentityStore`] in one SQLite file, over a single connection behind a mutex.
+/// An [`IdentityStore`] in one SQLite file: one connection writes (behind a mutex: SQLite
+/// has one writer), a few read-only ones read at once (WAL lets readers run beside the writer
+/// and each other), so token requests — reads only — never wait for one another.
 pub struct SqliteStore {
     path: PathBuf,
     conn: Mutex<Connection>,
+    readers: Box<[Mutex<Connection>]>,
+    next_reader: AtomicUsize,
     hasher: SecretHasher,
+}
+
+/// Read-only connections per store: one per CPU, two to eight.
+fn reader_count() -> usize {
+    std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get).clamp(2, 8)
+}
+
+/// A read-only connection to the database at `path` (already created and migrated).
+fn open_reader(path: &Path) -> Result<Connection, StoreError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
+    let conn = Connection::open_with_flags(path, flags)
+        .map_err(|e| StoreError::Backend(format!("cannot open {} for reading: {e}", path.display())))?;
+    conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(backend)?;
+    Ok(conn)
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -101,7 +120,14 @@ impl SqliteStore {
         tracing::debug!(path = %path.display(), journal_mode = %mode, "identity store opened");
         migrate(&mut conn)?;
         let key = hash_key(&conn)?;
-        Ok(Self { path: path.to_owned(), conn: Mutex::new(conn), hasher: SecretHasher::new(&key) })
+        let readers = (0..reader_count()).map(|_| open_reader(path).map(Mutex::new)).collect::<Result<_, _>>()?;
+        Ok(Self {
+            path: path.to_owned(),
+            conn: Mutex::new(conn),
+            readers,
+            next_reader: AtomicUsize::new(0),
+            hasher: SecretHasher::new(&key),
+        })
     }
 
     /// Runs `f` in one transaction, committed when it succeeds.
@@ -113,8 +139,15 @@ impl SqliteStore {
         Ok(out)
     }
 
+    /// Runs `f` on a free read-only connection (or waits for the next one in turn).
     fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T, rusqlite::Error>) -> Result<T, StoreError> {
-        let conn = self.conn.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let start = self.next_reader.fetch_add(1, Ordering::Relaxed);
+        let n = self.readers.len();
+        let free = (0..n).find_map(|i| self.readers[(start + i) % n].try_lock().ok());
+        let conn = match free {
+            Some(conn) => conn,
+            None => self.readers[start % n].lock().unwrap_or_else(std::sync::PoisonError::into_inner),
+        };
         f(&conn).map_err(backend)
     }
 
@@ -402,29 +435,25 @@ impl IdentityStore for SqliteStore {
 
     fn client(&self, system_id: &str) -> Result<Option<Client>, StoreError> {
         self.read(|c| {
-            c.query_row(
-                "SELECT active, primary_hash, alternate_hash FROM systems WHERE id = ?1",
-                params![system_id],
-                |row| {
+            c.prepare_cached("SELECT active, primary_hash, alternate_hash FROM systems WHERE id = ?1")?
+                .query_row(params![system_id], |row| {
                     Ok(Client {
                         active: row.get(0)?,
                         primary: SecretHash(row.get(1)?),
                         alternate: SecretHash(row.get(2)?),
                     })
-                },
-            )
-            .optional()
+                })
+                .optional()
         })
     }
 
     fn linked_user(&self, system_id: &str, external_user: &str) -> Result<Option<User>, StoreError> {
         self.read(|c| {
-            c.query_row(
+            c.prepare_cached(
                 "SELECT u.id, u.roles, u.active, u.created_at FROM links l JOIN users u ON u.id = l.user_id \
                  WHERE l.system_id = ?1 AND l.external_user = ?2",
-                params![system_id, external_user],
-                user_row,
-            )
+            )?
+            .query_row(params![system_id, external_user], user_row)
             .optional()
         })
     }
@@ -438,6 +467,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("var/identity.db")).unwrap();
         (dir, store)
+    }
+
+    #[test]
+    fn reads_go_on_while_the_writer_is_busy_and_see_its_commits() {
+        let (_dir, store) = store();
+        let secret = store.hasher().hash("s");
+        let system = store.create_system("billing", &secret, &secret, "test").unwrap();
+        let writer = store.conn.lock().unwrap();
+        let (store, id) = (&store, system.id.clone());
+        std::thread::scope(|s| {
+            let reads = s.spawn(move || (0..4).map(|_| store.client(&id).unwrap().is_some()).all(|found| found));
+            assert!(reads.join().unwrap(), "every read answered while the writer was held");
+        });
+        drop(writer);
+        store.set_system_active(&system.id, false, "test").unwrap();
+        assert!(!store.client(&system.id).unwrap().unwrap().active, "a committed write is read at once");
     }
 
     #[test]

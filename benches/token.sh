@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Token issuance throughput (client credentials, ES256 tokens) with the SQLite store: one
+# instance, and two instances reading one store file (WAL lets processes read it together),
+# driven by `portcullis bench` with benches/scenarios/token.yaml.
+#
+#   benches/token.sh              # BENCH_SECONDS=10 by default
+#   BENCH_BASELINE=/path/to/older/portcullis benches/token.sh   # that build too, same rounds
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECONDS_PER_RUN=${BENCH_SECONDS:-10}
+W=$(mktemp -d /tmp/portcullis-token.XXXX)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+
+echo "== building (release)" >&2
+cargo build --release --quiet
+PC=$PWD/target/release/portcullis
+"$PC" certs dev --dir "$W/certs" >/dev/null
+
+config() { # file port
+  cat > "$W/$1" <<YAML
+version: 1
+listeners:
+  - { name: public, bind: "127.0.0.1:$2", tls: { certificates: [{ cert: certs/server.pem, key: certs/server-key.pem }] } }
+identity:
+  listener: public
+  issuer: https://localhost
+  signing_key: certs/token-signing-key.pem
+  store: sqlite:identity.db
+  rate_limit: { failures_per_ip: 1000000/min, failures_per_client: 1000000/min, issued_per_client: 4000000000/h }
+YAML
+}
+config one.yaml 21443
+config two.yaml 21444
+
+sed "s|CERTS|$W/certs|; s|duration: 10s|duration: ${SECONDS_PER_RUN}s|" benches/scenarios/token.yaml > "$W/token.yaml"
+for i in 1 2 3 4; do
+  out=$("$PC" systems --config "$W/one.yaml" --actor bench create "app-$i")
+  id=$(awk -F': *' '/client id/ {print $2}' <<<"$out")
+  secret=$(awk -F': *' '/primary secret/ {print $2}' <<<"$out")
+  sed -i "s|BASIC_$i|$(printf '%s:%s' "$id" "$secret" | base64 -w0)|" "$W/token.yaml"
+done
+sed "s|connections: 32|connections: 16|" "$W/token.yaml" > "$W/token-half.yaml"
+
+start() { # binary config log
+  "$1" --log-level warn --access-log off run --config "$W/$2" >"$W/$3" 2>&1 & PIDS+=($!)
+}
+wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return; sleep 0.1; done; echo "port $1 did not open" >&2; exit 1; }
+rps() { python3 -c 'import json,sys; t=json.loads(sys.argv[1])["total"]; print(f"{t[\"rps\"]:.0f} req/s, p99 {t[\"p99_ms\"]:.2f} ms")' "$1"; }
+measure() { # label binary
+  local label=$1 bin=$2
+  start "$bin" one.yaml "$label-one.log"; start "$bin" two.yaml "$label-two.log"
+  wait_port 21443; wait_port 21444
+  local one; one=$("$PC" bench --url https://localhost:21443 --scenario "$W/token.yaml" --json)
+  echo "$label, one instance:   $(rps "$one")"
+  "$PC" bench --url https://localhost:21443 --scenario "$W/token-half.yaml" --json > "$W/a.json" &
+  local a=$!
+  local b; b=$("$PC" bench --url https://localhost:21444 --scenario "$W/token-half.yaml" --json)
+  wait "$a"
+  python3 -c 'import json,sys; a=json.load(open(sys.argv[1]))["total"]; b=json.loads(sys.argv[2])["total"]; print(f"{sys.argv[3]}, two instances: {a[\"rps\"]+b[\"rps\"]:.0f} req/s together ({a[\"rps\"]:.0f} + {b[\"rps\"]:.0f}), p99 {max(a[\"p99_ms\"], b[\"p99_ms\"]):.2f} ms")' "$W/a.json" "$b" "$label"
+  cleanup; PIDS=(); sleep 0.5
+}
+measure "this build" "$PC"
+[ -n "${BENCH_BASELINE:-}" ] && measure "baseline" "$BENCH_BASELINE"
+echo "(SQLite store, ES256 tokens, 32 connections in all; the load generator shares the 2 CPUs)"
