@@ -477,7 +477,7 @@ mod tests {
         let writer = store.conn.lock().unwrap();
         let (store, id) = (&store, system.id.clone());
         std::thread::scope(|s| {
-            let reads = s.spawn(move || (0..4).map(|_| store.client(&id).unwrap().is_some()).all(|found| found));
+            let reads = s.spawn(move || (0..4).all(|_| store.client(&id).unwrap().is_some()));
             assert!(reads.join().unwrap(), "every read answered while the writer was held");
         });
         drop(writer);
