@@ -8,6 +8,7 @@
 //! Failures are counted per policy and logged once per outage, not per request.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -62,12 +63,20 @@ pub enum StoreError {
     Redis(#[from] redis::RedisError),
 }
 
+/// One pooled connection, opened on first need.
+#[derive(Default)]
+struct Slot {
+    connection: OnceCell<ConnectionManager>,
+    /// A background connect is under way.
+    connecting: AtomicBool,
+}
+
 /// A Redis server shared by instances.
 pub struct RedisStore {
     policy: String,
     client: redis::Client,
     config: ConnectionManagerConfig,
-    pool: Box<[OnceCell<ConnectionManager>]>,
+    pool: Arc<[Slot]>,
     next: AtomicUsize,
     /// Unix milliseconds before which no connect is attempted.
     connect_after: AtomicU64,
@@ -101,7 +110,7 @@ impl RedisStore {
             policy: policy.to_owned(),
             client,
             config,
-            pool: (0..POOL).map(|_| OnceCell::new()).collect(),
+            pool: (0..POOL).map(|_| Slot::default()).collect(),
             next: AtomicUsize::new(0),
             connect_after: AtomicU64::new(0),
             timeout,
@@ -159,23 +168,41 @@ impl RedisStore {
         result
     }
 
-    /// The next pooled connection, opened on first use.
+    /// The next pooled connection. A request never waits for a connect while another
+    /// connection is open: it takes that one, and the missing one is opened in the background.
+    /// Only the very first request (no connection at all) connects, within its deadline.
     async fn connection(&self) -> Result<ConnectionManager, StoreError> {
-        let slot = &self.pool[self.next.fetch_add(1, Ordering::Relaxed) % POOL];
-        if let Some(connection) = slot.get() {
-            return Ok(connection.clone());
+        let start = self.next.fetch_add(1, Ordering::Relaxed) % POOL;
+        if let Some(open) = (0..POOL).find_map(|i| self.pool[(start + i) % POOL].connection.get()) {
+            if self.pool[start].connection.get().is_none() {
+                self.fill(start);
+            }
+            return Ok(open.clone());
         }
         if crate::clock::unix_millis() < self.connect_after.load(Ordering::Relaxed) {
             return Err(StoreError::Reconnecting);
         }
         let connect = || ConnectionManager::new_with_config(self.client.clone(), self.config.clone());
-        match slot.get_or_try_init(connect).await {
+        match self.pool[0].connection.get_or_try_init(connect).await {
             Ok(connection) => Ok(connection.clone()),
             Err(e) => {
                 self.connect_after.store(crate::clock::unix_millis() + CONNECT_BACKOFF_MS, Ordering::Relaxed);
                 Err(e.into())
             }
         }
+    }
+
+    /// Opens the pool's connection `slot` in the background, once at a time.
+    fn fill(&self, slot: usize) {
+        if self.pool[slot].connecting.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let (pool, client, config) = (self.pool.clone(), self.client.clone(), self.config.clone());
+        tokio::spawn(async move {
+            let connect = || ConnectionManager::new_with_config(client, config);
+            let _ = pool[slot].connection.get_or_try_init(connect).await;
+            pool[slot].connecting.store(false, Ordering::Relaxed);
+        });
     }
 
     fn observe<T>(&self, result: &Result<T, StoreError>) {
