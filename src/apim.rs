@@ -49,8 +49,20 @@ struct Importer<'d, 'i> {
     /// `forward-request timeout`, in seconds.
     backend_timeout: Option<String>,
     client_auth: bool,
-    request_headers: Option<usize>,
-    response_headers: Option<usize>,
+    /// The policy an element is being translated into: its notes go above it.
+    building: Option<usize>,
+    /// `set-header` edits of the inbound (request) and outbound (response) sides.
+    request: HeaderEdits,
+    response: HeaderEdits,
+}
+
+/// The header edits of one side, gathered into one `headers` policy.
+#[derive(Default)]
+struct HeaderEdits {
+    /// The policy they make, once there is one.
+    policy: Option<usize>,
+    set: Vec<(String, String)>,
+    remove: Vec<String>,
 }
 
 /// Translates `xml`, read from `source` (named in the header comment).
@@ -69,8 +81,9 @@ pub fn import(xml: &str, source: &str) -> Result<Imported, ImportError> {
         backend: None,
         backend_timeout: None,
         client_auth: false,
-        request_headers: None,
-        response_headers: None,
+        building: None,
+        request: HeaderEdits::default(),
+        response: HeaderEdits::default(),
     };
     if root.tag_name().name() != "policies" {
         return Err(ImportError::NotPolicies(im.line(root), root.tag_name().name().to_owned()));
@@ -103,8 +116,8 @@ impl Importer<'_, '_> {
     fn leave(&mut self, node: Node<'_, '_>, what: &str, why: &str) {
         self.left_out += 1;
         let note = format!("line {}: {what} not translated: {why}", self.line(node));
-        match self.policies.last_mut().filter(|p| p.body.is_empty()) {
-            Some(policy) => policy.notes.push(note),
+        match self.building {
+            Some(i) => self.policies[i].notes.push(note),
             None => self.notes.push(note),
         }
     }
@@ -116,6 +129,7 @@ impl Importer<'_, '_> {
 
     fn section(&mut self, section: Node<'_, '_>, side: Side) {
         for el in section.children().filter(Node::is_element) {
+            self.building = None;
             let name = el.tag_name().name();
             match (name, side) {
                 ("base", _) => self.note(el, "<base/>: in APIM the enclosing scope's policies (all APIs, product) run here; add their portcullis policies to the route, or to default_policies"),
@@ -172,6 +186,7 @@ impl Importer<'_, '_> {
             self.chain.push(unique.clone());
         }
         self.policies.push(PolicyOut { name: unique, body: String::new(), notes: Vec::new() });
+        self.building = Some(self.policies.len() - 1);
         self.policies.len() - 1
     }
 
@@ -622,57 +637,57 @@ impl Importer<'_, '_> {
         let Some(name) = el.attribute("name") else {
             return self.leave(el, "<set-header> without name", "name the header");
         };
-        let slot = if request { self.request_headers } else { self.response_headers };
-        let i = match slot {
+        let existing = if request { self.request.policy } else { self.response.policy };
+        let policy = match existing {
             Some(i) => i,
-            None => {
-                let i = self.start(if request { "request-headers" } else { "response-headers" }, true);
-                if request {
-                    self.request_headers = Some(i);
-                } else {
-                    self.response_headers = Some(i);
-                }
-                i
-            }
+            None => self.start(if request { "request-headers" } else { "response-headers" }, true),
         };
-        let side = if request { "request" } else { "response" };
-        match el.attribute("exists-action").unwrap_or("override") {
-            "delete" => self.policies[i].body += &format!("      - {side}.remove {}\n", quote(name)),
+        self.building = Some(policy);
+        let edit = match el.attribute("exists-action").unwrap_or("override") {
+            "delete" => Some((name.to_owned(), None)),
             "override" => {
                 let values: Vec<Node<'_, '_>> = el.children().filter(|n| n.has_tag_name("value")).collect();
+                let text = values.first().and_then(|v| v.text()).unwrap_or_default().trim();
                 if values.len() != 1 {
-                    return self.leave(
+                    self.leave(
                         el,
                         &format!("<set-header name=\"{name}\"> with {} values", values.len()),
                         "portcullis sets one value",
                     );
-                }
-                let text = values[0].text().unwrap_or_default().trim();
-                let value = if text.starts_with("@(") || text.starts_with("@{") {
-                    return self.leave(
+                    None
+                } else if text.starts_with("@(") || text.starts_with("@{") {
+                    self.leave(
                         values[0],
                         &format!("<set-header name=\"{name}\"> value {text:?}"),
                         "a policy expression (C#) has no portcullis equivalent",
                     );
+                    None
                 } else if let Some(named) = named_value(text) {
+                    let env = env_name(&named);
                     self.note(
                         values[0],
-                        &format!(
-                            "named value {{{{{named}}}}} → ${{env:{}}}: set it in the gateway's environment",
-                            env_name(&named)
-                        ),
+                        &format!("named value {{{{{named}}}}} → ${{env:{env}}}: set it in the gateway's environment"),
                     );
-                    format!("${{env:{}}}", env_name(&named))
+                    Some((name.to_owned(), Some(format!("${{env:{env}}}"))))
                 } else {
-                    text.to_owned()
-                };
-                self.policies[i].body += &format!("      - {side}.set {} {}\n", quote(name), quote(&value));
+                    Some((name.to_owned(), Some(text.to_owned())))
+                }
             }
-            other => self.leave(
-                el,
-                &format!("<set-header name=\"{name}\" exists-action=\"{other}\">"),
-                "portcullis replaces (override) or removes (delete) a header",
-            ),
+            other => {
+                self.leave(
+                    el,
+                    &format!("<set-header name=\"{name}\" exists-action=\"{other}\">"),
+                    "portcullis replaces (override) or removes (delete) a header",
+                );
+                None
+            }
+        };
+        let edits = if request { &mut self.request } else { &mut self.response };
+        edits.policy = Some(policy);
+        match edit {
+            Some((name, Some(value))) => edits.set.push((name, value)),
+            Some((name, None)) => edits.remove.push(name),
+            None => {}
         }
     }
 
@@ -723,7 +738,12 @@ impl Importer<'_, '_> {
                 let _ = writeln!(out, "  # {note}");
             }
             let _ = writeln!(out, "  {}:", policy.name);
-            out.push_str(&render_headers(&policy.body));
+            out.push_str(&policy.body);
+            for (side, edits) in [("request", &self.request), ("response", &self.response)] {
+                if edits.policy.is_some_and(|i| self.policies[i].name == policy.name) {
+                    out.push_str(&render_headers(side, edits));
+                }
+            }
         }
         let _ = write!(
             out,
@@ -734,31 +754,20 @@ impl Importer<'_, '_> {
     }
 }
 
-/// Header edits are collected as `- request.set NAME VALUE` lines; this writes the policy.
-fn render_headers(body: &str) -> String {
-    if !body.starts_with("      - ") {
-        return body.to_owned();
+/// A `headers` policy for one side's edits.
+fn render_headers(side: &str, edits: &HeaderEdits) -> String {
+    let mut out = format!("    headers:\n      {side}:\n");
+    if !edits.remove.is_empty() {
+        let _ = writeln!(out, "        remove: {}", flow(&edits.remove));
     }
-    let mut out = String::from("    headers:\n");
-    for side in ["request", "response"] {
-        let set: Vec<&str> = body.lines().filter_map(|l| l.strip_prefix(&format!("      - {side}.set "))).collect();
-        let remove: Vec<&str> =
-            body.lines().filter_map(|l| l.strip_prefix(&format!("      - {side}.remove "))).collect();
-        if set.is_empty() && remove.is_empty() {
-            continue;
+    if !edits.set.is_empty() {
+        out.push_str("        set:\n");
+        for (name, value) in &edits.set {
+            let _ = writeln!(out, "          {}: {}", quote(name), quote(value));
         }
-        let _ = writeln!(out, "      {side}:");
-        if !remove.is_empty() {
-            let _ = writeln!(out, "        remove: [{}]", remove.join(", "));
-        }
-        if !set.is_empty() {
-            out.push_str("        set:\n");
-            for pair in set {
-                // `"name" "value"`, both quoted.
-                let split = pair.find("\" \"").map_or(pair.len(), |at| at + 1);
-                let _ = writeln!(out, "          {}: {}", &pair[..split], pair[split..].trim());
-            }
-        }
+    }
+    if edits.remove.is_empty() && edits.set.is_empty() {
+        out.push_str("        set: {}   # nothing translated\n");
     }
     out
 }
