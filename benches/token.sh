@@ -47,18 +47,29 @@ start() { # binary config log
   "$1" --log-level warn --access-log off run --config "$W/$2" >"$W/$3" 2>&1 & PIDS+=($!)
 }
 wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return; sleep 0.1; done; echo "port $1 did not open" >&2; exit 1; }
-rps() { python3 -c 'import json,sys; t=json.loads(sys.argv[1])["total"]; print(f"{t[\"rps\"]:.0f} req/s, p99 {t[\"p99_ms\"]:.2f} ms")' "$1"; }
+rps() {
+  python3 - "$1" <<'PY'
+import json, sys
+t = json.loads(sys.argv[1])["total"]
+print(f"{t['rps']:.0f} req/s, p99 {t['p99_ms']:.2f} ms")
+PY
+}
 measure() { # label binary
   local label=$1 bin=$2
   start "$bin" one.yaml "$label-one.log"; start "$bin" two.yaml "$label-two.log"
   wait_port 21443; wait_port 21444
-  local one; one=$("$PC" bench --url https://localhost:21443 --scenario "$W/token.yaml" --json)
+  local one; one=$("$PC" bench --url https://localhost:21443 --scenario "$W/token.yaml" --json 2>/dev/null)
   echo "$label, one instance:   $(rps "$one")"
-  "$PC" bench --url https://localhost:21443 --scenario "$W/token-half.yaml" --json > "$W/a.json" &
+  "$PC" bench --url https://localhost:21443 --scenario "$W/token-half.yaml" --json > "$W/a.json" 2>/dev/null &
   local a=$!
-  local b; b=$("$PC" bench --url https://localhost:21444 --scenario "$W/token-half.yaml" --json)
+  local b; b=$("$PC" bench --url https://localhost:21444 --scenario "$W/token-half.yaml" --json 2>/dev/null)
   wait "$a"
-  python3 -c 'import json,sys; a=json.load(open(sys.argv[1]))["total"]; b=json.loads(sys.argv[2])["total"]; print(f"{sys.argv[3]}, two instances: {a[\"rps\"]+b[\"rps\"]:.0f} req/s together ({a[\"rps\"]:.0f} + {b[\"rps\"]:.0f}), p99 {max(a[\"p99_ms\"], b[\"p99_ms\"]):.2f} ms")' "$W/a.json" "$b" "$label"
+  python3 - "$W/a.json" "$b" "$label" <<'PY'
+import json, sys
+a = json.load(open(sys.argv[1]))["total"]
+b = json.loads(sys.argv[2])["total"]
+print(f"{sys.argv[3]}, two instances: {a['rps'] + b['rps']:.0f} req/s together ({a['rps']:.0f} + {b['rps']:.0f}), p99 {max(a['p99_ms'], b['p99_ms']):.2f} ms")
+PY
   cleanup; PIDS=(); sleep 0.5
 }
 measure "this build" "$PC"
