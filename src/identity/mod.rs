@@ -5,7 +5,7 @@
 //! `jwt` policy trusts the gateway (`issuers: [self]`) like any other issuer.
 //!
 //! [`store`] is what it keeps (SQLite in [`sqlite`]), [`secret`] how secrets are made and
-//! checked, [`signing`] the key, [`endpoint`] the HTTP side.
+//! checked, [`signing`] the key, [`endpoint`] the HTTP side, [`budgets`] what it allows whom.
 
 pub mod budgets;
 pub mod endpoint;
@@ -53,7 +53,8 @@ pub struct IdentityConfig {
     /// Scopes a client may ask for; a request for any other is refused.
     #[serde(default)]
     pub scopes: Vec<String>,
-    /// Token request rate limits (default 30 per minute per client, 60 per minute per IP).
+    /// The token endpoint's budgets (see [`budgets`]): failures per network and per client id,
+    /// issuance per client id.
     #[serde(default)]
     pub rate_limit: TokenRateLimitConfig,
 }
