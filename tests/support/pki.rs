@@ -24,17 +24,17 @@ impl Pki {
         let dir = tempfile::tempdir().expect("temp dir");
         let ca = Ca::new("test server CA").expect("ca");
         let client_ca = Ca::new("test client CA").expect("client ca");
-        let server = ca.issue(&LeafKind::Server(&["localhost", "127.0.0.1"]), 30).expect("server");
-        let alt = ca.issue(&LeafKind::Server(&["alt.test"]), 30).expect("alt");
+        let server = ca.issue(&LeafKind::Server(&["localhost", "127.0.0.1"]), 90).expect("server");
+        let alt = ca.issue(&LeafKind::Server(&["alt.test"]), 90).expect("alt");
         let client = client_ca
-            .issue(&LeafKind::Client { common_name: "test-client", organization: "Example" }, 30)
+            .issue(&LeafKind::Client { common_name: "test-client", organization: "Example" }, 90)
             .expect("client");
         let stranger = Ca::new("untrusted CA")
             .expect("stranger ca")
-            .issue(&LeafKind::Client { common_name: "test-client", organization: "Example" }, 30)
+            .issue(&LeafKind::Client { common_name: "test-client", organization: "Example" }, 90)
             .expect("stranger");
         let gateway_client = client_ca
-            .issue(&LeafKind::Client { common_name: "gateway", organization: "Example" }, 30)
+            .issue(&LeafKind::Client { common_name: "gateway", organization: "Example" }, 90)
             .expect("gateway client");
         let pki = Self { dir, ca_pem: ca.cert_pem.clone() };
         pki.write("stranger.pem", &stranger.cert_pem);
@@ -43,10 +43,10 @@ impl Pki {
             .issue(&LeafKind::Client { common_name: "test-client", organization: "Example" }, -1)
             .expect("expired");
         let revoked = client_ca
-            .issue(&LeafKind::Client { common_name: "test-client", organization: "Example" }, 30)
+            .issue(&LeafKind::Client { common_name: "test-client", organization: "Example" }, 90)
             .expect("revoked");
         let someone = client_ca
-            .issue(&LeafKind::Client { common_name: "someone-else", organization: "Example" }, 30)
+            .issue(&LeafKind::Client { common_name: "someone-else", organization: "Example" }, 90)
             .expect("someone");
         pki.write("expired.pem", &expired.cert_pem);
         pki.write("expired-key.pem", &expired.key_pem);
