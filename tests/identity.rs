@@ -588,7 +588,15 @@ fn check_reports_identity_mistakes_at_their_location() {
         (good.replace("signing-key.pem", "missing.pem"), "gateway.yaml:11:16: identity.signing_key: cannot read"),
         (
             good.replace("sqlite:var/identity.db", "postgres://db/identity"),
-            "gateway.yaml:12:10: identity.store: PostgreSQL stores are not built yet",
+            "gateway.yaml:12:10: identity.store: the PostgreSQL URL names no user",
+        ),
+        (
+            good.replace("sqlite:var/identity.db", "postgres://portcullis:${env:PORTCULLIS_UNSET_DB_PASSWORD}@db/x"),
+            "gateway.yaml:12:10: identity.store: environment variable PORTCULLIS_UNSET_DB_PASSWORD is not set",
+        ),
+        (
+            good.replace("sqlite:var/identity.db", "postgres://portcullis:hunter2@127.0.0.1:1/x?sslmode=disable"),
+            "gateway.yaml:12:10: identity.store: postgres://portcullis@127.0.0.1:1/x: error connecting to server",
         ),
         (format!("{good}  token_ttl: 2d\n"), "gateway.yaml:13:14: invalid duration \"2d\""),
         (format!("{good}  rate_limit: {{ failures_per_ip: lots }}\n"), "invalid rate \"lots\""),
@@ -596,6 +604,7 @@ fn check_reports_identity_mistakes_at_their_location() {
     for (identity, expected) in cases {
         let (ok, stderr) = check(base(&identity, ""));
         assert!(!ok && stderr.contains(expected), "expected {expected:?} in:\n{stderr}");
+        assert!(!stderr.contains("hunter2"), "a database password is never shown: {stderr}");
     }
     // `issuers: [self]` needs the identity section.
     let yaml =

@@ -17,7 +17,8 @@ pub(super) struct StoreArgs {
     /// The configuration whose `identity.store` to use.
     #[arg(long, global = true, default_value = "policies/gateway.yaml")]
     config: PathBuf,
-    /// The store itself (`sqlite:PATH`), instead of reading it from --config.
+    /// The store itself (`sqlite:PATH` or `postgres://USER@HOST/DATABASE`), instead of reading
+    /// it from --config.
     #[arg(long, global = true)]
     store: Option<String>,
     /// Who is acting, for the audit log (default: the OS user).

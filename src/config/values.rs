@@ -156,6 +156,37 @@ impl ValueRef {
     }
 }
 
+/// Replaces the `${env:NAME}` and `${file:path}` references in a URL-like value. A reference
+/// that is the whole value is its value as is; one inside a longer value (a password in a
+/// URL, say) is percent-encoded, so that any character is safe there.
+///
+/// # Errors
+/// A reference has no value; the message names which, never a value.
+pub fn expand_references(text: &str, base_dir: &Path) -> Result<String, UnresolvedValue> {
+    if let ValueRef::Env(_) | ValueRef::File(_) = ValueRef::from(text.to_owned()) {
+        if !text[2..].contains("${") {
+            return ValueRef::from(text.to_owned()).resolve(base_dir);
+        }
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        let Some(len) = rest[start..].find('}') else { break };
+        let reference = ValueRef::from(rest[start..=start + len].to_owned());
+        out.push_str(&rest[..start]);
+        match reference {
+            ValueRef::Literal(literal) => out.push_str(&literal),
+            other => {
+                let value = other.resolve(base_dir)?;
+                out.extend(percent_encoding::utf8_percent_encode(&value, percent_encoding::NON_ALPHANUMERIC));
+            }
+        }
+        rest = &rest[start + len + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
 /// Why a `${env:}` or `${file:}` reference has no value; never says what the value is.
 #[derive(Debug, thiserror::Error)]
 pub enum UnresolvedValue {
@@ -186,6 +217,19 @@ impl fmt::Debug for ValueRef {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn references_expand_whole_or_percent_encoded_inside_a_url() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("pw"), "p@ss/w:rd\n").unwrap();
+        std::fs::write(dir.path().join("url"), "postgres://u:p@db/x\n").unwrap();
+        let expand = |text: &str| expand_references(text, dir.path()).map_err(|e| e.to_string());
+        assert_eq!(expand("postgres://u:${file:pw}@db/x").unwrap(), "postgres://u:p%40ss%2Fw%3Ard@db/x");
+        assert_eq!(expand("${file:url}").unwrap(), "postgres://u:p@db/x");
+        assert_eq!(expand("sqlite:var/${x}.db").unwrap(), "sqlite:var/${x}.db", "not a reference: kept");
+        let missing = expand("postgres://u:${env:PORTCULLIS_TEST_UNSET}@db/x").unwrap_err();
+        assert!(missing.contains("PORTCULLIS_TEST_UNSET is not set"), "{missing}");
+    }
 
     #[test]
     fn durations_parse_with_units() {

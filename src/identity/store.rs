@@ -1,8 +1,12 @@
 //! What the token issuer keeps: external systems with their two secret hashes, internal
 //! users, the links between them, and the append-only audit log — behind [`IdentityStore`],
 //! so that a shared PostgreSQL store can sit beside the embedded SQLite one
-//! ([`super::sqlite`]). Every call is blocking; the gateway calls them off its request
-//! threads.
+//! ([`super::sqlite`], [`super::postgres`]). The token endpoint's one read,
+//! [`IdentityStore::lookup`], is a future; every other call blocks and belongs to the CLI
+//! and to loading the configuration.
+
+use std::future::Future;
+use std::pin::Pin;
 
 use super::secret::{SecretHash, SecretHasher};
 
@@ -86,6 +90,18 @@ pub struct Client {
     pub alternate: SecretHash,
 }
 
+/// What one token request reads, in one go.
+#[derive(Clone, Debug, Default)]
+pub struct Lookup {
+    /// The system, when the client id names one.
+    pub client: Option<Client>,
+    /// The internal user the named external user id is linked to, when one was named and linked.
+    pub user: Option<User>,
+}
+
+/// A store read in flight.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
 /// Why a store call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -151,17 +167,19 @@ pub trait IdentityStore: Send + Sync {
     /// # Errors
     /// The store failed.
     fn audit(&self) -> Result<Vec<AuditEntry>, StoreError>;
-    /// A system's active flag and secret hashes, for client authentication.
-    ///
-    /// # Errors
-    /// The store failed.
-    fn client(&self, system_id: &str) -> Result<Option<Client>, StoreError>;
-    /// The internal user a system's external user id is linked to.
-    ///
-    /// # Errors
-    /// The store failed.
-    fn linked_user(&self, system_id: &str, external_user: &str) -> Result<Option<User>, StoreError>;
+    /// A system's active flag and secret hashes and, when `external_user` is named, the
+    /// internal user it is linked to: everything a token request reads, without blocking the
+    /// caller's thread. Resolves to an error when the store failed.
+    fn lookup<'a>(&'a self, system_id: &'a str, external_user: Option<&'a str>) -> StoreFuture<'a, Lookup>;
 }
+
+/// The one query behind [`IdentityStore::lookup`] (`?N` placeholders become `$N` for
+/// PostgreSQL): no row for an unknown system; the user columns are NULL when no external user
+/// was named or none is linked.
+pub const LOOKUP_SQL: &str =
+    "SELECT s.active, s.primary_hash, s.alternate_hash, u.id, u.roles, u.active, u.created_at \
+     FROM systems s LEFT JOIN links l ON l.system_id = s.id AND l.external_user = ?2 \
+     LEFT JOIN users u ON u.id = l.user_id WHERE s.id = ?1";
 
 /// Ids and names: 1 to 128 visible ASCII characters.
 ///

@@ -8,6 +8,7 @@ pub mod faulty;
 pub mod gateway;
 pub mod h2raw;
 pub mod pki;
+pub mod postgres;
 pub mod redis;
 pub mod tokens;
 

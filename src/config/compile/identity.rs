@@ -55,11 +55,21 @@ pub(super) fn compile(
     let key = signing_key(&cfg.signing_key, cx);
     // The store is not watched: the CLI changes it while the gateway runs.
     let location = StoreLocation::parse(&cfg.store.value, cx.dir()).map_err(|e| e.to_string());
-    let store = match location.and_then(|l| l.open().map_err(|e| e.to_string())) {
+    let opened = location.and_then(|l| {
+        l.open().map_err(|e| match e {
+            // The field already says it is the identity store.
+            identity::StoreError::Backend(detail) => detail,
+            other => other.to_string(),
+        })
+    });
+    let store = match opened {
         Ok(store) => Some(store),
         Err(e) => {
-            cx.error(cfg.store.referenced, "identity.store", e)
-                .hint("write sqlite:PATH, relative to this file, in a directory the gateway may write");
+            cx.error(cfg.store.referenced, "identity.store", e).hint(
+                "write sqlite:PATH (relative to this file, in a directory the gateway may write), or \
+                     postgres://USER:${env:PASSWORD}@HOST:PORT/DATABASE?sslmode=verify-full&sslrootcert=CA.pem \
+                     for a store that several instances share",
+            );
             None
         }
     };

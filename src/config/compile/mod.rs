@@ -66,7 +66,7 @@ fn parse_raw(file: &Path, text: &str) -> Result<RawConfig, ConfigErrors> {
 /// # Errors
 /// The file is unreadable or malformed, has no `identity` section, or a bad store location.
 pub fn identity_store(file: &Path) -> Result<StoreLocation, ConfigErrors> {
-    let raw = read_raw(file, "pass --config FILE, or --store sqlite:PATH")?;
+    let raw = read_raw(file, "pass --config FILE, or --store sqlite:PATH or --store postgres://USER@HOST/DATABASE")?;
     let Some(identity) = raw.identity else {
         return Err(ConfigError::new(
             file,
@@ -74,7 +74,7 @@ pub fn identity_store(file: &Path) -> Result<StoreLocation, ConfigErrors> {
             "identity",
             "the configuration has no `identity` section",
         )
-        .with_hint("add one (see README.md, token issuer), or pass --store sqlite:PATH")
+        .with_hint("add one (see README.md, token issuer), or pass --store sqlite:PATH or --store postgres://…")
         .into());
     };
     let dir = file.parent().map(Path::to_owned).unwrap_or_default();

@@ -1,0 +1,270 @@
+//! The token issuer's store suite, run against both stores: the embedded SQLite file and a
+//! real PostgreSQL server (a fresh database per case). Each case sees only the
+//! [`IdentityStore`] trait, plus raw SQL for what the database itself must refuse.
+// Test code: a failed unwrap is a failed test, and support items are shared by module.
+#![allow(clippy::unwrap_used, unreachable_pub)]
+
+mod support;
+
+use std::sync::Arc;
+
+use portcullis::identity::store::{IdentityStore, LinkRef, Lookup, StoreError};
+use portcullis::identity::StoreLocation;
+use support::gateway::binary;
+use support::postgres::PgServer;
+use support::Pki;
+
+/// One fresh, empty store location, and a way to run raw SQL on its database.
+struct Fresh {
+    location: StoreLocation,
+    raw: Box<dyn Fn(&str) -> Result<String, String> + Send + Sync>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Fresh {
+    fn open(&self) -> Arc<dyn IdentityStore> {
+        self.location.open().unwrap()
+    }
+}
+
+fn sqlite() -> Fresh {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("var/identity.db");
+    let location = StoreLocation::parse(&format!("sqlite:{}", path.display()), dir.path()).unwrap();
+    let raw = Box::new(move |sql: &str| {
+        let conn = rusqlite::Connection::open(&path).map_err(|e| e.to_string())?;
+        conn.query_row(sql, [], |row| row.get::<_, rusqlite::types::Value>(0)).map(|v| format!("{v:?}")).or_else(|e| {
+            match e {
+                rusqlite::Error::QueryReturnedNoRows => Ok(String::new()),
+                rusqlite::Error::ExecuteReturnedResults => Ok(String::new()),
+                e => Err(e.to_string()),
+            }
+        })
+    });
+    Fresh { location, raw, _dir: Some(dir) }
+}
+
+fn postgres(server: &Arc<PgServer>, name: &str) -> Fresh {
+    server.create_database(name);
+    let location = StoreLocation::parse(&server.url(name), std::path::Path::new("")).unwrap();
+    let (server, name) = (server.clone(), name.to_owned());
+    Fresh { location, raw: Box::new(move |sql| server.psql(&name, sql)), _dir: None }
+}
+
+/// The cases, each on a fresh store.
+const CASES: &[(&str, fn(&Fresh))] = &[
+    ("creates_lists_and_refuses_duplicates", creates_lists_and_refuses_duplicates),
+    ("renewing_promotes_the_alternate_and_voids_the_primary", renewing_promotes_the_alternate_and_voids_the_primary),
+    ("links_are_unique_per_system_and_user", links_are_unique_per_system_and_user),
+    ("lookups_answer_what_a_token_request_needs", lookups_answer_what_a_token_request_needs),
+    ("the_audit_log_is_append_only_in_the_database", the_audit_log_is_append_only_in_the_database),
+    ("hostile_names_are_data_not_sql", hostile_names_are_data_not_sql),
+    ("stores_opened_together_migrate_once_and_share_a_key", stores_opened_together_migrate_once_and_share_a_key),
+    ("a_newer_schema_is_refused", a_newer_schema_is_refused),
+];
+
+#[test]
+fn the_sqlite_store_passes_the_store_suite() {
+    for (name, case) in CASES {
+        eprintln!("sqlite: {name}");
+        case(&sqlite());
+    }
+}
+
+#[test]
+fn the_postgres_store_passes_the_store_suite() {
+    let server = Arc::new(PgServer::start());
+    for (name, case) in CASES {
+        eprintln!("postgres: {name}");
+        case(&postgres(&server, name));
+    }
+}
+
+/// Runs the store's lookup to completion (the SQLite store's needs a tokio runtime).
+fn lookup(store: &dyn IdentityStore, system: &str, external_user: Option<&str>) -> Lookup {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(store.lookup(system, external_user)).unwrap()
+}
+
+fn creates_lists_and_refuses_duplicates(db: &Fresh) {
+    let store = db.open();
+    let h = store.hasher();
+    let billing = store.create_system("billing", &h.generate().hash, &h.generate().hash, "op").unwrap();
+    let twice = store.create_system("billing", &h.generate().hash, &h.generate().hash, "op").unwrap_err();
+    assert!(matches!(twice, StoreError::Conflict(_)), "{twice}");
+    assert_eq!(store.systems().unwrap(), [billing.clone()]);
+    assert_eq!(store.system(&billing.id).unwrap(), Some(billing.clone()));
+    assert_eq!(store.system("no-such-id").unwrap(), None);
+    store.add_user("alice", &["Reader".into(), "Writer".into()], "op").unwrap();
+    assert!(matches!(store.add_user("alice", &[], "op"), Err(StoreError::Conflict(_))));
+    assert!(matches!(store.add_user("with space", &[], "op"), Err(StoreError::Conflict(_))));
+    assert_eq!(store.users().unwrap()[0].roles, ["Reader", "Writer"]);
+    assert!(matches!(store.set_system_active("nope", false, "op"), Err(StoreError::NotFound(_))));
+    assert!(matches!(store.set_user_active("nope", false, "op"), Err(StoreError::NotFound(_))));
+    store.set_system_active(&billing.id, false, "op").unwrap();
+    assert!(!store.system(&billing.id).unwrap().unwrap().active);
+}
+
+fn renewing_promotes_the_alternate_and_voids_the_primary(db: &Fresh) {
+    let store = db.open();
+    let h = store.hasher();
+    let (p, a) = (h.generate(), h.generate());
+    let system = store.create_system("billing", &p.hash, &a.hash, "op").unwrap();
+    let next = h.generate();
+    store.renew_secret(&system.id, &next.hash, "op").unwrap();
+    let client = lookup(&*store, &system.id, None).client.unwrap();
+    assert!(!h.matches_either(&p.text, &client.primary, &client.alternate));
+    assert_eq!((client.primary, client.alternate), (a.hash, next.hash.clone()));
+    assert!(store.system(&system.id).unwrap().unwrap().secrets_renewed_at.is_some());
+    assert!(matches!(store.renew_secret("nope", &next.hash, "op"), Err(StoreError::NotFound(_))));
+}
+
+fn links_are_unique_per_system_and_user(db: &Fresh) {
+    let store = db.open();
+    let h = store.hasher();
+    let s1 = store.create_system("one", &h.generate().hash, &h.generate().hash, "op").unwrap();
+    let s2 = store.create_system("two", &h.generate().hash, &h.generate().hash, "op").unwrap();
+    store.add_user("alice", &["Reader".into()], "op").unwrap();
+    store.add_user("bob", &[], "op").unwrap();
+    store.link(&s1.id, "ext-1", "alice", "op").unwrap();
+    let twice = store.link(&s1.id, "ext-2", "alice", "op").unwrap_err();
+    assert!(matches!(twice, StoreError::Conflict(_)), "{twice}");
+    let taken = store.link(&s1.id, "ext-1", "bob", "op").unwrap_err();
+    assert!(matches!(taken, StoreError::Conflict(_)), "{taken}");
+    store.link(&s2.id, "ext-1", "alice", "op").unwrap();
+    assert!(matches!(store.link(&s1.id, "x", "nobody", "op"), Err(StoreError::NotFound(_))));
+    assert!(matches!(store.link("nope", "x", "alice", "op"), Err(StoreError::NotFound(_))));
+    assert_eq!(store.links(&s1.id).unwrap().len(), 1);
+    let removed = store.unlink(&s1.id, LinkRef::User("alice"), "op").unwrap();
+    assert_eq!(removed.external_user, "ext-1");
+    assert!(store.links(&s1.id).unwrap().is_empty());
+    assert!(matches!(store.unlink(&s1.id, LinkRef::ExternalUser("ext-1"), "op"), Err(StoreError::NotFound(_))));
+    assert_eq!(store.links(&s2.id).unwrap()[0].user_id, "alice", "other systems keep their link");
+}
+
+fn lookups_answer_what_a_token_request_needs(db: &Fresh) {
+    let store = db.open();
+    let h = store.hasher();
+    let (p, a) = (h.generate(), h.generate());
+    let system = store.create_system("portal", &p.hash, &a.hash, "op").unwrap();
+    store.add_user("alice", &["Reader".into()], "op").unwrap();
+    store.link(&system.id, "ext-alice", "alice", "op").unwrap();
+
+    let found = lookup(&*store, &system.id, Some("ext-alice"));
+    let client = found.client.unwrap();
+    assert!(client.active && client.primary == p.hash && client.alternate == a.hash);
+    let user = found.user.unwrap();
+    assert_eq!((user.id.as_str(), user.roles.as_slice(), user.active), ("alice", &["Reader".to_owned()][..], true));
+    assert!(lookup(&*store, &system.id, None).user.is_none(), "no user named, none read");
+    assert!(lookup(&*store, &system.id, Some("ext-bob")).user.is_none(), "an unlinked user is no user");
+    assert!(lookup(&*store, &system.id, Some("EXT-ALICE")).user.is_none(), "ids compare exactly");
+    let unknown = lookup(&*store, "no-such-system", Some("ext-alice"));
+    assert!(unknown.client.is_none() && unknown.user.is_none());
+    store.set_user_active("alice", false, "op").unwrap();
+    assert!(!lookup(&*store, &system.id, Some("ext-alice")).user.unwrap().active);
+    store.set_system_active(&system.id, false, "op").unwrap();
+    assert!(!lookup(&*store, &system.id, None).client.unwrap().active, "a change is read at once");
+}
+
+fn the_audit_log_is_append_only_in_the_database(db: &Fresh) {
+    let store = db.open();
+    let h = store.hasher();
+    let (p, a) = (h.generate(), h.generate());
+    let system = store.create_system("billing", &p.hash, &a.hash, "alice").unwrap();
+    store.set_system_active(&system.id, false, "bob").unwrap();
+    store.renew_secret(&system.id, &h.generate().hash, "carol").unwrap();
+    let entries = store.audit().unwrap();
+    let actions: Vec<_> = entries.iter().map(|e| (e.action.as_str(), e.actor.as_str())).collect();
+    assert_eq!(actions, [("system.create", "alice"), ("system.deactivate", "bob"), ("system.renew_secret", "carol")]);
+    assert!(entries.windows(2).all(|w| w[0].seq < w[1].seq));
+    assert!(!format!("{entries:?}").contains(&p.text) && !format!("{entries:?}").contains(&a.text));
+    for tamper in ["DELETE FROM audit", "UPDATE audit SET actor = 'mallory'"] {
+        let refused = (db.raw)(tamper).unwrap_err();
+        assert!(refused.contains("append-only"), "{tamper}: {refused}");
+    }
+    if matches!(db.location, StoreLocation::Postgres(_)) {
+        let refused = (db.raw)("TRUNCATE audit").unwrap_err();
+        assert!(refused.contains("append-only"), "{refused}");
+    }
+    assert_eq!(store.audit().unwrap(), entries, "nothing changed");
+}
+
+fn hostile_names_are_data_not_sql(db: &Fresh) {
+    let store = db.open();
+    let h = store.hasher();
+    let name = "x');DROP-TABLE-systems;--";
+    let system = store.create_system(name, &h.generate().hash, &h.generate().hash, "o'brien").unwrap();
+    assert_eq!(store.systems().unwrap()[0].name, name);
+    assert_eq!(store.audit().unwrap()[0].actor, "o'brien");
+    assert!(lookup(&*store, "' OR '1'='1", None).client.is_none());
+    assert!(lookup(&*store, &system.id, Some("' OR '1'='1")).user.is_none());
+}
+
+fn stores_opened_together_migrate_once_and_share_a_key(db: &Fresh) {
+    let stores: Vec<Arc<dyn IdentityStore>> = std::thread::scope(|s| {
+        let opening: Vec<_> = (0..4).map(|_| s.spawn(|| db.location.open().unwrap())).collect();
+        opening.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    let secret = stores[0].hasher().generate();
+    assert!(stores.iter().all(|s| s.hasher().hash(&secret.text) == secret.hash), "one hashing key for all");
+    let version = match db.location {
+        StoreLocation::Sqlite(_) => (db.raw)("PRAGMA user_version").unwrap(),
+        StoreLocation::Postgres(_) => (db.raw)("SELECT version FROM portcullis_schema").unwrap(),
+    };
+    assert!(version == "1" || version == "Integer(1)", "{version}");
+    drop(stores);
+    let reopened = db.open();
+    assert_eq!(reopened.hasher().hash(&secret.text), secret.hash, "the key is kept");
+}
+
+fn a_newer_schema_is_refused(db: &Fresh) {
+    drop(db.open());
+    match db.location {
+        StoreLocation::Sqlite(_) => (db.raw)("PRAGMA user_version = 99").unwrap(),
+        StoreLocation::Postgres(_) => (db.raw)("UPDATE portcullis_schema SET version = 99").unwrap(),
+    };
+    let err = db.location.open().err().unwrap().to_string();
+    assert!(err.contains("version 99") && err.contains("upgrade portcullis"), "{err}");
+}
+
+#[test]
+fn postgres_over_tls_verifies_the_server_and_the_cli_manages_the_store() {
+    let pki = Pki::new();
+    let server = PgServer::start_tls(&pki);
+    server.create_database("identity");
+    let url =
+        |query: &str| format!("postgres://{}@localhost:{}/identity?{query}", support::postgres::USER, server.port);
+    let cli = |store: &str, args: &[&str]| {
+        let out = std::process::Command::new(binary())
+            .args(args)
+            .args(["--store", store, "--actor", "ops"])
+            .env("PGPASSWORD", &server.password)
+            .current_dir(pki.path(""))
+            .output()
+            .unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        (out.status.success(), text)
+    };
+    let verified = url("sslmode=verify-full&sslrootcert=ca.pem");
+    let (ok, created) = cli(&verified, &["systems", "create", "billing"]);
+    assert!(ok, "{created}");
+    let (ok, listed) = cli(&verified, &["systems", "list"]);
+    assert!(ok && listed.contains("billing"), "{listed}");
+    let (ok, added) = cli(&verified, &["users", "add", "alice", "--roles", "Reader"]);
+    assert!(ok, "{added}");
+    let (ok, audit) = cli(&verified, &["audit"]);
+    assert!(ok && audit.contains("system.create") && audit.contains("user.add") && audit.contains("ops"), "{audit}");
+
+    let (ok, stranger) = cli(&url("sslmode=verify-full&sslrootcert=client-ca.pem"), &["systems", "list"]);
+    assert!(!ok && stranger.contains("certificate"), "a server certificate from another CA is refused: {stranger}");
+    let (ok, plain) = cli(&url("sslmode=disable"), &["systems", "list"]);
+    assert!(!ok && plain.contains("no pg_hba.conf entry"), "the server takes TLS only: {plain}");
+    let wrong = format!(
+        "postgres://{}:wrong-password@localhost:{}/identity?sslmode=require&sslrootcert=ca.pem",
+        support::postgres::USER,
+        server.port
+    );
+    let (ok, denied) = cli(&wrong, &["systems", "list"]);
+    assert!(!ok && denied.contains("password authentication failed"), "{denied}");
+    assert!(!denied.contains("wrong-password") && !created.contains(&server.password), "no password is shown");
+}
