@@ -14,10 +14,17 @@ use support::gateway::binary;
 use support::postgres::PgServer;
 use support::Pki;
 
+/// Runs one SQL statement on a store's database, bypassing the store: its first value, or
+/// the database's error message.
+type RawSql = Box<dyn Fn(&str) -> Result<String, String> + Send + Sync>;
+
+/// One case of the suite.
+type Case = (&'static str, fn(&Fresh));
+
 /// One fresh, empty store location, and a way to run raw SQL on its database.
 struct Fresh {
     location: StoreLocation,
-    raw: Box<dyn Fn(&str) -> Result<String, String> + Send + Sync>,
+    raw: RawSql,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -52,7 +59,7 @@ fn postgres(server: &Arc<PgServer>, name: &str) -> Fresh {
 }
 
 /// The cases, each on a fresh store.
-const CASES: &[(&str, fn(&Fresh))] = &[
+const CASES: &[Case] = &[
     ("creates_lists_and_refuses_duplicates", creates_lists_and_refuses_duplicates),
     ("renewing_promotes_the_alternate_and_voids_the_primary", renewing_promotes_the_alternate_and_voids_the_primary),
     ("links_are_unique_per_system_and_user", links_are_unique_per_system_and_user),
@@ -92,7 +99,7 @@ fn creates_lists_and_refuses_duplicates(db: &Fresh) {
     let billing = store.create_system("billing", &h.generate().hash, &h.generate().hash, "op").unwrap();
     let twice = store.create_system("billing", &h.generate().hash, &h.generate().hash, "op").unwrap_err();
     assert!(matches!(twice, StoreError::Conflict(_)), "{twice}");
-    assert_eq!(store.systems().unwrap(), [billing.clone()]);
+    assert_eq!(store.systems().unwrap(), std::slice::from_ref(&billing));
     assert_eq!(store.system(&billing.id).unwrap(), Some(billing.clone()));
     assert_eq!(store.system("no-such-id").unwrap(), None);
     store.add_user("alice", &["Reader".into(), "Writer".into()], "op").unwrap();

@@ -30,8 +30,8 @@ pub struct IssuerFacts {
     pub issuer: String,
     /// The `aud` of its tokens.
     pub audience: String,
-    /// The algorithm it signs with.
-    pub algorithm: jsonwebtoken::Algorithm,
+    /// The algorithms of its published keys, the one it signs with first.
+    pub algorithms: Vec<jsonwebtoken::Algorithm>,
     /// The JWKS document the issuer publishes.
     pub jwks: Arc<[u8]>,
 }

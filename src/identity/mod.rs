@@ -25,7 +25,7 @@ use crate::config::context::IssuerFacts;
 use crate::config::values::{ConfigDuration, Located};
 use budgets::Budgets;
 pub use budgets::TokenRateLimitConfig;
-use signing::SigningKey;
+use signing::{PublishedKey, SigningKey};
 pub use store::{IdentityStore, StoreError};
 
 /// Where the token endpoint is served (RFC 6749 §3.2), on the identity listener.
@@ -47,6 +47,11 @@ pub struct IdentityConfig {
     pub audience: Option<String>,
     /// PKCS#8 PEM private key, ECDSA P-256 (ES256) or Ed25519.
     pub signing_key: Located,
+    /// Public keys published in the JWKS beside the signing key's (PEM `PUBLIC KEY`, or a
+    /// private key's public half): the other instances' keys when each signs with its own, or
+    /// the next key before a rotation.
+    #[serde(default)]
+    pub published_keys: Vec<Located>,
     /// Lifetime of issued tokens (default 1h; between 1s and 24h).
     pub token_ttl: Option<ConfigDuration>,
     /// `sqlite:PATH` (relative to this file), or `postgres://USER@HOST:PORT/DATABASE` with
@@ -82,7 +87,7 @@ pub enum StoreLocation {
     /// A SQLite database file, already resolved against the configuration file's directory.
     Sqlite(PathBuf),
     /// A PostgreSQL database, shared by every instance that names it.
-    Postgres(postgres::PgLocation),
+    Postgres(Box<postgres::PgLocation>),
 }
 
 impl StoreLocation {
@@ -98,7 +103,7 @@ impl StoreLocation {
         match text.split_once(':') {
             Some(("sqlite", path)) if !path.is_empty() => Ok(Self::Sqlite(dir.join(path))),
             Some(("postgres" | "postgresql", _)) => {
-                postgres::PgLocation::parse(&text, dir).map(Self::Postgres).map_err(LocationError::Postgres)
+                postgres::PgLocation::parse(&text, dir).map(|l| Self::Postgres(Box::new(l))).map_err(LocationError::Postgres)
             }
             // As written: a referenced value may be a secret.
             _ => Err(LocationError::Unknown(written.to_owned())),
@@ -129,6 +134,8 @@ pub struct Issuer {
     pub scopes: Vec<String>,
     /// The key tokens are signed with.
     pub key: SigningKey,
+    /// The algorithms of the published keys, the signing key's first.
+    algorithms: Vec<jsonwebtoken::Algorithm>,
     /// The store of clients and their secrets.
     pub store: Arc<dyn IdentityStore>,
     /// Failed authentications per network and per client id, issuance per client id.
@@ -156,6 +163,8 @@ pub struct IssuerSettings {
     pub scopes: Vec<String>,
     /// The key tokens are signed with.
     pub key: SigningKey,
+    /// Other keys published beside it.
+    pub published: Vec<PublishedKey>,
     /// The opened store of clients and their secrets.
     pub store: Arc<dyn IdentityStore>,
     /// The token endpoint's budgets.
@@ -176,12 +185,23 @@ impl Issuer {
             "scopes_supported": s.scopes,
             "id_token_signing_alg_values_supported": [s.key.jwk["alg"]],
         });
+        let mut keys = vec![s.key.jwk.clone()];
+        let mut algorithms = vec![s.key.algorithm];
+        for other in s.published {
+            if keys.iter().all(|k| k["kid"] != other.jwk["kid"]) {
+                keys.push(other.jwk);
+            }
+            if !algorithms.contains(&other.algorithm) {
+                algorithms.push(other.algorithm);
+            }
+        }
         Self {
             audience: s.audience.unwrap_or_else(|| issuer.clone()),
             issuer,
             ttl: s.ttl,
             scopes: s.scopes,
-            jwks: s.key.jwks().to_string().into(),
+            jwks: serde_json::json!({ "keys": keys }).to_string().into(),
+            algorithms,
             discovery: discovery.to_string().into(),
             key: s.key,
             store: s.store,
@@ -194,7 +214,7 @@ impl Issuer {
         IssuerFacts {
             issuer: self.issuer.clone(),
             audience: self.audience.clone(),
-            algorithm: self.key.algorithm,
+            algorithms: self.algorithms.clone(),
             jwks: self.jwks.to_vec().into(),
         }
     }

@@ -66,19 +66,8 @@ impl SigningKey {
             } else {
                 return Err(SigningKeyError::Unsupported(path.to_owned()));
             };
-        // RFC 7638: SHA-256 of the required members in lexicographic order, no whitespace
-        // (serde_json's maps are ordered by key).
-        let kid = b64(&Sha256::digest(members.to_string().as_bytes()));
-        let mut jwk = members;
-        jwk["kid"] = Value::String(kid.clone());
-        jwk["use"] = Value::String("sig".into());
-        jwk["alg"] = Value::String(if algorithm == Algorithm::ES256 { "ES256" } else { "EdDSA" }.into());
+        let (kid, jwk) = public_jwk(algorithm, members);
         Ok(Self { algorithm, kid, jwk, key })
-    }
-
-    /// The JWKS document that publishes the key.
-    pub fn jwks(&self) -> Value {
-        json!({ "keys": [self.jwk] })
     }
 
     /// Signs `claims` as an RFC 9068 access token (`typ: at+jwt`).
@@ -91,6 +80,63 @@ impl SigningKey {
         header.kid = Some(self.kid.clone());
         jsonwebtoken::encode(&header, claims, &self.key)
     }
+}
+
+/// A public key published beside the signing key — another instance's key, or the next key
+/// of a rotation — so that tokens it signs verify wherever this issuer's JWKS is trusted.
+#[derive(Clone, Debug)]
+pub struct PublishedKey {
+    /// `ES256` or `EdDSA`.
+    pub algorithm: Algorithm,
+    /// The public JWK, with its RFC 7638 thumbprint as `kid`.
+    pub jwk: Value,
+}
+
+impl PublishedKey {
+    /// Reads a PEM public key (`BEGIN PUBLIC KEY`, P-256 or Ed25519), or the public half of
+    /// a PKCS#8 private key.
+    ///
+    /// # Errors
+    /// Unreadable, or not a P-256 or Ed25519 key.
+    pub fn load(path: &Path) -> Result<Self, SigningKeyError> {
+        use rustls_pki_types::pem::PemObject;
+        use x509_parser::oid_registry::{OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_SIG_ED25519};
+        use x509_parser::prelude::FromDer;
+        let pem = std::fs::read(path).map_err(|e| crate::tls::TlsError::Read { path: path.to_owned(), source: e })?;
+        if pem.windows(11).any(|w| w == b"PRIVATE KEY") {
+            let key = SigningKey::load(path)?;
+            return Ok(Self { algorithm: key.algorithm, jwk: key.jwk });
+        }
+        let unsupported = || SigningKeyError::Unsupported(path.to_owned());
+        let der = rustls_pki_types::SubjectPublicKeyInfoDer::from_pem_slice(&pem).map_err(|_| unsupported())?;
+        let (_, spki) = x509_parser::x509::SubjectPublicKeyInfo::from_der(&der).map_err(|_| unsupported())?;
+        let point = spki.subject_public_key.data.as_ref();
+        let (algorithm, members) = if spki.algorithm.algorithm == OID_SIG_ED25519 && point.len() == 32 {
+            (Algorithm::EdDSA, json!({"crv": "Ed25519", "kty": "OKP", "x": b64(point)}))
+        } else if spki.algorithm.algorithm == OID_KEY_TYPE_EC_PUBLIC_KEY
+            && spki.algorithm.parameters.as_ref().and_then(|p| p.as_oid().ok()) == Some(OID_EC_P256)
+            && point.len() == 65
+            && point[0] == 4
+        {
+            let (x, y) = point[1..].split_at(32);
+            (Algorithm::ES256, json!({"crv": "P-256", "kty": "EC", "x": b64(x), "y": b64(y)}))
+        } else {
+            return Err(unsupported());
+        };
+        Ok(Self { algorithm, jwk: public_jwk(algorithm, members).1 })
+    }
+}
+
+/// The JWK of a public key from its required members, with its RFC 7638 thumbprint (SHA-256
+/// of the members in lexicographic order without whitespace; serde_json's maps are ordered
+/// by key) as `kid`.
+fn public_jwk(algorithm: Algorithm, members: Value) -> (String, Value) {
+    let kid = b64(&Sha256::digest(members.to_string().as_bytes()));
+    let mut jwk = members;
+    jwk["kid"] = Value::String(kid.clone());
+    jwk["use"] = Value::String("sig".into());
+    jwk["alg"] = Value::String(if algorithm == Algorithm::ES256 { "ES256" } else { "EdDSA" }.into());
+    (kid, jwk)
 }
 
 fn b64(bytes: &[u8]) -> String {

@@ -53,6 +53,7 @@ pub(super) fn compile(
         }
     }
     let key = signing_key(&cfg.signing_key, cx);
+    let published = published_keys(&cfg.published_keys, cx);
     // The store is not watched: the CLI changes it while the gateway runs.
     let location = StoreLocation::parse(&cfg.store.value, cx.dir()).map_err(|e| e.to_string());
     let opened = location.and_then(|l| {
@@ -81,10 +82,26 @@ pub(super) fn compile(
         ttl,
         scopes: cfg.scopes.clone(),
         key,
+        published,
         store,
         rate_limit: cfg.rate_limit,
     };
     Some((Arc::new(Issuer::new(settings)), cfg.listener.value.as_str().into()))
+}
+
+fn published_keys(files: &[Located], cx: &mut CompileContext) -> Vec<identity::signing::PublishedKey> {
+    let mut keys = Vec::with_capacity(files.len());
+    for file in files {
+        match identity::signing::PublishedKey::load(&cx.path(&file.value)) {
+            Ok(key) => keys.push(key),
+            Err(e) => {
+                cx.error(file.referenced, "identity.published_keys", e.to_string()).hint(
+                    "a P-256 or Ed25519 public key in PEM (`openssl pkey -in KEY.pem -pubout`), or that private key",
+                );
+            }
+        }
+    }
+    keys
 }
 
 fn signing_key(file: &Located, cx: &mut CompileContext) -> Option<identity::signing::SigningKey> {

@@ -244,10 +244,10 @@ fn own_issuer(cfg: &JwtConfig, cx: &mut CompileContext) -> Option<IssuerFacts> {
     }
 }
 
-/// The configured algorithms; with the own issuer and no list, its algorithm.
+/// The configured algorithms; with the own issuer and no list, those of its published keys.
 fn algorithms(cfg: &JwtConfig, own: Option<&IssuerFacts>, cx: &mut CompileContext) -> Vec<Algorithm> {
     let mut algorithms: Vec<Algorithm> =
-        own.filter(|_| cfg.algorithms.is_empty()).map(|own| own.algorithm).into_iter().collect();
+        own.filter(|_| cfg.algorithms.is_empty()).map(|own| own.algorithms.clone()).unwrap_or_default();
     for a in &cfg.algorithms {
         match a.parse::<Algorithm>() {
             Ok(alg) => algorithms.push(alg),
