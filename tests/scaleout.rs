@@ -19,7 +19,7 @@ use support::gateway::binary;
 use support::pki::listener;
 use support::postgres::PgServer;
 use support::redis::RedisServer;
-use support::{Client, Pki, TestBackend, TestGateway};
+use support::{until, Client, Pki, TestBackend, TestGateway};
 
 /// A gateway that issues tokens from the shared store and checks them on `/api/`, with a
 /// per-client quota of 30 a day kept in Redis on `/limited/`.
@@ -53,8 +53,7 @@ identity:
 
 /// The shared state: PostgreSQL and Redis, and the certificates, keys and configurations.
 struct Shared {
-    /// Runs until the test ends.
-    _pg: PgServer,
+    pg: PgServer,
     redis: RedisServer,
     pki: Pki,
     backend: TestBackend,
@@ -78,7 +77,7 @@ impl Shared {
             support::postgres::USER,
             pg.port
         );
-        Self { _pg: pg, redis: RedisServer::start(), pki, backend: TestBackend::start().await, store }
+        Self { pg, redis: RedisServer::start(), pki, backend: TestBackend::start().await, store }
     }
 
     /// Starts an instance signing with `key` and publishing `published` too.
@@ -255,4 +254,23 @@ async fn instances_with_their_own_keys_publish_both_and_accept_each_others_token
     let refused = get(&c3, "/api/items", &from_two).await;
     assert_eq!(refused.status, 401);
     assert_eq!(get(&c3, "/api/items", &from_one).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_postgres_is_down_the_token_endpoint_says_so_and_issued_tokens_still_pass() {
+    let mut shared = Shared::start().await;
+    let gw = shared.gateway("one.yaml", "a-key.pem", &[]);
+    let client = Client::new(gw.addr("public"), &shared.pki);
+    let (id, primary, _) = shared.create_system("one.yaml", "billing");
+    let issued = token(&client, &id, &primary).await;
+
+    shared.pg.stop();
+    let refused = token_request(&client, &id, &primary).await;
+    assert_eq!(refused.status, 503, "{}", refused.text());
+    assert_eq!(refused.json()["error"], "temporarily_unavailable");
+    assert_eq!(get(&client, "/api/items", &issued).await.status, 200, "validation needs no database");
+    assert!(gw.log_text().contains("the identity store failed"));
+
+    shared.pg.resume();
+    until("tokens are issued again", async || token_request(&client, &id, &primary).await.status == 200).await;
 }

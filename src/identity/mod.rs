@@ -102,9 +102,9 @@ impl StoreLocation {
             .map_err(|e| LocationError::Unresolved(e.to_string()))?;
         match text.split_once(':') {
             Some(("sqlite", path)) if !path.is_empty() => Ok(Self::Sqlite(dir.join(path))),
-            Some(("postgres" | "postgresql", _)) => {
-                postgres::PgLocation::parse(&text, dir).map(|l| Self::Postgres(Box::new(l))).map_err(LocationError::Postgres)
-            }
+            Some(("postgres" | "postgresql", _)) => postgres::PgLocation::parse(&text, dir)
+                .map(|l| Self::Postgres(Box::new(l)))
+                .map_err(LocationError::Postgres),
             // As written: a referenced value may be a secret.
             _ => Err(LocationError::Unknown(written.to_owned())),
         }

@@ -4,8 +4,9 @@
 //! and the audit table append-only in the database itself (triggers refuse UPDATE, DELETE
 //! and TRUNCATE, whoever sends them).
 //!
-//! The pool lives on the store's own small runtime, so the CLI and configuration loading
-//! (which block) and the token endpoint (which awaits) share one set of connections.
+//! One pool serves both sides: the token endpoint's lookup is awaited on the gateway's event
+//! loop; the blocking calls (the CLI, configuration loading) run on the store's own small
+//! runtime.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -19,7 +20,6 @@ use tokio_postgres::Row;
 use super::secret::{random_bytes, SecretHash, SecretHasher};
 use super::store::{
     check_id, AuditEntry, Client, IdentityStore, Link, LinkRef, Lookup, StoreError, StoreFuture, System, User,
-    LOOKUP_SQL,
 };
 
 /// Schema migrations, in order; migration `i` brings the schema to version `i + 1`.
@@ -73,6 +73,11 @@ CREATE TRIGGER audit_no_truncate BEFORE TRUNCATE ON audit
 
 /// The advisory lock that serializes migrations across instances ("portcull" in ASCII).
 const MIGRATION_LOCK: i64 = 0x706f_7274_6375_6c6c;
+/// What a token request reads, in one round trip: no row for an unknown system; the user
+/// columns are NULL when no external user was named or none is linked.
+const LOOKUP_SQL: &str = "SELECT s.active, s.primary_hash, s.alternate_hash, u.id, u.roles, u.active, u.created_at \
+     FROM systems s LEFT JOIN links l ON l.system_id = s.id AND l.external_user = $2 \
+     LEFT JOIN users u ON u.id = l.user_id WHERE s.id = $1";
 /// Connections per store.
 const POOL_SIZE: usize = 16;
 /// How long a call may wait for a connection, or for the server to answer.
@@ -200,7 +205,6 @@ pub struct PostgresStore {
     /// (which may happen on an event loop, where a runtime cannot be dropped).
     runtime: Option<tokio::runtime::Runtime>,
     pool: Pool,
-    lookup_sql: String,
     hasher: SecretHasher,
     shown: String,
 }
@@ -278,13 +282,7 @@ impl PostgresStore {
             .recycle_timeout(Some(TIMEOUT))
             .build()
             .map_err(|e| fail(e.to_string()))?;
-        let mut store = Self {
-            runtime: Some(runtime),
-            pool,
-            lookup_sql: LOOKUP_SQL.replace('?', "$"),
-            hasher: SecretHasher::new(&[]),
-            shown: shown.clone(),
-        };
+        let mut store = Self { runtime: Some(runtime), pool, hasher: SecretHasher::new(&[]), shown: shown.clone() };
         let key = store
             .block_on(async {
                 let mut client = store.pool.get().await.map_err(pool_error)?;
@@ -622,11 +620,9 @@ impl IdentityStore for PostgresStore {
     }
 
     fn lookup<'a>(&'a self, system_id: &'a str, external_user: Option<&'a str>) -> StoreFuture<'a, Lookup> {
-        let (pool, sql) = (self.pool.clone(), self.lookup_sql.clone());
-        let (system_id, external_user) = (system_id.to_owned(), external_user.map(str::to_owned));
-        let read = self.runtime().spawn(async move {
-            let client = pool.get().await.map_err(pool_error)?;
-            let statement = client.prepare_cached(&sql).await.map_err(backend)?;
+        Box::pin(async move {
+            let client = self.pool.get().await.map_err(pool_error)?;
+            let statement = client.prepare_cached(LOOKUP_SQL).await.map_err(backend)?;
             let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&system_id, &external_user];
             let Some(row) = tokio::time::timeout(TIMEOUT, client.query_opt(&statement, &params))
                 .await
@@ -643,7 +639,6 @@ impl IdentityStore for PostgresStore {
             let linked = row.try_get::<_, Option<String>>(3).map_err(backend)?.is_some();
             let user = if linked { Some(user_at(&row, 3).map_err(backend)?) } else { None };
             Ok(Lookup { client: Some(client), user })
-        });
-        Box::pin(async move { read.await.map_err(|e| StoreError::Backend(format!("the store lookup failed: {e}")))? })
+        })
     }
 }

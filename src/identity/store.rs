@@ -173,14 +173,6 @@ pub trait IdentityStore: Send + Sync {
     fn lookup<'a>(&'a self, system_id: &'a str, external_user: Option<&'a str>) -> StoreFuture<'a, Lookup>;
 }
 
-/// The one query behind [`IdentityStore::lookup`] (`?N` placeholders become `$N` for
-/// PostgreSQL): no row for an unknown system; the user columns are NULL when no external user
-/// was named or none is linked.
-pub const LOOKUP_SQL: &str =
-    "SELECT s.active, s.primary_hash, s.alternate_hash, u.id, u.roles, u.active, u.created_at \
-     FROM systems s LEFT JOIN links l ON l.system_id = s.id AND l.external_user = ?2 \
-     LEFT JOIN users u ON u.id = l.user_id WHERE s.id = ?1";
-
 /// Ids and names: 1 to 128 visible ASCII characters.
 ///
 /// # Errors

@@ -17,6 +17,8 @@ pub struct PgServer {
     owner: Option<(u32, u32)>,
     pub port: u16,
     pub password: String,
+    /// The server's command-line options, for `pg_ctl start`.
+    options: String,
 }
 
 impl PgServer {
@@ -37,7 +39,7 @@ impl PgServer {
         let dir = tempfile::tempdir().unwrap();
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let password = format!("pw-{:016x}", rand::random::<u64>());
-        let server = Self { dir, bin, owner, port, password };
+        let mut server = Self { dir, bin, owner, port, password, options: String::new() };
         server.write("pwfile", &server.password);
         let data = server.data();
         let initdb = server.run(
@@ -61,7 +63,7 @@ impl PgServer {
         assert!(initdb.status.success(), "initdb failed: {}", String::from_utf8_lossy(&initdb.stderr));
         let mut options = format!(
             "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={dir} -c fsync=off \
-             -c synchronous_commit=off -c full_page_writes=off -c shared_buffers=16MB -c max_connections=120",
+             -c shared_buffers=16MB -c max_connections=120",
             dir = server.dir.path().display(),
         );
         if let Some(pki) = pki {
@@ -77,18 +79,27 @@ impl PgServer {
             std::fs::write(&hba, "hostssl all all 127.0.0.1/32 scram-sha-256\n").unwrap();
             server.give(&hba);
         }
-        let start = server.run(
+        server.options = options;
+        server.resume();
+        server
+    }
+
+    /// Starts the server (again) and waits until it accepts connections.
+    pub fn resume(&mut self) {
+        let data = self.data();
+        let log = self.path("server.log");
+        let start = self.run(
             "pg_ctl",
             &[
                 "-D",
                 data.to_str().unwrap(),
                 "-l",
-                server.path("server.log").to_str().unwrap(),
+                log.to_str().unwrap(),
                 "-w",
                 "-t",
                 "60",
                 "-o",
-                &options,
+                &self.options,
                 "start",
             ],
         );
@@ -96,9 +107,14 @@ impl PgServer {
             start.status.success(),
             "pg_ctl start failed: {}\n{}",
             String::from_utf8_lossy(&start.stderr),
-            std::fs::read_to_string(server.path("server.log")).unwrap_or_default()
+            std::fs::read_to_string(log).unwrap_or_default()
         );
-        server
+    }
+
+    /// Stops the server at once, as a crash would.
+    pub fn stop(&mut self) {
+        let data = self.data();
+        let _ = self.run("pg_ctl", &["-D", data.to_str().unwrap(), "-m", "immediate", "-w", "stop"]);
     }
 
     /// A URL for database `db`, with the password, over a plain connection.
@@ -168,8 +184,7 @@ impl PgServer {
 
 impl Drop for PgServer {
     fn drop(&mut self) {
-        let data = self.data();
-        let _ = self.run("pg_ctl", &["-D", data.to_str().unwrap(), "-m", "immediate", "-w", "stop"]);
+        self.stop();
     }
 }
 
