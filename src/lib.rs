@@ -35,6 +35,7 @@ pub mod redact;
 pub mod request;
 pub mod route;
 pub mod runtime;
+pub mod secrets;
 pub mod server;
 pub mod task;
 #[allow(missing_docs)] // not every public item is documented yet; the lint guards the other modules

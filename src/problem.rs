@@ -105,7 +105,7 @@ impl Problem {
             "type": format!("{TYPE_BASE}{}", self.kind),
             "title": self.title,
             "status": self.status.as_u16(),
-            "detail": self.detail,
+            "detail": crate::redact::scrub(&self.detail),
             "instance": request_id,
         })
         .to_string()

@@ -48,6 +48,8 @@ pub struct Runtime {
     pub certificates: Vec<CertificateInUse>,
     /// The token issuer, when `identity` is configured (its routes are in `routes`).
     pub issuer: Option<Arc<Issuer>>,
+    /// Its certificates' expiry series, shown while it is in use (set when it starts serving).
+    pub expiry_series: std::sync::OnceLock<Vec<crate::telemetry::metrics::ExpirySeries>>,
 }
 
 impl Runtime {

@@ -16,6 +16,7 @@ use crate::config;
 use crate::gateway::{Gateway, ReloadError, ReloadRequest};
 use crate::runtime::Runtime;
 use crate::telemetry::metrics;
+use crate::telemetry::metrics::ExpirySeries;
 use crate::{admin, listener};
 
 /// One accept loop.
@@ -308,18 +309,21 @@ fn snapshot(files: &[std::path::PathBuf]) -> Stamp {
 /// Certificates closer than this to expiry are warned about at start and reload.
 const EXPIRY_WARNING_SECONDS: i64 = 30 * 86_400;
 
-/// Sets `portcullis_certificate_expiry_seconds` for every certificate the runtime uses.
+/// Shows `portcullis_certificate_expiry_seconds` for every certificate the runtime uses, for
+/// as long as the runtime lives.
 fn export_certificate_expiry(runtime: &Runtime) {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    let mut series = Vec::with_capacity(runtime.certificates.len());
     for cert in &runtime.certificates {
         let label =
             cert.path.file_name().map_or_else(|| cert.path.display().to_string(), |f| f.to_string_lossy().into_owned());
         let left = cert.not_after - now;
-        metrics().certificate_expiry.with_label_values(&[&label, &cert.usage]).set(left as f64);
+        series.push(ExpirySeries::hold(&label, &cert.usage, &cert.serial, left));
         if left < EXPIRY_WARNING_SECONDS {
             tracing::warn!(certificate = %cert.path.display(), usage = %cert.usage, subject = %cert.subject, days_left = left.div_euclid(86_400), "certificate expires soon");
         }
     }
+    let _ = runtime.expiry_series.set(series);
 }
 
 async fn bind(addr: SocketAddr, name: &str) -> io::Result<TcpListener> {

@@ -383,8 +383,23 @@ async fn renewing_twice_replaces_both_secrets_without_downtime() {
     };
     assert_eq!(status(system.primary.clone()).await, 200);
     assert_eq!(status(system.alternate.clone()).await, 200);
+    // Which secret got a token is recorded (to the minute, without slowing the answer) and
+    // counted, so that operators see callers move to the alternate before renewing again.
+    let show = || cli(&s.gw.config, &["systems", "show", &system.id]);
+    support::until("both secrets' use is recorded", async || {
+        let out = show();
+        field(&out, "primary used") != "never" && field(&out, "alternate used") != "never"
+    })
+    .await;
+    let alternate_used = field(&show(), "alternate used");
+    assert!(cli(&s.gw.config, &["systems", "list"]).contains(&alternate_used));
+    let series = "portcullis_token_requests_total{result=\"issued\",secret=\"alternate\"}";
+    assert_eq!(s.gw.metric(series).await, 1);
 
     let first = field(&cli(&s.gw.config, &["systems", "renew-secret", &system.id]), "new alternate secret");
+    let renewed = show();
+    assert_eq!(field(&renewed, "primary used"), alternate_used, "the promoted secret keeps its record");
+    assert_eq!(field(&renewed, "alternate used"), "never", "the new alternate is unused");
     assert_eq!(status(system.primary.clone()).await, 401, "the old primary is void");
     assert_eq!(status(system.alternate.clone()).await, 200, "the old alternate is now primary");
     assert_eq!(status(first.clone()).await, 200, "the new alternate works at once");
@@ -468,9 +483,15 @@ async fn guessing_is_stopped_per_network_and_issuance_is_limited_per_client() {
     let rsp = token_request(&s.client, grant, Some((&b.id, "guess"))).await;
     assert_eq!(rsp.status, 429, "{}", rsp.text());
     let metrics = support::gateway::admin_get(s.gw.addr("admin"), "/metrics").await;
-    assert!(metrics.contains("portcullis_token_requests_total{result=\"rate_limited\"} 2"), "{metrics}");
-    assert!(metrics.contains("portcullis_token_requests_total{result=\"issued\"} 5"), "{metrics}");
-    assert!(metrics.contains("portcullis_token_requests_total{result=\"invalid_client\"} 3"), "{metrics}");
+    assert!(
+        metrics.contains("portcullis_token_requests_total{result=\"rate_limited\",secret=\"none\"} 2"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("portcullis_token_requests_total{result=\"issued\",secret=\"primary\"} 5"), "{metrics}");
+    assert!(
+        metrics.contains("portcullis_token_requests_total{result=\"invalid_client\",secret=\"none\"} 3"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

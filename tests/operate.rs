@@ -307,7 +307,8 @@ routes:
     assert_eq!(metric(&m, r#"portcullis_requests_total{method="read",route="-",status="404"}"#), 3);
     assert_eq!(metric(&m, r#"portcullis_request_duration_seconds_count{route="open"}"#), 7);
     assert_eq!(metric(&m, r#"portcullis_upstream_duration_seconds_count{backend="app"}"#), 7);
-    assert!(m.contains(r#"portcullis_certificate_expiry_seconds{certificate="server.pem",usage="listeners[0].tls.certificates[0].cert"}"#), "{m}");
+    assert!(m.contains(r#"portcullis_certificate_expiry_seconds{certificate="server.pem",serial=""#), "{m}");
+    assert!(m.contains(r#"",usage="listeners[0].tls.certificates[0].cert"}"#), "{m}");
     assert!(m.contains(r#"portcullis_active_connections{listener="public"}"#));
     for unbounded in ["127.0.0.1", "/open/", "/nowhere", "secret", "CN="] {
         assert!(!m.contains(unbounded), "{unbounded} used as a label value");

@@ -8,7 +8,7 @@ mod support;
 
 use std::sync::Arc;
 
-use portcullis::identity::store::{IdentityStore, LinkRef, Lookup, StoreError};
+use portcullis::identity::store::{IdentityStore, LinkRef, Lookup, SecretSlot, StoreError};
 use portcullis::identity::StoreLocation;
 use support::gateway::binary;
 use support::postgres::PgServer;
@@ -68,6 +68,8 @@ const CASES: &[Case] = &[
     ("hostile_names_are_data_not_sql", hostile_names_are_data_not_sql),
     ("stores_opened_together_migrate_once_and_share_a_key", stores_opened_together_migrate_once_and_share_a_key),
     ("a_newer_schema_is_refused", a_newer_schema_is_refused),
+    ("secret_values_are_kept_sealed_and_audited", secret_values_are_kept_sealed_and_audited),
+    ("secret_use_is_recorded_and_follows_a_renewal", secret_use_is_recorded_and_follows_a_renewal),
 ];
 
 #[test]
@@ -218,7 +220,7 @@ fn stores_opened_together_migrate_once_and_share_a_key(db: &Fresh) {
         StoreLocation::Sqlite(_) => (db.raw)("PRAGMA user_version").unwrap(),
         StoreLocation::Postgres(_) => (db.raw)("SELECT version FROM portcullis_schema").unwrap(),
     };
-    assert!(version == "1" || version == "Integer(1)", "{version}");
+    assert!(version == "2" || version == "Integer(2)", "{version}");
     drop(stores);
     let reopened = db.open();
     assert_eq!(reopened.hasher().hash(&secret.text), secret.hash, "the key is kept");
@@ -274,4 +276,83 @@ fn postgres_over_tls_verifies_the_server_and_the_cli_manages_the_store() {
     let (ok, denied) = cli(&wrong, &["systems", "list"]);
     assert!(!ok && denied.contains("password authentication failed"), "{denied}");
     assert!(!denied.contains("wrong-password") && !created.contains(&server.password), "no password is shown");
+}
+
+fn secret_values_are_kept_sealed_and_audited(db: &Fresh) {
+    let store = db.open();
+    assert_eq!(store.secrets_key_check().unwrap(), None, "no secret yet, no key");
+    store.put_secret("api-key", b"sealed-1", b"check-a", "alice").unwrap();
+    assert_eq!(store.secrets_key_check().unwrap().as_deref(), Some(&b"check-a"[..]));
+    let first = store.secrets().unwrap();
+    store.put_secret("api-key", b"sealed-2", b"check-a", "alice").unwrap();
+    let refused = store.put_secret("other", b"x", b"check-b", "mallory").unwrap_err();
+    assert!(matches!(refused, StoreError::Conflict(_)), "another key's value is refused: {refused}");
+    store.put_secret("db-password", b"sealed-3", b"check-a", "alice").unwrap();
+    let all = store.secrets().unwrap();
+    assert_eq!(all.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["api-key", "db-password"]);
+    assert_eq!(all[0].sealed, b"sealed-2");
+    assert_eq!(all[0].created_at, first[0].created_at, "replacing keeps the creation time");
+    assert!(all[0].used_at.is_none());
+    store.secrets_used(&["api-key".to_owned()], 1_700_000_000).unwrap();
+    assert_eq!(store.secrets().unwrap()[0].used_at, Some(1_700_000_000));
+
+    let resealed = store
+        .reseal_secrets(&|name: &str, sealed: &[u8]| Ok([name.as_bytes(), sealed].concat()), b"check-c", "bob")
+        .unwrap();
+    assert_eq!(resealed, 2);
+    assert_eq!(store.secrets().unwrap()[1].sealed, b"db-passwordsealed-3");
+    assert_eq!(store.secrets_key_check().unwrap().as_deref(), Some(&b"check-c"[..]));
+    let failing = store.reseal_secrets(
+        &|name: &str, sealed: &[u8]| {
+            if name == "db-password" {
+                Err(StoreError::Conflict("cannot open".into()))
+            } else {
+                Ok(sealed.to_vec())
+            }
+        },
+        b"check-d",
+        "bob",
+    );
+    assert!(failing.is_err());
+    assert_eq!(store.secrets_key_check().unwrap().as_deref(), Some(&b"check-c"[..]), "all or nothing");
+    assert_eq!(store.secrets().unwrap()[0].sealed, b"api-keysealed-2");
+
+    store.remove_secret("api-key", "carol").unwrap();
+    assert!(matches!(store.remove_secret("api-key", "carol"), Err(StoreError::NotFound(_))));
+    assert_eq!(store.reset_secrets("dave").unwrap(), 1);
+    assert!(store.secrets().unwrap().is_empty() && store.secrets_key_check().unwrap().is_none());
+    let audit: Vec<_> = store.audit().unwrap().into_iter().map(|e| (e.action, e.actor, e.detail)).collect();
+    let expected = [
+        ("secret.set", "alice", "name=api-key"),
+        ("secret.set", "alice", "name=api-key"),
+        ("secret.set", "alice", "name=db-password"),
+        ("secret.rotate_key", "bob", "secrets=2"),
+        ("secret.rm", "carol", "name=api-key"),
+        ("secret.reset", "dave", "secrets=1"),
+    ];
+    let expected: Vec<_> =
+        expected.iter().map(|(a, b, c)| ((*a).to_owned(), (*b).to_owned(), Some((*c).to_owned()))).collect();
+    assert_eq!(audit, expected);
+    assert!((db.raw)("DELETE FROM audit WHERE action LIKE 'secret.%'").is_err());
+}
+
+fn secret_use_is_recorded_and_follows_a_renewal(db: &Fresh) {
+    let store = db.open();
+    let h = store.hasher();
+    let system = store.create_system("billing", &h.generate().hash, &h.generate().hash, "op").unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let used = |slot, minute| rt.block_on(store.secret_used(&system.id, slot, minute)).unwrap();
+    used(SecretSlot::Primary, 1_700_000_040);
+    used(SecretSlot::Primary, 1_700_000_000);
+    used(SecretSlot::Alternate, 1_700_000_100);
+    let s = store.system(&system.id).unwrap().unwrap();
+    assert_eq!((s.primary_used_at, s.alternate_used_at), (Some(1_700_000_040), Some(1_700_000_100)), "later wins");
+    store.renew_secret(&system.id, &h.generate().hash, "op").unwrap();
+    let s = store.system(&system.id).unwrap().unwrap();
+    assert_eq!(
+        (s.primary_used_at, s.alternate_used_at),
+        (Some(1_700_000_100), None),
+        "the record moves with the secret"
+    );
+    rt.block_on(store.secret_used("nope", SecretSlot::Primary, 1)).unwrap();
 }

@@ -36,12 +36,16 @@ impl StoreArgs {
     }
 
     fn actor(&self) -> String {
-        self.actor
-            .clone()
-            .or_else(|| ["USER", "LOGNAME", "USERNAME"].iter().find_map(|v| std::env::var(v).ok()))
-            .filter(|a| !a.is_empty())
-            .unwrap_or_else(os_user)
+        actor(self.actor.clone())
     }
+}
+
+/// Who is acting, for the audit log: `--actor`, else the login name, else the OS user.
+pub(super) fn actor(given: Option<String>) -> String {
+    given
+        .or_else(|| ["USER", "LOGNAME", "USERNAME"].iter().find_map(|v| std::env::var(v).ok()))
+        .filter(|a| !a.is_empty())
+        .unwrap_or_else(os_user)
 }
 
 /// The name of the user running this process, from its uid (environments without `USER`,
@@ -120,11 +124,16 @@ pub(super) enum UsersCommand {
     List,
 }
 
-fn time(unix: i64) -> String {
+pub(super) fn time(unix: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(unix)
         .ok()
         .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
         .unwrap_or_else(|| unix.to_string())
+}
+
+/// A time, or `never`.
+fn used(at: Option<i64>) -> String {
+    at.map_or_else(|| "never".to_owned(), time)
 }
 
 fn active(flag: bool) -> &'static str {
@@ -149,9 +158,20 @@ pub(super) fn systems(args: &StoreArgs, command: SystemsCommand) -> anyhow::Resu
             println!("Both secrets are shown only this once: put them in the calling system's secret store now.");
         }
         SystemsCommand::List => {
-            println!("{:<36}  {:<24}  {:<8}  CREATED", "CLIENT ID", "NAME", "STATE");
+            println!(
+                "{:<36}  {:<24}  {:<8}  {:<25}  {:<25}  ALTERNATE LAST USED",
+                "CLIENT ID", "NAME", "STATE", "CREATED", "PRIMARY LAST USED"
+            );
             for s in store.systems()? {
-                println!("{:<36}  {:<24}  {:<8}  {}", s.id, s.name, active(s.active), time(s.created_at));
+                println!(
+                    "{:<36}  {:<24}  {:<8}  {:<25}  {:<25}  {}",
+                    s.id,
+                    s.name,
+                    active(s.active),
+                    time(s.created_at),
+                    used(s.primary_used_at),
+                    used(s.alternate_used_at)
+                );
             }
         }
         SystemsCommand::Show { id } => {
@@ -160,7 +180,9 @@ pub(super) fn systems(args: &StoreArgs, command: SystemsCommand) -> anyhow::Resu
             println!("name:             {}", system.name);
             println!("state:            {}", active(system.active));
             println!("created:          {}", time(system.created_at));
-            println!("secrets renewed:  {}", system.secrets_renewed_at.map_or_else(|| "never".to_owned(), time));
+            println!("secrets renewed:  {}", used(system.secrets_renewed_at));
+            println!("primary used:     {}", used(system.primary_used_at));
+            println!("alternate used:   {}", used(system.alternate_used_at));
             let links = store.links(&id)?;
             println!("links:            {}", links.len());
             for link in links {

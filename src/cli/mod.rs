@@ -8,6 +8,7 @@ mod identity;
 mod import_apim;
 mod probe;
 mod run;
+mod secrets;
 mod test;
 mod trace;
 
@@ -150,6 +151,17 @@ enum Command {
         #[command(subcommand)]
         command: identity::UsersCommand,
     },
+    /// The encrypted secret store behind `${secret:NAME}`.
+    Secrets {
+        /// The configuration whose `secrets` section names the store and the master key.
+        #[arg(long, global = true, default_value = "policies/gateway.yaml")]
+        config: PathBuf,
+        /// Who is acting, for the audit log (default: the OS user).
+        #[arg(long, global = true)]
+        actor: Option<String>,
+        #[command(subcommand)]
+        command: secrets::SecretsCommand,
+    },
     /// The token issuer's audit log, oldest first.
     Audit {
         #[command(flatten)]
@@ -199,6 +211,7 @@ pub fn main() -> ExitCode {
         Command::Systems { store, command } => identity::systems(&store, command),
         Command::Users { store, command } => identity::users(&store, command),
         Command::Audit { store } => identity::audit(&store),
+        Command::Secrets { config, actor, command } => secrets::secrets(&config, &identity::actor(actor), command),
         Command::Probe { url, timeout } => probe::probe(&url, timeout.0),
         Command::ImportApim { policy, strict } => import_apim::import(&policy, strict),
         Command::Test { config, format, fixtures } => test::test(&config, &fixtures, format),
@@ -220,7 +233,7 @@ fn init_logging(logging: &Globals) -> anyhow::Result<()> {
     use crate::telemetry::access::{set_sink, AccessSink};
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&logging.level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stdout);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(|| crate::redact::ScrubbedStdout);
     match logging.format {
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
         LogFormat::Pretty => builder.pretty().init(),

@@ -62,7 +62,7 @@ pub(super) fn test(config_file: &Path, fixtures: &[PathBuf], format: Format) -> 
         Format::Junit => report::junit(&results),
         Format::Json => report::json(&results),
     };
-    print!("{out}");
+    print!("{}", crate::redact::scrub(&out));
     let (_, failed) = report::counts(&results);
     Ok(if failed > 0 || broken { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }

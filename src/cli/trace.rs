@@ -64,7 +64,7 @@ pub(super) fn trace(req: &TraceRequest) -> anyhow::Result<ExitCode> {
         out += &dry.describe();
         out
     });
-    print!("{report}");
+    print!("{}", crate::redact::scrub(&report.to_string()));
     Ok(ExitCode::SUCCESS)
 }
 

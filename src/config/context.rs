@@ -69,6 +69,16 @@ pub struct CompileContext {
     /// Whether the file has an `identity` section (compiled or not): a broken one is
     /// reported once, not again where `self` is named.
     pub identity_declared: bool,
+    /// The secret store's values, when the file has a usable `secrets` section.
+    pub secrets: Option<HashMap<String, String>>,
+    /// Whether the file has a `secrets` section (usable or not): a broken one is reported
+    /// once, not again at every `${secret:}`.
+    pub secrets_declared: bool,
+    /// The names `${secret:}` references resolved.
+    used_secrets: Vec<String>,
+    /// Every value read from outside the file (`${env:}`, `${file:}`, `${credential:}`,
+    /// `${secret:}`): kept out of everything the gateway writes.
+    resolved: Vec<String>,
 }
 
 /// What a compiled configuration leaves besides its runtime.
@@ -79,6 +89,8 @@ pub struct Collected {
     pub files: Vec<PathBuf>,
     /// Every certificate in use, for expiry tracking.
     pub certificates: Vec<CertificateInUse>,
+    /// The names of the secret store's values the configuration uses.
+    pub used_secrets: Vec<String>,
 }
 
 impl CompileContext {
@@ -95,6 +107,10 @@ impl CompileContext {
             scope: Scope::default(),
             issuer: None,
             identity_declared: false,
+            secrets: None,
+            secrets_declared: false,
+            used_secrets: Vec::new(),
+            resolved: Vec::new(),
         }
     }
 
@@ -200,10 +216,35 @@ impl CompileContext {
     /// # Errors
     /// The variable is unset or the file unreadable; the message names which, never the value.
     pub fn value(&mut self, value: &ValueRef) -> Result<String, UnresolvedValue> {
-        if let ValueRef::File(file) = value {
-            self.path(file);
-        }
-        value.resolve(&self.dir)
+        let resolved = match value {
+            ValueRef::Literal(text) => return Ok(text.clone()),
+            ValueRef::File(file) => {
+                self.path(file);
+                value.resolve(&self.dir)?
+            }
+            ValueRef::Secret(name) => {
+                let Some(secrets) = &self.secrets else {
+                    return Err(if self.secrets_declared {
+                        UnresolvedValue::SecretStoreUnusable
+                    } else {
+                        UnresolvedValue::NoSecretStore(name.clone())
+                    });
+                };
+                let found = secrets.get(name).ok_or_else(|| UnresolvedValue::UnknownSecret(name.clone()))?.clone();
+                if !self.used_secrets.contains(name) {
+                    self.used_secrets.push(name.clone());
+                }
+                found
+            }
+            _ => value.resolve(&self.dir)?,
+        };
+        self.resolved.push(resolved.clone());
+        Ok(resolved)
+    }
+
+    /// Every value read from outside the file so far: never to be written anywhere.
+    pub fn concealed(&self) -> &[String] {
+        &self.resolved
     }
 
     /// The certificates of a PEM file, registered for expiry tracking under `usage` (like
@@ -219,23 +260,59 @@ impl CompileContext {
         };
         match parsed {
             Ok(certs) => {
-                for der in &certs {
-                    if let Ok(info) = ClientCertInfo::parse(der) {
-                        self.warn_if_expiring(file.referenced, usage, &info);
-                        self.certificates.push(CertificateInUse {
-                            path: full.clone(),
-                            usage: usage.to_owned(),
-                            subject: info.subject,
-                            not_after: info.not_after,
-                        });
-                    }
-                }
+                self.track(file, usage, &certs);
                 Ok(certs)
             }
             Err(e) => {
                 self.error(file.referenced, usage, e.to_string()).hint(
                     "paths are relative to the configuration file; `portcullis certs dev` creates development certificates",
                 );
+                Err(Invalid)
+            }
+        }
+    }
+
+    /// Registers certificates read from `file` for expiry tracking under `usage`, and warns
+    /// about those close to expiry.
+    fn track(&mut self, file: &Located, usage: &str, certs: &[CertificateDer<'static>]) {
+        let full = self.dir.join(&file.value);
+        for der in certs {
+            if let Ok(info) = ClientCertInfo::parse(der) {
+                self.warn_if_expiring(file.referenced, usage, &info);
+                self.certificates.push(CertificateInUse {
+                    path: full.clone(),
+                    usage: usage.to_owned(),
+                    subject: info.subject,
+                    serial: info.serial,
+                    not_after: info.not_after,
+                });
+            }
+        }
+    }
+
+    /// The certificate chain and key of a PKCS#12 file, opened with `password`; the chain is
+    /// registered for expiry tracking under `usage`. A failure is reported at the file.
+    ///
+    /// # Errors
+    /// Unreadable, a wrong password, or unusable (already reported).
+    pub fn pkcs12(
+        &mut self,
+        file: &Located,
+        password: &str,
+        usage: &str,
+    ) -> Result<(Vec<CertificateDer<'static>>, rustls_pki_types::PrivateKeyDer<'static>), Invalid> {
+        let full = self.dir.join(&file.value);
+        let opened = match self.read(&file.value) {
+            Ok(der) => tls::parse_pkcs12(&der, password, &full),
+            Err(e) => Err(TlsError::Read { path: full, source: std::io::Error::new(e.kind(), e.to_string()) }),
+        };
+        match opened {
+            Ok((certs, key)) => {
+                self.track(file, usage, &certs);
+                Ok((certs, key))
+            }
+            Err(e) => {
+                self.error(file.referenced, usage, e.to_string());
                 Err(Invalid)
             }
         }
@@ -259,8 +336,16 @@ impl CompileContext {
     /// # Errors
     /// Every error reported.
     pub fn finish(mut self) -> Result<Collected, Vec<ConfigError>> {
+        // Consequences of a broken `secrets` section; that section's error says it all.
+        let consequence = UnresolvedValue::SecretStoreUnusable.to_string();
+        self.errors.retain(|e| !e.message.ends_with(&consequence));
         if self.errors.is_empty() {
-            Ok(Collected { warnings: self.warnings, files: self.files, certificates: self.certificates })
+            Ok(Collected {
+                warnings: self.warnings,
+                files: self.files,
+                certificates: self.certificates,
+                used_secrets: self.used_secrets,
+            })
         } else {
             self.errors.sort_by_key(|e| (e.line, e.column));
             Err(self.errors)

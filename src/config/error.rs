@@ -73,7 +73,8 @@ impl fmt::Display for ConfigError {
         if !self.path.is_empty() {
             write!(f, ": {}", self.path)?;
         }
-        write!(f, ": {}", self.message)?;
+        // A message may quote what it read; a configured secret never shows.
+        write!(f, ": {}", crate::redact::scrub(&self.message))?;
         if let Some(hint) = &self.hint {
             write!(f, "\n  hint: {hint}")?;
         }

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 pub use super::values::Located;
-use super::values::{ByteSize, ConfigDuration};
+use super::values::{ByteSize, ConfigDuration, ValueRef};
 pub use crate::identity::IdentityConfig;
 pub use crate::policy::authorize::AuthorizeConfig;
 pub use crate::policy::chain::PolicyMode;
@@ -22,6 +22,7 @@ pub use crate::policy::headers::HeadersConfig;
 pub use crate::policy::ip_filter::IpFilterConfig;
 pub use crate::policy::jwt::config::JwtConfig;
 pub use crate::policy::rate_limit::RateLimitConfig;
+pub use crate::secrets::SecretsConfig;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -46,6 +47,8 @@ pub struct RawConfig {
     pub watch_files: Option<bool>,
     /// The optional token issuer (DESIGN §6).
     pub identity: Option<Spanned<IdentityConfig>>,
+    /// The optional encrypted secret store behind `${secret:NAME}`.
+    pub secrets: Option<Spanned<SecretsConfig>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -72,8 +75,12 @@ pub struct TlsConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CertKeyConfig {
+    /// A PEM certificate chain, or a PKCS#12 file (`.pfx`, `.p12`) holding the key too.
     pub cert: Located,
-    pub key: Located,
+    /// The PEM private key (not with a PKCS#12 file).
+    pub key: Option<Located>,
+    /// The PKCS#12 file's password (`${secret:}`, `${env:}`, `${file:}`).
+    pub password: Option<Spanned<ValueRef>>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -176,8 +183,11 @@ pub struct HealthCheckConfig {
 #[serde(deny_unknown_fields)]
 pub struct BackendTlsConfig {
     pub trusted_cas: Option<Located>,
+    /// A PEM certificate chain, or a PKCS#12 file (`.pfx`, `.p12`) holding the key too.
     pub client_cert: Option<Located>,
     pub client_key: Option<Located>,
+    /// The PKCS#12 file's password.
+    pub client_password: Option<Spanned<ValueRef>>,
 }
 
 /// One named policy: exactly one kind, plus the common `mode`.

@@ -109,7 +109,8 @@ impl TryFrom<String> for Rate {
 }
 
 /// A configuration value that is either written inline or read at load time from the
-/// environment (`${env:NAME}`) or a file (`${file:path}`, relative to the config file).
+/// environment (`${env:NAME}`), a file (`${file:path}`, relative to the config file), a
+/// systemd credential (`${credential:NAME}`) or the encrypted secret store (`${secret:NAME}`).
 #[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(from = "String")]
 pub enum ValueRef {
@@ -119,14 +120,21 @@ pub enum ValueRef {
     Env(String),
     /// `${file:path}`: a file, relative to the configuration.
     File(String),
+    /// `${credential:NAME}`: `$CREDENTIALS_DIRECTORY/NAME`, as systemd's `LoadCredential=` passes it.
+    Credential(String),
+    /// `${secret:NAME}`: a value of the secret store (resolved by the configuration's loader).
+    Secret(String),
 }
 
 impl From<String> for ValueRef {
     fn from(text: String) -> Self {
         let inner = text.strip_prefix("${").and_then(|rest| rest.strip_suffix('}'));
-        match inner {
-            Some(r) if r.starts_with("env:") => Self::Env(r["env:".len()..].to_owned()),
-            Some(r) if r.starts_with("file:") => Self::File(r["file:".len()..].to_owned()),
+        let Some((kind, name)) = inner.and_then(|r| r.split_once(':')) else { return Self::Literal(text) };
+        match kind {
+            "env" => Self::Env(name.to_owned()),
+            "file" => Self::File(name.to_owned()),
+            "credential" => Self::Credential(name.to_owned()),
+            "secret" => Self::Secret(name.to_owned()),
             _ => Self::Literal(text),
         }
     }
@@ -138,20 +146,27 @@ impl ValueRef {
         !matches!(self, Self::Literal(_))
     }
 
-    /// Reads the value. A trailing newline of a `${file:…}` is dropped.
+    /// Reads the value. A trailing newline of a file or credential is dropped. `${secret:}`
+    /// needs the secret store: see `CompileContext::value`.
     ///
     /// # Errors
-    /// The variable is unset or the file unreadable; the message names which, never the value.
+    /// The variable is unset, the file unreadable, or the value is a `${secret:}`; the
+    /// message names which, never the value.
     pub fn resolve(&self, base_dir: &Path) -> Result<String, UnresolvedValue> {
+        let read = |full: std::path::PathBuf| {
+            std::fs::read_to_string(&full)
+                .map(|text| text.trim_end_matches(['\r', '\n']).to_owned())
+                .map_err(|source| UnresolvedValue::Unreadable { path: full, source })
+        };
         match self {
             Self::Literal(text) => Ok(text.clone()),
             Self::Env(name) => std::env::var(name).map_err(|_| UnresolvedValue::Unset(name.clone())),
-            Self::File(path) => {
-                let full = base_dir.join(path);
-                std::fs::read_to_string(&full)
-                    .map(|text| text.trim_end_matches(['\r', '\n']).to_owned())
-                    .map_err(|source| UnresolvedValue::Unreadable { path: full, source })
-            }
+            Self::File(path) => read(base_dir.join(path)),
+            Self::Credential(name) => match std::env::var_os("CREDENTIALS_DIRECTORY") {
+                Some(dir) if !name.contains('/') => read(Path::new(&dir).join(name)),
+                _ => Err(UnresolvedValue::NoCredentials(name.clone())),
+            },
+            Self::Secret(name) => Err(UnresolvedValue::NoSecretStore(name.clone())),
         }
     }
 }
@@ -163,10 +178,9 @@ impl ValueRef {
 /// # Errors
 /// A reference has no value; the message names which, never a value.
 pub fn expand_references(text: &str, base_dir: &Path) -> Result<String, UnresolvedValue> {
-    if let ValueRef::Env(_) | ValueRef::File(_) = ValueRef::from(text.to_owned()) {
-        if !text[2..].contains("${") {
-            return ValueRef::from(text.to_owned()).resolve(base_dir);
-        }
+    let whole = ValueRef::from(text.to_owned());
+    if whole.is_secret() && !text[2..].contains("${") {
+        return whole.resolve(base_dir);
     }
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
@@ -201,6 +215,19 @@ pub enum UnresolvedValue {
         /// Why it cannot be read.
         source: std::io::Error,
     },
+    /// `${credential:NAME}` outside systemd's credentials (or a name with a `/`).
+    #[error("credential {0:?}: CREDENTIALS_DIRECTORY is not set; `${{credential:}}` works in a systemd unit with LoadCredential={0}:PATH")]
+    NoCredentials(String),
+    /// `${secret:NAME}` without a secret store.
+    #[error("`${{secret:{0}}}` needs the secret store: add a `secrets` section with its master_key")]
+    NoSecretStore(String),
+    /// `${secret:NAME}` while the `secrets` section itself failed: that failure is the one
+    /// message, and this one is dropped (see `CompileContext::finish`).
+    #[error("the secret store is unusable (see its error)")]
+    SecretStoreUnusable,
+    /// `${secret:NAME}` names no secret.
+    #[error("no secret named {0:?} in the secret store: `portcullis secrets set {0}` (the value on standard input)")]
+    UnknownSecret(String),
 }
 
 /// Never prints a resolved value; only where it comes from.
@@ -210,6 +237,8 @@ impl fmt::Debug for ValueRef {
             Self::Literal(text) => write!(f, "{text:?}"),
             Self::Env(name) => write!(f, "${{env:{name}}}"),
             Self::File(path) => write!(f, "${{file:{path}}}"),
+            Self::Credential(name) => write!(f, "${{credential:{name}}}"),
+            Self::Secret(name) => write!(f, "${{secret:{name}}}"),
         }
     }
 }

@@ -18,7 +18,7 @@ use http::{Method, Response, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
 
-use super::secret::{SecretHash, MAX_SECRET_BYTES};
+use super::secret::{SecretHash, SecretSlot, MAX_SECRET_BYTES};
 use super::store::User;
 use super::{Issuer, DISCOVERY_PATH, JWKS_PATH, TOKEN_PATH};
 use crate::body::{self, Body};
@@ -183,9 +183,12 @@ impl Issuer {
         match out.path {
             TOKEN_PATH => {
                 let answer = self.token(&out.method, &out.headers, out.body, out.client_ip, Instant::now()).await;
-                let label = answer.as_ref().map_or_else(Refusal::label, |_| "issued");
-                metrics().token_requests.with_label_values(&[label]).inc();
-                answer.unwrap_or_else(Refusal::into_response)
+                let (result, secret) = match &answer {
+                    Ok((_, slot)) => ("issued", slot.as_str()),
+                    Err(refusal) => (refusal.label(), "none"),
+                };
+                metrics().token_requests.with_label_values(&[result, secret]).inc();
+                answer.map_or_else(Refusal::into_response, |(rsp, _)| rsp)
             }
             DISCOVERY_PATH => document(&out.method, self.discovery.clone()),
             JWKS_PATH => document(&out.method, self.jwks.clone()),
@@ -204,7 +207,7 @@ impl Issuer {
         body: Body,
         client_ip: IpAddr,
         now: Instant,
-    ) -> Result<Response<Body>, Refusal> {
+    ) -> Result<(Response<Body>, SecretSlot), Refusal> {
         if method != Method::POST {
             return Err(Refusal::MethodNotAllowed);
         }
@@ -228,39 +231,60 @@ impl Issuer {
         let scope = self.scope(scope.as_deref())?;
 
         let client_id = credentials.client_id.clone();
-        let user = self.authenticate(credentials, user).await.inspect_err(|refusal| {
+        let (slot, user) = self.authenticate(credentials, user).await.inspect_err(|refusal| {
             if matches!(refusal, Refusal::InvalidClient | Refusal::InvalidGrant) {
                 self.budgets.failed(&client_id, source, now);
             }
             tracing::info!(client_id = %client_id, refusal = refusal.label(), "token refused");
         })?;
         self.budgets.issue(&client_id, source, now).map_err(Refusal::RateLimited)?;
-        self.mint(&client_id, user, scope, crate::clock::unix_now())
+        let unix_now = crate::clock::unix_now();
+        self.note_use(&client_id, slot, unix_now);
+        Ok((self.mint(&client_id, user, scope, unix_now)?, slot))
+    }
+
+    /// Records, at most once a minute per system and secret and without waiting for it, that
+    /// the secret got a token: operators see when callers moved to the alternate secret.
+    fn note_use(&self, client_id: &str, slot: SecretSlot, unix_now: u64) {
+        let minute = (unix_now - unix_now % 60) as i64;
+        let key = (client_id.to_owned(), slot);
+        if self.uses.get(&key) == Some(minute) {
+            return;
+        }
+        self.uses.insert(key, minute);
+        let (store, client_id) = (self.store.clone(), client_id.to_owned());
+        tokio::spawn(async move {
+            if let Err(e) = store.secret_used(&client_id, slot, minute).await {
+                tracing::warn!(error = %e, client_id = %client_id, "could not record a secret's use");
+            }
+        });
     }
 
     /// Checks the client's secret and the named external user against the store (one read,
     /// which never blocks the event loop): the internal user to put in `sub`, if one was named.
-    async fn authenticate(&self, credentials: Credentials, user: Option<String>) -> Result<Option<User>, Refusal> {
+    async fn authenticate(
+        &self,
+        credentials: Credentials,
+        user: Option<String>,
+    ) -> Result<(SecretSlot, Option<User>), Refusal> {
         let found = self.store.lookup(&credentials.client_id, user.as_deref()).await.map_err(|e| {
             tracing::error!(error = %e, "token request: the identity store failed");
             Refusal::Unavailable
         })?;
         let hasher = self.store.hasher();
-        let authenticated = match &found.client {
-            Some(c) => hasher.matches_either(&credentials.secret, &c.primary, &c.alternate) && c.active,
+        let slot = match &found.client {
+            Some(c) => hasher.matching(&credentials.secret, &c.primary, &c.alternate).filter(|_| c.active),
             None => {
                 // The same work as for a known client, so that timing tells nothing.
                 let unknown = SecretHash(vec![0; 32]);
-                let _ = hasher.matches_either(&credentials.secret, &unknown, &unknown);
-                false
+                let _ = hasher.matching(&credentials.secret, &unknown, &unknown);
+                None
             }
         };
-        if !authenticated {
-            return Err(Refusal::InvalidClient);
-        }
+        let Some(slot) = slot else { return Err(Refusal::InvalidClient) };
         match (user, found.user) {
-            (None, _) => Ok(None),
-            (Some(_), Some(u)) if u.active => Ok(Some(u)),
+            (None, _) => Ok((slot, None)),
+            (Some(_), Some(u)) if u.active => Ok((slot, Some(u))),
             (Some(_), _) => Err(Refusal::InvalidGrant),
         }
     }

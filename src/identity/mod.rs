@@ -140,6 +140,9 @@ pub struct Issuer {
     pub store: Arc<dyn IdentityStore>,
     /// Failed authentications per network and per client id, issuance per client id.
     budgets: Budgets,
+    /// The minute each system's secrets were last noted as used, so that the store is
+    /// written at most once a minute per secret.
+    uses: quick_cache::sync::Cache<(String, secret::SecretSlot), i64>,
     /// The discovery and JWKS documents, rendered once.
     discovery: bytes::Bytes,
     jwks: bytes::Bytes,
@@ -206,6 +209,7 @@ impl Issuer {
             key: s.key,
             store: s.store,
             budgets: Budgets::new(s.rate_limit),
+            uses: quick_cache::sync::Cache::new(100_000),
         }
     }
 

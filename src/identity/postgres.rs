@@ -19,11 +19,13 @@ use tokio_postgres::Row;
 
 use super::secret::{random_bytes, SecretHash, SecretHasher};
 use super::store::{
-    check_id, AuditEntry, Client, IdentityStore, Link, LinkRef, Lookup, StoreError, StoreFuture, System, User,
+    check_id, AuditEntry, Client, IdentityStore, Link, LinkRef, Lookup, Reseal, SealedSecret, SecretSlot, StoreError,
+    StoreFuture, System, User, KEY_CHECK, WRONG_KEY,
 };
 
 /// Schema migrations, in order; migration `i` brings the schema to version `i + 1`.
-const MIGRATIONS: &[&str] = &[r"
+const MIGRATIONS: &[&str] = &[
+    r"
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
     value BYTEA NOT NULL
@@ -69,7 +71,19 @@ CREATE TRIGGER audit_no_change BEFORE UPDATE OR DELETE ON audit
     FOR EACH ROW EXECUTE FUNCTION portcullis_audit_append_only();
 CREATE TRIGGER audit_no_truncate BEFORE TRUNCATE ON audit
     FOR EACH STATEMENT EXECUTE FUNCTION portcullis_audit_append_only();
-"];
+",
+    r"
+CREATE TABLE secrets (
+    name       TEXT PRIMARY KEY,
+    sealed     BYTEA NOT NULL,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    used_at    BIGINT
+);
+ALTER TABLE systems ADD COLUMN primary_used_at BIGINT;
+ALTER TABLE systems ADD COLUMN alternate_used_at BIGINT;
+",
+];
 
 /// The advisory lock that serializes migrations across instances ("portcull" in ASCII).
 const MIGRATION_LOCK: i64 = 0x706f_7274_6375_6c6c;
@@ -420,6 +434,8 @@ fn system_row(row: &Row) -> Result<System, tokio_postgres::Error> {
         active: row.try_get(2)?,
         created_at: row.try_get(3)?,
         secrets_renewed_at: row.try_get(4)?,
+        primary_used_at: row.try_get(5)?,
+        alternate_used_at: row.try_get(6)?,
     })
 }
 
@@ -447,7 +463,7 @@ fn link_row(row: &Row) -> Result<Link, tokio_postgres::Error> {
     })
 }
 
-const SYSTEM_COLUMNS: &str = "id, name, active, created_at, secrets_renewed_at";
+const SYSTEM_COLUMNS: &str = "id, name, active, created_at, secrets_renewed_at, primary_used_at, alternate_used_at";
 const USER_COLUMNS: &str = "id, roles, active, created_at";
 const LINK_COLUMNS: &str = "system_id, external_user, user_id, created_at";
 
@@ -470,6 +486,8 @@ impl IdentityStore for PostgresStore {
             active: true,
             created_at: now(),
             secrets_renewed_at: None,
+            primary_used_at: None,
+            alternate_used_at: None,
         };
         in_transaction!(self, |tx| {
             tx.execute(
@@ -506,7 +524,8 @@ impl IdentityStore for PostgresStore {
         in_transaction!(self, |tx| {
             let changed = tx
                 .execute(
-                    "UPDATE systems SET primary_hash = alternate_hash, alternate_hash = $2, secrets_renewed_at = $3 WHERE id = $1",
+                    "UPDATE systems SET primary_hash = alternate_hash, alternate_hash = $2, secrets_renewed_at = $3, \
+                     primary_used_at = alternate_used_at, alternate_used_at = NULL WHERE id = $1",
                     &[&id, &new_alternate.0, &now()],
                 )
                 .await
@@ -639,6 +658,114 @@ impl IdentityStore for PostgresStore {
             let linked = row.try_get::<_, Option<String>>(3).map_err(backend)?.is_some();
             let user = if linked { Some(user_at(&row, 3).map_err(backend)?) } else { None };
             Ok(Lookup { client: Some(client), user })
+        })
+    }
+
+    fn secret_used<'a>(&'a self, system_id: &'a str, slot: SecretSlot, minute: i64) -> StoreFuture<'a, ()> {
+        let sql = match slot {
+            SecretSlot::Primary => {
+                "UPDATE systems SET primary_used_at = $2 WHERE id = $1 AND (primary_used_at IS NULL OR primary_used_at < $2)"
+            }
+            SecretSlot::Alternate => {
+                "UPDATE systems SET alternate_used_at = $2 WHERE id = $1 AND (alternate_used_at IS NULL OR alternate_used_at < $2)"
+            }
+        };
+        Box::pin(async move {
+            let client = self.pool.get().await.map_err(pool_error)?;
+            let statement = client.prepare_cached(sql).await.map_err(backend)?;
+            client.execute(&statement, &[&system_id, &minute]).await.map(drop).map_err(backend)
+        })
+    }
+
+    fn secrets(&self) -> Result<Vec<SealedSecret>, StoreError> {
+        let sql = "SELECT name, sealed, created_at, updated_at, used_at FROM secrets ORDER BY name";
+        self.rows(sql, &[], |row| {
+            Ok(SealedSecret {
+                name: row.try_get(0)?,
+                sealed: row.try_get(1)?,
+                created_at: row.try_get(2)?,
+                updated_at: row.try_get(3)?,
+                used_at: row.try_get(4)?,
+            })
+        })
+    }
+
+    fn secrets_key_check(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.rows("SELECT value FROM meta WHERE key = $1", &[&KEY_CHECK], |row| row.try_get(0))?.pop())
+    }
+
+    fn put_secret(&self, name: &str, sealed: &[u8], key_check: &[u8], actor: &str) -> Result<(), StoreError> {
+        check_id("secret name", name)?;
+        in_transaction!(self, |tx| {
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                &[&KEY_CHECK, &key_check],
+            )
+            .await
+            .map_err(backend)?;
+            let current: Vec<u8> = tx
+                .query_one("SELECT value FROM meta WHERE key = $1 FOR UPDATE", &[&KEY_CHECK])
+                .await
+                .map_err(backend)?
+                .get(0);
+            if current != key_check {
+                return Err(StoreError::Conflict(WRONG_KEY.to_owned()));
+            }
+            let now = now();
+            tx.execute(
+                "INSERT INTO secrets (name, sealed, created_at, updated_at) VALUES ($1, $2, $3, $3) \
+                 ON CONFLICT (name) DO UPDATE SET sealed = excluded.sealed, updated_at = excluded.updated_at",
+                &[&name, &sealed, &now],
+            )
+            .await
+            .map_err(backend)?;
+            audit(&tx, actor, "secret.set", None, None, Some(&format!("name={name}"))).await
+        })
+    }
+
+    fn remove_secret(&self, name: &str, actor: &str) -> Result<(), StoreError> {
+        in_transaction!(self, |tx| {
+            if tx.execute("DELETE FROM secrets WHERE name = $1", &[&name]).await.map_err(backend)? == 0 {
+                return Err(StoreError::NotFound(format!("secret {name:?}")));
+            }
+            audit(&tx, actor, "secret.rm", None, None, Some(&format!("name={name}"))).await
+        })
+    }
+
+    fn reseal_secrets(&self, reseal: &Reseal<'_>, key_check: &[u8], actor: &str) -> Result<usize, StoreError> {
+        in_transaction!(self, |tx| {
+            let rows = tx.query("SELECT name, sealed FROM secrets FOR UPDATE", &[]).await.map_err(backend)?;
+            for row in &rows {
+                let (name, sealed): (String, Vec<u8>) = (row.get(0), row.get(1));
+                let next = reseal(&name, &sealed)?;
+                tx.execute("UPDATE secrets SET sealed = $2 WHERE name = $1", &[&name, &next]).await.map_err(backend)?;
+            }
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                &[&KEY_CHECK, &key_check],
+            )
+            .await
+            .map_err(backend)?;
+            audit(&tx, actor, "secret.rotate_key", None, None, Some(&format!("secrets={}", rows.len()))).await?;
+            Ok(rows.len())
+        })
+    }
+
+    fn reset_secrets(&self, actor: &str) -> Result<usize, StoreError> {
+        in_transaction!(self, |tx| {
+            let deleted = tx.execute("DELETE FROM secrets", &[]).await.map_err(backend)?;
+            tx.execute("DELETE FROM meta WHERE key = $1", &[&KEY_CHECK]).await.map_err(backend)?;
+            audit(&tx, actor, "secret.reset", None, None, Some(&format!("secrets={deleted}"))).await?;
+            Ok(usize::try_from(deleted).unwrap_or(usize::MAX))
+        })
+    }
+
+    fn secrets_used(&self, names: &[String], at: i64) -> Result<(), StoreError> {
+        in_transaction!(self, |tx| {
+            tx.execute("UPDATE secrets SET used_at = $2 WHERE name = ANY($1)", &[&names, &at])
+                .await
+                .map_err(backend)?;
+            Ok(())
         })
     }
 }

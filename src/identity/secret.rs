@@ -23,6 +23,25 @@ pub struct NewSecret {
     pub hash: SecretHash,
 }
 
+/// Which of a system's two secrets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SecretSlot {
+    /// The current secret.
+    Primary,
+    /// The other valid secret: the next one, until a renewal promotes it.
+    Alternate,
+}
+
+impl SecretSlot {
+    /// `primary` or `alternate`, as metrics and listings name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Primary => "primary",
+            Self::Alternate => "alternate",
+        }
+    }
+}
+
 /// Hashes and checks secrets with one store's key.
 pub struct SecretHasher {
     key: hmac::Key,
@@ -52,9 +71,19 @@ impl SecretHasher {
     /// Whether `secret` is one of the two, in time that does not depend on which one
     /// (or whether) it matched.
     pub fn matches_either(&self, secret: &str, primary: &SecretHash, alternate: &SecretHash) -> bool {
+        self.matching(secret, primary, alternate).is_some()
+    }
+
+    /// Which of the two `secret` is, checking both always, so that the time taken does not
+    /// depend on the answer.
+    pub fn matching(&self, secret: &str, primary: &SecretHash, alternate: &SecretHash) -> Option<SecretSlot> {
         let first = hmac::verify(&self.key, secret.as_bytes(), &primary.0).is_ok();
         let second = hmac::verify(&self.key, secret.as_bytes(), &alternate.0).is_ok();
-        first | second
+        match (first, second) {
+            (true, _) => Some(SecretSlot::Primary),
+            (false, true) => Some(SecretSlot::Alternate),
+            (false, false) => None,
+        }
     }
 }
 

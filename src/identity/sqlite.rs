@@ -11,11 +11,13 @@ use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Row,
 
 use super::secret::{random_bytes, SecretHash, SecretHasher};
 use super::store::{
-    check_id, AuditEntry, Client, IdentityStore, Link, LinkRef, Lookup, StoreError, StoreFuture, System, User,
+    check_id, AuditEntry, Client, IdentityStore, Link, LinkRef, Lookup, Reseal, SealedSecret, SecretSlot, StoreError,
+    StoreFuture, System, User, KEY_CHECK, WRONG_KEY,
 };
 
 /// Schema migrations, in order; migration `i` brings the schema to version `i + 1`.
-const MIGRATIONS: &[&str] = &[r"
+const MIGRATIONS: &[&str] = &[
+    r"
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
     value BLOB NOT NULL
@@ -54,7 +56,19 @@ CREATE TABLE audit (
 );
 CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
-"];
+",
+    r"
+CREATE TABLE secrets (
+    name       TEXT PRIMARY KEY,
+    sealed     BLOB NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    used_at    INTEGER
+);
+ALTER TABLE systems ADD COLUMN primary_used_at INTEGER;
+ALTER TABLE systems ADD COLUMN alternate_used_at INTEGER;
+",
+];
 
 /// What an active flag belongs to.
 #[derive(Clone, Copy)]
@@ -68,7 +82,8 @@ enum Entity {
 /// and each other), so token requests — reads only — never wait for one another.
 pub struct SqliteStore {
     path: PathBuf,
-    conn: Mutex<Connection>,
+    /// The one writer, shared with the blocking threads that record secret use.
+    conn: Arc<Mutex<Connection>>,
     readers: Arc<Readers>,
     hasher: SecretHasher,
 }
@@ -172,7 +187,7 @@ impl SqliteStore {
         let conns = (0..reader_count()).map(|_| open_reader(path).map(Mutex::new)).collect::<Result<_, _>>()?;
         Ok(Self {
             path: path.to_owned(),
-            conn: Mutex::new(conn),
+            conn: Arc::new(Mutex::new(conn)),
             readers: Arc::new(Readers { conns, next: AtomicUsize::new(0) }),
             hasher: SecretHasher::new(&key),
         })
@@ -268,6 +283,18 @@ fn audit(
     Ok(())
 }
 
+/// Records a use of one secret slot, unless a later one is recorded.
+fn used_sql(slot: SecretSlot) -> &'static str {
+    match slot {
+        SecretSlot::Primary => {
+            "UPDATE systems SET primary_used_at = ?2 WHERE id = ?1 AND (primary_used_at IS NULL OR primary_used_at < ?2)"
+        }
+        SecretSlot::Alternate => {
+            "UPDATE systems SET alternate_used_at = ?2 WHERE id = ?1 AND (alternate_used_at IS NULL OR alternate_used_at < ?2)"
+        }
+    }
+}
+
 fn is_constraint(e: &rusqlite::Error) -> bool {
     e.sqlite_error_code() == Some(ErrorCode::ConstraintViolation)
 }
@@ -279,6 +306,8 @@ fn system_row(row: &Row<'_>) -> rusqlite::Result<System> {
         active: row.get(2)?,
         created_at: row.get(3)?,
         secrets_renewed_at: row.get(4)?,
+        primary_used_at: row.get(5)?,
+        alternate_used_at: row.get(6)?,
     })
 }
 
@@ -296,7 +325,7 @@ fn link_row(row: &Row<'_>) -> rusqlite::Result<Link> {
     Ok(Link { system_id: row.get(0)?, external_user: row.get(1)?, user_id: row.get(2)?, created_at: row.get(3)? })
 }
 
-const SYSTEM_COLUMNS: &str = "id, name, active, created_at, secrets_renewed_at";
+const SYSTEM_COLUMNS: &str = "id, name, active, created_at, secrets_renewed_at, primary_used_at, alternate_used_at";
 const USER_COLUMNS: &str = "id, roles, active, created_at";
 const LINK_COLUMNS: &str = "system_id, external_user, user_id, created_at";
 
@@ -319,6 +348,8 @@ impl IdentityStore for SqliteStore {
             active: true,
             created_at: now(),
             secrets_renewed_at: None,
+            primary_used_at: None,
+            alternate_used_at: None,
         };
         self.write(|tx| {
             tx.execute(
@@ -356,7 +387,8 @@ impl IdentityStore for SqliteStore {
         self.write(|tx| {
             let changed = tx
                 .execute(
-                    "UPDATE systems SET primary_hash = alternate_hash, alternate_hash = ?2, secrets_renewed_at = ?3 WHERE id = ?1",
+                    "UPDATE systems SET primary_hash = alternate_hash, alternate_hash = ?2, secrets_renewed_at = ?3, \
+                     primary_used_at = alternate_used_at, alternate_used_at = NULL WHERE id = ?1",
                     params![id, new_alternate.0, now()],
                 )
                 .map_err(backend)?;
@@ -482,6 +514,102 @@ impl IdentityStore for SqliteStore {
             tokio::task::spawn_blocking(move || readers.lookup(&system_id, external_user.as_deref()))
                 .await
                 .map_err(|e| StoreError::Backend(format!("the store lookup failed: {e}")))?
+        })
+    }
+
+    fn secret_used<'a>(&'a self, system_id: &'a str, slot: SecretSlot, minute: i64) -> StoreFuture<'a, ()> {
+        let conn = self.conn.clone();
+        let system_id = system_id.to_owned();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                let conn = conn.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                conn.execute(used_sql(slot), params![system_id, minute]).map(drop).map_err(backend)
+            })
+            .await
+            .map_err(|e| StoreError::Backend(format!("recording secret use failed: {e}")))?
+        })
+    }
+
+    fn secrets(&self) -> Result<Vec<SealedSecret>, StoreError> {
+        let sql = "SELECT name, sealed, created_at, updated_at, used_at FROM secrets ORDER BY name";
+        self.rows(sql, [], |row| {
+            Ok(SealedSecret {
+                name: row.get(0)?,
+                sealed: row.get(1)?,
+                created_at: row.get(2)?,
+                updated_at: row.get(3)?,
+                used_at: row.get(4)?,
+            })
+        })
+    }
+
+    fn secrets_key_check(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        self.read(|c| c.query_row("SELECT value FROM meta WHERE key = ?1", params![KEY_CHECK], |r| r.get(0)).optional())
+    }
+
+    fn put_secret(&self, name: &str, sealed: &[u8], key_check: &[u8], actor: &str) -> Result<(), StoreError> {
+        check_id("secret name", name)?;
+        self.write(|tx| {
+            tx.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?1, ?2)", params![KEY_CHECK, key_check])
+                .map_err(backend)?;
+            let current: Vec<u8> = tx
+                .query_row("SELECT value FROM meta WHERE key = ?1", params![KEY_CHECK], |r| r.get(0))
+                .map_err(backend)?;
+            if current != key_check {
+                return Err(StoreError::Conflict(WRONG_KEY.to_owned()));
+            }
+            let now = now();
+            tx.execute(
+                "INSERT INTO secrets (name, sealed, created_at, updated_at) VALUES (?1, ?2, ?3, ?3) \
+                 ON CONFLICT (name) DO UPDATE SET sealed = excluded.sealed, updated_at = excluded.updated_at",
+                params![name, sealed, now],
+            )
+            .map_err(backend)?;
+            audit(tx, actor, "secret.set", None, None, Some(&format!("name={name}")))
+        })
+    }
+
+    fn remove_secret(&self, name: &str, actor: &str) -> Result<(), StoreError> {
+        self.write(|tx| {
+            if tx.execute("DELETE FROM secrets WHERE name = ?1", params![name]).map_err(backend)? == 0 {
+                return Err(StoreError::NotFound(format!("secret {name:?}")));
+            }
+            audit(tx, actor, "secret.rm", None, None, Some(&format!("name={name}")))
+        })
+    }
+
+    fn reseal_secrets(&self, reseal: &Reseal<'_>, key_check: &[u8], actor: &str) -> Result<usize, StoreError> {
+        self.write(|tx| {
+            let all: Vec<(String, Vec<u8>)> = tx
+                .prepare("SELECT name, sealed FROM secrets")
+                .and_then(|mut st| st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+                .map_err(backend)?;
+            for (name, sealed) in &all {
+                let next = reseal(name, sealed)?;
+                tx.execute("UPDATE secrets SET sealed = ?2 WHERE name = ?1", params![name, next]).map_err(backend)?;
+            }
+            tx.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)", params![KEY_CHECK, key_check])
+                .map_err(backend)?;
+            audit(tx, actor, "secret.rotate_key", None, None, Some(&format!("secrets={}", all.len())))?;
+            Ok(all.len())
+        })
+    }
+
+    fn reset_secrets(&self, actor: &str) -> Result<usize, StoreError> {
+        self.write(|tx| {
+            let deleted = tx.execute("DELETE FROM secrets", []).map_err(backend)?;
+            tx.execute("DELETE FROM meta WHERE key = ?1", params![KEY_CHECK]).map_err(backend)?;
+            audit(tx, actor, "secret.reset", None, None, Some(&format!("secrets={deleted}")))?;
+            Ok(deleted)
+        })
+    }
+
+    fn secrets_used(&self, names: &[String], at: i64) -> Result<(), StoreError> {
+        self.write(|tx| {
+            for name in names {
+                tx.execute("UPDATE secrets SET used_at = ?2 WHERE name = ?1", params![name, at]).map_err(backend)?;
+            }
+            Ok(())
         })
     }
 }

@@ -8,6 +8,7 @@
 use std::future::Future;
 use std::pin::Pin;
 
+pub use super::secret::SecretSlot;
 use super::secret::{SecretHash, SecretHasher};
 
 /// An external system: one calling program with its own two secrets.
@@ -23,6 +24,25 @@ pub struct System {
     pub created_at: i64,
     /// When the secrets were last renewed (Unix seconds), if ever.
     pub secrets_renewed_at: Option<i64>,
+    /// When the primary secret last got a token (Unix seconds, to the minute), if ever.
+    pub primary_used_at: Option<i64>,
+    /// When the alternate secret last got a token (Unix seconds, to the minute), if ever.
+    pub alternate_used_at: Option<i64>,
+}
+
+/// One value of the secret store, as stored: sealed, never in clear.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SealedSecret {
+    /// The name configurations use (`${secret:NAME}`).
+    pub name: String,
+    /// Nonce, ciphertext and tag (see [`crate::secrets`]).
+    pub sealed: Vec<u8>,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds.
+    pub updated_at: i64,
+    /// When a configuration load last resolved it (Unix seconds), if ever.
+    pub used_at: Option<i64>,
 }
 
 /// An internal user.
@@ -171,7 +191,56 @@ pub trait IdentityStore: Send + Sync {
     /// internal user it is linked to: everything a token request reads, without blocking the
     /// caller's thread. Resolves to an error when the store failed.
     fn lookup<'a>(&'a self, system_id: &'a str, external_user: Option<&'a str>) -> StoreFuture<'a, Lookup>;
+    /// Records that `slot` of the system got a token at `minute` (Unix seconds), unless a
+    /// later use is already recorded. Coarse on purpose: callers write at most once a minute.
+    fn secret_used<'a>(&'a self, system_id: &'a str, slot: SecretSlot, minute: i64) -> StoreFuture<'a, ()>;
+
+    /// Every sealed value of the secret store, by name.
+    ///
+    /// # Errors
+    /// The store failed.
+    fn secrets(&self) -> Result<Vec<SealedSecret>, StoreError>;
+    /// The master key's check value the secrets are sealed under, if any secret was ever set.
+    ///
+    /// # Errors
+    /// The store failed.
+    fn secrets_key_check(&self) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Sets one secret (new or replaced), sealed under the key whose check value is
+    /// `key_check`, which becomes the store's when it has none.
+    ///
+    /// # Errors
+    /// The store's secrets are sealed under another key (`Conflict`), or the store failed.
+    fn put_secret(&self, name: &str, sealed: &[u8], key_check: &[u8], actor: &str) -> Result<(), StoreError>;
+    /// # Errors
+    /// No such secret, or the store failed.
+    fn remove_secret(&self, name: &str, actor: &str) -> Result<(), StoreError>;
+    /// Re-seals every secret in one transaction: `reseal` turns a name and its sealed value
+    /// into the new sealed value; `key_check` becomes the store's. Returns how many.
+    ///
+    /// # Errors
+    /// `reseal` failed for one (nothing is changed), or the store failed.
+    fn reseal_secrets(&self, reseal: &Reseal<'_>, key_check: &[u8], actor: &str) -> Result<usize, StoreError>;
+    /// Deletes every secret and the key check: for a store copied from another environment,
+    /// whose master key is not here. Returns how many were deleted.
+    ///
+    /// # Errors
+    /// The store failed.
+    fn reset_secrets(&self, actor: &str) -> Result<usize, StoreError>;
+    /// Records that a configuration load resolved these secrets at `at` (Unix seconds).
+    ///
+    /// # Errors
+    /// The store failed.
+    fn secrets_used(&self, names: &[String], at: i64) -> Result<(), StoreError>;
 }
+
+/// What [`IdentityStore::reseal_secrets`] applies to each secret.
+pub type Reseal<'a> = dyn Fn(&str, &[u8]) -> Result<Vec<u8>, StoreError> + Sync + 'a;
+
+/// The meta key under which the secret store's key check value is kept.
+pub const KEY_CHECK: &str = "secrets_key_check";
+
+/// Why a secret cannot be set: the store's secrets are sealed under another master key.
+pub const WRONG_KEY: &str = "this store's secrets are sealed under another master key";
 
 /// Ids and names: 1 to 128 visible ASCII characters.
 ///

@@ -345,7 +345,9 @@ impl Writer {
         loop {
             let mut count = 0;
             while let Some(mut line) = self.lines.pop() {
-                batch.extend_from_slice(line.as_bytes());
+                // Off the request path: a configured secret never reaches the log, wherever
+                // it turned up (a path, a query, a backend's answer).
+                batch.extend_from_slice(crate::redact::scrub(&line).as_bytes());
                 batch.push(b'\n');
                 line.clear();
                 let _ = self.free.push(line);

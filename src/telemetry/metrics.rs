@@ -68,8 +68,11 @@ impl Metrics {
                 .expect("valid");
         registry.register(Box::new(active_connections.clone())).expect("registered once");
         let certificate_expiry = GaugeVec::new(
-            Opts::new("portcullis_certificate_expiry_seconds", "Seconds until a certificate in use expires"),
-            &["certificate", "usage"],
+            Opts::new(
+                "portcullis_certificate_expiry_seconds",
+                "Seconds until a certificate in use expires, while a configuration that uses it is in use",
+            ),
+            &["certificate", "usage", "serial"],
         )
         .expect("valid");
         registry.register(Box::new(certificate_expiry.clone())).expect("registered once");
@@ -140,8 +143,8 @@ impl Metrics {
             token_requests: counter(
                 &registry,
                 "portcullis_token_requests_total",
-                "Token endpoint requests",
-                &["result"],
+                "Token endpoint requests, by result and by which secret got the token",
+                &["result", "secret"],
             ),
             config_reloads: counter(&registry, "portcullis_config_reloads_total", "Configuration reloads", &["result"]),
             certificate_expiry,
@@ -247,6 +250,42 @@ impl RouteMetrics {
         match COMMON_STATUSES.iter().position(|s| *s == status.as_u16()) {
             Some(i) => self.requests[class][i].get_or_init(|| metrics().requests.with_label_values(&labels)).inc(),
             None => metrics().requests.with_label_values(&labels).inc(),
+        }
+    }
+}
+
+/// One `portcullis_certificate_expiry_seconds` series, shown while a configuration that uses
+/// the certificate lives: after a reload that replaced a certificate, the old and the new one
+/// are both shown until the last request of the old configuration has finished.
+pub struct ExpirySeries {
+    labels: [String; 3],
+}
+
+/// How many live configurations hold each series.
+static EXPIRY_HOLDERS: std::sync::Mutex<Vec<([String; 3], usize)>> = std::sync::Mutex::new(Vec::new());
+
+impl ExpirySeries {
+    /// Shows (or updates) the series `certificate`, `usage`, `serial` with `seconds_left`.
+    pub fn hold(certificate: &str, usage: &str, serial: &str, seconds_left: i64) -> Self {
+        let labels = [certificate.to_owned(), usage.to_owned(), serial.to_owned()];
+        let mut holders = EXPIRY_HOLDERS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match holders.iter_mut().find(|(l, _)| *l == labels) {
+            Some((_, count)) => *count += 1,
+            None => holders.push((labels.clone(), 1)),
+        }
+        metrics().certificate_expiry.with_label_values(&labels.each_ref().map(String::as_str)).set(seconds_left as f64);
+        Self { labels }
+    }
+}
+
+impl Drop for ExpirySeries {
+    fn drop(&mut self) {
+        let mut holders = EXPIRY_HOLDERS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(i) = holders.iter().position(|(l, _)| *l == self.labels) else { return };
+        holders[i].1 -= 1;
+        if holders[i].1 == 0 {
+            holders.swap_remove(i);
+            let _ = metrics().certificate_expiry.remove_label_values(&self.labels.each_ref().map(String::as_str));
         }
     }
 }

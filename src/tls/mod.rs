@@ -58,6 +58,14 @@ pub enum TlsError {
         /// The PEM parser's complaint.
         reason: String,
     },
+    /// A PKCS#12 (`.pfx`, `.p12`) file that cannot be opened.
+    #[error("{}: {reason}", path.display())]
+    Pkcs12 {
+        /// The file.
+        path: PathBuf,
+        /// Why it cannot be opened.
+        reason: String,
+    },
     /// The key's type is unsupported, or it does not belong to the certificate.
     #[error("certificate and key do not fit together: {0}")]
     KeyMismatch(rustls::Error),
@@ -113,6 +121,48 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
         .map_err(|e| TlsError::NoKey { path: path.to_owned(), reason: e.to_string() })
 }
 
+/// Whether a certificate file is PKCS#12 (`.pfx`, `.p12`) rather than PEM.
+pub fn is_pkcs12(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("pfx") || e.eq_ignore_ascii_case("p12"))
+}
+
+/// The certificate chain (leaf first) and private key of PKCS#12 bytes read from `path`, as
+/// Windows (`Export-PfxCertificate`) and OpenSSL (`openssl pkcs12 -export`) write them:
+/// AES-256-CBC with PBKDF2 and an HMAC-SHA-256 MAC, or the legacy 3DES and 40-bit RC2 with
+/// an HMAC-SHA-1 MAC.
+///
+/// # Errors
+/// Not PKCS#12, a wrong password, an unsupported scheme, or no key with its certificate.
+pub fn parse_pkcs12(
+    der: &[u8],
+    password: &str,
+    path: &Path,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
+    use p12_keystore::error::Error as P12;
+    let fail = |reason: String| TlsError::Pkcs12 { path: path.to_owned(), reason };
+    let store =
+        p12_keystore::KeyStore::from_pkcs12(der, password, p12_keystore::Pkcs12ImportPolicy::Strict).map_err(|e| {
+            fail(match e {
+                P12::MacError(_) => "wrong password, or the file is damaged (its integrity check fails)".to_owned(),
+                P12::UnsupportedEncryptionScheme | P12::UnsupportedMacAlgorithm => format!(
+                    "{e}: re-export it with AES-256 (`openssl pkcs12 -export -keypbe AES-256-CBC -certpbe AES-256-CBC`)"
+                ),
+                other => format!("not a usable PKCS#12 file: {other}"),
+            })
+        })?;
+    let (_, chain) =
+        store.private_key_chain().ok_or_else(|| fail("holds no private key with its certificate".to_owned()))?;
+    let certs: Vec<CertificateDer<'static>> =
+        chain.certs().iter().map(|c| CertificateDer::from(c.as_der().to_vec())).collect();
+    if certs.is_empty() {
+        return Err(fail("holds no certificate for its private key".to_owned()));
+    }
+    let key = PrivateKeyDer::Pkcs8(chain.key().as_der().to_vec().into());
+    Ok((certs, key))
+}
+
 /// Reads a certificate revocation list, PEM or DER.
 ///
 /// # Errors
@@ -134,6 +184,8 @@ pub struct CertificateInUse {
     pub usage: String,
     /// The certificate's subject, RFC 4514 form.
     pub subject: String,
+    /// The serial number, upper-case hex: tells a renewed certificate in the same file apart.
+    pub serial: String,
     /// Unix seconds.
     pub not_after: i64,
 }

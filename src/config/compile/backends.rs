@@ -54,12 +54,13 @@ fn pool(name: &str, b: &raw::BackendConfig, path: &str, cx: &mut CompileContext)
             trusted_cas = Some(cx.certs(file, &format!("{path}.tls.trusted_cas")).ok()?);
         }
         match (&t.client_cert, &t.client_key) {
-            (Some(cert), Some(key)) => {
-                client_cert = Some(cert_and_key(cert, key, &format!("{path}.tls.client_cert"), cx)?)
+            (Some(cert), key) => {
+                let at = format!("{path}.tls.client_cert");
+                client_cert = Some(cert_and_key(cert, key.as_ref(), t.client_password.as_ref(), &at, cx)?);
             }
             (None, None) => {}
-            (Some(at), None) | (None, Some(at)) => {
-                cx.error(at.referenced, format!("{path}.tls"), "`client_cert` and `client_key` go together");
+            (None, Some(at)) => {
+                cx.error(at.referenced, format!("{path}.tls"), "`client_key` needs its `client_cert`");
                 return None;
             }
         }

@@ -9,6 +9,7 @@ use serde_saphyr::Spanned;
 
 use crate::config::context::CompileContext;
 use crate::config::raw::{self, ClientAuthMode, Located, TlsVersion};
+use crate::config::values::ValueRef;
 use crate::runtime::{Limits, ListenerKind, ListenerSpec};
 use crate::tls::{self, ClientAuth};
 
@@ -103,25 +104,57 @@ pub(super) fn socket_addr(bind: &Located, path: &str, cx: &mut CompileContext) -
 }
 
 /// A certificate chain and its key, checked to belong together.
+/// A certificate and its key: a PEM chain with its PEM key, or a PKCS#12 file with its
+/// password. `path` names the pair in errors (like `listeners[0].tls.certificates[0]`).
 pub(super) fn cert_and_key(
     cert: &Located,
-    key: &Located,
+    key: Option<&Located>,
+    password: Option<&Spanned<ValueRef>>,
     path: &str,
     cx: &mut CompileContext,
 ) -> Option<Arc<rustls::sign::CertifiedKey>> {
-    let chain = cx.certs(cert, &format!("{path}.cert")).ok()?;
-    let key_der = match tls::load_key(&cx.path(&key.value)) {
-        Ok(k) => k,
-        Err(e) => {
-            cx.error(key.referenced, format!("{path}.key"), e.to_string())
-                .hint("paths are relative to the configuration file");
+    let (chain, key_der, key_at) = if tls::is_pkcs12(&cx.path(&cert.value)) {
+        if let Some(key) = key {
+            cx.error(key.referenced, format!("{path}.key"), "a PKCS#12 file holds its key: remove `key`");
             return None;
+        }
+        let password = match password {
+            Some(p) => match cx.value(&p.value) {
+                Ok(text) => text,
+                Err(e) => {
+                    cx.error(p.referenced, format!("{path}.password"), e.to_string());
+                    return None;
+                }
+            },
+            None => String::new(),
+        };
+        let (chain, key_der) = cx.pkcs12(cert, &password, &format!("{path}.cert")).ok()?;
+        (chain, key_der, cert)
+    } else {
+        if let Some(p) = password {
+            cx.error(p.referenced, format!("{path}.password"), "a password is for a PKCS#12 (.pfx, .p12) file")
+                .hint("PEM keys are read unencrypted; give the .pfx file as `cert`, or remove `password`");
+            return None;
+        }
+        let Some(key) = key else {
+            cx.error(cert.referenced, format!("{path}.key"), "the PEM certificate needs its `key`")
+                .hint("add `key: FILE.pem`, or give a .pfx/.p12 file (with `password`) that holds both");
+            return None;
+        };
+        let chain = cx.certs(cert, &format!("{path}.cert")).ok()?;
+        match tls::load_key(&cx.path(&key.value)) {
+            Ok(k) => (chain, k, key),
+            Err(e) => {
+                cx.error(key.referenced, format!("{path}.key"), e.to_string())
+                    .hint("paths are relative to the configuration file");
+                return None;
+            }
         }
     };
     match tls::certified_key(chain, key_der) {
         Ok(k) => Some(k),
         Err(e) => {
-            cx.error(key.referenced, format!("{path}.key"), e.to_string())
+            cx.error(key_at.referenced, format!("{path}.key"), e.to_string())
                 .hint("give the key that belongs to this certificate");
             None
         }
@@ -135,7 +168,8 @@ fn server_tls(t: &raw::TlsConfig, path: &str, cx: &mut CompileContext) -> Option
     }
     let mut keys = Vec::new();
     for (j, ck) in t.certificates.value.iter().enumerate() {
-        keys.extend(cert_and_key(&ck.cert, &ck.key, &format!("{path}.tls.certificates[{j}]"), cx));
+        let at = format!("{path}.tls.certificates[{j}]");
+        keys.extend(cert_and_key(&ck.cert, ck.key.as_ref(), ck.password.as_ref(), &at, cx));
     }
     let client_auth = match &t.client_auth {
         None => ClientAuth::None,

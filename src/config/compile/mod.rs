@@ -8,6 +8,7 @@ mod lint;
 mod listeners;
 mod policies;
 mod routes;
+mod secrets;
 
 use std::path::Path;
 
@@ -82,6 +83,43 @@ pub fn identity_store(file: &Path) -> Result<StoreLocation, ConfigErrors> {
         .map_err(|e| ConfigError::new(file, identity.value.store.referenced, "identity.store", e.to_string()).into())
 }
 
+/// The secret store's location and master key as the configuration names them, read without
+/// compiling the rest (for the `secrets` command).
+///
+/// # Errors
+/// The file is unreadable or malformed, has no `secrets` section, the key cannot be read, or
+/// the store location is bad.
+pub fn secret_store(file: &Path) -> Result<(StoreLocation, String), ConfigErrors> {
+    let raw = read_raw(file, "pass --config FILE")?;
+    let Some(section) = &raw.secrets else {
+        return Err(ConfigError::new(file, Location::UNKNOWN, "secrets", "the configuration has no `secrets` section")
+            .with_hint("add `secrets: { master_key: ${env:PORTCULLIS_MASTER_KEY} }` (see README.md, secrets)")
+            .into());
+    };
+    let dir = file.parent().map(Path::to_owned).unwrap_or_default();
+    let key_ref = &section.value.master_key;
+    let key = key_ref
+        .value
+        .resolve(&dir)
+        .map_err(|e| ConfigError::new(file, key_ref.referenced, "secrets.master_key", e.to_string()))?;
+    let location = match (&section.value.store, &raw.identity) {
+        (Some(store), _) => store,
+        (None, Some(identity)) => &identity.value.store,
+        (None, None) => {
+            return Err(ConfigError::new(
+                file,
+                section.referenced,
+                "secrets",
+                "no `store`, and no `identity.store` to share",
+            )
+            .into())
+        }
+    };
+    let store = StoreLocation::parse(&location.value, &dir)
+        .map_err(|e| ConfigError::new(file, location.referenced, "secrets.store", e.to_string()))?;
+    Ok((store, key))
+}
+
 /// Compiles every section, in dependency order: backends and the token issuer first (the
 /// policies and routes refer to them), then policies, routes, listeners and the rest.
 fn compile(file: &Path, raw: RawConfig) -> Result<Loaded, ConfigErrors> {
@@ -90,6 +128,7 @@ fn compile(file: &Path, raw: RawConfig) -> Result<Loaded, ConfigErrors> {
         cx.error(raw.version.referenced, "version", format!("unsupported version {}", raw.version.value))
             .hint("write `version: 1`");
     }
+    let secret_store = secrets::compile(&raw, &mut cx);
     let backends = backends::compile(&raw.backends, &mut cx);
     cx.identity_declared = raw.identity.is_some();
     let issuer = raw.identity.as_ref().and_then(|i| identity::compile(i, &raw.listeners, &mut cx));
@@ -120,7 +159,13 @@ fn compile(file: &Path, raw: RawConfig) -> Result<Loaded, ConfigErrors> {
         }
     }
     lint::lint(&raw, &policies, &mut cx);
+    crate::redact::conceal(cx.concealed());
     let collected = cx.finish().map_err(ConfigErrors)?;
+    if let Some(store) = secret_store.filter(|_| !collected.used_secrets.is_empty()) {
+        if let Err(e) = store.secrets_used(&collected.used_secrets, crate::clock::unix_now() as i64) {
+            tracing::warn!(error = %e, "could not record which secrets the configuration uses");
+        }
+    }
     let runtime = Runtime {
         source: file.to_owned(),
         listeners,
@@ -136,6 +181,7 @@ fn compile(file: &Path, raw: RawConfig) -> Result<Loaded, ConfigErrors> {
         files: collected.files,
         certificates: collected.certificates,
         issuer: issuer.map(|(issuer, _)| issuer),
+        expiry_series: std::sync::OnceLock::new(),
     };
     Ok(Loaded { runtime, warnings: collected.warnings })
 }

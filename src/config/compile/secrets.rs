@@ -1,0 +1,68 @@
+//! The `secrets:` section: opens the secret store with its master key before anything that
+//! may reference `${secret:NAME}` compiles.
+
+use std::sync::Arc;
+
+use crate::config::context::CompileContext;
+use crate::config::raw::RawConfig;
+use crate::config::values::ValueRef;
+use crate::identity::{IdentityStore, StoreLocation};
+use crate::secrets::{MasterKey, Vault};
+
+/// Opens the secret store, if the file has one, and gives its values to `cx`; returns the
+/// store, to record afterwards which secrets the configuration used.
+pub(super) fn compile(raw: &RawConfig, cx: &mut CompileContext) -> Option<Arc<dyn IdentityStore>> {
+    let section = raw.secrets.as_ref()?;
+    cx.secrets_declared = true;
+    let cfg = &section.value;
+    let key_ref = &cfg.master_key;
+    if let ValueRef::Literal(_) | ValueRef::Secret(_) = key_ref.value {
+        cx.error(key_ref.referenced, "secrets.master_key", "the master key must not sit beside the secrets")
+            .hint("write ${env:NAME}, ${file:/path/outside/the/store} or ${credential:NAME} (systemd LoadCredential=)");
+        return None;
+    }
+    let key = match cx
+        .value(&key_ref.value)
+        .map_err(|e| e.to_string())
+        .and_then(|text| MasterKey::parse(&text).map_err(|e| e.to_string()))
+    {
+        Ok(key) => key,
+        Err(e) => {
+            cx.error(key_ref.referenced, "secrets.master_key", e);
+            return None;
+        }
+    };
+    let location = match (&cfg.store, &raw.identity) {
+        (Some(store), _) => store,
+        (None, Some(identity)) => &identity.value.store,
+        (None, None) => {
+            cx.error(
+                section.referenced,
+                "secrets",
+                "the secret store has no `store` and there is no `identity.store` to share",
+            )
+            .hint("add `store: sqlite:PATH` (relative to this file) or `store: postgres://…`");
+            return None;
+        }
+    };
+    let opened = StoreLocation::parse(&location.value, cx.dir())
+        .map_err(|e| e.to_string())
+        .and_then(|l| l.open().map_err(|e| e.to_string()));
+    let store = match opened {
+        Ok(store) => store,
+        Err(e) => {
+            cx.error(location.referenced, "secrets.store", e);
+            return None;
+        }
+    };
+    match Vault::open(&*store, &key) {
+        Ok(vault) => {
+            cx.secrets = Some(vault.into_values());
+            Some(store)
+        }
+        Err(e) => {
+            cx.error(key_ref.referenced, "secrets.master_key", e.to_string());
+            None
+        }
+    }
+}
