@@ -19,8 +19,8 @@ use tokio_postgres::Row;
 
 use super::secret::{random_bytes, SecretHash, SecretHasher};
 use super::store::{
-    check_id, AuditEntry, Client, IdentityStore, Link, LinkRef, Lookup, Reseal, SealedSecret, SecretSlot, StoreError,
-    StoreFuture, System, User, KEY_CHECK, WRONG_KEY,
+    check_id, now, AuditEntry, Client, IdentityStore, Link, LinkRef, Lookup, Reseal, SealedSecret, SecretSlot,
+    StoreError, StoreFuture, System, User, KEY_CHECK, LINK_COLUMNS, SYSTEM_COLUMNS, USER_COLUMNS, WRONG_KEY,
 };
 
 /// Schema migrations, in order; migration `i` brings the schema to version `i + 1`.
@@ -262,10 +262,6 @@ fn is_unique_violation(e: &tokio_postgres::Error) -> bool {
     e.code() == Some(&SqlState::UNIQUE_VIOLATION)
 }
 
-fn now() -> i64 {
-    crate::clock::unix_now() as i64
-}
-
 impl PostgresStore {
     /// Connects, applies pending migrations (one instance at a time) and reads the store's
     /// secret-hashing key, creating it with the schema.
@@ -463,10 +459,6 @@ fn link_row(row: &Row) -> Result<Link, tokio_postgres::Error> {
     })
 }
 
-const SYSTEM_COLUMNS: &str = "id, name, active, created_at, secrets_renewed_at, primary_used_at, alternate_used_at";
-const USER_COLUMNS: &str = "id, roles, active, created_at";
-const LINK_COLUMNS: &str = "system_id, external_user, user_id, created_at";
-
 impl IdentityStore for PostgresStore {
     fn hasher(&self) -> &SecretHasher {
         &self.hasher
@@ -479,16 +471,7 @@ impl IdentityStore for PostgresStore {
         alternate: &SecretHash,
         actor: &str,
     ) -> Result<System, StoreError> {
-        check_id("system name", name)?;
-        let system = System {
-            id: crate::id::uuid_v4(),
-            name: name.to_owned(),
-            active: true,
-            created_at: now(),
-            secrets_renewed_at: None,
-            primary_used_at: None,
-            alternate_used_at: None,
-        };
+        let system = System::new(name)?;
         in_transaction!(self, |tx| {
             tx.execute(
                 "INSERT INTO systems (id, name, active, primary_hash, alternate_hash, created_at) VALUES ($1, $2, TRUE, $3, $4, $5)",
@@ -538,11 +521,7 @@ impl IdentityStore for PostgresStore {
     }
 
     fn add_user(&self, id: &str, roles: &[String], actor: &str) -> Result<User, StoreError> {
-        check_id("user id", id)?;
-        for role in roles {
-            check_id("role", role)?;
-        }
-        let user = User { id: id.to_owned(), roles: roles.to_vec(), active: true, created_at: now() };
+        let user = User::new(id, roles)?;
         let roles_json = serde_json::to_string(roles).map_err(|e| StoreError::Backend(e.to_string()))?;
         in_transaction!(self, |tx| {
             tx.execute(

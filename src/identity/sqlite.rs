@@ -11,8 +11,8 @@ use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Row,
 
 use super::secret::{random_bytes, SecretHash, SecretHasher};
 use super::store::{
-    check_id, AuditEntry, Client, IdentityStore, Link, LinkRef, Lookup, Reseal, SealedSecret, SecretSlot, StoreError,
-    StoreFuture, System, User, KEY_CHECK, WRONG_KEY,
+    check_id, now, AuditEntry, Client, IdentityStore, Link, LinkRef, Lookup, Reseal, SealedSecret, SecretSlot,
+    StoreError, StoreFuture, System, User, KEY_CHECK, LINK_COLUMNS, SYSTEM_COLUMNS, USER_COLUMNS, WRONG_KEY,
 };
 
 /// Schema migrations, in order; migration `i` brings the schema to version `i + 1`.
@@ -160,10 +160,6 @@ fn backend(e: rusqlite::Error) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
-fn now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
-}
-
 impl SqliteStore {
     /// Opens the database, creating it (and its directory) and applying pending migrations.
     ///
@@ -178,12 +174,10 @@ impl SqliteStore {
             Connection::open(path).map_err(|e| StoreError::Backend(format!("cannot open {}: {e}", path.display())))?;
         conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(backend)?;
         conn.pragma_update(None, "foreign_keys", true).map_err(backend)?;
-        let mode: String = conn
-            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+        let mode = wal_mode(&conn)
             .map_err(|e| StoreError::Backend(format!("{} is not a usable SQLite database: {e}", path.display())))?;
         tracing::debug!(path = %path.display(), journal_mode = %mode, "identity store opened");
-        migrate(&mut conn)?;
-        let key = hash_key(&conn)?;
+        let key = migrate(&mut conn)?;
         let conns = (0..reader_count()).map(|_| open_reader(path).map(Mutex::new)).collect::<Result<_, _>>()?;
         Ok(Self {
             path: path.to_owned(),
@@ -237,9 +231,25 @@ impl SqliteStore {
     }
 }
 
+/// Switches the database to WAL. Processes opening a new file together may find it busy
+/// without waiting (SQLite refuses a lock that could deadlock): that is retried, for 5 s.
+fn wal_mode(conn: &Connection) -> rusqlite::Result<String> {
+    let mut tries = 0;
+    loop {
+        match conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0)) {
+            Err(e) if e.sqlite_error_code() == Some(ErrorCode::DatabaseBusy) && tries < 100 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Applies pending migrations in one write transaction taken before the version is read, so
-/// that processes opening a new store together apply each exactly once.
-fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+/// that processes opening a new store together apply each exactly once; returns the store's
+/// secret-hashing key, made with the schema.
+fn migrate(conn: &mut Connection) -> Result<Vec<u8>, StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
     let version: i64 = tx.pragma_query_value(None, "user_version", |row| row.get(0)).map_err(backend)?;
     let version = usize::try_from(version).unwrap_or(usize::MAX);
@@ -254,7 +264,9 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         tx.pragma_update(None, "user_version", i as i64 + 1).map_err(backend)?;
         tracing::info!(version = i + 1, "identity store migrated");
     }
-    tx.commit().map_err(backend)
+    let key = hash_key(&tx)?;
+    tx.commit().map_err(backend)?;
+    Ok(key)
 }
 
 /// The store's secret-hashing key, created with the store.
@@ -325,10 +337,6 @@ fn link_row(row: &Row<'_>) -> rusqlite::Result<Link> {
     Ok(Link { system_id: row.get(0)?, external_user: row.get(1)?, user_id: row.get(2)?, created_at: row.get(3)? })
 }
 
-const SYSTEM_COLUMNS: &str = "id, name, active, created_at, secrets_renewed_at, primary_used_at, alternate_used_at";
-const USER_COLUMNS: &str = "id, roles, active, created_at";
-const LINK_COLUMNS: &str = "system_id, external_user, user_id, created_at";
-
 impl IdentityStore for SqliteStore {
     fn hasher(&self) -> &SecretHasher {
         &self.hasher
@@ -341,16 +349,7 @@ impl IdentityStore for SqliteStore {
         alternate: &SecretHash,
         actor: &str,
     ) -> Result<System, StoreError> {
-        check_id("system name", name)?;
-        let system = System {
-            id: crate::id::uuid_v4(),
-            name: name.to_owned(),
-            active: true,
-            created_at: now(),
-            secrets_renewed_at: None,
-            primary_used_at: None,
-            alternate_used_at: None,
-        };
+        let system = System::new(name)?;
         self.write(|tx| {
             tx.execute(
                 "INSERT INTO systems (id, name, active, primary_hash, alternate_hash, created_at) VALUES (?1, ?2, 1, ?3, ?4, ?5)",
@@ -400,11 +399,7 @@ impl IdentityStore for SqliteStore {
     }
 
     fn add_user(&self, id: &str, roles: &[String], actor: &str) -> Result<User, StoreError> {
-        check_id("user id", id)?;
-        for role in roles {
-            check_id("role", role)?;
-        }
-        let user = User { id: id.to_owned(), roles: roles.to_vec(), active: true, created_at: now() };
+        let user = User::new(id, roles)?;
         let roles_json = serde_json::to_string(roles).map_err(|e| StoreError::Backend(e.to_string()))?;
         self.write(|tx| {
             tx.execute(

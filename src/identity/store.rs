@@ -242,6 +242,51 @@ pub const KEY_CHECK: &str = "secrets_key_check";
 /// Why a secret cannot be set: the store's secrets are sealed under another master key.
 pub const WRONG_KEY: &str = "this store's secrets are sealed under another master key";
 
+impl System {
+    /// A new, active system named `name`, with a fresh UUID v4 id.
+    ///
+    /// # Errors
+    /// The name is malformed.
+    pub fn new(name: &str) -> Result<Self, StoreError> {
+        check_id("system name", name)?;
+        Ok(Self {
+            id: crate::id::uuid_v4(),
+            name: name.to_owned(),
+            active: true,
+            created_at: now(),
+            secrets_renewed_at: None,
+            primary_used_at: None,
+            alternate_used_at: None,
+        })
+    }
+}
+
+impl User {
+    /// A new, active user.
+    ///
+    /// # Errors
+    /// The id or a role is malformed.
+    pub fn new(id: &str, roles: &[String]) -> Result<Self, StoreError> {
+        check_id("user id", id)?;
+        for role in roles {
+            check_id("role", role)?;
+        }
+        Ok(Self { id: id.to_owned(), roles: roles.to_vec(), active: true, created_at: now() })
+    }
+}
+
+/// The columns both stores select for a [`System`], a [`User`] and a [`Link`], in order.
+pub const SYSTEM_COLUMNS: &str = "id, name, active, created_at, secrets_renewed_at, primary_used_at, alternate_used_at";
+/// See [`SYSTEM_COLUMNS`].
+pub const USER_COLUMNS: &str = "id, roles, active, created_at";
+/// See [`SYSTEM_COLUMNS`].
+pub const LINK_COLUMNS: &str = "system_id, external_user, user_id, created_at";
+
+/// Unix seconds, as the stores keep times.
+pub fn now() -> i64 {
+    crate::clock::unix_now() as i64
+}
+
 /// Ids and names: 1 to 128 visible ASCII characters.
 ///
 /// # Errors
