@@ -247,6 +247,11 @@ impl CompileContext {
         &self.resolved
     }
 
+    /// Keeps `value`, a secret held some other way, out of everything the gateway writes.
+    pub fn conceal(&mut self, value: &str) {
+        self.resolved.push(value.to_owned());
+    }
+
     /// The certificates of a PEM file, registered for expiry tracking under `usage` (like
     /// `listeners[0].tls.certificates[0].cert`). A failure is reported at the file's reference.
     ///

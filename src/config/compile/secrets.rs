@@ -4,10 +4,19 @@
 use std::sync::Arc;
 
 use crate::config::context::CompileContext;
-use crate::config::raw::RawConfig;
+use crate::config::raw::{Located, RawConfig};
 use crate::config::values::ValueRef;
 use crate::identity::{IdentityStore, StoreLocation};
 use crate::secrets::{MasterKey, Vault};
+
+/// Why a `secrets` section has no store.
+pub(super) const NO_STORE: &str = "the secret store has no `store` and there is no `identity.store` to share";
+
+/// Where the secrets are: `secrets.store`, else `identity.store`.
+pub(super) fn location(raw: &RawConfig) -> Option<&Located> {
+    let section = raw.secrets.as_ref()?;
+    section.value.store.as_ref().or(raw.identity.as_ref().map(|i| &i.value.store))
+}
 
 /// Opens the secret store, if the file has one, and gives its values to `cx`; returns the
 /// store, to record afterwards which secrets the configuration used.
@@ -32,18 +41,10 @@ pub(super) fn compile(raw: &RawConfig, cx: &mut CompileContext) -> Option<Arc<dy
             return None;
         }
     };
-    let location = match (&cfg.store, &raw.identity) {
-        (Some(store), _) => store,
-        (None, Some(identity)) => &identity.value.store,
-        (None, None) => {
-            cx.error(
-                section.referenced,
-                "secrets",
-                "the secret store has no `store` and there is no `identity.store` to share",
-            )
+    let Some(location) = location(raw) else {
+        cx.error(section.referenced, "secrets", NO_STORE)
             .hint("add `store: sqlite:PATH` (relative to this file) or `store: postgres://…`");
-            return None;
-        }
+        return None;
     };
     let opened = StoreLocation::parse(&location.value, cx.dir())
         .map_err(|e| e.to_string())
@@ -57,7 +58,12 @@ pub(super) fn compile(raw: &RawConfig, cx: &mut CompileContext) -> Option<Arc<dy
     };
     match Vault::open(&*store, &key) {
         Ok(vault) => {
-            cx.secrets = Some(vault.into_values());
+            let values = vault.into_values();
+            // Every value is in memory now, used or not: none may be written anywhere.
+            for value in values.values() {
+                cx.conceal(value);
+            }
+            cx.secrets = Some(values);
             Some(store)
         }
         Err(e) => {
