@@ -112,5 +112,20 @@ fn client_address(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, normalize, routes, headers, client_address);
+/// Redaction by value, as the access-log writer applies it to each line: with no secret
+/// configured, then with eight registered (none of them in the line, the usual case, and one
+/// in the path).
+fn scrub(c: &mut Criterion) {
+    let line = r#"{"log":"access","ts":"2026-12-06T20:00:00.000Z","request_id":"5f1c2e9a-4b7d-4e21-9a0c-3d2f1e0b9c8a","listener":"public","route":"api","method":"GET","path":"/apolloapi/items/42/details","query":"page=2&sort=name","status":200,"client_ip":"203.0.113.7","tls":"TLSv1.3","client_cert":null,"sub":"alice","decisions":[{"policy":"cors","outcome":"allowed"},{"policy":"jwt","outcome":"allowed"}],"upstream":"127.0.0.1:7071","upstream_ms":1.2,"total_ms":1.9,"bytes_in":0,"bytes_out":512}"#;
+    let mut g = c.benchmark_group("scrub_access_line");
+    g.bench_function("no_secrets_configured", |b| b.iter(|| portcullis::redact::scrub(black_box(line)).len()));
+    let secrets: Vec<String> = (0..8).map(|i| format!("backend-api-key-{i}-5f1c2e9a7d")).collect();
+    portcullis::redact::conceal(&secrets);
+    g.bench_function("eight_secrets_none_present", |b| b.iter(|| portcullis::redact::scrub(black_box(line)).len()));
+    let leaked = line.replace("items/42", &secrets[3]);
+    g.bench_function("eight_secrets_one_present", |b| b.iter(|| portcullis::redact::scrub(black_box(&leaked)).len()));
+    g.finish();
+}
+
+criterion_group!(benches, normalize, routes, headers, client_address, scrub);
 criterion_main!(benches);
