@@ -211,7 +211,8 @@ impl CompileContext {
         self.read.entry(full).or_insert_with_key(|full| std::fs::read(full).map(Arc::from).map_err(Arc::new)).clone()
     }
 
-    /// Resolves a `${env:}`/`${file:}` reference or an inline value; a file is watched.
+    /// Resolves an inline value or a `${env:}`, `${file:}` (watched), `${credential:}` or
+    /// `${secret:}` reference; every resolved reference is concealed from what is written.
     ///
     /// # Errors
     /// The variable is unset or the file unreadable; the message names which, never the value.

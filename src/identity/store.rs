@@ -1,9 +1,10 @@
 //! What the token issuer keeps: external systems with their two secret hashes, internal
-//! users, the links between them, and the append-only audit log — behind [`IdentityStore`],
-//! so that a shared PostgreSQL store can sit beside the embedded SQLite one
-//! ([`super::sqlite`], [`super::postgres`]). The token endpoint's one read,
-//! [`IdentityStore::lookup`], is a future; every other call blocks and belongs to the CLI
-//! and to loading the configuration.
+//! users, the links between them, the append-only audit log, and the sealed values of the
+//! secret store ([`crate::secrets`]) — behind [`IdentityStore`], so that a shared PostgreSQL
+//! store can sit beside the embedded SQLite one ([`super::sqlite`], [`super::postgres`]).
+//! The token endpoint's calls, [`IdentityStore::lookup`] and [`IdentityStore::secret_used`],
+//! are futures; every other call blocks and belongs to the CLI and to loading the
+//! configuration.
 
 use std::future::Future;
 use std::pin::Pin;
