@@ -129,8 +129,14 @@ async fn two_gateways_share_one_budget_through_redis() {
     let clients = [Client::new(one.addr("public"), &pki), Client::new(two.addr("public"), &pki)];
 
     for (path, budget, sent) in [("/rate/x", 100, 240), ("/quota/x", 60, 150)] {
-        // Concurrent load from both instances at once.
-        let replies = futures_util::future::join_all((0..sent).map(|i| clients[i % 2].send(get(path, &[])))).await;
+        // Concurrent load on both instances at once, in waves of 16 (8 each), so that neither
+        // can spend the whole budget before the other's first requests arrive (an instance
+        // still connecting to Redis would otherwise see only refusals).
+        let mut replies = Vec::with_capacity(sent);
+        for wave in (0..sent).collect::<Vec<_>>().chunks(16) {
+            let answers = futures_util::future::join_all(wave.iter().map(|i| clients[i % 2].send(get(path, &[]))));
+            replies.extend(answers.await);
+        }
         let allowed = replies.iter().filter(|r| r.status == 200).count();
         let refused = replies.iter().filter(|r| r.status == 429).count();
         let undecided = replies.iter().filter(|r| r.status == 503).count();
