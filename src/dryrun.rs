@@ -131,6 +131,7 @@ pub async fn run(rt: &Runtime, mut parts: Parts, conn: &ConnInfo, now: u64) -> D
         &routed.params,
         now,
     );
+    cx.method_override = routed.method_override.clone();
     let outcome = route.chain.on_request(&mut parts, &mut cx).await;
     let mut problem = None;
     let (end, mut rsp) = match outcome.answer {

@@ -11,7 +11,7 @@ use http_body_util::BodyExt;
 use http::header::{self, HeaderValue};
 use http::request::Parts;
 use http::uri::Authority;
-use http::{HeaderMap, Method, Request, Response, Uri};
+use http::{HeaderMap, HeaderName, Method, Request, Response, Uri};
 use hyper::body::Incoming;
 
 use crate::body::{self, Body, BodyFault, BodyStats, LimitedBody};
@@ -21,10 +21,11 @@ use crate::policy::{Answer, Claims, PolicyDecision, RequestContext};
 use crate::problem::Problem;
 use crate::proxy::{ForwardError, Outbound};
 use crate::request::framing::{self, FramingError};
-use crate::request::headers::{strip_hop_by_hop, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID};
+use crate::request::client_ip::ForwardedHeader;
+use crate::request::headers::{strip_hop_by_hop, strip_overrides, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID};
 use crate::request::{client_ip, normalize};
 use crate::route::pattern::Params;
-use crate::route::Route;
+use crate::route::{PathParameters, Route};
 use crate::runtime::{Limits, Runtime};
 use crate::telemetry::access::{self, AccessRecord, LoggedBody};
 use crate::telemetry::metrics::{count_error, method_class, metrics, Fault};
@@ -46,6 +47,8 @@ pub struct Routed<'rt> {
     pub route: &'rt Route,
     /// The values of the route template's `{param}` segments.
     pub params: Params,
+    /// The method the backend will execute, when the route passes a method override.
+    pub method_override: Option<Method>,
 }
 
 impl Routed<'_> {
@@ -73,12 +76,14 @@ pub struct Refused {
     pub close: bool,
 }
 
-/// Steps 2–4: checks framing and singleton fields, strips hop-by-hop and gateway headers,
-/// resolves the client address, normalizes the path and finds the route.
+/// Steps 2–4: checks framing, singleton fields and the method, strips hop-by-hop and
+/// gateway headers, resolves the client address, normalizes the path, finds the route and
+/// applies its path-parameter and method-override rules.
 ///
 /// # Errors
-/// The request id and the problem to answer: bad framing or fields (400, 431, 501), a bad
-/// path (400) or no route (404).
+/// The request id and the problem to answer: bad framing or fields (400, 431, 501), a
+/// method with lower-case letters, an unreadable forwarding chain, a bad path or override
+/// (400), or no route (404).
 pub fn route<'rt>(
     rt: &'rt Runtime,
     parts: &mut Parts,
@@ -92,9 +97,20 @@ pub fn route<'rt>(
     if let Err(e) = framing::check(parts, from_trusted, max_headers) {
         return Err(Box::new(Refused { request_id, kind: e.label(), problem: e.problem(), close: true }));
     }
+    if !framing::method_is_unambiguous(&parts.method) {
+        let detail = format!("methods are case-sensitive: send {}", parts.method.as_str().to_ascii_uppercase());
+        return refuse(request_id, "bad_method", Problem::bad_request(detail));
+    }
     strip_hop_by_hop(&mut parts.headers);
-    rt.gateway_headers.strip(&mut parts.headers, from_trusted);
-    let client_ip = client_ip::resolve(peer, &parts.headers, &rt.trusted_proxies);
+    let chain_header = from_trusted.then(|| rt.forwarded_header.name());
+    rt.gateway_headers.strip(&mut parts.headers, chain_header);
+    if from_trusted && rt.forwarded_header == ForwardedHeader::Forwarded {
+        client_ip::adopt_forwarded(&mut parts.headers);
+    }
+    let client_ip = match client_ip::resolve(peer, &parts.headers, &rt.trusted_proxies) {
+        Ok(ip) => ip,
+        Err(e) => return refuse(request_id, "bad_forwarded_for", Problem::bad_request(e.to_string())),
+    };
     let uri = parts.uri.clone();
     let normalized = match normalize::normalize_path(uri.path()) {
         Ok(Cow::Borrowed(_)) => None,
@@ -108,7 +124,33 @@ pub fn route<'rt>(
     let Some((route, params)) = rt.routes.find(&conn.listener, &host, path, &parts.method) else {
         return refuse(request_id, "no_route", Problem::not_found());
     };
-    Ok(Routed { request_id, peer, client_ip, host, uri, normalized, route, params })
+    if route.path_parameters == PathParameters::Refuse && normalize::has_path_parameters(uri.path()) {
+        let detail = "path parameters (';') are not accepted on this route";
+        return refuse(request_id, "path_parameters", Problem::bad_request(detail));
+    }
+    strip_overrides(&mut parts.headers, route.method_override.as_ref());
+    let method_override = match route.method_override.as_ref().map(|name| method_override(&parts.headers, name, route)) {
+        None | Some(Ok(None)) => None,
+        Some(Ok(Some(method))) => Some(method),
+        Some(Err(detail)) => return refuse(request_id, "bad_method_override", Problem::bad_request(detail)),
+    };
+    Ok(Routed { request_id, peer, client_ip, host, uri, normalized, route, params, method_override })
+}
+
+/// The method a route's method-override header names, which the backend will execute: one
+/// field, an upper-case method the route serves.
+fn method_override(headers: &HeaderMap, name: &HeaderName, route: &Route) -> Result<Option<Method>, String> {
+    let mut values = headers.get_all(name).iter();
+    let Some(value) = values.next() else { return Ok(None) };
+    let refused = || format!("{name} must name one upper-case method this route serves");
+    if values.next().is_some() {
+        return Err(refused());
+    }
+    let method = Method::from_bytes(value.as_bytes()).map_err(|_| refused())?;
+    if !framing::method_is_unambiguous(&method) || !(route.methods.is_empty() || route.methods.contains(&method)) {
+        return Err(refused());
+    }
+    Ok(Some(method))
 }
 
 /// Handles one request on a TLS listener. Never fails: every fault becomes a problem answer.
@@ -145,6 +187,7 @@ pub async fn handle(rt: &Runtime, req: Request<Incoming>, conn: &ConnInfo, limit
         &routed.params,
         unix_now(),
     );
+    cx.method_override = routed.method_override.clone();
     let chain = route.chain.on_request(&mut parts, &mut cx).await;
     let mut rsp = match chain.answer {
         Some(Answer::Response(rsp)) => rsp,

@@ -10,6 +10,7 @@ use crate::identity::Issuer;
 use crate::ipset::IpSet;
 use crate::policy::NamedPolicy;
 use crate::proxy::Backend;
+use crate::request::client_ip::ForwardedHeader;
 use crate::request::headers::GatewayHeaders;
 use crate::route::RouteTable;
 use crate::tls::CertificateInUse;
@@ -31,6 +32,8 @@ pub struct Runtime {
     pub watch_files: bool,
     /// Peers whose forwarding headers are believed.
     pub trusted_proxies: IpSet,
+    /// The header those peers write the client address chain in.
+    pub forwarded_header: ForwardedHeader,
     /// Every route, the issuer's first.
     pub routes: RouteTable,
     /// Every backend, for health checks and readiness.
@@ -38,7 +41,7 @@ pub struct Runtime {
     /// Every named policy, by name.
     pub policies: Vec<Arc<NamedPolicy>>,
     /// Headers the gateway owns, removed from every request (a trusted proxy keeps its
-    /// `X-Forwarded-For` and `X-Request-Id`).
+    /// forwarding chain and `X-Request-Id`).
     pub gateway_headers: GatewayHeaders,
     /// How long shutdown waits for in-flight requests.
     pub drain_timeout: Duration,

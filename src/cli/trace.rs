@@ -70,7 +70,7 @@ pub(super) fn trace(req: &TraceRequest) -> anyhow::Result<ExitCode> {
 
 fn build_request(req: &TraceRequest) -> anyhow::Result<Request<()>> {
     let uri: Uri = req.url.parse().with_context(|| format!("invalid URL {:?}", req.url))?;
-    let method = Method::from_bytes(req.method.to_ascii_uppercase().as_bytes()).context("invalid method")?;
+    let method = Method::from_bytes(req.method.as_bytes()).context("invalid method")?;
     let mut builder = Request::builder().method(method).uri(uri.clone());
     if let Some(host) = uri.authority() {
         builder = builder.header(http::header::HOST, host.as_str());

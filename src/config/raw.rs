@@ -33,6 +33,9 @@ pub struct RawConfig {
     pub admin: Option<AdminConfig>,
     #[serde(default)]
     pub trusted_proxies: Vec<Spanned<IpNet>>,
+    /// The header trusted proxies write the client address chain in.
+    #[serde(default)]
+    pub forwarded_header: crate::request::client_ip::ForwardedHeader,
     #[serde(default)]
     pub default_policies: Vec<Located>,
     #[serde(default)]
@@ -215,6 +218,12 @@ pub struct RouteConfig {
     pub policies: Vec<Located>,
     pub backend: Located,
     pub rewrite: Option<RewriteConfig>,
+    /// `refuse` (default) a path with `;` parameters, or `strip` them.
+    #[serde(default)]
+    pub path_parameters: crate::route::PathParameters,
+    /// A method-override header passed to the backend (`X-HTTP-Method-Override`,
+    /// `X-HTTP-Method` or `X-Method-Override`); policies decide on the method it names.
+    pub method_override: Option<Located>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -54,6 +54,11 @@ impl Gcra {
         }
     }
 
+    /// The debt (`tat - now`) from which a key's next request is refused: its budget is spent.
+    pub fn spent_at(&self) -> u64 {
+        self.interval.saturating_mul(self.burst - 1).saturating_add(1)
+    }
+
     /// Whether one request would be allowed now, without spending it.
     pub fn would_allow(&self, tat: u64, now: u64) -> bool {
         tat.max(now).saturating_add(self.interval) <= now.saturating_add(self.interval.saturating_mul(self.burst))

@@ -14,6 +14,9 @@ use crate::config::values::Rate;
 /// Keys remembered at most.
 const CAPACITY: usize = 100_000;
 
+/// What a new key is told when every remembered key has spent its budget.
+pub const NO_ROOM_RETRY: Duration = Duration::from_secs(1);
+
 /// Requests per key, with bursts.
 pub struct KeyedLimiter<K: ?Sized> {
     gcra: Gcra,
@@ -34,12 +37,8 @@ impl<K: Hash + ?Sized> KeyedLimiter<K> {
     /// `rate.count` requests per `rate.per`, all of which may come at once.
     pub fn new(rate: Rate) -> Self {
         let count = u64::from(rate.count.get());
-        Self {
-            gcra: Gcra::new(count, rate.per, count),
-            hasher: RandomState::new(),
-            tats: ShardedMap::new(CAPACITY),
-            keys: PhantomData,
-        }
+        let gcra = Gcra::new(count, rate.per, count);
+        Self { gcra, hasher: RandomState::new(), tats: ShardedMap::keeping_spent(CAPACITY, gcra.spent_at()), keys: PhantomData }
     }
 
     /// Spends one request of `key`'s budget at `now`.
@@ -48,9 +47,10 @@ impl<K: Hash + ?Sized> KeyedLimiter<K> {
     /// The budget is spent: how long until the next request would be allowed.
     pub fn check(&self, key: &K, now: Instant) -> Result<(), Duration> {
         let now = nanos(now);
-        match self.tats.with(self.hasher.hash_one(key), now, |tat| self.gcra.spend(&mut tat.0, now)) {
-            Spend::Allowed { .. } => Ok(()),
-            Spend::Refused { retry_after } => Err(retry_after),
+        match self.tats.try_with(self.hasher.hash_one(key), now, |tat| self.gcra.spend(&mut tat.0, now)) {
+            Some(Spend::Allowed { .. }) => Ok(()),
+            Some(Spend::Refused { retry_after }) => Err(retry_after),
+            None => Err(NO_ROOM_RETRY),
         }
     }
 
@@ -60,7 +60,9 @@ impl<K: Hash + ?Sized> KeyedLimiter<K> {
     /// The budget is spent: how long until the next request would be allowed.
     pub fn peek(&self, key: &K, now: Instant) -> Result<(), Duration> {
         let now = nanos(now);
-        let tat = self.tats.with(self.hasher.hash_one(key), now, |tat| tat.0);
+        let Some(tat) = self.tats.try_with(self.hasher.hash_one(key), now, |tat| tat.0) else {
+            return Err(NO_ROOM_RETRY);
+        };
         match self.gcra.would_allow(tat, now) {
             true => Ok(()),
             false => Err(Duration::from_nanos(

@@ -128,7 +128,7 @@ impl Policy {
             Self::ClientCert(policy) => {
                 policy.check(cx.conn.client_cert.as_deref(), &mut parts.headers).map_err(Denial::ClientCert).into()
             }
-            Self::Authorize(policy) => match policy.check(&parts.method, cx.params, cx.claims.as_deref()) {
+            Self::Authorize(policy) => match policy.check(cx.method(&parts.method), cx.params, cx.claims.as_deref()) {
                 Ok(rule) => Decision::Granted(rule.clone()),
                 Err(refusal) => Decision::Deny(Denial::Authorize(refusal)),
             },

@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use http::HeaderValue;
+use http::{HeaderValue, Method};
 use serde_json::Value;
 
 use crate::conn::ConnInfo;
@@ -72,9 +72,17 @@ pub struct RequestContext<'a> {
     pub claims: Option<Arc<Claims>>,
     /// The tightest budget a `rate_limit` policy saw, for the `RateLimit` response headers.
     pub rate_limit: Option<RateLimitState>,
+    /// The method the backend will execute when the route passes a method override; policies
+    /// that decide by method decide on it.
+    pub method_override: Option<Method>,
 }
 
 impl<'a> RequestContext<'a> {
+    /// The method policies decide on: the override the route passes, else the request's.
+    pub fn method<'m>(&'m self, request: &'m Method) -> &'m Method {
+        self.method_override.as_ref().unwrap_or(request)
+    }
+
     /// The context of one request on `route`, arriving at `now` (Unix seconds).
     pub fn new(
         request_id: &'a str,
@@ -96,6 +104,7 @@ impl<'a> RequestContext<'a> {
             cors_origin: None,
             claims: None,
             rate_limit: None,
+            method_override: None,
         }
     }
 }

@@ -27,6 +27,9 @@ use crate::limit::redis::RedisStore;
 use crate::limit::{keyed::nanos, Gcra, Period, Spend};
 use crate::problem::Problem;
 
+/// What a new key gets when the memory store holds nothing but spent budgets.
+const NO_ROOM: Spend = Spend::Refused { retry_after: crate::limit::keyed::NO_ROOM_RETRY };
+
 /// Keys an in-memory budget remembers unless `capacity` says otherwise.
 pub const DEFAULT_CAPACITY: usize = 100_000;
 /// How long Redis may take to decide unless `timeout` says otherwise.
@@ -57,7 +60,13 @@ pub struct RateLimitConfig {
     pub trusted_cas: Option<Located>,
     /// `capacity`: keys the memory store remembers at most (default 100000).
     pub capacity: Option<usize>,
+    /// `ipv6_prefix`: `client_ip` keys an IPv6 client by this network (default 64: one
+    /// holder of a /64 gets one budget, not 2^64).
+    pub ipv6_prefix: Option<Spanned<u8>>,
 }
+
+/// The IPv6 network `client_ip` keys by unless `ipv6_prefix` says otherwise.
+pub const DEFAULT_IPV6_PREFIX: u8 = 64;
 
 /// A quota written as a count per calendar period: `500/hour`, `10000/day`, `1000000/month`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -111,7 +120,8 @@ pub enum OnStoreError {
 /// One fact of the request that the key is made of.
 #[derive(Debug)]
 enum KeyPart {
-    ClientIp,
+    /// IPv4 addresses whole, IPv6 ones masked to their network.
+    ClientIp { v6_mask: u128 },
     Claim(ClaimPath),
     Header(HeaderName),
     ClientCert,
@@ -275,12 +285,12 @@ impl RateLimit {
                 match (state, self.budget) {
                     (Memory::Rate(tats), Budget::Rate(gcra)) => {
                         let now = nanos(Instant::now());
-                        tats.with(key, now, |tat| gcra.spend(&mut tat.0, now))
+                        tats.try_with(key, now, |tat| gcra.spend(&mut tat.0, now)).unwrap_or(NO_ROOM)
                     }
                     (Memory::Quota(counts), Budget::Quota { limit, period }) => {
                         let (window, end) = period.window(cx.now);
                         let reset = Duration::from_secs(end.saturating_sub(cx.now));
-                        counts.with(key, window, |count| count_one(count, window, limit, reset))
+                        counts.try_with(key, window, |count| count_one(count, window, limit, reset)).unwrap_or(NO_ROOM)
                     }
                     _ => unreachable!("the memory state is made for the budget"),
                 }
@@ -362,11 +372,11 @@ impl RateLimit {
         };
         for key in &self.key {
             match key {
-                KeyPart::ClientIp => match cx.client_ip {
+                KeyPart::ClientIp { v6_mask } => match cx.client_ip {
                     IpAddr::V4(ip) => part(4, &ip.octets()),
                     IpAddr::V6(ip) => match ip.to_ipv4_mapped() {
                         Some(v4) => part(4, &v4.octets()),
-                        None => part(6, &ip.octets()),
+                        None => part(6, &(u128::from(ip) & v6_mask).to_be_bytes()),
                     },
                 },
                 KeyPart::Claim(path) => match cx.claims.as_deref().and_then(|c| path.find(c)) {
@@ -467,6 +477,20 @@ fn structured_string(name: &str) -> String {
     out
 }
 
+/// The mask of `ipv6_prefix` (1 to 128, default 64).
+fn ipv6_mask(cfg: &RateLimitConfig, cx: &mut CompileContext) -> u128 {
+    let prefix = match &cfg.ipv6_prefix {
+        Some(p) if (1..=128).contains(&p.value) => p.value,
+        Some(p) => {
+            cx.field_error_at(p.referenced, "ipv6_prefix", format!("{} is not a prefix length from 1 to 128", p.value))
+                .hint("64 keys each /64 network (the default); 128 keys every address");
+            DEFAULT_IPV6_PREFIX
+        }
+        None => DEFAULT_IPV6_PREFIX,
+    };
+    u128::MAX << (128 - u32::from(prefix))
+}
+
 fn key_parts(cfg: &RateLimitConfig, cx: &mut CompileContext) -> Vec<KeyPart> {
     let at = cfg.key.referenced;
     let texts: Vec<&str> = match &cfg.key.value {
@@ -479,7 +503,7 @@ fn key_parts(cfg: &RateLimitConfig, cx: &mut CompileContext) -> Vec<KeyPart> {
     let mut parts = Vec::new();
     for text in texts {
         let part = match text.split_once(':') {
-            None if text == "client_ip" => Some(KeyPart::ClientIp),
+            None if text == "client_ip" => Some(KeyPart::ClientIp { v6_mask: ipv6_mask(cfg, cx) }),
             None if text == "client_cert" => Some(KeyPart::ClientCert),
             None if text == "route" => Some(KeyPart::Route),
             Some(("claim", name)) if !name.is_empty() => Some(KeyPart::Claim(ClaimPath::new(name))),
@@ -525,8 +549,8 @@ fn store(cfg: &RateLimitConfig, budget: Budget, cx: &mut CompileContext) -> Opti
         }
         let capacity = cfg.capacity.unwrap_or(DEFAULT_CAPACITY);
         let state = match budget {
-            Budget::Rate(_) => Memory::Rate(ShardedMap::new(capacity)),
-            Budget::Quota { .. } => Memory::Quota(ShardedMap::new(capacity)),
+            Budget::Rate(gcra) => Memory::Rate(ShardedMap::keeping_spent(capacity, gcra.spent_at())),
+            Budget::Quota { limit, .. } => Memory::Quota(ShardedMap::keeping_spent(capacity, limit)),
         };
         return Some(Store::Memory { hasher: RandomState::new(), state });
     };
@@ -637,6 +661,48 @@ mod tests {
         let mapped = Call { ip: "::ffff:192.0.2.1", ..FROM_A };
         assert!(run(&limit, &mapped, NOW).await.0.is_err(), "an IPv4-mapped address is the same client");
         assert!(run(&limit, &Call { ip: "192.0.2.2", ..FROM_A }, NOW).await.0.is_ok(), "another client");
+    }
+
+    /// The holder of one /64 has 2^64 addresses: each must not buy a fresh budget.
+    #[tokio::test]
+    async fn ipv6_clients_are_keyed_by_their_network() {
+        let limit = policy("{ key: client_ip, rate: 1/min, burst: 1 }").unwrap();
+        assert!(run(&limit, &Call { ip: "2001:db8:1:2::1", ..FROM_A }, NOW).await.0.is_ok());
+        for other in ["2001:db8:1:2::2", "2001:db8:1:2:ffff:ffff:ffff:ffff"] {
+            assert!(run(&limit, &Call { ip: other, ..FROM_A }, NOW).await.0.is_err(), "{other} is the same /64");
+        }
+        assert!(run(&limit, &Call { ip: "2001:db8:1:3::1", ..FROM_A }, NOW).await.0.is_ok(), "another /64");
+        let per_address = policy("{ key: client_ip, rate: 1/min, burst: 1, ipv6_prefix: 128 }").unwrap();
+        assert!(run(&per_address, &Call { ip: "2001:db8::1", ..FROM_A }, NOW).await.0.is_ok());
+        assert!(run(&per_address, &Call { ip: "2001:db8::2", ..FROM_A }, NOW).await.0.is_ok());
+        let per_48 = policy("{ key: client_ip, rate: 1/min, burst: 1, ipv6_prefix: 48 }").unwrap();
+        assert!(run(&per_48, &Call { ip: "2001:db8:1:2::1", ..FROM_A }, NOW).await.0.is_ok());
+        assert!(run(&per_48, &Call { ip: "2001:db8:1:9::1", ..FROM_A }, NOW).await.0.is_err());
+        for bad in ["0", "129"] {
+            let err = policy(&format!("{{ key: client_ip, rate: 1/s, ipv6_prefix: {bad} }}")).unwrap_err();
+            assert!(err.contains("is not a prefix length from 1 to 128"), "{err}");
+        }
+    }
+
+    /// A flood of distinct keys must not make the store forget a victim's spent budget.
+    #[tokio::test]
+    async fn a_flood_of_keys_never_resets_a_spent_budget() {
+        let limit = policy("{ key: \"header:X-Key\", rate: 1/min, burst: 1, capacity: 64 }").unwrap();
+        let victim = Call { headers: &[("x-key", "victim")], ..FROM_A };
+        assert!(run(&limit, &victim, NOW).await.0.is_ok());
+        assert!(run(&limit, &victim, NOW).await.0.is_err());
+        for i in 0..5_000 {
+            let key = format!("flood-{i}");
+            let _ = run(&limit, &Call { headers: &[("x-key", &key)], ..FROM_A }, NOW).await;
+        }
+        assert!(run(&limit, &victim, NOW).await.0.is_err(), "the victim's budget stays spent");
+        let quota = policy("{ key: \"header:X-Key\", quota: 1/day, capacity: 64 }").unwrap();
+        assert!(run(&quota, &victim, NOW).await.0.is_ok());
+        for i in 0..5_000 {
+            let key = format!("flood-{i}");
+            let _ = run(&quota, &Call { headers: &[("x-key", &key)], ..FROM_A }, NOW).await;
+        }
+        assert!(run(&quota, &victim, NOW).await.0.is_err(), "the victim's quota stays spent");
     }
 
     #[tokio::test]

@@ -36,6 +36,13 @@ static SINGLETONS: [(HeaderName, &str); 6] = [
     (header::ACCESS_CONTROL_REQUEST_METHOD, "Access-Control-Request-Method"),
 ];
 
+/// Methods are case-sensitive (RFC 9110 §9.1), but ASP.NET Core and Express read them
+/// ignoring case: `delete` would skip a route for `DELETE` here and run as DELETE there. So a
+/// method with a lower-case letter is refused, whatever it is.
+pub fn method_is_unambiguous(method: &http::Method) -> bool {
+    !method.as_str().bytes().any(|b| b.is_ascii_lowercase())
+}
+
 /// Why a request was refused before routing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FramingError {

@@ -5,6 +5,11 @@
 //!   others are kept with upper-case hex (§6.2.2.1);
 //! - an encoded `/` (`%2F`), `\` (`%5C`) or NUL (`%00`), a raw `\`, and an invalid escape are
 //!   refused: their meaning differs between servers;
+//! - path parameters (`;…` to the end of a segment, RFC 3986 §3.3) are removed, as Tomcat,
+//!   Jetty and Spring remove them before they resolve dot-segments: `/a/7/..;/8` is `/a/8` for
+//!   them, so it is `/a/8` here too, and the backend receives the path without them. A route
+//!   refuses a path that had them unless it sets `path_parameters: strip`. A `.` or `..`
+//!   segment followed by `;` or `%3B` is always refused: servers disagree on what it is;
 //! - runs of `/` are merged, then dot-segments are removed (§5.2.4); `..` never climbs above `/`.
 
 use std::borrow::Cow;
@@ -33,6 +38,14 @@ pub enum PathError {
     /// A `%` not followed by two hex digits.
     #[error("invalid percent-escape in path")]
     InvalidEscape,
+    /// `..;x` or `.%3B`: a dot-segment that some servers resolve and others do not.
+    #[error("a '.' or '..' segment followed by ';' in path")]
+    DotSegmentParameters,
+}
+
+/// Whether the path carries path parameters (`;`), which normalization removes.
+pub fn has_path_parameters(raw: &str) -> bool {
+    raw.contains(';')
 }
 
 /// Returns the normalized path; borrows the input when it is already normal.
@@ -58,7 +71,7 @@ fn is_normal(bytes: &[u8]) -> bool {
     let mut previous = 0u8;
     for &b in bytes {
         match b {
-            b'%' | b'\\' | 0 | 0x80.. => return false,
+            b'%' | b'\\' | b';' | 0 | 0x80.. => return false,
             b'/' if previous == b'/' => return false,
             b'.' if previous == b'/' => return false,
             _ => {}
@@ -93,6 +106,9 @@ fn decode_unreserved(bytes: &[u8]) -> Result<String, PathError> {
                     return Err(PathError::InvalidEscape);
                 };
                 let value = hi << 4 | lo;
+                if value == b';' && ends_in_dot_segment(&out) {
+                    return Err(PathError::DotSegmentParameters);
+                }
                 match value {
                     b'/' => return Err(PathError::EncodedSlash),
                     b'\\' => return Err(PathError::Backslash),
@@ -104,6 +120,15 @@ fn decode_unreserved(bytes: &[u8]) -> Result<String, PathError> {
             }
             b'\\' => return Err(PathError::Backslash),
             0 => return Err(PathError::Nul),
+            // Path parameters: the rest of the segment goes.
+            b';' => {
+                if ends_in_dot_segment(&out) {
+                    return Err(PathError::DotSegmentParameters);
+                }
+                while i < bytes.len() && bytes[i] != b'/' {
+                    i += 1;
+                }
+            }
             // Raw bytes beyond ASCII (UTF-8 sent unescaped) take their escaped form, so that
             // both spellings of a character are one path.
             b @ 0x80.. => {
@@ -117,6 +142,11 @@ fn decode_unreserved(bytes: &[u8]) -> Result<String, PathError> {
         }
     }
     Ok(out)
+}
+
+/// Whether the segment being decoded (after the last `/` of `out`) is `.` or `..`.
+fn ends_in_dot_segment(out: &str) -> bool {
+    matches!(out.rsplit('/').next(), Some("." | ".."))
 }
 
 fn push_escaped(out: &mut String, b: u8) {
@@ -200,6 +230,39 @@ mod tests {
         assert_eq!(n("/a/%d0%b6").unwrap(), "/a/%D0%B6", "both spellings are one path");
         let once = n("/a///.aa/a/$aa/a/aўЖ/a/").unwrap();
         assert_eq!(n(&once).unwrap(), once);
+    }
+
+    /// Tomcat, Jetty and Spring drop `;…` before resolving dot-segments: `/a/7/..;/8` is
+    /// account 8 to them, so it must be account 8 to every policy as well.
+    #[test]
+    fn path_parameters_are_removed_before_dot_segments() {
+        assert_eq!(n("/accounts/7;v=1/cases").unwrap(), "/accounts/7/cases");
+        assert_eq!(n("/accounts;x/7").unwrap(), "/accounts/7");
+        assert_eq!(n("/a/;x/b").unwrap(), "/a/b");
+        assert_eq!(n("/a/b;").unwrap(), "/a/b");
+        assert_eq!(n("/a/7;jsessionid=1/../8").unwrap(), "/a/8");
+        assert_eq!(n("/a/x%3By").unwrap(), "/a/x%3By", "an escaped ';' is data");
+        assert!(has_path_parameters("/a;b") && !has_path_parameters("/a%3Bb"));
+    }
+
+    #[test]
+    fn dot_segments_with_parameters_are_refused_in_every_spelling() {
+        for raw in [
+            "/accounts/7/..;/8/cases",
+            "/accounts/7/..;x=1/8",
+            "/a/.;/b",
+            "/a/%2e%2e;/b",
+            "/a/.%2E;/b",
+            "/a/%2E;/b",
+            "/a/..%3b/b",
+            "/a/..%3B/b",
+            "/a/.%3bx/b",
+            "/..;/",
+        ] {
+            assert_eq!(n(raw), Err(PathError::DotSegmentParameters), "{raw}");
+        }
+        assert_eq!(n("/a/...;/b").unwrap(), "/a/.../b");
+        assert_eq!(n("/a/x..;/b").unwrap(), "/a/x../b");
     }
 
     #[test]

@@ -9,7 +9,8 @@ pub mod pattern;
 
 use std::sync::Arc;
 
-use http::Method;
+use http::{HeaderName, Method};
+use serde::Deserialize;
 
 use self::pattern::{HostPattern, Params, PathMatch};
 use crate::policy::Chain;
@@ -37,6 +38,21 @@ pub struct Route {
     pub strip_prefix: Option<String>,
     /// Its request metrics, resolved once.
     pub metrics: RouteMetrics,
+    /// What a path with `;` parameters gets.
+    pub path_parameters: PathParameters,
+    /// The method-override header it passes to its backend, if any.
+    pub method_override: Option<HeaderName>,
+}
+
+/// What a route does with a path that had `;` parameters (normalization removes them).
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum PathParameters {
+    /// 400: the backend might read the parameters another way.
+    #[default]
+    Refuse,
+    /// Serve the path without them (the backend receives it without them too).
+    Strip,
 }
 
 impl Route {

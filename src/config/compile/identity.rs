@@ -12,7 +12,7 @@ use crate::identity::{self, Issuer, IssuerSettings, StoreLocation};
 use crate::policy::{Chain, NamedPolicy, Policy};
 use crate::proxy::Backend;
 use crate::route::pattern::PathMatch;
-use crate::route::Route;
+use crate::route::{PathParameters, Route};
 use crate::telemetry::metrics::RouteMetrics;
 
 /// The token issuer: its key read, its store opened (created and migrated if new), and the
@@ -143,6 +143,8 @@ pub(super) fn routes(issuer: Arc<Issuer>, listener: &Arc<str>, defaults: &[Arc<N
         backend: backend.clone(),
         strip_prefix: None,
         metrics: RouteMetrics::new(name.into()),
+        path_parameters: PathParameters::Refuse,
+        method_override: None,
     };
     vec![
         route("identity-token", identity::TOKEN_PATH),

@@ -10,13 +10,23 @@ use ipnet::IpNet;
 use serde_saphyr::Location;
 
 use crate::config::context::CompileContext;
+use http::HeaderName;
+
 use crate::config::raw::{ClientAuthMode, RawConfig};
+use crate::policy::rate_limit::KeyList;
+use crate::request::headers::GatewayHeaders;
 use crate::policy::{NamedPolicy, Policy, PolicyMode};
 
 /// Runs every lint over the file as written and its compiled policies.
-pub(super) fn lint(raw: &RawConfig, policies: &HashMap<String, Arc<NamedPolicy>>, cx: &mut CompileContext) {
+pub(super) fn lint(
+    raw: &RawConfig,
+    policies: &HashMap<String, Arc<NamedPolicy>>,
+    owned: &GatewayHeaders,
+    cx: &mut CompileContext,
+) {
     trusted_proxies(raw, cx);
     policy_settings(raw, cx);
+    client_chosen_keys(raw, owned, cx);
     route_chains(raw, policies, cx);
     plain_backends(raw, cx);
 }
@@ -58,6 +68,24 @@ fn policy_settings(raw: &RawConfig, cx: &mut CompileContext) {
                 cx.warn(at, format!("policies.{name}.ip_filter.allow"), format!("ip_filter {name:?} allows every address{}", if filter.deny.is_empty() { "" } else { " not denied" }))
                     .hint("list the networks that may call, like [203.0.113.0/24]; an empty or 0.0.0.0/0 allow list filters nothing");
             }
+        }
+    }
+}
+
+/// A budget keyed only by headers the client writes: every new value is a fresh budget.
+/// Headers the gateway sets (forwarded claims, certificate summaries) are not the client's.
+fn client_chosen_keys(raw: &RawConfig, owned: &GatewayHeaders, cx: &mut CompileContext) {
+    for (name, spanned) in &raw.policies {
+        let Some(limit) = &spanned.value.rate_limit else { continue };
+        let parts: Vec<&str> = match &limit.key.value {
+            KeyList::One(part) => vec![part],
+            KeyList::Many(parts) => parts.iter().map(String::as_str).collect(),
+        };
+        let headers: Vec<&str> = parts.iter().filter_map(|p| p.strip_prefix("header:")).collect();
+        let client_written = headers.iter().all(|h| HeaderName::try_from(*h).is_ok_and(|h| !owned.owns(&h)));
+        if !headers.is_empty() && client_written && parts.iter().all(|p| p.starts_with("header:") || *p == "route") {
+            cx.warn(limit.key.referenced, format!("policies.{name}.rate_limit.key"), format!("rate_limit {name:?} is keyed only by {}, which the client writes: every new value buys a fresh budget", headers.join(", ")))
+                .hint("add client_ip or a verified claim to the key, like `key: [client_ip, \"header:X-Api-Key\"]`, or key by a header a jwt policy forwards");
         }
     }
 }
@@ -187,6 +215,16 @@ mod tests {
     fn plain_http_to_another_host() {
         let rest = "  far: { urls: [\"http://10.2.3.4:80\", \"http://localhost:81\", \"https://10.2.3.4\"] }\n";
         one(&warnings(ASKS, rest), 10, "plain HTTP to another host");
+    }
+
+    #[test]
+    fn a_budget_keyed_only_by_a_header_the_client_writes() {
+        let limit = |key: &str| format!("policies:\n  l: {{ rate_limit: {{ key: {key}, rate: 10/s }} }}\n");
+        one(&warnings(ASKS, &limit("\"header:X-Api-Key\"")), 11, "keyed only by X-Api-Key, which the client writes");
+        one(&warnings(ASKS, &limit("[\"header:X-A\", route]")), 11, "keyed only by X-A");
+        assert_eq!(warnings(ASKS, &limit("[client_ip, \"header:X-Api-Key\"]")), Vec::<String>::new());
+        let forwarded = "policies:\n  j: { jwt: { issuers: [https://idp], audiences: [api://a], algorithms: [ES256], keys: [certs/token-signing.pub.pem], forward_claims: { sub: X-User-Id } } }\n  l: { rate_limit: { key: \"header:X-User-Id\", rate: 10/s } }\n";
+        assert_eq!(warnings(ASKS, forwarded), Vec::<String>::new(), "a header the gateway sets is not the client's");
     }
 
     #[test]

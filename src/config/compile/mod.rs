@@ -158,7 +158,7 @@ fn compile(file: &Path, raw: RawConfig) -> Result<Loaded, ConfigErrors> {
                 .hint("bind it to 127.0.0.1, or add `allow: [your monitoring network]`");
         }
     }
-    lint::lint(&raw, &policies, &mut cx);
+    lint::lint(&raw, &policies, &gateway_headers, &mut cx);
     crate::redact::conceal(cx.concealed());
     let collected = cx.finish().map_err(ConfigErrors)?;
     if let Some(store) = secret_store.filter(|_| !collected.used_secrets.is_empty()) {
@@ -173,6 +173,7 @@ fn compile(file: &Path, raw: RawConfig) -> Result<Loaded, ConfigErrors> {
         admin_allow: IpSet::new(raw.admin.iter().flat_map(|a| a.allow.iter().copied())),
         watch_files: raw.watch_files.unwrap_or(true),
         trusted_proxies: IpSet::new(raw.trusted_proxies.iter().map(|net| net.value)),
+        forwarded_header: raw.forwarded_header,
         routes: table,
         backends: backends.into_values().collect(),
         policies: policies::sorted(policies),

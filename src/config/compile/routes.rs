@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-use http::Method;
+use http::{HeaderName, Method};
 use serde_saphyr::{Location, Spanned};
 
 use super::sorted_keys;
@@ -12,6 +12,7 @@ use crate::config::context::CompileContext;
 use crate::config::raw::{self, Located};
 use crate::policy::{Chain, NamedPolicy, Policy};
 use crate::proxy::Backend;
+use crate::request::headers::METHOD_OVERRIDES;
 use crate::route::pattern::{HostPattern, PathMatch};
 use crate::route::{Route, RouteTable};
 use crate::telemetry::metrics::RouteMetrics;
@@ -110,6 +111,8 @@ pub(super) fn compile(
             backend,
             strip_prefix,
             metrics: RouteMetrics::new(r.name.as_str().into()),
+            path_parameters: r.path_parameters,
+            method_override: method_override(r, &path, cx),
         };
         if let Some(earlier) = table.routes.iter().find(|e| shadows(e, &route)) {
             let message = format!(
@@ -186,6 +189,24 @@ fn path_match(m: &raw::MatchConfig, path: &str, cx: &mut CompileContext) -> Opti
         (Some(at), Some(_)) => {
             cx.error(at.referenced, format!("{path}.match"), "`path_prefix` and `path` exclude each other")
                 .hint("keep one of them");
+            None
+        }
+    }
+}
+
+/// `method_override`: one of the method-override headers, by any spelling of its name.
+fn method_override(r: &raw::RouteConfig, path: &str, cx: &mut CompileContext) -> Option<HeaderName> {
+    let name = r.method_override.as_ref()?;
+    let lower = name.value.to_ascii_lowercase();
+    match METHOD_OVERRIDES.iter().find(|known| **known == lower) {
+        Some(known) => Some(HeaderName::from_static(known)),
+        None => {
+            cx.error(
+                name.referenced,
+                format!("{path}.method_override"),
+                format!("{:?} is not a method-override header", name.value),
+            )
+            .hint("one of X-HTTP-Method-Override, X-HTTP-Method, X-Method-Override");
             None
         }
     }

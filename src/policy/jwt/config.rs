@@ -72,6 +72,9 @@ pub struct ClaimRuleConfig {
     pub any_of: Option<Vec<String>>,
     /// All of these values.
     pub all_of: Option<Vec<String>>,
+    /// Splits a string claim into values (APIM's `separator`). Without it a string claim is
+    /// one value, compared whole, except `scope` and `scp`, which are split at spaces.
+    pub separator: Option<String>,
 }
 
 impl JwtConfig {
@@ -210,13 +213,19 @@ fn token_source(from: Option<&Located>, cx: &mut CompileContext) -> TokenSource 
     match from.value.split_once(':') {
         None if from.value == "authorization" => TokenSource::Bearer,
         Some(("header", name)) => match HeaderName::from_bytes(name.as_bytes()) {
-            Ok(name) => TokenSource::Header(name),
+            Ok(name) => {
+                crate::redact::credential_source(None, Some(&name));
+                TokenSource::Header(name)
+            }
             Err(_) => {
                 cx.field_error_at(from.referenced, "token_from", format!("{name:?} is not a header name"));
                 TokenSource::Bearer
             }
         },
-        Some(("query", name)) if !name.is_empty() => TokenSource::Query(name.to_owned()),
+        Some(("query", name)) if !name.is_empty() => {
+            crate::redact::credential_source(Some(name), None);
+            TokenSource::Query(name.to_owned())
+        }
         _ => {
             cx.field_error_at(from.referenced, "token_from", format!("unknown token source {:?}", from.value))
                 .hint("write authorization (the default), header:NAME or query:NAME");
@@ -303,13 +312,24 @@ fn check_source_choice(cfg: &JwtConfig, uses_own: bool, algorithms: &[Algorithm]
 fn claim_rules(cfg: &JwtConfig, cx: &mut CompileContext) -> Vec<ClaimRule> {
     let mut rules = Vec::new();
     for (claim, rule) in &cfg.require_claims {
-        match (&rule.any_of, &rule.all_of) {
-            (Some(values), None) => rules.push(ClaimRule { claim: claim.clone(), values: values.clone(), all: false }),
-            (None, Some(values)) => rules.push(ClaimRule { claim: claim.clone(), values: values.clone(), all: true }),
+        let (values, all) = match (&rule.any_of, &rule.all_of) {
+            (Some(values), None) => (values.clone(), false),
+            (None, Some(values)) => (values.clone(), true),
             _ => {
                 cx.field_error("require_claims", format!("{claim}: give exactly one of any_of or all_of"));
+                continue;
             }
-        }
+        };
+        let separator = match rule.separator.as_deref() {
+            Some("") => {
+                cx.field_error("require_claims", format!("{claim}: separator is empty"));
+                continue;
+            }
+            Some(sep) => Some(sep.to_owned()),
+            None if claim == "scope" || claim == "scp" => Some(" ".to_owned()),
+            None => None,
+        };
+        rules.push(ClaimRule { claim: claim.clone(), values, all, separator });
     }
     rules
 }

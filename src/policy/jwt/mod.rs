@@ -37,13 +37,17 @@ struct ClaimRule {
     claim: String,
     values: Vec<String>,
     all: bool,
+    /// Splits a string claim into values: a space for `scope` and `scp` (RFC 8693 §4.2),
+    /// the configured `separator`, or none (the string is one value, compared whole).
+    separator: Option<String>,
 }
 
 impl ClaimRule {
     fn holds(&self, claims: &Map<String, Value>) -> bool {
-        let present: Vec<&str> = match claims.get(&self.claim) {
-            Some(Value::String(s)) => s.split(' ').collect(), // `scp` is space-separated
-            Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).collect(),
+        let present: Vec<&str> = match (claims.get(&self.claim), &self.separator) {
+            (Some(Value::String(s)), Some(sep)) => s.split(sep.as_str()).collect(),
+            (Some(Value::String(s)), None) => vec![s.as_str()],
+            (Some(Value::Array(items)), _) => items.iter().filter_map(Value::as_str).collect(),
             _ => return false,
         };
         let has = |v: &String| present.contains(&v.as_str());
@@ -72,8 +76,8 @@ pub enum TokenSource {
     Bearer,
     /// A header of its own: its value, after a `Bearer ` if there is one.
     Header(HeaderName),
-    /// A query parameter (as APIM's `query-parameter-name`); it is redacted in the logs only
-    /// when its name looks secret (`token`, `access_token`, …).
+    /// A query parameter (as APIM's `query-parameter-name`); it is redacted in the logs by its
+    /// name, whatever that looks like.
     Query(String),
 }
 
@@ -362,6 +366,44 @@ mod tests {
         assert_eq!(headers["x-user-id"], "u-1");
         let writer = token(Algorithm::HS256, claims(json!({ "roles": ["Write"] })));
         assert_eq!(check(&jwt, &writer, NOW).await.err(), Some(Refusal::ClaimsNotSatisfied));
+    }
+
+    /// `"Not Finance"` is one department, not two words: only `scope`/`scp` and claims with a
+    /// configured `separator` are split.
+    #[tokio::test]
+    async fn claims_are_compared_whole_unless_defined_as_lists() {
+        let (jwt, _dir) = policy(
+            ", token_cache: 0, require_claims: { department: { any_of: [Finance] }, scp: { all_of: [read] }, groups: { any_of: [a], separator: \",\" } }",
+        );
+        let ok = |patch: Value| claims(json!({ "department": "Finance", "scp": "read", "groups": "a" })).as_object().cloned().map(|mut c| {
+            for (k, v) in patch.as_object().unwrap() {
+                c.insert(k.clone(), v.clone());
+            }
+            Value::Object(c)
+        }).unwrap();
+        let cases = [
+            (json!({}), true),
+            (json!({ "department": ["Sales", "Finance"] }), true),
+            (json!({ "department": "Not Finance" }), false),
+            (json!({ "department": "Finance Not" }), false),
+            (json!({ "department": "finance" }), false),
+            (json!({ "department": ["Not Finance"] }), false),
+            (json!({ "department": 7 }), false),
+            (json!({ "scp": "write read" }), true),
+            (json!({ "scp": ["read"] }), true),
+            (json!({ "scp": "readwrite" }), false),
+            (json!({ "scp": "read,write" }), false),
+            (json!({ "groups": "b,a" }), true),
+            (json!({ "groups": "b a" }), false),
+            (json!({ "groups": "ab" }), false),
+        ];
+        for (patch, pass) in cases {
+            let t = token(Algorithm::HS256, ok(patch.clone()));
+            let got = check(&jwt, &t, NOW).await;
+            assert_eq!(got.is_ok(), pass, "{patch}: {:?}", got.err());
+        }
+        let empty = providers(r#"{ issuers: [a], secret: "${file:a.secret}", algorithms: [HS256], require_claims: { g: { any_of: [x], separator: "" } } }"#);
+        assert!(empty.err().unwrap().contains("separator is empty"));
     }
 
     #[tokio::test]
