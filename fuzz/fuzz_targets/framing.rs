@@ -1,10 +1,29 @@
-//! The framing and singleton-field checks over arbitrary targets and header lines. Input:
-//! the target, then `name: value` lines; the first byte's low bit says whether the peer is
-//! a trusted proxy.
+//! The framing and singleton-field checks over arbitrary targets and header lines, then the
+//! removal of gateway-owned headers: no name that reads as one (with `_` as `-`) survives.
+//! Input: the target, then `name: value` lines; the first byte's low bit says whether the
+//! peer is a trusted proxy.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use portcullis::request::framing::check;
+use portcullis::request::headers::{strip_hop_by_hop, strip_overrides, GatewayHeaders, X_FORWARDED_FOR};
+
+/// What must never reach a backend from a client, by the name CGI servers read.
+const OWNED: [&str; 13] = [
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-real-ip",
+    "forwarded",
+    "x-request-id",
+    "x-user-id",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-original-url",
+    "x-rewrite-url",
+];
 
 fuzz_target!(|data: &[u8]| {
     let Some((&flags, data)) = data.split_first() else { return };
@@ -23,8 +42,20 @@ fuzz_target!(|data: &[u8]| {
     }
     let Ok(request) = builder.body(()) else { return };
     let (parts, ()) = request.into_parts();
-    if check(&parts, flags & 1 == 1, 100).is_err() {
+    let trusted = flags & 1 == 1;
+    if check(&parts, trusted, 100).is_err() {
         return;
+    }
+    let mut stripped = parts.headers.clone();
+    strip_hop_by_hop(&mut stripped);
+    let mut owned = GatewayHeaders::default();
+    owned.insert(http::HeaderName::from_static("x-user-id"));
+    owned.strip(&mut stripped, trusted.then_some(&X_FORWARDED_FOR));
+    strip_overrides(&mut stripped, None);
+    for name in stripped.keys() {
+        let cgi = name.as_str().replace('_', "-");
+        let kept_exactly = trusted && (name == "x-forwarded-for" || name == "x-request-id");
+        assert!(kept_exactly || !OWNED.contains(&cgi.as_str()), "{name} reached the backend");
     }
     let headers = &parts.headers;
     for singleton in [http::header::HOST, http::header::AUTHORIZATION, http::header::CONTENT_LENGTH] {
