@@ -582,7 +582,10 @@ async fn scopes_are_granted_per_system_and_checked_only_after_authentication() {
         String::from_utf8_lossy(&out.stderr).into_owned()
     };
     let err = refuse(&["systems", "scopes", &reader.id, "--set", "read,admin"]);
-    assert!(err.contains("cannot grant admin: not in identity.scopes") && err.contains("(configured: read, write)"), "{err}");
+    assert!(
+        err.contains("cannot grant admin: not in identity.scopes") && err.contains("(configured: read, write)"),
+        "{err}"
+    );
     let err = refuse(&["systems", "create", "ambitious", "--scopes", "admin"]);
     assert!(err.contains("cannot grant admin"), "{err}");
     assert!(!cli(config, &["systems", "list"]).contains("ambitious"), "nothing was created");

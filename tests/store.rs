@@ -70,7 +70,10 @@ const CASES: &[Case] = &[
     ("a_newer_schema_is_refused", a_newer_schema_is_refused),
     ("secret_values_are_kept_sealed_and_audited", secret_values_are_kept_sealed_and_audited),
     ("secret_use_is_recorded_and_follows_a_renewal", secret_use_is_recorded_and_follows_a_renewal),
-    ("scopes_are_granted_per_system_and_read_with_its_secrets", scopes_are_granted_per_system_and_read_with_its_secrets),
+    (
+        "scopes_are_granted_per_system_and_read_with_its_secrets",
+        scopes_are_granted_per_system_and_read_with_its_secrets,
+    ),
     ("a_store_from_before_scopes_migrates_granting_none", a_store_from_before_scopes_migrates_granting_none),
 ];
 
@@ -363,7 +366,8 @@ fn scopes_are_granted_per_system_and_read_with_its_secrets(db: &Fresh) {
     let store = db.open();
     let h = store.hasher();
     let scopes = |list: &[&str]| list.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
-    let reader = store.create_system("reader", &h.generate().hash, &h.generate().hash, &scopes(&["read", "read"]), "op");
+    let reader =
+        store.create_system("reader", &h.generate().hash, &h.generate().hash, &scopes(&["read", "read"]), "op");
     let reader = reader.unwrap();
     assert_eq!(reader.scopes, ["read"], "repeats dropped");
     let none = store.create_system("none", &h.generate().hash, &h.generate().hash, &[], "op").unwrap();
@@ -381,7 +385,10 @@ fn scopes_are_granted_per_system_and_read_with_its_secrets(db: &Fresh) {
     assert!(matches!(store.set_system_scopes("nope", &scopes(&["read"]), "op"), Err(StoreError::NotFound(_))));
     for bad in ["two words", "", "quote\"d"] {
         let refused = store.set_system_scopes(&none.id, &scopes(&[bad]), "op").unwrap_err();
-        assert!(matches!(refused, StoreError::Conflict(ref m) if m.contains("not a valid scope")), "{bad:?}: {refused}");
+        assert!(
+            matches!(refused, StoreError::Conflict(ref m) if m.contains("not a valid scope")),
+            "{bad:?}: {refused}"
+        );
     }
     let hostile = "x');DROP-TABLE-systems;--";
     store.set_system_scopes(&none.id, &scopes(&[hostile]), "op").unwrap();

@@ -16,7 +16,8 @@ use crate::identity::StoreLocation;
 /// Where the store is and who is acting.
 #[derive(Args)]
 pub(super) struct StoreArgs {
-    /// The configuration whose `identity.store` to use.
+    /// The configuration whose `identity.store` to use, and whose `identity.scopes` bound the
+    /// scopes a system may be granted.
     #[arg(long, global = true, default_value = "policies/gateway.yaml")]
     config: PathBuf,
     /// The store itself (`sqlite:PATH` or `postgres://USER@HOST/DATABASE`), instead of reading

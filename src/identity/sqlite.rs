@@ -365,7 +365,14 @@ impl IdentityStore for SqliteStore {
             tx.execute(
                 "INSERT INTO systems (id, name, active, primary_hash, alternate_hash, created_at, scopes) \
                  VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6)",
-                params![system.id, system.name, primary.0, alternate.0, system.created_at, scopes_column(&system.scopes)],
+                params![
+                    system.id,
+                    system.name,
+                    primary.0,
+                    alternate.0,
+                    system.created_at,
+                    scopes_column(&system.scopes)
+                ],
             )
             .map_err(|e| {
                 if is_constraint(&e) {

@@ -92,8 +92,10 @@ pub fn identity_scopes(file: &Path) -> Result<Vec<String>, ConfigErrors> {
     let raw = read_raw(file, "pass --config FILE: the scopes granted must be in its identity.scopes")?;
     match raw.identity {
         Some(identity) => Ok(identity.value.scopes),
-        None => Err(ConfigError::new(file, Location::UNKNOWN, "identity", "the configuration has no `identity` section")
-            .into()),
+        None => {
+            Err(ConfigError::new(file, Location::UNKNOWN, "identity", "the configuration has no `identity` section")
+                .into())
+        }
     }
 }
 
