@@ -49,7 +49,12 @@ struct CreatedSystem {
 }
 
 fn create_system(config: &Path, name: &str) -> CreatedSystem {
-    let out = cli(config, &["systems", "create", name]);
+    create_system_with(config, name, &[])
+}
+
+/// `systems create NAME` with more arguments, like `--scopes read`.
+fn create_system_with(config: &Path, name: &str, more: &[&str]) -> CreatedSystem {
+    let out = cli(config, &[&["systems", "create", name][..], more].concat());
     CreatedSystem {
         id: field(&out, "client id"),
         primary: field(&out, "primary secret"),
@@ -162,7 +167,7 @@ async fn get_with_token(client: &Client, path: &str, token: &str) -> Reply {
 #[tokio::test]
 async fn issued_tokens_pass_the_gateways_own_jwt_policy_and_an_outside_verifier() {
     let s = setup(&rcgen::PKCS_ECDSA_P256_SHA256, GENEROUS).await;
-    let system = create_system(&s.gw.config, "billing");
+    let system = create_system_with(&s.gw.config, "billing", &["--scopes", "read"]);
     cli(&s.gw.config, &["users", "add", "alice", "--roles", "Reader,Writer"]);
     cli(&s.gw.config, &["systems", "link", &system.id, "--external-user", "ext-alice", "--user", "alice"]);
 
@@ -505,6 +510,141 @@ async fn by_default_four_clients_behind_one_address_get_200_simultaneous_tokens(
     let replies = futures_util::future::join_all(requests).await;
     let refused: Vec<_> = replies.iter().filter(|r| r.status != 200).map(|r| (r.status, r.text())).collect();
     assert!(refused.is_empty(), "{} of 200 refused: {:?}", refused.len(), refused.first());
+}
+
+#[tokio::test]
+async fn scopes_are_granted_per_system_and_checked_only_after_authentication() {
+    let s = setup(&rcgen::PKCS_ECDSA_P256_SHA256, GENEROUS).await;
+    let config = &s.gw.config;
+    let out = cli(config, &["systems", "create", "reader", "--scopes", "read"]);
+    assert_eq!(field(&out, "scopes"), "read", "{out}");
+    let reader = CreatedSystem {
+        id: field(&out, "client id"),
+        primary: field(&out, "primary secret"),
+        alternate: field(&out, "alternate secret"),
+    };
+    let other = create_system(config, "other");
+    let auth = Some((reader.id.as_str(), reader.primary.as_str()));
+    let ask = |scope: &str| format!("grant_type=client_credentials&scope={scope}");
+
+    // A granted scope is issued; no scope asked is no scope given (RFC 6749 §3.3 default).
+    let rsp = token_request(&s.client, &ask("read"), auth).await;
+    assert_eq!(rsp.status, 200, "{}", rsp.text());
+    assert_eq!(rsp.json()["scope"], "read");
+    assert_eq!(claims_of(rsp.json()["access_token"].as_str().unwrap()).1["scope"], "read");
+    let rsp = token_request(&s.client, "grant_type=client_credentials", auth).await;
+    assert_eq!(rsp.status, 200, "{}", rsp.text());
+    assert!(rsp.json().get("scope").is_none());
+    assert!(claims_of(rsp.json()["access_token"].as_str().unwrap()).1.get("scope").is_none());
+
+    // Configured but not granted, not configured, one of two not granted: the same 400.
+    let mut bodies = Vec::new();
+    for scope in ["write", "admin", "read%20write"] {
+        let rsp = token_request(&s.client, &ask(scope), auth).await;
+        assert_eq!(rsp.status, 400, "{scope}: {}", rsp.text());
+        assert_eq!(rsp.json()["error"], "invalid_scope", "{scope}");
+        bodies.push(rsp.text());
+    }
+    assert!(bodies.windows(2).all(|w| w[0] == w[1]), "the answers differ: {bodies:?}");
+    let rsp = token_request(&s.client, &ask("read"), Some((&other.id, &other.primary))).await;
+    assert_eq!(rsp.json()["error"], "invalid_scope", "another system was granted nothing");
+
+    // Without the right secret the scope is never looked at: grants stay unknown.
+    let wrong = "A".repeat(43);
+    for (what, basic, scope) in [
+        ("wrong secret, ungranted scope", (reader.id.as_str(), wrong.as_str()), "write"),
+        ("wrong secret, granted scope", (reader.id.as_str(), wrong.as_str()), "read"),
+        ("wrong secret, unconfigured scope", (reader.id.as_str(), wrong.as_str()), "admin"),
+        ("another system's secret", (reader.id.as_str(), other.primary.as_str()), "write"),
+    ] {
+        let rsp = token_request(&s.client, &ask(scope), Some(basic)).await;
+        assert_eq!((rsp.status.as_u16(), rsp.json()["error"].as_str()), (401, Some("invalid_client")), "{what}");
+    }
+
+    // The CLI changes the grants (audited); the next request sees them, no reload.
+    let out = cli(config, &["systems", "scopes", &reader.id, "--set", "read,write"]);
+    assert!(out.contains("scopes [read, write] (were [read])"), "{out}");
+    assert_eq!(token_request(&s.client, &ask("read%20write"), auth).await.json()["scope"], "read write");
+    assert_eq!(field(&cli(config, &["systems", "scopes", &reader.id]), "scopes"), "read, write");
+    assert_eq!(field(&cli(config, &["systems", "show", &reader.id]), "scopes"), "read, write");
+    let list = cli(config, &["systems", "list"]);
+    let row = list.lines().find(|l| l.starts_with(&reader.id)).unwrap();
+    assert!(row.ends_with(" read,write"), "{list}");
+    assert!(list.lines().find(|l| l.starts_with(&other.id)).unwrap().ends_with(" -"), "{list}");
+    cli(config, &["systems", "scopes", &reader.id, "--set", ""]);
+    assert_eq!(token_request(&s.client, &ask("read"), auth).await.json()["error"], "invalid_scope", "revoked");
+    assert_eq!(token_request(&s.client, "grant_type=client_credentials", auth).await.status, 200);
+
+    // Only configured scopes can be granted; a refused grant changes nothing.
+    let refuse = |args: &[&str]| {
+        let out = Command::new(binary()).args(args).arg("--config").arg(config).output().unwrap();
+        assert!(!out.status.success(), "{args:?} succeeded");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = refuse(&["systems", "scopes", &reader.id, "--set", "read,admin"]);
+    assert!(
+        err.contains("cannot grant admin: not in identity.scopes") && err.contains("(configured: read, write)"),
+        "{err}"
+    );
+    let err = refuse(&["systems", "create", "ambitious", "--scopes", "admin"]);
+    assert!(err.contains("cannot grant admin"), "{err}");
+    assert!(!cli(config, &["systems", "list"]).contains("ambitious"), "nothing was created");
+    assert!(refuse(&["systems", "scopes", "nope", "--set", "read"]).contains("system \"nope\" not found"));
+
+    let audit = cli(config, &["audit"]);
+    let changes: Vec<&str> = audit.lines().filter(|l| l.contains("system.scopes")).collect();
+    assert_eq!(changes.len(), 2, "{audit}");
+    assert!(changes[0].contains("ci-bot") && changes[0].contains(&reader.id), "{audit}");
+    assert!(changes[0].ends_with("scopes=[read,write] was=[read]"), "{audit}");
+    assert!(changes[1].ends_with("scopes=[] was=[read,write]"), "{audit}");
+    assert!(audit.contains("name=reader scopes=[read]"), "{audit}");
+    for secret in [&reader.primary, &reader.alternate] {
+        assert!(!audit.contains(secret.as_str()));
+    }
+}
+
+/// POSTs a token request as if from `ip`, behind the trusted proxy the test client poses as.
+async fn token_request_from(session: &mut support::client::Session, ip: &str, basic: (&str, &str)) -> u16 {
+    let req = Request::post("/oauth2/token")
+        .header("host", "login.test")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("x-forwarded-for", ip)
+        .header("authorization", format!("Basic {}", STANDARD.encode(format!("{}:{}", basic.0, basic.1))))
+        .body(Full::new(Bytes::from_static(b"grant_type=client_credentials")))
+        .unwrap();
+    session.send(req).await.unwrap().status.as_u16()
+}
+
+#[tokio::test]
+async fn failures_from_thousands_of_networks_do_not_lock_a_client_out_of_its_own() {
+    // Default budgets: 30 failures a minute per network and per client id.
+    let pki = Pki::new();
+    write_signing_key(&pki, &rcgen::PKCS_ECDSA_P256_SHA256);
+    pki.write("portal.pub.pem", &portal_key().public_pem);
+    let backend = TestBackend::start().await;
+    let yaml = format!("{}trusted_proxies: [127.0.0.0/8]\n", config(&backend, "{}"));
+    let gw = TestGateway::start(&yaml, &pki);
+    let client = Client::new(gw.addr("public"), &pki);
+    let victim = create_system(&gw.config, "victim");
+    let mut session = client.session().await.unwrap();
+    let good = (victim.id.as_str(), victim.primary.as_str());
+    assert_eq!(token_request_from(&mut session, "2001:db8:1:1::10", good).await, 200, "home becomes familiar");
+
+    // An attacker floods failures with the victim's client id from 2,000 other /64s.
+    let wrong = "A".repeat(43);
+    let (mut refused, mut limited) = (0, 0);
+    for i in 0..2_000 {
+        match token_request_from(&mut session, &format!("2001:db8:ff:{i:x}::1"), (&victim.id, &wrong)).await {
+            401 => refused += 1,
+            429 => limited += 1,
+            other => panic!("{other}"),
+        }
+    }
+    assert_eq!((refused, limited), (30, 1_970), "the client id's failure budget stops the guessing");
+    assert_eq!(token_request_from(&mut session, "2001:db8:2:2::1", good).await, 429, "an unfamiliar network waits");
+    // From its familiar /64 (another host in it), the victim still gets tokens.
+    assert_eq!(token_request_from(&mut session, "2001:db8:1:1::20", good).await, 200);
+    assert_eq!(token_request_from(&mut session, "2001:db8:1:1::10", good).await, 200);
 }
 
 #[test]

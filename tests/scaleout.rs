@@ -43,6 +43,7 @@ identity:
   signing_key: {signing_key}
   published_keys: [{published}]
   store: "{store}"
+  scopes: [read, write]
   rate_limit: {{ failures_per_ip: 100000/min, failures_per_client: 100000/min, issued_per_client: 100000/min }}
 "#,
         listener = listener("", ""),
@@ -111,11 +112,15 @@ impl Shared {
 }
 
 async fn token_request(client: &Client, id: &str, secret: &str) -> Reply {
+    token_request_with(client, id, secret, "grant_type=client_credentials").await
+}
+
+async fn token_request_with(client: &Client, id: &str, secret: &str, form: &str) -> Reply {
     let req = Request::post("/oauth2/token")
         .header("host", "login.test")
         .header("content-type", "application/x-www-form-urlencoded")
         .header("authorization", format!("Basic {}", STANDARD.encode(format!("{id}:{secret}"))));
-    client.send(req.body(Full::new(Bytes::from_static(b"grant_type=client_credentials"))).unwrap()).await
+    client.send(req.body(Full::new(Bytes::from(form.to_owned()))).unwrap()).await
 }
 
 async fn token(client: &Client, id: &str, secret: &str) -> String {
@@ -167,6 +172,14 @@ async fn two_instances_share_the_token_store_and_the_rate_limits() {
     assert_eq!(token_request(&c2, &id, &alternate).await.status, 401);
     shared.cli("two.yaml", &["systems", "activate", &id]);
 
+    // Scopes granted through one instance's store count at the other at once.
+    let ask = |scope: &str| format!("grant_type=client_credentials&scope={scope}");
+    assert_eq!(token_request_with(&c1, &id, &alternate, &ask("write")).await.json()["error"], "invalid_scope");
+    shared.cli("two.yaml", &["systems", "scopes", &id, "--set", "write"]);
+    let rsp = token_request_with(&c1, &id, &alternate, &ask("write")).await;
+    assert_eq!((rsp.status.as_u16(), rsp.json()["scope"].as_str()), (200, Some("write")), "{}", rsp.text());
+    assert_eq!(token_request_with(&c1, &id, &alternate, &ask("read")).await.json()["error"], "invalid_scope");
+
     // Kill instance 1 while both serve token requests and the CLI keeps changing the store:
     // instance 2 answers every request, and every change is in the audit log.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -208,7 +221,7 @@ async fn two_instances_share_the_token_store_and_the_rate_limits() {
     let audit = shared.cli("two.yaml", &["audit"]);
     let added = audit.lines().filter(|l| l.contains("user.add")).count();
     assert_eq!(added, users, "{audit}");
-    for action in ["system.create", "system.renew_secret", "system.deactivate", "system.activate"] {
+    for action in ["system.create", "system.renew_secret", "system.deactivate", "system.activate", "system.scopes"] {
         assert!(audit.contains(action), "{action} in {audit}");
     }
     assert!(!audit.contains(&primary) && !audit.contains(&alternate), "no secret in the audit log");

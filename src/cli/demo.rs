@@ -51,7 +51,7 @@ fn demo_client(store: &dyn IdentityStore) -> anyhow::Result<(String, String)> {
             }
             system.id
         }
-        None => store.create_system(NAME, &secret.hash, &store.hasher().generate().hash, ACTOR)?.id,
+        None => store.create_system(NAME, &secret.hash, &store.hasher().generate().hash, &[], ACTOR)?.id,
     };
     Ok((id, secret.text))
 }

@@ -1,6 +1,8 @@
 //! `portcullis systems`, `users` and `audit`: manage the token issuer's store (DESIGN §6).
 //! Secrets are printed once, by `systems create` and `systems renew-secret`, and nowhere
-//! else; every change is audited with its actor (`--actor`, or the OS user).
+//! else; every change is audited with its actor (`--actor`, or the OS user). Scopes are
+//! granted per system (`systems create --scopes`, `systems scopes --set`), and only scopes
+//! the configuration's `identity.scopes` offers.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,7 +16,8 @@ use crate::identity::StoreLocation;
 /// Where the store is and who is acting.
 #[derive(Args)]
 pub(super) struct StoreArgs {
-    /// The configuration whose `identity.store` to use.
+    /// The configuration whose `identity.store` to use, and whose `identity.scopes` bound the
+    /// scopes a system may be granted.
     #[arg(long, global = true, default_value = "policies/gateway.yaml")]
     config: PathBuf,
     /// The store itself (`sqlite:PATH` or `postgres://USER@HOST/DATABASE`), instead of reading
@@ -69,6 +72,18 @@ pub(super) enum SystemsCommand {
     /// Create an external system; prints its id and both secrets, once.
     Create {
         name: String,
+        /// Comma-separated scopes it may ask for, each in the configuration's `identity.scopes`
+        /// (default: none; tokens without `scope` need none).
+        #[arg(long, value_delimiter = ',')]
+        scopes: Vec<String>,
+    },
+    /// Show the scopes a system may ask for, or replace them with --set (audited).
+    Scopes {
+        id: String,
+        /// The new comma-separated list, each in the configuration's `identity.scopes`;
+        /// `--set ""` grants none.
+        #[arg(long, value_delimiter = ',')]
+        set: Option<Vec<String>>,
     },
     /// Every system (never secrets).
     List,
@@ -136,6 +151,56 @@ fn used(at: Option<i64>) -> String {
     at.map_or_else(|| "never".to_owned(), time)
 }
 
+/// Scopes as listed: `read,write`, or `-` for none.
+fn scope_list(scopes: &[String]) -> String {
+    if scopes.is_empty() {
+        "-".to_owned()
+    } else {
+        scopes.join(",")
+    }
+}
+
+/// Scopes as `show` and `scopes` print them, marking those the configuration (when it can be
+/// read) no longer offers: the token endpoint refuses them.
+fn scopes_described(scopes: &[String], configured: Option<&[String]>) -> String {
+    if scopes.is_empty() {
+        return "none".to_owned();
+    }
+    let describe = |s: &String| match configured {
+        Some(c) if !c.contains(s) => format!("{s} (not in identity.scopes: refused)"),
+        _ => s.clone(),
+    };
+    scopes.iter().map(describe).collect::<Vec<_>>().join(", ")
+}
+
+impl StoreArgs {
+    /// The scopes to grant, each checked against the configuration's `identity.scopes`
+    /// (granting none needs no configuration).
+    fn grantable(&self, scopes: Vec<String>) -> anyhow::Result<Vec<String>> {
+        let scopes: Vec<String> = scopes.into_iter().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
+        if scopes.is_empty() {
+            return Ok(scopes);
+        }
+        let configured = crate::config::compile::identity_scopes(&self.config)
+            .map_err(|e| anyhow::anyhow!("granting scopes needs the configuration's identity.scopes: {e}"))?;
+        let unknown: Vec<&str> = scopes.iter().filter(|s| !configured.contains(s)).map(String::as_str).collect();
+        if !unknown.is_empty() {
+            anyhow::bail!(
+                "cannot grant {}: not in identity.scopes of {} (configured: {}); add it there first",
+                unknown.join(", "),
+                self.config.display(),
+                if configured.is_empty() { "none".to_owned() } else { configured.join(", ") }
+            );
+        }
+        Ok(scopes)
+    }
+
+    /// The configuration's `identity.scopes`, if it can be read.
+    fn configured_scopes(&self) -> Option<Vec<String>> {
+        crate::config::compile::identity_scopes(&self.config).ok()
+    }
+}
+
 fn active(flag: bool) -> &'static str {
     if flag {
         "active"
@@ -148,37 +213,54 @@ pub(super) fn systems(args: &StoreArgs, command: SystemsCommand) -> anyhow::Resu
     let store = args.open()?;
     let actor = args.actor();
     match command {
-        SystemsCommand::Create { name } => {
+        SystemsCommand::Create { name, scopes } => {
+            let scopes = args.grantable(scopes)?;
             let (primary, alternate) = (store.hasher().generate(), store.hasher().generate());
-            let system = store.create_system(&name, &primary.hash, &alternate.hash, &actor)?;
+            let system = store.create_system(&name, &primary.hash, &alternate.hash, &scopes, &actor)?;
             println!("created system {name}");
             println!("  client id:        {}", system.id);
+            println!("  scopes:           {}", scopes_described(&system.scopes, None));
             println!("  primary secret:   {}", primary.text);
             println!("  alternate secret: {}", alternate.text);
             println!("Both secrets are shown only this once: put them in the calling system's secret store now.");
         }
         SystemsCommand::List => {
             println!(
-                "{:<36}  {:<24}  {:<8}  {:<25}  {:<25}  ALTERNATE LAST USED",
-                "CLIENT ID", "NAME", "STATE", "CREATED", "PRIMARY LAST USED"
+                "{:<36}  {:<24}  {:<8}  {:<25}  {:<25}  {:<25}  SCOPES",
+                "CLIENT ID", "NAME", "STATE", "CREATED", "PRIMARY LAST USED", "ALTERNATE LAST USED"
             );
             for s in store.systems()? {
                 println!(
-                    "{:<36}  {:<24}  {:<8}  {:<25}  {:<25}  {}",
+                    "{:<36}  {:<24}  {:<8}  {:<25}  {:<25}  {:<25}  {}",
                     s.id,
                     s.name,
                     active(s.active),
                     time(s.created_at),
                     used(s.primary_used_at),
-                    used(s.alternate_used_at)
+                    used(s.alternate_used_at),
+                    scope_list(&s.scopes)
                 );
             }
+        }
+        SystemsCommand::Scopes { id, set: None } => {
+            let system = store.system(&id)?.ok_or_else(|| anyhow::anyhow!("system {id:?} not found"))?;
+            println!("scopes:           {}", scopes_described(&system.scopes, args.configured_scopes().as_deref()));
+        }
+        SystemsCommand::Scopes { id, set: Some(scopes) } => {
+            let scopes = args.grantable(scopes)?;
+            let old = store.set_system_scopes(&id, &scopes, &actor)?;
+            println!(
+                "system {id}: scopes [{}] (were [{}]); tokens already issued keep theirs until they expire",
+                scopes.join(", "),
+                old.join(", ")
+            );
         }
         SystemsCommand::Show { id } => {
             let system = store.system(&id)?.ok_or_else(|| anyhow::anyhow!("system {id:?} not found"))?;
             println!("client id:        {}", system.id);
             println!("name:             {}", system.name);
             println!("state:            {}", active(system.active));
+            println!("scopes:           {}", scopes_described(&system.scopes, args.configured_scopes().as_deref()));
             println!("created:          {}", time(system.created_at));
             println!("secrets renewed:  {}", used(system.secrets_renewed_at));
             println!("primary used:     {}", used(system.primary_used_at));

@@ -8,6 +8,14 @@
 //!   not bind the networks the client recently authenticated from (its familiar sources);
 //! - *successful* issuance is limited per client id only, never per address: programs hosted
 //!   in a cloud share outbound addresses.
+//!
+//! Familiar sources are the guesser's target: locking a client out of its own network would
+//! turn the per-client budget into a denial of service. So only an issued token ever writes
+//! the familiar map (a new pair, or a refreshed one); a request that fails — or that has not
+//! authenticated yet — only reads it, and a read never adds a key nor makes room. Failures
+//! from any number of networks therefore cannot evict a familiar pair: the map's bound is
+//! reached, and its arbitrary eviction driven, only by clients that got tokens, and its own
+//! shards are not shared with the failure counters.
 
 use std::hash::{BuildHasher, RandomState};
 use std::net::IpAddr;
@@ -72,11 +80,15 @@ pub struct Source {
 impl Budgets {
     /// Budgets from configuration.
     pub fn new(cfg: TokenRateLimitConfig) -> Self {
+        Self::with_familiar_capacity(cfg, FAMILIAR_CAPACITY)
+    }
+
+    fn with_familiar_capacity(cfg: TokenRateLimitConfig, familiar: usize) -> Self {
         Self {
             failures_per_ip: KeyedLimiter::new(cfg.failures_per_ip),
             failures_per_client: KeyedLimiter::new(cfg.failures_per_client),
             issued_per_client: KeyedLimiter::new(cfg.issued_per_client),
-            familiar: ShardedMap::new(FAMILIAR_CAPACITY),
+            familiar: ShardedMap::new(familiar),
             hasher: RandomState::new(),
         }
     }
@@ -90,13 +102,14 @@ impl Budgets {
     }
 
     /// Before the secret is checked: the client id has not failed too often, unless the
-    /// network is familiar to it.
+    /// network is familiar to it. Only reads the familiar map: an unauthenticated request
+    /// adds nothing to it and evicts nothing from it.
     ///
     /// # Errors
     /// How long until it may try again.
     pub fn admit_client(&self, client_id: &str, network: IpAddr, now: Instant) -> Result<Source, Duration> {
         let at = nanos(now);
-        let familiar = self.familiar.with(self.pair(client_id, network), at, |until| until.0 > at);
+        let familiar = self.familiar.get(self.pair(client_id, network), |until| until.0 > at).unwrap_or(false);
         if !familiar {
             self.failures_per_client.peek(client_id, now)?;
         }
@@ -112,7 +125,9 @@ impl Budgets {
         }
     }
 
-    /// Spends one issuance of the client's budget; the network becomes familiar to it.
+    /// Spends one issuance of the client's budget; the network becomes (or stays) familiar to
+    /// it for [`FAMILIAR_FOR`]. The only writer of the familiar map: called once the client
+    /// authenticated and every other check passed.
     ///
     /// # Errors
     /// How long until the client may have another token.
@@ -185,5 +200,58 @@ mod tests {
         }
         let source = b.admit_client("a", shared, t).unwrap();
         assert!(b.issue("a", source, t).is_err(), "a's own budget is spent");
+    }
+
+    #[test]
+    fn failures_from_10_000_networks_neither_evict_nor_lock_out_a_familiar_network() {
+        let b = Budgets::new(TokenRateLimitConfig::default());
+        let t = Instant::now();
+        let home: IpAddr = "2001:db8:aaaa:1::7".parse().unwrap();
+        let source = b.admit_client("billing", home, t).unwrap();
+        b.issue("billing", source, t).unwrap();
+        let (mut failed, mut stopped) = (0, 0);
+        for i in 0..10_000u128 {
+            // 10,000 distinct /64s, each its own network.
+            let ip = IpAddr::V6(std::net::Ipv6Addr::from((0x2001_0db8_ffff_u128 << 80) | (i << 64) | 1));
+            assert!(b.admit_network(ip, t).is_ok(), "each network has its own budget");
+            match b.admit_client("billing", ip, t) {
+                Ok(source) => {
+                    b.failed("billing", source, t);
+                    failed += 1;
+                }
+                Err(_) => stopped += 1,
+            }
+        }
+        assert_eq!((failed, stopped), (30, 9_970), "the client id's failure budget stops the guessing");
+        assert_eq!(b.familiar.len(), 1, "failures add nothing to the familiar map");
+        let source = b.admit_client("billing", home, t).expect("the familiar network is not locked out");
+        assert!(source.familiar);
+        assert!(b.issue("billing", source, t).is_ok(), "the victim still gets a token");
+    }
+
+    #[test]
+    fn only_issued_tokens_fill_the_familiar_map_so_failures_cannot_evict_from_it() {
+        // One key per shard: any insertion into the victim's shard would evict it.
+        let b = Budgets::with_familiar_capacity(TokenRateLimitConfig::default(), 1);
+        let t = Instant::now();
+        let home: IpAddr = "203.0.113.7".parse().unwrap();
+        let source = b.admit_client("billing", home, t).unwrap();
+        b.issue("billing", source, t).unwrap();
+        for i in 0..10_000u128 {
+            let ip = IpAddr::V6(std::net::Ipv6Addr::from((0x2001_0db8_ffff_u128 << 80) | (i << 64)));
+            for client in ["billing", "someone-else"] {
+                if let Ok(source) = b.admit_client(client, ip, t) {
+                    b.failed(client, source, t);
+                }
+            }
+        }
+        assert!(b.admit_client("billing", home, t).unwrap().familiar, "still familiar after 20,000 failures");
+        // Issuance is what fills (and, at the bound, evicts from) the map.
+        for i in 0..1_000u32 {
+            let ip = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+            let source = b.admit_client("other", ip, t).unwrap();
+            let _ = b.issue("other", source, t);
+        }
+        assert!(b.familiar.len() <= 64, "the bound holds: {}", b.familiar.len());
     }
 }

@@ -3,6 +3,12 @@
 //! every client-authentication failure is the same `invalid_client`, every user problem
 //! the same `invalid_grant`. Failed authentications are counted per source network and per
 //! client id, successful issuance per client id (see [`super::budgets`]).
+//!
+//! Scopes (RFC 6749 §3.3): each requested scope must be configured (`identity.scopes`) and
+//! granted to the system (`portcullis systems scopes`), else `invalid_scope` — checked only
+//! once the client authenticated, so that a caller without a secret learns nothing of any
+//! system's grants. A request without `scope` gets the pre-defined default §3.3 allows:
+//! no scope at all (least privilege; the token has no `scope` claim).
 
 use std::borrow::Cow;
 use std::future::Future;
@@ -42,7 +48,8 @@ pub enum Refusal {
     InvalidClient,
     /// The named external user is unknown, inactive or not linked to the client (400 `invalid_grant`).
     InvalidGrant,
-    /// A requested scope is not configured (400 `invalid_scope`).
+    /// A requested scope is not configured, or not granted to the authenticated client (400
+    /// `invalid_scope`).
     InvalidScope,
     /// The `grant_type` is not `client_credentials` (400 `unsupported_grant_type`).
     UnsupportedGrantType,
@@ -228,15 +235,21 @@ impl Issuer {
         };
         let TokenRequest { credentials, user, scope } = TokenRequest::parse(headers, &form)?;
         let source = self.budgets.admit_client(&credentials.client_id, network, now).map_err(Refusal::RateLimited)?;
-        let scope = self.scope(scope.as_deref())?;
 
         let client_id = credentials.client_id.clone();
-        let (slot, user) = self.authenticate(credentials, user).await.inspect_err(|refusal| {
+        let refused = |refusal: &Refusal| {
+            tracing::info!(client_id = %client_id, refusal = refusal.label(), "token refused");
+        };
+        let (slot, user, granted) = self.authenticate(credentials, user).await.inspect_err(|refusal| {
             if matches!(refusal, Refusal::InvalidClient | Refusal::InvalidGrant) {
                 self.budgets.failed(&client_id, source, now);
             }
-            tracing::info!(client_id = %client_id, refusal = refusal.label(), "token refused");
+            refused(refusal);
         })?;
+        // Only now: an unauthenticated caller learns nothing of the grants. An authenticated
+        // client asking too much is not guessing: no failure is counted, and no token is
+        // issued, so its network does not become familiar either.
+        let scope = self.scope(scope.as_deref(), &granted).inspect_err(refused)?;
         self.budgets.issue(&client_id, source, now).map_err(Refusal::RateLimited)?;
         let unix_now = crate::clock::unix_now();
         self.note_use(&client_id, slot, unix_now);
@@ -261,12 +274,13 @@ impl Issuer {
     }
 
     /// Checks the client's secret and the named external user against the store (one read,
-    /// which never blocks the event loop): the internal user to put in `sub`, if one was named.
+    /// which never blocks the event loop): the internal user to put in `sub`, if one was
+    /// named, and the scopes granted to the client.
     async fn authenticate(
         &self,
         credentials: Credentials,
         user: Option<String>,
-    ) -> Result<(SecretSlot, Option<User>), Refusal> {
+    ) -> Result<(SecretSlot, Option<User>, Vec<String>), Refusal> {
         let found = self.store.lookup(&credentials.client_id, user.as_deref()).await.map_err(|e| {
             tracing::error!(error = %e, "token request: the identity store failed");
             Refusal::Unavailable
@@ -281,10 +295,10 @@ impl Issuer {
                 None
             }
         };
-        let Some(slot) = slot else { return Err(Refusal::InvalidClient) };
+        let (Some(slot), Some(client)) = (slot, found.client) else { return Err(Refusal::InvalidClient) };
         match (user, found.user) {
-            (None, _) => Ok((slot, None)),
-            (Some(_), Some(u)) if u.active => Ok((slot, Some(u))),
+            (None, _) => Ok((slot, None, client.scopes)),
+            (Some(_), Some(u)) if u.active => Ok((slot, Some(u), client.scopes)),
             (Some(_), _) => Err(Refusal::InvalidGrant),
         }
     }
@@ -326,17 +340,27 @@ impl Issuer {
         Ok(json_response(StatusCode::OK, &answer))
     }
 
-    /// The requested scopes, each of which must be configured; `None` when none were asked for.
-    fn scope(&self, requested: Option<&str>) -> Result<Option<String>, Refusal> {
-        let requested: Vec<&str> = requested.unwrap_or_default().split(' ').filter(|s| !s.is_empty()).collect();
-        if requested.is_empty() {
-            Ok(None)
-        } else if requested.iter().all(|s| self.scopes.iter().any(|allowed| allowed == s)) {
-            Ok(Some(requested.join(" ")))
-        } else {
-            Err(Refusal::InvalidScope)
+    /// The requested scopes, each of which must be both configured and `granted` to the
+    /// client, without repeats; `None` when none were asked for (RFC 6749 §3.3's default).
+    fn scope(&self, requested: Option<&str>, granted: &[String]) -> Result<Option<String>, Refusal> {
+        scope(requested, &self.scopes, granted)
+    }
+}
+
+/// See [`Issuer::scope`]. Linear in the request's scopes: each is compared with the few
+/// configured ones, and only allowed ones (fewer than configured) are kept for repeats.
+fn scope(requested: Option<&str>, configured: &[String], granted: &[String]) -> Result<Option<String>, Refusal> {
+    let mut allowed: Vec<&str> = Vec::new();
+    for asked in requested.unwrap_or_default().split(' ').filter(|s| !s.is_empty()) {
+        let is = |list: &[String]| list.iter().any(|s| s == asked);
+        if !is(configured) || !is(granted) {
+            return Err(Refusal::InvalidScope);
+        }
+        if !allowed.contains(&asked) {
+            allowed.push(asked);
         }
     }
+    Ok((!allowed.is_empty()).then(|| allowed.join(" ")))
 }
 
 /// The source network a budget belongs to: the IPv4 address, or the IPv6 /64 (one host
@@ -441,6 +465,32 @@ mod tests {
         assert_eq!((c.client_id.as_str(), c.secret.as_str()), ("my:client", "s+cr t&x=y"));
         assert!(basic_credentials(&HeaderValue::from_static("Bearer abc")).is_none());
         assert!(basic_credentials(&HeaderValue::from_static("Basic !!!")).is_none());
+    }
+
+    #[test]
+    fn a_scope_is_allowed_when_configured_and_granted() {
+        let list = |s: &str| s.split(' ').map(str::to_owned).collect::<Vec<_>>();
+        let (configured, granted) = (list("read write admin"), list("read write"));
+        assert_eq!(scope(Some("read"), &configured, &granted), Ok(Some("read".into())));
+        assert_eq!(scope(Some("write  read read"), &configured, &granted), Ok(Some("write read".into())));
+        assert_eq!(scope(None, &configured, &granted), Ok(None), "no scope asked: none given");
+        assert_eq!(scope(Some(" "), &configured, &granted), Ok(None));
+    }
+
+    #[test]
+    fn a_scope_is_not_allowed_unless_configured_and_granted() {
+        let list = |s: &str| s.split(' ').map(str::to_owned).collect::<Vec<_>>();
+        let (configured, granted) = (list("read write admin"), list("read write legacy"));
+        for (asked, why) in [
+            ("admin", "configured, not granted"),
+            ("legacy", "granted, no longer configured"),
+            ("other", "neither"),
+            ("read admin", "one of two not granted"),
+            ("READ", "scopes are case-sensitive"),
+        ] {
+            assert_eq!(scope(Some(asked), &configured, &granted), Err(Refusal::InvalidScope), "{why}");
+        }
+        assert_eq!(scope(Some("read"), &configured, &[]), Err(Refusal::InvalidScope), "nothing granted");
     }
 
     #[test]

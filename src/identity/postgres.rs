@@ -19,8 +19,9 @@ use tokio_postgres::Row;
 
 use super::secret::{random_bytes, SecretHash, SecretHasher};
 use super::store::{
-    check_id, now, AuditEntry, Client, IdentityStore, Link, LinkRef, Lookup, Reseal, SealedSecret, SecretSlot,
-    StoreError, StoreFuture, System, User, KEY_CHECK, LINK_COLUMNS, SYSTEM_COLUMNS, USER_COLUMNS, WRONG_KEY,
+    check_id, check_scopes, now, parse_scopes, scopes_column, scopes_shown, AuditEntry, Client, IdentityStore, Link,
+    LinkRef, Lookup, Reseal, SealedSecret, SecretSlot, StoreError, StoreFuture, System, User, KEY_CHECK, LINK_COLUMNS,
+    SYSTEM_COLUMNS, USER_COLUMNS, WRONG_KEY,
 };
 
 /// Schema migrations, in order; migration `i` brings the schema to version `i + 1`.
@@ -83,13 +84,19 @@ CREATE TABLE secrets (
 ALTER TABLE systems ADD COLUMN primary_used_at BIGINT;
 ALTER TABLE systems ADD COLUMN alternate_used_at BIGINT;
 ",
+    // Scopes granted per system; existing systems are granted none (see the SQLite store).
+    r"
+ALTER TABLE systems ADD COLUMN scopes TEXT NOT NULL DEFAULT '';
+",
 ];
 
 /// The advisory lock that serializes migrations across instances ("portcull" in ASCII).
 const MIGRATION_LOCK: i64 = 0x706f_7274_6375_6c6c;
-/// What a token request reads, in one round trip: no row for an unknown system; the user
-/// columns are NULL when no external user was named or none is linked.
-const LOOKUP_SQL: &str = "SELECT s.active, s.primary_hash, s.alternate_hash, u.id, u.roles, u.active, u.created_at \
+/// What a token request reads, in one round trip: no row for an unknown system (its granted
+/// scopes come in its row); the user columns are NULL when no external user was named or
+/// none is linked.
+const LOOKUP_SQL: &str = "SELECT s.active, s.primary_hash, s.alternate_hash, s.scopes, \
+     u.id, u.roles, u.active, u.created_at \
      FROM systems s LEFT JOIN links l ON l.system_id = s.id AND l.external_user = $2 \
      LEFT JOIN users u ON u.id = l.user_id WHERE s.id = $1";
 /// Connections per store.
@@ -432,6 +439,7 @@ fn system_row(row: &Row) -> Result<System, tokio_postgres::Error> {
         secrets_renewed_at: row.try_get(4)?,
         primary_used_at: row.try_get(5)?,
         alternate_used_at: row.try_get(6)?,
+        scopes: parse_scopes(row.try_get(7)?),
     })
 }
 
@@ -469,13 +477,16 @@ impl IdentityStore for PostgresStore {
         name: &str,
         primary: &SecretHash,
         alternate: &SecretHash,
+        scopes: &[String],
         actor: &str,
     ) -> Result<System, StoreError> {
-        let system = System::new(name)?;
+        let system = System { scopes: check_scopes(scopes)?, ..System::new(name)? };
+        let column = scopes_column(&system.scopes);
         in_transaction!(self, |tx| {
             tx.execute(
-                "INSERT INTO systems (id, name, active, primary_hash, alternate_hash, created_at) VALUES ($1, $2, TRUE, $3, $4, $5)",
-                &[&system.id, &system.name, &primary.0, &alternate.0, &system.created_at],
+                "INSERT INTO systems (id, name, active, primary_hash, alternate_hash, created_at, scopes) \
+                 VALUES ($1, $2, TRUE, $3, $4, $5, $6)",
+                &[&system.id, &system.name, &primary.0, &alternate.0, &system.created_at, &column],
             )
             .await
             .map_err(|e| {
@@ -485,7 +496,8 @@ impl IdentityStore for PostgresStore {
                     backend(e)
                 }
             })?;
-            audit(&tx, actor, "system.create", Some(&system.id), None, Some(&format!("name={name}"))).await?;
+            let detail = format!("name={name} scopes={}", scopes_shown(&system.scopes));
+            audit(&tx, actor, "system.create", Some(&system.id), None, Some(&detail)).await?;
             Ok(system.clone())
         })
     }
@@ -501,6 +513,23 @@ impl IdentityStore for PostgresStore {
 
     fn set_system_active(&self, id: &str, active: bool, actor: &str) -> Result<(), StoreError> {
         self.set_active(Entity::System, id, active, actor)
+    }
+
+    fn set_system_scopes(&self, id: &str, scopes: &[String], actor: &str) -> Result<Vec<String>, StoreError> {
+        let scopes = check_scopes(scopes)?;
+        let column = scopes_column(&scopes);
+        in_transaction!(self, |tx| {
+            let Some(row) =
+                tx.query_opt("SELECT scopes FROM systems WHERE id = $1 FOR UPDATE", &[&id]).await.map_err(backend)?
+            else {
+                return Err(StoreError::NotFound(format!("system {id:?}")));
+            };
+            let old = parse_scopes(row.try_get(0).map_err(backend)?);
+            tx.execute("UPDATE systems SET scopes = $2 WHERE id = $1", &[&id, &column]).await.map_err(backend)?;
+            let detail = format!("scopes={} was={}", scopes_shown(&scopes), scopes_shown(&old));
+            audit(&tx, actor, "system.scopes", Some(id), None, Some(&detail)).await?;
+            Ok(old)
+        })
     }
 
     fn renew_secret(&self, id: &str, new_alternate: &SecretHash, actor: &str) -> Result<(), StoreError> {
@@ -633,9 +662,10 @@ impl IdentityStore for PostgresStore {
                 active: row.try_get(0).map_err(backend)?,
                 primary: SecretHash(row.try_get(1).map_err(backend)?),
                 alternate: SecretHash(row.try_get(2).map_err(backend)?),
+                scopes: parse_scopes(row.try_get(3).map_err(backend)?),
             };
-            let linked = row.try_get::<_, Option<String>>(3).map_err(backend)?.is_some();
-            let user = if linked { Some(user_at(&row, 3).map_err(backend)?) } else { None };
+            let linked = row.try_get::<_, Option<String>>(4).map_err(backend)?.is_some();
+            let user = if linked { Some(user_at(&row, 4).map_err(backend)?) } else { None };
             Ok(Lookup { client: Some(client), user })
         })
     }

@@ -29,6 +29,9 @@ pub struct System {
     pub primary_used_at: Option<i64>,
     /// When the alternate secret last got a token (Unix seconds, to the minute), if ever.
     pub alternate_used_at: Option<i64>,
+    /// The scopes it may ask for (each also configured in `identity.scopes`), in the order
+    /// granted. None for a system created before scopes were granted per system.
+    pub scopes: Vec<String>,
 }
 
 /// One value of the secret store, as stored: sealed, never in clear.
@@ -109,6 +112,8 @@ pub struct Client {
     pub primary: SecretHash,
     /// The hash of the other valid secret: the next one, until a renewal promotes it.
     pub alternate: SecretHash,
+    /// The scopes granted to the system, read in the same row as its secrets.
+    pub scopes: Vec<String>,
 }
 
 /// What one token request reads, in one go.
@@ -142,13 +147,17 @@ pub trait IdentityStore: Send + Sync {
     /// Hashes secrets with the store's own key.
     fn hasher(&self) -> &SecretHasher;
 
+    /// Creates an active system with its two secret hashes and its granted scopes (which
+    /// the caller checked against the configuration).
+    ///
     /// # Errors
-    /// A system with this name exists, or the store failed.
+    /// A system with this name exists, a scope is malformed, or the store failed.
     fn create_system(
         &self,
         name: &str,
         primary: &SecretHash,
         alternate: &SecretHash,
+        scopes: &[String],
         actor: &str,
     ) -> Result<System, StoreError>;
     /// # Errors
@@ -160,6 +169,12 @@ pub trait IdentityStore: Send + Sync {
     /// # Errors
     /// No such system, or the store failed.
     fn set_system_active(&self, id: &str, active: bool, actor: &str) -> Result<(), StoreError>;
+    /// Replaces the scopes granted to the system (which the caller checked against the
+    /// configuration), with an audit entry naming the old and the new ones. Returns the old.
+    ///
+    /// # Errors
+    /// No such system, a scope is malformed, or the store failed.
+    fn set_system_scopes(&self, id: &str, scopes: &[String], actor: &str) -> Result<Vec<String>, StoreError>;
     /// Voids the primary secret, promotes the alternate, stores `new_alternate`.
     ///
     /// # Errors
@@ -258,6 +273,7 @@ impl System {
             secrets_renewed_at: None,
             primary_used_at: None,
             alternate_used_at: None,
+            scopes: Vec::new(),
         })
     }
 }
@@ -277,7 +293,8 @@ impl User {
 }
 
 /// The columns both stores select for a [`System`], a [`User`] and a [`Link`], in order.
-pub const SYSTEM_COLUMNS: &str = "id, name, active, created_at, secrets_renewed_at, primary_used_at, alternate_used_at";
+pub const SYSTEM_COLUMNS: &str =
+    "id, name, active, created_at, secrets_renewed_at, primary_used_at, alternate_used_at, scopes";
 /// See [`SYSTEM_COLUMNS`].
 pub const USER_COLUMNS: &str = "id, roles, active, created_at";
 /// See [`SYSTEM_COLUMNS`].
@@ -299,4 +316,38 @@ pub fn check_id(what: &str, value: &str) -> Result<(), StoreError> {
         )));
     }
     Ok(())
+}
+
+/// Granted scopes as both stores keep them: space-separated, as in a token's `scope` claim
+/// (RFC 6749 §3.3), so a scope never holds a space.
+pub fn scopes_column(scopes: &[String]) -> String {
+    scopes.join(" ")
+}
+
+/// The granted scopes of a stored `scopes` column.
+pub fn parse_scopes(column: &str) -> Vec<String> {
+    column.split_whitespace().map(str::to_owned).collect()
+}
+
+/// Checks scopes to grant (RFC 6749 §3.3 scope tokens, as `identity.scopes` allows them),
+/// dropping repeats; the order given is kept.
+///
+/// # Errors
+/// Names the malformed scope.
+pub fn check_scopes(scopes: &[String]) -> Result<Vec<String>, StoreError> {
+    let mut checked: Vec<String> = Vec::with_capacity(scopes.len());
+    for scope in scopes {
+        if scope.is_empty() || !scope.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\') {
+            return Err(StoreError::Conflict(format!("{scope:?} is not a valid scope (RFC 6749 §3.3)")));
+        }
+        if !checked.contains(scope) {
+            checked.push(scope.clone());
+        }
+    }
+    Ok(checked)
+}
+
+/// Scopes for the audit log and messages: `[read,write]`, `[]` for none.
+pub fn scopes_shown(scopes: &[String]) -> String {
+    format!("[{}]", scopes.join(","))
 }

@@ -136,6 +136,13 @@ impl<V: Expiring> ShardedMap<V> {
         (shard, room)
     }
 
+    /// Runs `f` on `key`'s state if the key is remembered, without adding it: a read that
+    /// never makes room, so it never makes the map forget another key.
+    pub fn get<R>(&self, key: u64, f: impl FnOnce(&V) -> R) -> Option<R> {
+        let shard = self.shards[(key >> 32) as usize % SHARDS].lock().unwrap_or_else(PoisonError::into_inner);
+        shard.map.get(&key).map(f)
+    }
+
     /// How many keys are remembered.
     pub fn len(&self) -> usize {
         self.shards.iter().map(|s| s.lock().map_or(0, |s| s.map.len())).sum()
@@ -213,6 +220,18 @@ mod tests {
         assert_eq!(full.try_with(1, 0, |tat| tat.0 = 1), None, "no room beside a spent key");
         assert_eq!(full.try_with(0, 0, |tat| tat.0), Some(1_000));
         assert!(full.try_with(1, 950, |_| ()).is_some(), "room once it recovered");
+    }
+
+    #[test]
+    fn reading_a_key_never_adds_it_nor_evicts_another() {
+        let map: ShardedMap<Tat> = ShardedMap::new(SHARDS);
+        map.with(1 << 32, 0, |tat| tat.0 = 10);
+        // Same shard, full at one key: a read of others neither adds them nor makes room.
+        for i in 0..100u64 {
+            assert!(map.get((i * SHARDS as u64 + 1) << 32 | 7, |tat| tat.0).is_none());
+        }
+        assert_eq!(map.len(), 1);
+        assert_eq!(map.get(1 << 32, |tat| tat.0), Some(10));
     }
 
     #[test]

@@ -83,6 +83,22 @@ pub fn identity_store(file: &Path) -> Result<StoreLocation, ConfigErrors> {
         .map_err(|e| ConfigError::new(file, identity.value.store.referenced, "identity.store", e.to_string()).into())
 }
 
+/// The scopes the configuration's `identity.scopes` offers, read without compiling the rest
+/// (for granting them with `systems create --scopes` and `systems scopes --set`).
+///
+/// # Errors
+/// The file is unreadable or malformed, or has no `identity` section.
+pub fn identity_scopes(file: &Path) -> Result<Vec<String>, ConfigErrors> {
+    let raw = read_raw(file, "pass --config FILE: the scopes granted must be in its identity.scopes")?;
+    match raw.identity {
+        Some(identity) => Ok(identity.value.scopes),
+        None => {
+            Err(ConfigError::new(file, Location::UNKNOWN, "identity", "the configuration has no `identity` section")
+                .into())
+        }
+    }
+}
+
 /// The secret store's location and master key as the configuration names them, read without
 /// compiling the rest (for the `secrets` command).
 ///
