@@ -14,7 +14,7 @@ use portcullis::request::client_ip::{self, IpSet};
 use portcullis::request::headers::strip_hop_by_hop;
 use portcullis::request::normalize::normalize_path;
 use portcullis::route::pattern::PathMatch;
-use portcullis::route::{Route, RouteTable};
+use portcullis::route::{PathParameters, Route, RouteTable};
 use portcullis::telemetry::metrics::RouteMetrics;
 use std::hint::black_box;
 use std::sync::Arc;
@@ -42,6 +42,8 @@ fn routes(c: &mut Criterion) {
             backend: backend.clone(),
             strip_prefix: None,
             metrics: RouteMetrics::new(format!("r{i}").into()),
+            path_parameters: PathParameters::Refuse,
+            method_override: None,
         });
     }
     table.routes.push(Route {
@@ -54,6 +56,8 @@ fn routes(c: &mut Criterion) {
         backend,
         strip_prefix: None,
         metrics: RouteMetrics::new("cases".into()),
+        path_parameters: PathParameters::Refuse,
+        method_override: None,
     });
     let mut g = c.benchmark_group("route_find");
     g.bench_function("first_of_51", |b| {

@@ -20,9 +20,11 @@ use crate::conn::ConnInfo;
 use crate::policy::{Answer, Claims, PolicyDecision, RequestContext};
 use crate::problem::Problem;
 use crate::proxy::{ForwardError, Outbound};
-use crate::request::framing::{self, FramingError};
 use crate::request::client_ip::ForwardedHeader;
-use crate::request::headers::{strip_hop_by_hop, strip_overrides, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID};
+use crate::request::framing::{self, FramingError};
+use crate::request::headers::{
+    strip_hop_by_hop, strip_overrides, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID,
+};
 use crate::request::{client_ip, normalize};
 use crate::route::pattern::Params;
 use crate::route::{PathParameters, Route};
@@ -129,7 +131,8 @@ pub fn route<'rt>(
         return refuse(request_id, "path_parameters", Problem::bad_request(detail));
     }
     strip_overrides(&mut parts.headers, route.method_override.as_ref());
-    let method_override = match route.method_override.as_ref().map(|name| method_override(&parts.headers, name, route)) {
+    let method_override = match route.method_override.as_ref().map(|name| method_override(&parts.headers, name, route))
+    {
         None | Some(Ok(None)) => None,
         Some(Ok(Some(method))) => Some(method),
         Some(Err(detail)) => return refuse(request_id, "bad_method_override", Problem::bad_request(detail)),

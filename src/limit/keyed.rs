@@ -38,7 +38,12 @@ impl<K: Hash + ?Sized> KeyedLimiter<K> {
     pub fn new(rate: Rate) -> Self {
         let count = u64::from(rate.count.get());
         let gcra = Gcra::new(count, rate.per, count);
-        Self { gcra, hasher: RandomState::new(), tats: ShardedMap::keeping_spent(CAPACITY, gcra.spent_at()), keys: PhantomData }
+        Self {
+            gcra,
+            hasher: RandomState::new(),
+            tats: ShardedMap::keeping_spent(CAPACITY, gcra.spent_at()),
+            keys: PhantomData,
+        }
     }
 
     /// Spends one request of `key`'s budget at `now`.

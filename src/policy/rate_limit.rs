@@ -121,7 +121,9 @@ pub enum OnStoreError {
 #[derive(Debug)]
 enum KeyPart {
     /// IPv4 addresses whole, IPv6 ones masked to their network.
-    ClientIp { v6_mask: u128 },
+    ClientIp {
+        v6_mask: u128,
+    },
     Claim(ClaimPath),
     Header(HeaderName),
     ClientCert,

@@ -63,11 +63,8 @@ fn reads_as(name: &str, canonical: &str) -> bool {
 /// Removes every header that reads as one `owned` accepts once `_` is `-`, except `keep`
 /// spelled exactly. Only names with `_` need a look beyond the exact removal.
 fn remove_reading_as(headers: &mut HeaderMap, owned: impl Fn(&str) -> bool, keep: Option<&HeaderName>) {
-    let look_alikes: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| name.as_str().contains('_') && owned(name.as_str()))
-        .cloned()
-        .collect();
+    let look_alikes: Vec<HeaderName> =
+        headers.keys().filter(|name| name.as_str().contains('_') && owned(name.as_str())).cloned().collect();
     for name in &look_alikes {
         if Some(name) != keep {
             headers.remove(name);
@@ -194,7 +191,16 @@ mod tests {
         let mut set = GatewayHeaders::default();
         set.insert(HeaderName::from_static("x-user-id"));
         let mut h = HeaderMap::new();
-        for n in ["x_user_id", "x-user_id", "x_forwarded_for", "x_request_id", "x_real_ip", "x_user_idx", "x_other", "accept_x"] {
+        for n in [
+            "x_user_id",
+            "x-user_id",
+            "x_forwarded_for",
+            "x_request_id",
+            "x_real_ip",
+            "x_user_idx",
+            "x_other",
+            "accept_x",
+        ] {
             h.insert(HeaderName::from_bytes(n.as_bytes()).unwrap(), "spoofed".parse().unwrap());
         }
         set.strip(&mut h, Some(&X_FORWARDED_FOR));

@@ -14,8 +14,8 @@ use http::HeaderName;
 
 use crate::config::raw::{ClientAuthMode, RawConfig};
 use crate::policy::rate_limit::KeyList;
-use crate::request::headers::GatewayHeaders;
 use crate::policy::{NamedPolicy, Policy, PolicyMode};
+use crate::request::headers::GatewayHeaders;
 
 /// Runs every lint over the file as written and its compiled policies.
 pub(super) fn lint(

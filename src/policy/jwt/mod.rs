@@ -375,12 +375,18 @@ mod tests {
         let (jwt, _dir) = policy(
             ", token_cache: 0, require_claims: { department: { any_of: [Finance] }, scp: { all_of: [read] }, groups: { any_of: [a], separator: \",\" } }",
         );
-        let ok = |patch: Value| claims(json!({ "department": "Finance", "scp": "read", "groups": "a" })).as_object().cloned().map(|mut c| {
-            for (k, v) in patch.as_object().unwrap() {
-                c.insert(k.clone(), v.clone());
-            }
-            Value::Object(c)
-        }).unwrap();
+        let ok = |patch: Value| {
+            claims(json!({ "department": "Finance", "scp": "read", "groups": "a" }))
+                .as_object()
+                .cloned()
+                .map(|mut c| {
+                    for (k, v) in patch.as_object().unwrap() {
+                        c.insert(k.clone(), v.clone());
+                    }
+                    Value::Object(c)
+                })
+                .unwrap()
+        };
         let cases = [
             (json!({}), true),
             (json!({ "department": ["Sales", "Finance"] }), true),
@@ -402,7 +408,9 @@ mod tests {
             let got = check(&jwt, &t, NOW).await;
             assert_eq!(got.is_ok(), pass, "{patch}: {:?}", got.err());
         }
-        let empty = providers(r#"{ issuers: [a], secret: "${file:a.secret}", algorithms: [HS256], require_claims: { g: { any_of: [x], separator: "" } } }"#);
+        let empty = providers(
+            r#"{ issuers: [a], secret: "${file:a.secret}", algorithms: [HS256], require_claims: { g: { any_of: [x], separator: "" } } }"#,
+        );
         assert!(empty.err().unwrap().contains("separator is empty"));
     }
 
