@@ -1005,7 +1005,7 @@ impl Importer<'_, '_> {
         ];
         header.extend(self.notes.iter().cloned());
         let yaml = out::to_yaml(&header, &document).map_err(|e| ImportError::Unreadable(e.to_string()))?;
-        read_back(&yaml).map_err(|e| ImportError::Unreadable(format!("{e}\n{yaml}")))?;
+        read_back(&yaml).map_err(ImportError::Unreadable)?;
         Ok(yaml)
     }
 }
