@@ -5,13 +5,33 @@
 //! expression (`@(...)`, `@{...}`) that has none becomes a YAML comment naming it and its line
 //! in the XML, and is counted, so that `--strict` can refuse a partial translation. Named
 //! values (`{{name}}`) become `${env:NAME}` where the configuration reads references.
+//!
+//! The contract: a translation never admits what APIM refused. Where portcullis cannot say
+//! exactly what APIM said, it says something stricter and counts the difference as left out
+//! (a claim rule whose values were dropped, a counter keyed on an unvalidated subscription key,
+//! a header APIM overwrote with an expression is removed instead). The output is built as data
+//! ([`out`]), serialized as YAML with the notes as comment lines of their own, and parsed back
+//! through the configuration contract before it is returned: what `import` returns is always a
+//! configuration `check` can read.
 
-use std::fmt::Write as _;
+mod cidr;
+mod out;
+
 use std::net::IpAddr;
+use std::path::Path;
 
 use roxmltree::{Document, Node};
 
+use self::cidr::{host_net, range_to_cidrs};
+use self::out::{Entries, Noted, Policy};
+
+/// Whether `<claim separator="…">` translates to the jwt policy's per-claim `separator`.
+/// Off until the jwt policy reads that key: until then it is left out (the claim's string is
+/// compared whole, which refuses more than APIM did, never less).
+const CLAIM_SEPARATOR: bool = false;
+
 /// The translation of one policy document.
+#[derive(Debug)]
 pub struct Imported {
     /// The portcullis configuration, with comments.
     pub yaml: String,
@@ -19,7 +39,7 @@ pub struct Imported {
     pub left_out: usize,
 }
 
-/// Why a document cannot be read at all.
+/// Why a document cannot be translated.
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
     /// Not well-formed XML.
@@ -28,14 +48,17 @@ pub enum ImportError {
     /// The root element is not `<policies>`.
     #[error("line {0}: the root element is <{1}>, not <policies>")]
     NotPolicies(u32, String),
+    /// The translation is not a configuration the loader reads: a bug in the importer.
+    #[error("the translation does not read back as a configuration (an importer bug, please report it): {0}")]
+    Unreadable(String),
 }
 
 /// One translated policy.
 struct PolicyOut {
     name: String,
-    /// The YAML under the policy's name (indented four spaces).
-    body: String,
-    /// Comments above it.
+    /// Its content; `None` for a `headers` policy until [`Importer::document`] fills it.
+    policy: Option<Policy>,
+    /// Comment lines above it.
     notes: Vec<String>,
 }
 
@@ -68,7 +91,8 @@ struct HeaderEdits {
 /// Translates `xml`, read from `source` (named in the header comment).
 ///
 /// # Errors
-/// The document is not XML or not a policy document.
+/// The document is not XML or not a policy document; or (a bug) the translation does not read
+/// back as a configuration.
 pub fn import(xml: &str, source: &str) -> Result<Imported, ImportError> {
     let doc = Document::parse(xml)?;
     let root = doc.root_element();
@@ -89,6 +113,7 @@ pub fn import(xml: &str, source: &str) -> Result<Imported, ImportError> {
         return Err(ImportError::NotPolicies(im.line(root), root.tag_name().name().to_owned()));
     }
     for section in root.children().filter(Node::is_element) {
+        im.building = None;
         match section.tag_name().name() {
             "inbound" => im.section(section, Side::Inbound),
             "backend" => im.section(section, Side::Backend),
@@ -97,7 +122,17 @@ pub fn import(xml: &str, source: &str) -> Result<Imported, ImportError> {
             other => im.leave(section, &format!("<{other}>"), "not a policy section"),
         }
     }
-    Ok(Imported { yaml: im.render(source), left_out: im.left_out })
+    let yaml = im.render(source)?;
+    Ok(Imported { yaml, left_out: im.left_out })
+}
+
+/// Reads `yaml` back through the configuration contract (every key known, every value of its
+/// type), as `check` does before it compiles.
+///
+/// # Errors
+/// What the loader says, one line per error.
+pub fn read_back(yaml: &str) -> Result<(), String> {
+    crate::config::compile::parse_text(Path::new("imported.yaml"), yaml).map(drop).map_err(|errors| errors.to_string())
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -116,15 +151,25 @@ impl Importer<'_, '_> {
     fn leave(&mut self, node: Node<'_, '_>, what: &str, why: &str) {
         self.left_out += 1;
         let note = format!("line {}: {what} not translated: {why}", self.line(node));
-        match self.building {
-            Some(i) => self.policies[i].notes.push(note),
-            None => self.notes.push(note),
-        }
+        self.push_note(note);
     }
 
     /// A note that is no loss (how a construct maps), on the file.
     fn note(&mut self, node: Node<'_, '_>, text: &str) {
         self.notes.push(format!("line {}: {text}", self.line(node)));
+    }
+
+    /// A note that is no loss, on the policy being built (or the file).
+    fn note_here(&mut self, node: Node<'_, '_>, text: &str) {
+        let note = format!("line {}: {text}", self.line(node));
+        self.push_note(note);
+    }
+
+    fn push_note(&mut self, note: String) {
+        match self.building {
+            Some(i) => self.policies[i].notes.push(note),
+            None => self.notes.push(note),
+        }
     }
 
     fn section(&mut self, section: Node<'_, '_>, side: Side) {
@@ -135,14 +180,18 @@ impl Importer<'_, '_> {
                 ("base", _) => self.note(el, "<base/>: in APIM the enclosing scope's policies (all APIs, product) run here; add their portcullis policies to the route, or to default_policies"),
                 ("forward-request", Side::Backend) => {
                     self.unknown_attributes(el, &["timeout", "follow-redirects", "buffer-request-body", "buffer-response", "fail-on-error-status-code", "http-version"]);
-                    if let Some(t) = el.attribute("timeout").and_then(|t| t.trim().parse::<u64>().ok()) {
-                        self.backend_timeout = Some(format!("{t}s"));
+                    if let Some(t) = el.attribute("timeout") {
+                        match t.trim().parse::<u64>() {
+                            Ok(t) if t > 0 => self.backend_timeout = Some(format!("{t}s")),
+                            _ => self.leave(el, &format!("<forward-request timeout={t:?}>"), "give the timeout in whole seconds"),
+                        }
                     }
                     for attr in ["follow-redirects", "buffer-request-body", "buffer-response", "fail-on-error-status-code", "http-version"] {
                         if let Some(v) = el.attribute(attr) {
-                            self.leave(el, &format!("<forward-request {attr}=\"{v}\">"), "portcullis streams bodies and passes redirects and errors through");
+                            self.leave(el, &format!("<forward-request {attr}={v:?}>"), "portcullis streams bodies and passes redirects and errors through");
                         }
                     }
+                    self.unknown_children(el, &[]);
                 }
                 ("set-backend-service", _) => self.backend_service(el),
                 ("set-header", Side::Inbound | Side::Backend) => self.set_header(el, true),
@@ -174,7 +223,7 @@ impl Importer<'_, '_> {
         }
     }
 
-    /// Starts a policy called `name` (made unique); its body is written by the caller.
+    /// Starts a policy called `name` (made unique); its content is set by the caller.
     fn start(&mut self, name: &str, in_chain: bool) -> usize {
         let mut unique = name.to_owned();
         let mut n = 2;
@@ -185,7 +234,7 @@ impl Importer<'_, '_> {
         if in_chain {
             self.chain.push(unique.clone());
         }
-        self.policies.push(PolicyOut { name: unique, body: String::new(), notes: Vec::new() });
+        self.policies.push(PolicyOut { name: unique, policy: None, notes: Vec::new() });
         self.building = Some(self.policies.len() - 1);
         self.policies.len() - 1
     }
@@ -199,10 +248,21 @@ impl Importer<'_, '_> {
         }
     }
 
-    /// A literal value: expressions are left out (`None`).
+    /// Leaves out every child element not in `known`: a condition this importer does not read
+    /// is never dropped silently.
+    fn unknown_children(&mut self, el: Node<'_, '_>, known: &[&str]) {
+        for child in el.children().filter(Node::is_element) {
+            let name = child.tag_name().name();
+            if !known.contains(&name) {
+                self.leave(child, &format!("<{}><{name}>", el.tag_name().name()), "no portcullis equivalent");
+            }
+        }
+    }
+
+    /// A literal value: expressions and named values are left out (`None`).
     fn literal(&mut self, node: Node<'_, '_>, what: &str, value: &str) -> Option<String> {
         let value = value.trim();
-        if value.starts_with("@(") || value.starts_with("@{") {
+        if is_expression(value) {
             self.leave(node, &format!("{what} {value:?}"), "a policy expression (C#) has no portcullis equivalent");
             return None;
         }
@@ -217,11 +277,26 @@ impl Importer<'_, '_> {
         Some(value.to_owned())
     }
 
-    /// The texts of the `tag` children of `parent`'s `list` child, literals only.
+    /// A whole number of seconds, or left out.
+    fn seconds(&mut self, node: Node<'_, '_>, what: &str, value: &str) -> Option<String> {
+        match value.trim().parse::<u64>() {
+            Ok(s) => Some(format!("{s}s")),
+            Err(_) => {
+                self.leave(node, &format!("{what}={value:?}"), "give a whole number of seconds");
+                None
+            }
+        }
+    }
+
+    /// The texts of the `tag` children of `parent`'s `list` children, literals only.
     fn list(&mut self, parent: Node<'_, '_>, list: &str, tag: &str) -> Vec<String> {
         let mut out = Vec::new();
         for container in parent.children().filter(|n| n.has_tag_name(list)) {
-            for item in container.children().filter(|n| n.has_tag_name(tag)) {
+            for item in container.children().filter(Node::is_element) {
+                if !item.has_tag_name(tag) {
+                    self.leave(item, &format!("<{list}><{}>", item.tag_name().name()), "no portcullis equivalent");
+                    continue;
+                }
                 if let Some(v) = self.literal(item, &format!("<{tag}>"), item.text().unwrap_or_default()) {
                     out.push(v);
                 }
@@ -233,45 +308,46 @@ impl Importer<'_, '_> {
     fn cors(&mut self, el: Node<'_, '_>) {
         let i = self.start("cors", true);
         self.unknown_attributes(el, &["allow-credentials", "terminate-unmatched-request"]);
+        self.unknown_children(el, &["allowed-origins", "allowed-methods", "allowed-headers", "expose-headers"]);
         let origins = self.list(el, "allowed-origins", "origin");
-        let methods = self.list(el, "allowed-methods", "method");
+        let mut methods = self.list(el, "allowed-methods", "method");
         let headers = self.list(el, "allowed-headers", "header");
         let expose = self.list(el, "expose-headers", "header");
         let max_age = el
             .children()
             .find(|n| n.has_tag_name("allowed-methods"))
-            .and_then(|m| m.attribute("preflight-result-max-age"));
-        let mut body = format!("      allowed_origins: {}\n", flow(&origins));
+            .and_then(|m| m.attribute("preflight-result-max-age"))
+            .and_then(|age| self.seconds(el, "preflight-result-max-age", age));
         if methods.iter().any(|m| m == "*") {
-            body += "      allowed_methods: [GET, HEAD, POST, PUT, PATCH, DELETE]   # APIM's `*`\n";
-        } else if !methods.is_empty() {
-            body += &format!("      allowed_methods: {}\n", flow(&methods));
+            self.note_here(
+                el,
+                "<method>*</method>: APIM's `*` is written as the usual methods; add any other your API takes",
+            );
+            methods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"].map(String::from).to_vec();
         }
-        if headers.iter().any(|h| h == "*") {
+        let allowed_headers = if headers.iter().any(|h| h == "*") {
             self.leave(el, "<allowed-headers><header>*</header>", "list the request headers a preflight may ask for");
-        } else if !headers.is_empty() {
-            body += &format!("      allowed_headers: {}\n", flow(&headers));
-        }
-        if !expose.is_empty() {
-            body += &format!("      expose_headers: {}\n", flow(&expose));
-        }
-        if el.attribute("allow-credentials") == Some("true") {
-            body += "      allow_credentials: true\n";
-        }
-        if let Some(age) = max_age {
-            body += &format!("      max_age: {}s\n", age.trim());
-        }
+            Vec::new()
+        } else {
+            headers
+        };
         // APIM refuses unmatched preflights and passes other requests; terminate-unmatched-request
         // defaults to true there.
         let terminate = el.attribute("terminate-unmatched-request") != Some("false");
-        body += &format!("      terminate_unmatched: {terminate}\n");
-        self.policies[i].body = format!("    cors:\n{body}");
+        self.policies[i].policy = Some(Policy::cors(out::Cors {
+            allowed_origins: origins,
+            allowed_methods: methods,
+            allowed_headers,
+            expose_headers: expose,
+            allow_credentials: el.attribute("allow-credentials") == Some("true"),
+            max_age,
+            terminate_unmatched: terminate,
+        }));
     }
 
     fn ip_filter(&mut self, el: Node<'_, '_>) {
         let i = self.start("ip-filter", true);
         self.unknown_attributes(el, &["action"]);
-        let action = el.attribute("action").unwrap_or("allow");
         let mut nets = Vec::new();
         for child in el.children().filter(Node::is_element) {
             match child.tag_name().name() {
@@ -293,19 +369,36 @@ impl Importer<'_, '_> {
                 other => self.leave(child, &format!("<ip-filter><{other}>"), "no portcullis equivalent"),
             }
         }
-        let key = if action == "forbid" { "deny" } else { "allow" };
-        self.policies[i].body = format!("    ip_filter:\n      {key}: {}\n", flow(&nets));
+        let filter = match el.attribute("action") {
+            Some("allow") => out::IpFilter { allow: Some(nets), deny: None },
+            Some("forbid") => out::IpFilter { allow: None, deny: Some(nets) },
+            // Neither list is safe to guess: an allow list of forbidden addresses would admit
+            // them. Nothing is admitted until the operator says which it is.
+            other => {
+                self.leave(
+                    el,
+                    &format!("<ip-filter action={other:?}>"),
+                    "APIM's action is allow or forbid; nothing is admitted until it is given",
+                );
+                out::IpFilter { allow: Some(Vec::new()), deny: None }
+            }
+        };
+        self.policies[i].policy = Some(Policy::ip_filter(filter));
     }
 
     /// `validate-jwt` and `validate-azure-ad-token` share the token source and claim rules.
-    fn token_source(&mut self, el: Node<'_, '_>, body: &mut String) {
-        if let Some(header) = el.attribute("header-name") {
-            if !header.eq_ignore_ascii_case("authorization") {
-                *body += &format!("      token_from: {}\n", quote(&format!("header:{header}")));
-            }
-        }
-        if let Some(query) = el.attribute("query-parameter-name") {
-            *body += &format!("      token_from: {}\n", quote(&format!("query:{query}")));
+    fn token_source(&mut self, el: Node<'_, '_>, jwt: &mut out::Jwt) {
+        let header = el.attribute("header-name").filter(|h| !h.trim().eq_ignore_ascii_case("authorization"));
+        let query = el.attribute("query-parameter-name");
+        match (header, query) {
+            (Some(header), None) => jwt.token_from = Some(format!("header:{}", header.trim())),
+            (None, Some(query)) => jwt.token_from = Some(format!("query:{}", query.trim())),
+            (Some(_), Some(_)) => self.leave(
+                el,
+                "header-name and query-parameter-name together",
+                "APIM takes one token source; give one of them",
+            ),
+            (None, None) => {}
         }
         if let Some(value) = el.attribute("token-value") {
             self.leave(
@@ -333,38 +426,79 @@ impl Importer<'_, '_> {
         }
     }
 
-    fn required_claims(&mut self, el: Node<'_, '_>, body: &mut String) {
-        let mut rules = Vec::new();
+    /// `<required-claims>`: each claim a rule. APIM's `match` defaults to `all`.
+    fn required_claims(&mut self, el: Node<'_, '_>, jwt: &mut out::Jwt) {
         for claims in el.children().filter(|n| n.has_tag_name("required-claims")) {
-            for claim in claims.children().filter(|n| n.has_tag_name("claim")) {
-                let Some(name) = claim.attribute("name") else { continue };
-                if claim.attribute("separator").is_some() {
-                    self.leave(claim, "<claim separator=…>", "portcullis reads arrays and space-separated strings");
+            for claim in claims.children().filter(Node::is_element) {
+                if !claim.has_tag_name("claim") {
+                    self.leave(
+                        claim,
+                        &format!("<required-claims><{}>", claim.tag_name().name()),
+                        "no portcullis equivalent",
+                    );
+                    continue;
                 }
-                let values: Vec<String> = claim
-                    .children()
-                    .filter(|n| n.has_tag_name("value"))
-                    .filter_map(|v| self.literal(v, "<value>", v.text().unwrap_or_default()))
-                    .collect();
+                self.unknown_attributes(claim, &["name", "match", "separator"]);
+                let Some(name) = claim.attribute("name").map(str::trim) else {
+                    self.leave(claim, "<claim> without name", "name the claim");
+                    continue;
+                };
+                let all = match claim.attribute("match").map(str::trim) {
+                    None | Some("all") => true,
+                    Some("any") => false,
+                    Some(other) => {
+                        // All of them is the stricter reading.
+                        self.leave(
+                            claim,
+                            &format!("<claim name={name:?} match={other:?}>"),
+                            "APIM's match is all or any; all of the values are required",
+                        );
+                        true
+                    }
+                };
+                let mut values = Vec::new();
+                for child in claim.children().filter(Node::is_element) {
+                    if !child.has_tag_name("value") {
+                        self.leave(child, &format!("<claim><{}>", child.tag_name().name()), "no portcullis equivalent");
+                        continue;
+                    }
+                    // A value left out narrows `any`, and is counted when it widens `all`.
+                    if let Some(v) = self.literal(child, "<value>", child.text().unwrap_or_default()) {
+                        values.push(v);
+                    }
+                }
                 if values.is_empty() {
                     self.leave(
                         claim,
-                        &format!("<claim name=\"{name}\"> without values"),
+                        &format!("<claim name={name:?}> without literal values"),
                         "portcullis requires claims to hold given values",
                     );
                     continue;
                 }
-                let all = claim.attribute("match") == Some("all");
-                rules.push(format!(
-                    "{}: {{ {}: {} }}",
-                    quote(name),
-                    if all { "all_of" } else { "any_of" },
-                    flow(&values)
-                ));
+                let separator = claim.attribute("separator").filter(|s| !s.is_empty());
+                let separator = match separator {
+                    Some(sep) if CLAIM_SEPARATOR => Some(sep.to_owned()),
+                    Some(sep) => {
+                        self.leave(
+                            claim,
+                            &format!("<claim name={name:?} separator={sep:?}>"),
+                            "portcullis compares the claim's string whole (scope and scp split on spaces): it refuses more than APIM did",
+                        );
+                        None
+                    }
+                    None => None,
+                };
+                if jwt.require_claims.contains(name) {
+                    self.leave(claim, &format!("a second <claim name={name:?}>"), "one rule per claim; merge the two");
+                    continue;
+                }
+                let rule = if all {
+                    out::ClaimRule { any_of: None, all_of: Some(values), separator }
+                } else {
+                    out::ClaimRule { any_of: Some(values), all_of: None, separator }
+                };
+                jwt.require_claims.0.push((name.to_owned(), rule));
             }
-        }
-        if !rules.is_empty() {
-            *body += &format!("      require_claims: {{ {} }}\n", rules.join(", "));
         }
     }
 
@@ -385,13 +519,12 @@ impl Importer<'_, '_> {
                 "output-token-variable-name",
             ],
         );
-        let mut body = String::new();
-        let issuers = self.list(el, "issuers", "issuer");
-        let audiences = self.list(el, "audiences", "audience");
-        body += &format!("      issuers: {}\n", flow(&issuers));
-        if !audiences.is_empty() {
-            body += &format!("      audiences: {}\n", flow(&audiences));
-        }
+        self.unknown_children(
+            el,
+            &["openid-config", "issuer-signing-keys", "decryption-keys", "audiences", "issuers", "required-claims"],
+        );
+        let mut jwt = out::Jwt { issuers: self.list(el, "issuers", "issuer"), ..out::Jwt::default() };
+        jwt.audiences = self.list(el, "audiences", "audience");
         let openid: Vec<Node<'_, '_>> = el.children().filter(|n| n.has_tag_name("openid-config")).collect();
         let keys: Vec<Node<'_, '_>> = el
             .children()
@@ -400,17 +533,23 @@ impl Importer<'_, '_> {
             .collect();
         if let Some(config) = openid.first() {
             if let Some(url) = config.attribute("url").and_then(|u| self.literal(*config, "<openid-config url>", u)) {
-                body += &format!("      openid_config: {}\n      algorithms: [RS256]   # what Entra ID and most providers sign with; adjust to yours\n", quote(&url));
+                jwt.openid_config = Some(url);
+                jwt.algorithms = vec!["RS256".into()];
+                self.note_here(
+                    *config,
+                    "algorithms: RS256 is what Entra ID and most providers sign with; adjust to yours",
+                );
             }
             for extra in &openid[1..] {
                 self.leave(*extra, "a second <openid-config>", "write a jwt policy with `providers`, one per provider");
             }
         } else if let Some(key) = keys.first() {
             if key.attributes().len() == 0 {
-                body += "      algorithms: [HS256]\n      secret: \"${env:JWT_SECRET}\"   # the key, base64-decoded, at least 32 bytes\n";
-                self.note(
+                jwt.algorithms = vec!["HS256".into()];
+                jwt.secret = Some("${env:JWT_SECRET}".into());
+                self.note_here(
                     *key,
-                    "<issuer-signing-keys><key>: a symmetric key; set JWT_SECRET to it (decoded), never inline",
+                    "<issuer-signing-keys><key>: a symmetric key; set JWT_SECRET to it (base64-decoded, at least 32 bytes), never inline",
                 );
             } else {
                 self.leave(
@@ -433,7 +572,7 @@ impl Importer<'_, '_> {
             self.leave(el, "<decryption-keys>", "portcullis does not decrypt tokens (JWE)");
         }
         if let Some(skew) = el.attribute("clock-skew") {
-            body += &format!("      clock_skew: {}s\n", skew.trim());
+            jwt.clock_skew = self.seconds(el, "clock-skew", skew);
         }
         if el.attribute("require-expiration-time") == Some("false") {
             self.leave(el, "require-expiration-time=\"false\"", "portcullis always requires exp");
@@ -441,9 +580,9 @@ impl Importer<'_, '_> {
         if el.attribute("require-signed-tokens") == Some("false") {
             self.leave(el, "require-signed-tokens=\"false\"", "portcullis never accepts unsigned tokens");
         }
-        self.token_source(el, &mut body);
-        self.required_claims(el, &mut body);
-        self.policies[i].body = format!("    jwt:\n{body}");
+        self.token_source(el, &mut jwt);
+        self.required_claims(el, &mut jwt);
+        self.policies[i].policy = Some(Policy::jwt(jwt));
     }
 
     fn validate_azure_ad_token(&mut self, el: Node<'_, '_>) {
@@ -460,38 +599,49 @@ impl Importer<'_, '_> {
                 "output-token-variable-name",
             ],
         );
-        let mut body = String::new();
+        self.unknown_children(
+            el,
+            &["audiences", "backend-application-ids", "client-application-ids", "required-claims"],
+        );
+        let mut jwt = out::Jwt::default();
         match el.attribute("tenant-id").and_then(|t| self.literal(el, "tenant-id", t)) {
             Some(tenant) => {
-                body += &format!(
-                    "      issuers: [{}, {}]\n      openid_config: {}\n      algorithms: [RS256]\n",
-                    quote(&format!("https://login.microsoftonline.com/{tenant}/v2.0")),
-                    quote(&format!("https://sts.windows.net/{tenant}/")),
-                    quote(&format!("https://login.microsoftonline.com/{tenant}/v2.0/.well-known/openid-configuration"))
-                );
+                jwt.issuers = vec![
+                    format!("https://login.microsoftonline.com/{tenant}/v2.0"),
+                    format!("https://sts.windows.net/{tenant}/"),
+                ];
+                jwt.openid_config =
+                    Some(format!("https://login.microsoftonline.com/{tenant}/v2.0/.well-known/openid-configuration"));
+                jwt.algorithms = vec!["RS256".into()];
             }
-            None => self.leave(el, "<validate-azure-ad-token> without a literal tenant-id", "name the tenant"),
+            None if el.attribute("tenant-id").is_none() => {
+                self.leave(el, "<validate-azure-ad-token> without tenant-id", "name the tenant");
+            }
+            None => {}
         }
         let mut audiences = self.list(el, "audiences", "audience");
         for app in self.list(el, "backend-application-ids", "application-id") {
             audiences.push(format!("api://{app}"));
             audiences.push(app);
         }
-        if !audiences.is_empty() {
-            body += &format!("      audiences: {}\n", flow(&audiences));
-        }
+        jwt.audiences = audiences;
         let clients = self.list(el, "client-application-ids", "application-id");
-        self.token_source(el, &mut body);
-        self.required_claims(el, &mut body);
+        self.token_source(el, &mut jwt);
+        self.required_claims(el, &mut jwt);
         if !clients.is_empty() {
             // v2.0 tokens name the calling application in `azp` (v1.0: `appid`).
-            let rule = format!("azp: {{ any_of: {} }}", flow(&clients));
-            match body.find("      require_claims: { ") {
-                Some(at) => body.insert_str(at + "      require_claims: { ".len(), &format!("{rule}, ")),
-                None => body += &format!("      require_claims: {{ {rule} }}\n"),
+            if jwt.require_claims.contains("azp") {
+                self.leave(
+                    el,
+                    "<client-application-ids> beside a <claim name=\"azp\">",
+                    "one rule per claim; merge the application ids into the azp claim",
+                );
+            } else {
+                let rule = out::ClaimRule { any_of: Some(clients), all_of: None, separator: None };
+                jwt.require_claims.0.insert(0, ("azp".to_owned(), rule));
             }
         }
-        self.policies[i].body = format!("    jwt:\n{body}");
+        self.policies[i].policy = Some(Policy::jwt(jwt));
     }
 
     fn client_certificate(&mut self, el: Node<'_, '_>) {
@@ -501,49 +651,81 @@ impl Importer<'_, '_> {
             el,
             &["validate-revocation", "validate-trust", "validate-not-before", "validate-not-after", "ignore-error"],
         );
+        self.unknown_children(el, &["identities"]);
         if el.attribute("ignore-error") == Some("true") {
             self.leave(el, "ignore-error=\"true\"", "portcullis refuses a request whose certificate fails");
         }
         self.note(el, "validate-client-certificate: the listener verifies trust, dates and revocation at the handshake (tls.client_auth: trusted_cas, crls)");
         let mut identities = Vec::new();
-        for identity in el.descendants().filter(|n| n.has_tag_name("identity")) {
-            let mut fields = Vec::new();
-            for attr in identity.attributes() {
-                let value = attr.value().trim();
-                match attr.name() {
-                    "subject" => fields.push(format!("subject: {}", quote(value))),
-                    "issuer-subject" => fields.push(format!("issuer: {}", quote(value))),
-                    "serial-number" => fields.push(format!("serial: {}", quote(&value.to_ascii_uppercase()))),
-                    "dns-name" => fields.push(format!("dns_name: {}", quote(value))),
-                    "common-name" => fields.push(format!(
-                        "subject: {}   # APIM matched the common name only: complete the subject",
-                        quote(&format!("CN={value}"))
-                    )),
-                    "thumbprint" => self.leave(
+        for container in el.children().filter(|n| n.has_tag_name("identities")) {
+            for identity in container.children().filter(Node::is_element) {
+                if !identity.has_tag_name("identity") {
+                    self.leave(
                         identity,
-                        &format!("thumbprint=\"{value}\""),
-                        "APIM thumbprints are SHA-1; portcullis matches thumbprint_sha256",
-                    ),
-                    other => self.leave(identity, &format!("<identity {other}=…>"), "no portcullis equivalent"),
+                        &format!("<identities><{}>", identity.tag_name().name()),
+                        "no portcullis equivalent",
+                    );
+                    continue;
+                }
+                if let Some(id) = self.identity(identity) {
+                    identities.push(id);
                 }
             }
-            if !fields.is_empty() {
-                identities.push(format!("        - {{ {} }}\n", fields.join(", ")));
-            }
         }
-        let mut body = String::from("    client_cert:\n      identities:\n");
         if identities.is_empty() {
             self.leave(
                 el,
                 "<validate-client-certificate> identities",
                 "none could be translated; list the identities to admit",
             );
-            body += "        - { subject: \"CN=replace-me\" }\n";
+            identities.push(out::Identity { subject: Some("CN=replace-me".into()), ..out::Identity::default() });
         }
-        for identity in identities {
-            body += &identity;
+        self.policies[i].policy = Some(Policy::client_cert(out::ClientCert { identities }));
+    }
+
+    /// One `<identity>`: every attribute must match. One whose condition cannot be kept is
+    /// dropped whole (fewer identities admit fewer certificates), never admitted with it missing.
+    fn identity(&mut self, identity: Node<'_, '_>) -> Option<out::Identity> {
+        let mut id = out::Identity::default();
+        let mut complete = true;
+        for attr in identity.attributes() {
+            let value = attr.value().trim();
+            match attr.name() {
+                "subject" if id.subject.is_none() => id.subject = Some(value.to_owned()),
+                "issuer-subject" => id.issuer = Some(value.to_owned()),
+                "serial-number" => id.serial = Some(value.to_ascii_uppercase()),
+                "dns-name" => id.dns_name = Some(value.to_owned()),
+                "common-name" if id.subject.is_none() => {
+                    id.subject = Some(format!("CN={value}"));
+                    self.note_here(identity, &format!("common-name={value:?}: APIM matched the common name only; portcullis matches the whole subject \"CN={value}\": complete it"));
+                }
+                "subject" | "common-name" => {
+                    self.leave(
+                        identity,
+                        &format!("<identity> with both subject and common-name ({}={value:?})", attr.name()),
+                        "portcullis matches one subject; the identity is dropped",
+                    );
+                    complete = false;
+                }
+                "thumbprint" => {
+                    self.leave(
+                        identity,
+                        &format!("thumbprint={value:?}"),
+                        "APIM thumbprints are SHA-1; portcullis matches thumbprint_sha256; the identity is dropped",
+                    );
+                    complete = false;
+                }
+                other => {
+                    self.leave(
+                        identity,
+                        &format!("<identity {other}=…>"),
+                        "no portcullis equivalent; the identity is dropped",
+                    );
+                    complete = false;
+                }
+            }
         }
-        self.policies[i].body = body;
+        (complete && !id.is_empty()).then_some(id)
     }
 
     fn rate_limit(&mut self, el: Node<'_, '_>, quota: bool) {
@@ -573,6 +755,7 @@ impl Importer<'_, '_> {
             ]
         };
         self.unknown_attributes(el, known);
+        self.unknown_children(el, &[]);
         for attr in [
             "increment-condition",
             "increment-count",
@@ -591,50 +774,76 @@ impl Importer<'_, '_> {
         {
             self.note(el, "the *-header-name attributes: portcullis sends Retry-After and the IETF RateLimit / RateLimit-Policy fields");
         }
-        let key = match el.attribute("counter-key") {
-            Some(expr) => counter_key(expr).unwrap_or_else(|| {
+        let key = match el.attribute("counter-key").map(counter_key) {
+            Some(CounterKey::Key(key)) => key,
+            Some(CounterKey::Subscription) => {
+                let expr = el.attribute("counter-key").unwrap_or_default();
+                self.leave(
+                    el,
+                    &format!("counter-key={expr:?}"),
+                    "APIM counted per validated subscription; portcullis has no subscriptions, and any value of the key would buy a fresh budget; client_ip is used instead",
+                );
+                "client_ip".to_owned()
+            }
+            Some(CounterKey::Other) => {
+                let expr = el.attribute("counter-key").unwrap_or_default();
                 self.leave(
                     el,
                     &format!("counter-key={expr:?}"),
                     "only the client address, a header or a token claim translate; client_ip is used instead",
                 );
                 "client_ip".to_owned()
-            }),
+            }
             None => "client_ip".to_owned(),
         };
-        let calls: Option<u64> = el.attribute("calls").and_then(|c| c.trim().parse().ok());
-        let period: Option<u64> = el.attribute("renewal-period").and_then(|p| p.trim().parse().ok());
-        let budget = match (calls, period, quota) {
-            (Some(calls), Some(period), false) if period > 0 => {
-                // APIM's sliding window of `calls` per `period`: a burst of `calls`, refilled evenly.
-                let rate = if period % 3600 == 0 || (calls * 3600) % period == 0 {
-                    format!("{}/h", calls * 3600 / period)
-                } else {
-                    format!("{}/h", (calls * 3600).div_ceil(period))
+        let calls: Option<u32> = el.attribute("calls").and_then(|c| c.trim().parse().ok()).filter(|c| *c > 0);
+        let period: Option<u64> = el.attribute("renewal-period").and_then(|p| p.trim().parse().ok()).filter(|p| *p > 0);
+        let mut limit = out::RateLimit { key, rate: None, burst: None, quota: None };
+        match (calls, period, quota) {
+            (Some(calls), Some(period), false) => {
+                // APIM's sliding window of `calls` per `period`: a burst of `calls`, refilled
+                // evenly, rounded down (never a faster refill than APIM's).
+                let per_hour = u64::from(calls) * 3600 / period;
+                let rate = match u32::try_from(per_hour) {
+                    Ok(0) => None,
+                    Ok(per_hour) => Some(format!("{per_hour}/h")),
+                    // Beyond a count an hour can hold: per second (at least 2^32 / 3600).
+                    Err(_) => Some(format!("{}/s", u64::from(calls) / period)),
                 };
-                Some(format!("rate: {rate}, burst: {calls}"))
+                match rate {
+                    Some(rate) => {
+                        limit.rate = Some(rate);
+                        limit.burst = Some(calls);
+                    }
+                    None => self.leave(
+                        el,
+                        &format!("calls=\"{calls}\" renewal-period=\"{period}\""),
+                        "less than one call an hour: portcullis rates count per second, minute or hour",
+                    ),
+                }
             }
             (Some(calls), Some(period), true) => match period {
-                3600 => Some(format!("quota: {calls}/hour")),
-                86_400 => Some(format!("quota: {calls}/day")),
-                p if (2_419_200..=2_678_400).contains(&p) => Some(format!("quota: {calls}/month")),
+                3600 => limit.quota = Some(format!("{calls}/hour")),
+                86_400 => limit.quota = Some(format!("{calls}/day")),
+                p if (2_419_200..=2_678_400).contains(&p) => limit.quota = Some(format!("{calls}/month")),
                 other => {
-                    self.leave(el, &format!("renewal-period=\"{other}\""), "quotas renew per UTC hour, day or month");
-                    None
+                    self.leave(el, &format!("renewal-period=\"{other}\""), "quotas renew per UTC hour, day or month")
                 }
             },
-            _ => {
-                self.leave(el, "calls / renewal-period", "give both as whole numbers");
-                None
-            }
-        };
-        let budget = budget.unwrap_or_else(|| "rate: 1000/h".to_owned());
-        self.policies[i].body = format!("    rate_limit: {{ key: {}, {budget} }}\n", quote(&key));
+            _ => self.leave(el, "calls / renewal-period", "give both as whole numbers above zero"),
+        }
+        if limit.rate.is_none() && limit.quota.is_none() {
+            // What APIM allowed is unknown: one request an hour until the operator says.
+            self.note_here(el, "a placeholder budget of one call an hour: write the real one");
+            limit.rate = Some("1/h".into());
+            limit.burst = Some(1);
+        }
+        self.policies[i].policy = Some(Policy::rate_limit(limit));
     }
 
     fn set_header(&mut self, el: Node<'_, '_>, request: bool) {
         self.unknown_attributes(el, &["name", "exists-action"]);
-        let Some(name) = el.attribute("name") else {
+        let Some(name) = el.attribute("name").map(str::trim) else {
             return self.leave(el, "<set-header> without name", "name the header");
         };
         let existing = if request { self.request.policy } else { self.response.policy };
@@ -643,6 +852,12 @@ impl Importer<'_, '_> {
             None => self.start(if request { "request-headers" } else { "response-headers" }, true),
         };
         self.building = Some(policy);
+        for child in el.children().filter(|n| n.is_element() && !n.has_tag_name("value")) {
+            self.leave(child, &format!("<set-header><{}>", child.tag_name().name()), "no portcullis equivalent");
+        }
+        // APIM replaced the header: when its value cannot be written, the header is removed,
+        // so that what the client sent never stands in for it.
+        let removed = "the header is removed instead, so that the client's value never reaches the other side";
         let edit = match el.attribute("exists-action").unwrap_or("override") {
             "delete" => Some((name.to_owned(), None)),
             "override" => {
@@ -651,17 +866,17 @@ impl Importer<'_, '_> {
                 if values.len() != 1 {
                     self.leave(
                         el,
-                        &format!("<set-header name=\"{name}\"> with {} values", values.len()),
-                        "portcullis sets one value",
+                        &format!("<set-header name={name:?}> with {} values", values.len()),
+                        &format!("portcullis sets one value; {removed}"),
                     );
-                    None
-                } else if text.starts_with("@(") || text.starts_with("@{") {
+                    Some((name.to_owned(), None))
+                } else if is_expression(text) {
                     self.leave(
                         values[0],
-                        &format!("<set-header name=\"{name}\"> value {text:?}"),
-                        "a policy expression (C#) has no portcullis equivalent",
+                        &format!("<set-header name={name:?}> value {text:?}"),
+                        &format!("a policy expression (C#) has no portcullis equivalent; {removed}"),
                     );
-                    None
+                    Some((name.to_owned(), None))
                 } else if let Some(named) = named_value(text) {
                     let env = env_name(&named);
                     self.note(
@@ -669,6 +884,13 @@ impl Importer<'_, '_> {
                         &format!("named value {{{{{named}}}}} → ${{env:{env}}}: set it in the gateway's environment"),
                     );
                     Some((name.to_owned(), Some(format!("${{env:{env}}}"))))
+                } else if text.contains("{{") || text.contains("${") {
+                    self.leave(
+                        values[0],
+                        &format!("<set-header name={name:?}> value {text:?}"),
+                        &format!("a named value can only be a header's whole value; {removed}"),
+                    );
+                    Some((name.to_owned(), None))
                 } else {
                     Some((name.to_owned(), Some(text.to_owned())))
                 }
@@ -676,7 +898,7 @@ impl Importer<'_, '_> {
             other => {
                 self.leave(
                     el,
-                    &format!("<set-header name=\"{name}\" exists-action=\"{other}\">"),
+                    &format!("<set-header name={name:?} exists-action={other:?}>"),
                     "portcullis replaces (override) or removes (delete) a header",
                 );
                 None
@@ -685,8 +907,17 @@ impl Importer<'_, '_> {
         let edits = if request { &mut self.request } else { &mut self.response };
         edits.policy = Some(policy);
         match edit {
-            Some((name, Some(value))) => edits.set.push((name, value)),
-            Some((name, None)) => edits.remove.push(name),
+            Some((name, Some(value))) => {
+                edits.remove.retain(|r| !r.eq_ignore_ascii_case(&name));
+                edits.set.retain(|(s, _)| !s.eq_ignore_ascii_case(&name));
+                edits.set.push((name, value));
+            }
+            Some((name, None)) => {
+                edits.set.retain(|(s, _)| !s.eq_ignore_ascii_case(&name));
+                if !edits.remove.iter().any(|r| r.eq_ignore_ascii_case(&name)) {
+                    edits.remove.push(name);
+                }
+            }
             None => {}
         }
     }
@@ -702,74 +933,87 @@ impl Importer<'_, '_> {
         }
     }
 
-    /// The whole configuration: listener, backend, policies, one route.
-    fn render(&self, source: &str) -> String {
-        let mut out = format!("# Imported from {source} by `portcullis import-apim`.\n");
-        let _ = writeln!(
-            out,
-            "# {} element(s), attribute(s) or expression(s) were left out: see the `not translated` notes.",
-            self.left_out
-        );
-        out.push_str("# Review it, then `portcullis check` it; the listener and certificates are placeholders.\n");
-        for note in &self.notes {
-            let _ = writeln!(out, "# {note}");
-        }
-        out.push_str("version: 1\n\nlisteners:\n  - name: public\n    bind: 127.0.0.1:8443\n    tls:\n      certificates:\n        - { cert: ../certs/dev/server.pem, key: ../certs/dev/server-key.pem }\n");
-        if self.client_auth {
-            out.push_str("      client_auth: { mode: optional, trusted_cas: ../certs/dev/client-ca.pem }\n");
-        }
-        out.push_str("\nbackends:\n  api:\n");
-        match &self.backend {
-            Some(url) => {
-                let _ = writeln!(out, "    urls: [{}]", quote(url));
+    /// The whole configuration as data: listener, backend, policies, one route.
+    fn document(&mut self) -> out::Document {
+        for (request, edits) in [(true, &self.request), (false, &self.response)] {
+            let Some(i) = edits.policy else { continue };
+            let side = out::HeaderSide {
+                remove: edits.remove.clone(),
+                set: (!edits.set.is_empty() || edits.remove.is_empty()).then(|| out::Entries(edits.set.clone())),
+            };
+            let headers = if request {
+                out::Headers { request: Some(side), response: None }
+            } else {
+                out::Headers { request: None, response: Some(side) }
+            };
+            if edits.set.is_empty() && edits.remove.is_empty() {
+                self.policies[i].notes.push("nothing translated: `set: {}`".into());
             }
-            None => out.push_str(
-                "    urls: [\"http://127.0.0.1:8080\"]   # no set-backend-service: the API's web service URL\n",
+            self.policies[i].policy = Some(Policy::headers(headers));
+        }
+        let mut notes_on_backend = Vec::new();
+        let urls = match &self.backend {
+            Some(url) => vec![url.clone()],
+            None => {
+                notes_on_backend
+                    .push("no set-backend-service: the backend's URL is a placeholder (the API's web service URL)");
+                vec!["http://127.0.0.1:8080".to_owned()]
+            }
+        };
+        self.notes.extend(notes_on_backend.into_iter().map(String::from));
+        let policies = std::mem::take(&mut self.policies)
+            .into_iter()
+            .filter_map(|p| Some((p.name, Noted { notes: p.notes, value: p.policy? })))
+            .collect();
+        out::Document {
+            version: 1,
+            listeners: vec![out::Listener {
+                name: "public".into(),
+                bind: "127.0.0.1:8443".into(),
+                tls: out::Tls {
+                    certificates: vec![out::CertKey {
+                        cert: "../certs/dev/server.pem".into(),
+                        key: "../certs/dev/server-key.pem".into(),
+                    }],
+                    client_auth: self.client_auth.then(|| out::ClientAuth {
+                        mode: "optional",
+                        trusted_cas: "../certs/dev/client-ca.pem".into(),
+                    }),
+                },
+            }],
+            backends: Entries(vec![("api".into(), out::Backend { urls, timeout: self.backend_timeout.clone() })]),
+            policies: Entries(policies),
+            routes: vec![out::Route {
+                name: "api".into(),
+                matcher: out::Match {},
+                policies: self.chain.clone(),
+                backend: "api".into(),
+            }],
+        }
+    }
+
+    /// The configuration as YAML, read back through the configuration contract.
+    fn render(&mut self, source: &str) -> Result<String, ImportError> {
+        let document = self.document();
+        let mut header = vec![
+            format!("Imported from {source} by `portcullis import-apim`."),
+            format!(
+                "{} element(s), attribute(s) or expression(s) were left out: see the `not translated` notes.",
+                self.left_out
             ),
-        }
-        if let Some(timeout) = &self.backend_timeout {
-            let _ = writeln!(out, "    timeout: {timeout}");
-        }
-        if !self.policies.is_empty() {
-            out.push_str("\npolicies:\n");
-        }
-        for policy in &self.policies {
-            for note in &policy.notes {
-                let _ = writeln!(out, "  # {note}");
-            }
-            let _ = writeln!(out, "  {}:", policy.name);
-            out.push_str(&policy.body);
-            for (side, edits) in [("request", &self.request), ("response", &self.response)] {
-                if edits.policy.is_some_and(|i| self.policies[i].name == policy.name) {
-                    out.push_str(&render_headers(side, edits));
-                }
-            }
-        }
-        let _ = write!(
-            out,
-            "\nroutes:\n  - name: api\n    match: {{}}\n    policies: {}\n    backend: api\n",
-            flow(&self.chain)
-        );
-        out
+            "Review it, then `portcullis check` it; the listener and certificates are placeholders.".to_owned(),
+        ];
+        header.extend(self.notes.iter().cloned());
+        let yaml = out::to_yaml(&header, &document).map_err(|e| ImportError::Unreadable(e.to_string()))?;
+        read_back(&yaml).map_err(ImportError::Unreadable)?;
+        Ok(yaml)
     }
 }
 
-/// A `headers` policy for one side's edits.
-fn render_headers(side: &str, edits: &HeaderEdits) -> String {
-    let mut out = format!("    headers:\n      {side}:\n");
-    if !edits.remove.is_empty() {
-        let _ = writeln!(out, "        remove: {}", flow(&edits.remove));
-    }
-    if !edits.set.is_empty() {
-        out.push_str("        set:\n");
-        for (name, value) in &edits.set {
-            let _ = writeln!(out, "          {}: {}", quote(name), quote(value));
-        }
-    }
-    if edits.remove.is_empty() && edits.set.is_empty() {
-        out.push_str("        set: {}   # nothing translated\n");
-    }
-    out
+/// `@(…)` or `@{…}`: a C# policy expression.
+fn is_expression(text: &str) -> bool {
+    let text = text.trim_start();
+    text.starts_with("@(") || text.starts_with("@{")
 }
 
 /// `{{name}}` alone.
@@ -783,105 +1027,49 @@ fn env_name(named: &str) -> String {
     named.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect()
 }
 
+/// What an APIM `counter-key` expression counts by.
+#[derive(Debug, PartialEq, Eq)]
+enum CounterKey {
+    /// A portcullis key with the same meaning.
+    Key(String),
+    /// The subscription (its key or id): APIM validated it before counting; portcullis has
+    /// none, and counting by the raw key would give every invented value a fresh budget.
+    Subscription,
+    /// Anything else.
+    Other,
+}
+
+/// The header and query parameter APIM reads subscription keys from.
+const SUBSCRIPTION_HEADER: &str = "ocp-apim-subscription-key";
+const SUBSCRIPTION_QUERY: &str = "subscription-key";
+
 /// The portcullis key for the APIM counter-key expressions that have one.
-fn counter_key(expr: &str) -> Option<String> {
+fn counter_key(expr: &str) -> CounterKey {
     let compact: String = expr.chars().filter(|c| !c.is_whitespace()).collect();
+    let lower = compact.to_ascii_lowercase();
+    if lower.contains("context.subscription")
+        || lower.contains(&format!("\"{SUBSCRIPTION_HEADER}\""))
+        || lower.contains(&format!("\"{SUBSCRIPTION_QUERY}\""))
+    {
+        return CounterKey::Subscription;
+    }
     if compact == "@(context.Request.IpAddress)" {
-        return Some("client_ip".into());
+        return CounterKey::Key("client_ip".into());
     }
-    if let Some(rest) = compact.strip_prefix("@(context.Request.Headers.GetValueOrDefault(\"") {
-        let (name, tail) = rest.split_once('"')?;
+    let header =
+        compact.strip_prefix("@(context.Request.Headers.GetValueOrDefault(\"").and_then(|rest| rest.split_once('"'));
+    if let Some((name, tail)) = header {
         if tail == ",\"\"))" || tail == "))" {
-            return Some(format!("header:{name}"));
+            return CounterKey::Key(format!("header:{name}"));
         }
-        if name.eq_ignore_ascii_case("authorization") {
-            let claim = tail.strip_prefix(",\"\").AsJwt()?.")?.strip_suffix(')')?;
-            return match claim {
-                "Subject" => Some("claim:sub".into()),
-                _ => None,
-            };
+        if name.eq_ignore_ascii_case("authorization")
+            && tail.strip_prefix(",\"\").AsJwt()?.").and_then(|c| c.strip_suffix(')')) == Some("Subject")
+        {
+            return CounterKey::Key("claim:sub".into());
         }
     }
-    None
-}
-
-/// One address as a host network.
-fn host_net(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V4(v4) => format!("{v4}/32"),
-        IpAddr::V6(v6) => format!("{v6}/128"),
-    }
-}
-
-/// The fewest CIDR networks that cover `from..=to` exactly.
-fn range_to_cidrs(from: IpAddr, to: IpAddr) -> Option<Vec<String>> {
-    let (start, end, bits, v4) = match (from, to) {
-        (IpAddr::V4(a), IpAddr::V4(b)) => (u128::from(u32::from(a)), u128::from(u32::from(b)), 32u32, true),
-        (IpAddr::V6(a), IpAddr::V6(b)) => (u128::from(a), u128::from(b), 128u32, false),
-        _ => return None,
-    };
-    if start > end {
-        return None;
-    }
-    let mut out = Vec::new();
-    let mut at = start;
-    loop {
-        // The largest block aligned at `at` that stays within `end`.
-        let mut size = if at == 0 { bits } else { at.trailing_zeros().min(bits) };
-        while size > 0 && at.checked_add((1u128 << size) - 1).is_none_or(|last| last > end) {
-            size -= 1;
-        }
-        let net = if v4 {
-            format!("{}/{}", std::net::Ipv4Addr::from(at as u32), 32 - size)
-        } else {
-            format!("{}/{}", std::net::Ipv6Addr::from(at), 128 - size)
-        };
-        out.push(net);
-        let last = at + ((1u128 << size) - 1);
-        if last >= end {
-            return Some(out);
-        }
-        at = last + 1;
-    }
-}
-
-/// A YAML double-quoted string.
-fn quote(text: &str) -> String {
-    serde_json::to_string(text).unwrap_or_else(|_| "\"\"".into())
-}
-
-/// A YAML flow sequence of quoted strings.
-fn flow(items: &[String]) -> String {
-    format!("[{}]", items.iter().map(|i| quote(i)).collect::<Vec<_>>().join(", "))
+    CounterKey::Other
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn address_ranges_become_the_fewest_covering_networks() {
-        let r = |a: &str, b: &str| range_to_cidrs(a.parse().unwrap(), b.parse().unwrap()).unwrap();
-        assert_eq!(r("203.0.113.0", "203.0.113.255"), ["203.0.113.0/24"]);
-        assert_eq!(r("10.0.0.1", "10.0.0.6"), ["10.0.0.1/32", "10.0.0.2/31", "10.0.0.4/31", "10.0.0.6/32"]);
-        assert_eq!(r("0.0.0.0", "255.255.255.255"), ["0.0.0.0/0"]);
-        assert_eq!(r("2001:db8::", "2001:db8::ffff"), ["2001:db8::/112"]);
-        assert!(range_to_cidrs("10.0.0.2".parse().unwrap(), "10.0.0.1".parse().unwrap()).is_none());
-        assert!(range_to_cidrs("10.0.0.1".parse().unwrap(), "::1".parse().unwrap()).is_none());
-    }
-
-    #[test]
-    fn counter_keys_translate_when_they_name_a_request_fact() {
-        assert_eq!(counter_key("@(context.Request.IpAddress)").as_deref(), Some("client_ip"));
-        assert_eq!(
-            counter_key("@(context.Request.Headers.GetValueOrDefault(\"X-Api-Key\",\"\"))").as_deref(),
-            Some("header:X-Api-Key")
-        );
-        assert_eq!(
-            counter_key("@(context.Request.Headers.GetValueOrDefault(\"Authorization\",\"\").AsJwt()?.Subject)")
-                .as_deref(),
-            Some("claim:sub")
-        );
-        assert_eq!(counter_key("@(context.Subscription.Id)"), None);
-    }
-}
+mod tests;

@@ -16,7 +16,12 @@ use support::tokens::SigningKey;
 
 /// Runs portcullis, with the named value the `expressions` document refers to set.
 fn portcullis(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(binary()).args(args).env("BACKEND_API_KEY", "from-the-environment").output().unwrap();
+    let out = Command::new(binary())
+        .args(args)
+        .env("BACKEND_API_KEY", "from-the-environment")
+        .env("JWT_SECRET", "a-symmetric-key-of-at-least-32-bytes")
+        .output()
+        .unwrap();
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -49,6 +54,11 @@ fn import(policies: &Path, name: &str, strict: bool) -> (bool, String, String) {
     (ok, yaml, err)
 }
 
+/// The imported YAML as data.
+fn data(yaml: &str) -> serde_json::Value {
+    serde_saphyr::from_str(yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"))
+}
+
 /// Runs a fixture against `policies/NAME.yaml`; asserts every case passes.
 fn run_fixture(policies: &Path, name: &str, fixture: &str) {
     let file = policies.join(format!("tests/{name}.yaml"));
@@ -63,11 +73,16 @@ fn a_portal_api_with_cors_openid_tokens_and_claims_keeps_apims_decisions() {
     let (_dir, policies) = workspace();
     let (ok, yaml, err) = import(&policies, "portal-api", true);
     assert!(ok, "everything in it translates, so --strict passes: {err}");
-    assert!(
-        yaml.contains("openid_config: \"https://login.example.com/tenant/v2.0/.well-known/openid-configuration\""),
+    assert_eq!(
+        data(&yaml)["policies"]["jwt"]["jwt"]["openid_config"],
+        "https://login.example.com/tenant/v2.0/.well-known/openid-configuration",
         "{yaml}"
     );
-    assert!(yaml.contains("require_claims: { \"roles\": { any_of: [\"Config.Read\", \"Config.Admin\"] } }"), "{yaml}");
+    assert_eq!(
+        data(&yaml)["policies"]["jwt"]["jwt"]["require_claims"]["roles"],
+        serde_json::json!({ "any_of": ["Config.Read", "Config.Admin"] }),
+        "match=\"any\": {yaml}"
+    );
     assert!(yaml.contains("# line 6: <base/>"), "the base element is named with its line: {yaml}");
 
     // The provider's RS256 key stands in for its discovery document.
@@ -128,8 +143,16 @@ fn an_ip_filtered_maintenance_api_with_client_certificates_keeps_apims_decisions
     let (_dir, policies) = workspace();
     let (ok, yaml, err) = import(&policies, "maintenance-api", true);
     assert!(ok, "{err}");
-    assert!(yaml.contains("allow: [\"198.51.100.7/32\", \"203.0.113.0/24\"]"), "{yaml}");
-    assert!(yaml.contains("deny: [\"203.0.113.64/26\"]"), "the forbidden range as one network: {yaml}");
+    let config = data(&yaml);
+    assert_eq!(
+        config["policies"]["ip-filter"]["ip_filter"]["allow"],
+        serde_json::json!(["198.51.100.7/32", "203.0.113.0/24"])
+    );
+    assert_eq!(
+        config["policies"]["ip-filter-2"]["ip_filter"]["deny"],
+        serde_json::json!(["203.0.113.64/26"]),
+        "the forbidden range as one network: {yaml}"
+    );
     assert!(yaml.contains("timeout: 20s"), "{yaml}");
     let fixture = r#"config: ../maintenance-api.yaml
 cases:
@@ -169,14 +192,25 @@ fn expressions_and_named_values_are_comments_with_their_lines_and_strict_refuses
     ] {
         assert!(yaml.contains(comment), "{comment:?} in:\n{yaml}");
     }
-    assert!(yaml.contains("\"X-Backend-Key\": \"${env:BACKEND_API_KEY}\""), "{yaml}");
+    let config = data(&yaml);
+    let request = &config["policies"]["request-headers"]["headers"]["request"];
+    assert_eq!(request["set"], serde_json::json!({ "X-Backend-Key": "${env:BACKEND_API_KEY}" }), "{yaml}");
+    assert_eq!(
+        request["remove"],
+        serde_json::json!(["X-Caller"]),
+        "APIM overwrote it: the client's value never passes: {yaml}"
+    );
     assert!(
         yaml.contains(
             "https://login.microsoftonline.com/contoso.onmicrosoft.com/v2.0/.well-known/openid-configuration"
         ),
         "{yaml}"
     );
-    assert!(yaml.contains("azp: { any_of: [\"11111111-2222-3333-4444-555555555555\"] }"), "{yaml}");
+    assert_eq!(
+        config["policies"]["entra-jwt"]["jwt"]["require_claims"]["azp"],
+        serde_json::json!({ "any_of": ["11111111-2222-3333-4444-555555555555"] }),
+        "{yaml}"
+    );
     let (ok, _, _) = import(&policies, "expressions", false);
     assert!(ok, "without --strict the translation is written and exits 0");
 }
@@ -191,4 +225,77 @@ fn a_document_that_is_not_a_policy_is_an_error() {
     std::fs::write(&file, "<configuration/>").unwrap();
     let (ok, _, err) = portcullis(&["import-apim", file.to_str().unwrap()]);
     assert!(!ok && err.contains("line 1: the root element is <configuration>, not <policies>"), "{err}");
+}
+
+#[test]
+fn what_apim_refused_stays_refused_and_strict_names_what_was_left_out() {
+    let (_dir, policies) = workspace();
+    let (ok, yaml, err) = import(&policies, "never-weakens", true);
+    assert!(!ok, "the subscription-keyed budget is left out, so --strict fails: {err}");
+    assert!(err.contains("1 element(s), attribute(s) or expression(s) left out"), "{err}");
+    assert!(yaml.contains("counter-key=") && yaml.contains("any value of the key would buy a fresh budget"), "{yaml}");
+    let config = data(&yaml);
+    assert_eq!(config["policies"]["rate-limit"]["rate_limit"]["key"], "client_ip", "{yaml}");
+    assert_eq!(config["policies"]["ip-filter"]["ip_filter"]["deny"], serde_json::json!(["::/112"]), "{yaml}");
+    assert_eq!(
+        config["policies"]["jwt"]["jwt"]["require_claims"]["roles"],
+        serde_json::json!({ "all_of": ["Config.Read", "Config.Audit"] }),
+        "APIM's match defaults to all: {yaml}"
+    );
+    assert_eq!(
+        config["policies"]["client-cert"]["client_cert"]["identities"],
+        serde_json::json!([{ "subject": "CN=demo-client", "issuer": "CN=portcullis dev client CA" }]),
+        "{yaml}"
+    );
+    let (ok, _, _) = import(&policies, "never-weakens", false);
+    assert!(ok, "without --strict the translation is written and exits 0");
+
+    let fixture = r#"config: ../never-weakens.yaml
+keys:
+  hs: { secret: "${env:JWT_SECRET}", alg: HS256 }
+tokens:
+  claims: { iss: https://issuer.example, sub: alice, roles: [Config.Read, Config.Audit] }
+cases:
+  - name: an address in the forbidden IPv6 range is refused, and only it
+    request: { url: https://localhost/x, client_ip: "::5", token: { key: hs } }
+    expect: { status: 403, policy: ip-filter, reason: ip_denied }
+  - name: a token with one of the two required roles is refused (APIM's match is all)
+    request: { url: https://localhost/x, client_ip: "2001:db8::1", token: { key: hs, claims: { roles: [Config.Read] } } }
+    expect: { forwarded: false, policy: jwt, reason: claims_not_satisfied }
+  # The identity names only a common name: portcullis matches whole subjects, so the partner's
+  # certificate (CN=demo-client, O=Example) is refused until the subject is completed.
+  - name: a token with both roles passes the jwt policy, and the incomplete subject refuses the certificate
+    request: { url: https://localhost/x, client_ip: "2001:db8::1", client_cert: ../../certs/dev/client.pem, token: { key: hs } }
+    expect: { forwarded: false, policy: client-cert }
+"#;
+    run_fixture(&policies, "never-weakens", fixture);
+}
+
+#[test]
+fn a_translation_with_notes_inside_policies_is_yaml_that_check_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("notes.xml");
+    std::fs::write(
+        &file,
+        r#"<policies><inbound>
+<validate-client-certificate><identities>
+  <identity issuer-subject="CN=ca" common-name="x" />
+  <identity subject="CN=y" thumbprint="AB" />
+</identities></validate-client-certificate>
+<cors><allowed-origins><origin>https://a.example/#}</origin></allowed-origins><allowed-methods><method>*</method></allowed-methods></cors>
+</inbound></policies>"#,
+    )
+    .unwrap();
+    let (ok, yaml, err) = portcullis(&["import-apim", file.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let config = data(&yaml);
+    assert_eq!(
+        config["policies"]["client-cert"]["client_cert"]["identities"],
+        serde_json::json!([{ "subject": "CN=x", "issuer": "CN=ca" }]),
+        "the identity that lost its thumbprint is dropped, not widened: {yaml}"
+    );
+    assert_eq!(config["policies"]["cors"]["cors"]["allowed_origins"], serde_json::json!(["https://a.example/#}"]));
+    for line in yaml.lines().filter(|l| l.contains("not translated") || l.contains("APIM")) {
+        assert!(line.trim_start().starts_with('#'), "notes are comment lines of their own: {line:?}");
+    }
 }

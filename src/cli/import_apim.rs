@@ -1,5 +1,7 @@
 //! `portcullis import-apim POLICY.xml [--strict]`: an Azure API Management policy document as
 //! a portcullis configuration on stdout; what has no equivalent is a comment naming its line.
+//! The output has been read back through the configuration contract: when it does not read
+//! (an importer bug), nothing is printed but the error, and the exit status is 1.
 
 use std::path::Path;
 use std::process::ExitCode;

@@ -49,6 +49,16 @@ pub fn load_text(file: &Path, text: &str) -> Result<Loaded, ConfigErrors> {
     compile(file, raw)
 }
 
+/// Parses `text` against the configuration contract, without compiling it: every key known,
+/// every value of its type; no file is read and no reference resolved (`import-apim` reads its
+/// output back with it).
+///
+/// # Errors
+/// What the parser refused, with its location.
+pub fn parse_text(file: &Path, text: &str) -> Result<(), ConfigErrors> {
+    parse_raw(file, text).map(drop)
+}
+
 /// Reads and parses the file; `hint` says what to do when it cannot be read.
 fn read_raw(file: &Path, hint: &str) -> Result<RawConfig, ConfigErrors> {
     let text = std::fs::read_to_string(file).map_err(|e| {
