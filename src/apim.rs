@@ -25,11 +25,6 @@ use roxmltree::{Document, Node};
 use self::cidr::{host_net, range_to_cidrs};
 use self::out::{Entries, Noted, Policy};
 
-/// Whether `<claim separator="…">` translates to the jwt policy's per-claim `separator`.
-/// Off until the jwt policy reads that key: until then it is left out (the claim's string is
-/// compared whole, which refuses more than APIM did, never less).
-const CLAIM_SEPARATOR: bool = false;
-
 /// The translation of one policy document.
 #[derive(Debug)]
 pub struct Imported {
@@ -475,19 +470,7 @@ impl Importer<'_, '_> {
                     );
                     continue;
                 }
-                let separator = claim.attribute("separator").filter(|s| !s.is_empty());
-                let separator = match separator {
-                    Some(sep) if CLAIM_SEPARATOR => Some(sep.to_owned()),
-                    Some(sep) => {
-                        self.leave(
-                            claim,
-                            &format!("<claim name={name:?} separator={sep:?}>"),
-                            "portcullis compares the claim's string whole (scope and scp split on spaces): it refuses more than APIM did",
-                        );
-                        None
-                    }
-                    None => None,
-                };
+                let separator = claim.attribute("separator").filter(|s| !s.is_empty()).map(str::to_owned);
                 if jwt.require_claims.contains(name) {
                     self.leave(claim, &format!("a second <claim name={name:?}>"), "one rule per claim; merge the two");
                     continue;
@@ -801,19 +784,28 @@ impl Importer<'_, '_> {
         let mut limit = out::RateLimit { key, rate: None, burst: None, quota: None };
         match (calls, period, quota) {
             (Some(calls), Some(period), false) => {
-                // APIM's sliding window of `calls` per `period`: a burst of `calls`, refilled
-                // evenly, rounded down (never a faster refill than APIM's).
-                let per_hour = u64::from(calls) * 3600 / period;
+                // APIM admits at most `calls` in any `period` (a sliding window). A bucket admits
+                // its burst plus what refills within the window, so each gets half: a burst of
+                // ceil(calls/2) and a refill of floor(calls/2) per period (one call per two
+                // periods when calls is 1), rounded down: never more than `calls` in any period,
+                // at half APIM's sustained rate.
+                let burst = calls.div_ceil(2);
+                let (refill, over) = match u64::from(calls / 2) {
+                    0 => (1, period * 2),
+                    n => (n, period),
+                };
+                let per_hour = refill * 3600 / over;
                 let rate = match u32::try_from(per_hour) {
                     Ok(0) => None,
                     Ok(per_hour) => Some(format!("{per_hour}/h")),
                     // Beyond a count an hour can hold: per second (at least 2^32 / 3600).
-                    Err(_) => Some(format!("{}/s", u64::from(calls) / period)),
+                    Err(_) => Some(format!("{}/s", refill / over)),
                 };
                 match rate {
                     Some(rate) => {
+                        self.note_here(el, &format!("approximated: bursts of {burst} and {rate}, so that no {period} s ever admit more than {calls} calls (APIM's sliding window); the sustained rate is half APIM's"));
                         limit.rate = Some(rate);
-                        limit.burst = Some(calls);
+                        limit.burst = Some(burst);
                     }
                     None => self.leave(
                         el,

@@ -159,7 +159,7 @@ pub(super) struct ClaimRule {
     pub any_of: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub all_of: Option<Vec<String>>,
-    /// The string claim is split on it before comparing (see `CLAIM_SEPARATOR`).
+    /// The string claim is split on it before comparing (APIM's `separator`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub separator: Option<String>,
 }

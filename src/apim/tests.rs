@@ -57,14 +57,14 @@ fn a_claim_with_an_unknown_match_requires_all_and_is_left_out() {
 }
 
 #[test]
-fn a_claim_separator_is_left_out_until_the_jwt_policy_reads_it() {
+fn a_claim_separator_translates() {
     let (v, left_out, yaml) = import_inbound(&jwt_with_claim(
         r#"<claim name="groups" match="any" separator=","><value>a</value><value>b</value></claim>"#,
     ));
     let rule = &v["policies"]["jwt"]["jwt"]["require_claims"]["groups"];
     assert_eq!(rule["any_of"], serde_json::json!(["a", "b"]), "{yaml}");
-    assert_eq!(rule.get("separator").is_some(), CLAIM_SEPARATOR, "{yaml}");
-    assert_eq!(left_out, usize::from(!CLAIM_SEPARATOR), "{yaml}");
+    assert_eq!(rule["separator"], ",", "{yaml}");
+    assert_eq!(left_out, 0, "{yaml}");
 }
 
 #[test]
@@ -147,28 +147,40 @@ fn counter_keys_on_the_subscription_are_not_translated() {
     }
 }
 
+/// A bucket admits its burst plus its refill within one period: never more than `calls`.
+#[test]
+fn a_rate_never_admits_more_than_calls_in_one_renewal_period() {
+    for (calls, period, rate, burst) in [(10, 60, "300/h", 5), (3, 60, "60/h", 2), (1, 60, "30/h", 1), (7, 3599, "3/h", 4)] {
+        let (v, left_out, yaml) =
+            import_inbound(&format!(r#"<rate-limit-by-key calls="{calls}" renewal-period="{period}" counter-key="@(context.Request.IpAddress)" />"#));
+        let limit = &v["policies"]["rate-limit"]["rate_limit"];
+        assert_eq!((limit["rate"].as_str(), limit["burst"].as_u64()), (Some(rate), Some(burst)), "{yaml}");
+        assert_eq!(left_out, 0, "{yaml}");
+        assert!(yaml.contains("approximated"), "{yaml}");
+        let per_hour: u64 = rate.trim_end_matches("/h").parse().unwrap();
+        // The most a bucket admits in `period` seconds: the burst, then one per interval.
+        assert!(burst + per_hour * period / 3600 <= calls, "{calls}/{period}: {yaml}");
+    }
+}
+
 #[test]
 fn a_counter_key_on_an_ordinary_header_translates() {
     let (v, left_out, yaml) = import_inbound(
         r#"<rate-limit-by-key calls="10" renewal-period="60" counter-key="@(context.Request.Headers.GetValueOrDefault(&quot;X-Tenant&quot;,&quot;&quot;))" />"#,
     );
     assert_eq!(v["policies"]["rate-limit"]["rate_limit"]["key"], "header:X-Tenant", "{yaml}");
-    assert_eq!(v["policies"]["rate-limit"]["rate_limit"]["rate"], "600/h", "{yaml}");
-    assert_eq!(v["policies"]["rate-limit"]["rate_limit"]["burst"], 10, "{yaml}");
+    assert_eq!(v["policies"]["rate-limit"]["rate_limit"]["rate"], "300/h", "{yaml}");
+    assert_eq!(v["policies"]["rate-limit"]["rate_limit"]["burst"], 5, "{yaml}");
     assert_eq!(left_out, 0);
 }
 
 #[test]
 fn rates_never_refill_faster_than_apim_and_odd_budgets_are_a_strict_placeholder() {
-    let (v, _, yaml) = import_inbound(
-        r#"<rate-limit-by-key calls="7" renewal-period="3599" counter-key="@(context.Request.IpAddress)" />"#,
-    );
-    assert_eq!(v["policies"]["rate-limit"]["rate_limit"]["rate"], "7/h", "rounded down: {yaml}");
     let (v, left_out, yaml) = import_inbound(r#"<rate-limit-by-key calls="1" renewal-period="7201" />"#);
     assert_eq!(v["policies"]["rate-limit"]["rate_limit"]["rate"], "1/h", "{yaml}");
     assert_eq!(left_out, 1);
     let (v, _, yaml) = import_inbound(r#"<rate-limit-by-key calls="4294967295" renewal-period="1" />"#);
-    assert_eq!(v["policies"]["rate-limit"]["rate_limit"]["rate"], "4294967295/s", "{yaml}");
+    assert_eq!(v["policies"]["rate-limit"]["rate_limit"]["rate"], "2147483647/s", "{yaml}");
     for bad in [
         r#"calls="0" renewal-period="60""#,
         r#"calls="-1" renewal-period="60""#,
