@@ -1,5 +1,5 @@
 //! Per-request costs of the pipeline's compiled structures: path normalization, route
-//! lookup, header rules, client address resolution.
+//! lookup, header rules, the removal of gateway-owned headers, client address resolution.
 // Test code: a failed unwrap is a failed test, and support items are shared by module.
 #![allow(clippy::unwrap_used, unreachable_pub, missing_docs)] // criterion_group! defines an undocumented pub fn
 
@@ -11,7 +11,7 @@ use portcullis::policy::headers::{HeaderEdits, HeaderRules};
 use portcullis::policy::Chain;
 use portcullis::proxy::Backend;
 use portcullis::request::client_ip::{self, IpSet};
-use portcullis::request::headers::strip_hop_by_hop;
+use portcullis::request::headers::{strip_hop_by_hop, strip_overrides, GatewayHeaders};
 use portcullis::request::normalize::normalize_path;
 use portcullis::route::pattern::PathMatch;
 use portcullis::route::{PathParameters, Route, RouteTable};
@@ -104,6 +104,65 @@ fn headers(c: &mut Criterion) {
     });
 }
 
+/// The gateway-owned headers a client sent, removed on every request: the exact names only
+/// (what the gateway did before it read names as CGI servers do, kept here as the baseline),
+/// then with look-alikes (`X_User_Id`) and the override headers, on a browser's request head.
+fn gateway_headers(c: &mut Criterion) {
+    let mut owned = GatewayHeaders::default();
+    owned.insert(HeaderName::from_static("x-user-id"));
+    owned.insert(HeaderName::from_static("x-user-roles"));
+    let mut head = HeaderMap::new();
+    for (n, v) in [
+        ("host", "portal.example.com"),
+        ("accept", "application/json"),
+        ("accept-encoding", "gzip, br"),
+        ("accept-language", "en-GB,en;q=0.9"),
+        ("authorization", "Bearer eyJhbGciOiJFUzI1NiJ9.e30.sig"),
+        ("origin", "https://portal.example.com"),
+        ("referer", "https://portal.example.com/cases"),
+        ("user-agent", "Mozilla/5.0 (X11; Linux x86_64)"),
+        ("sec-fetch-mode", "cors"),
+        ("sec-fetch-site", "same-site"),
+        ("content-type", "application/json"),
+        ("cookie", "session=abc"),
+    ] {
+        head.insert(n, HeaderValue::from_static(v));
+    }
+    let exact: Vec<HeaderName> = [
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "x-forwarded-port",
+        "x-real-ip",
+        "forwarded",
+        "x-request-id",
+        "x-user-id",
+        "x-user-roles",
+    ]
+    .into_iter()
+    .map(HeaderName::from_static)
+    .collect();
+    let mut g = c.benchmark_group("gateway_headers");
+    g.bench_function("exact_names_baseline", |b| {
+        b.iter_batched_ref(
+            || head.clone(),
+            |h| exact.iter().for_each(|n| drop(h.remove(n))),
+            criterion::BatchSize::SmallInput,
+        )
+    });
+    g.bench_function("look_alikes_and_overrides", |b| {
+        b.iter_batched_ref(
+            || head.clone(),
+            |h| {
+                owned.strip(h, None);
+                strip_overrides(h, None);
+            },
+            criterion::BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
 fn client_address(c: &mut Criterion) {
     let trusted = IpSet::new(["10.1.0.0/16".parse().unwrap(), "192.168.0.0/24".parse().unwrap()]);
     let mut headers = HeaderMap::new();
@@ -131,5 +190,5 @@ fn scrub(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, normalize, routes, headers, client_address, scrub);
+criterion_group!(benches, normalize, routes, headers, gateway_headers, client_address, scrub);
 criterion_main!(benches);
