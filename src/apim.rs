@@ -517,7 +517,7 @@ impl Importer<'_, '_> {
                     "dns-name" => fields.push(format!("dns_name: {}", quote(value))),
                     "common-name" => fields.push(format!(
                         "subject: {}   # APIM matched the common name only: complete the subject",
-                        quote(&format!("CN={value}"))
+                        quote(&format!("CN={}", crate::tls::dn::escape_value(value)))
                     )),
                     "thumbprint" => self.leave(
                         identity,
@@ -868,6 +868,14 @@ mod tests {
         assert_eq!(r("2001:db8::", "2001:db8::ffff"), ["2001:db8::/112"]);
         assert!(range_to_cidrs("10.0.0.2".parse().unwrap(), "10.0.0.1".parse().unwrap()).is_none());
         assert!(range_to_cidrs("10.0.0.1".parse().unwrap(), "::1".parse().unwrap()).is_none());
+    }
+
+    #[test]
+    fn a_common_name_becomes_a_subject_with_its_commas_escaped() {
+        let xml = r#"<policies><inbound><validate-client-certificate><identities>
+            <identity common-name="svc, O=Contoso" /></identities></validate-client-certificate></inbound></policies>"#;
+        let yaml = import(xml, "t.xml").unwrap().yaml;
+        assert!(yaml.contains(r#"subject: "CN=svc\\, O=Contoso""#), "{yaml}");
     }
 
     #[test]

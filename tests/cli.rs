@@ -296,7 +296,9 @@ routes:
     let out = trace(&["--client-cert", cert.to_str().unwrap(), "https://localhost/partners/x"]);
     assert!(out.contains("1. partner (client_cert): allowed"), "{out}");
     assert!(
-        out.contains("client certificate: O=Example,CN=test-client (issuer O=portcullis development,CN=test client CA)"),
+        out.contains(
+            "client certificate: O=Example,CN=test-client (issuer O=portcullis development,CN=test client CA)"
+        ),
         "names as RFC 4514 writes them:\n{out}"
     );
     let cert = pki.path("look-alike.pem");

@@ -553,7 +553,11 @@ async fn client_cert_admits_the_listed_identity_and_forwards_a_summary() {
     assert_eq!(rsp.status, 200, "{}", rsp.text());
     let summary = backend.last().headers["x-client-cert"].to_str().unwrap().to_owned();
     // RFC 4514: most specific RDN first (rcgen writes CN before O in the certificate).
-    assert!(summary.starts_with("subject=\"O=Example,CN=test-client\";issuer=\"O=portcullis development,CN=test client CA\";"), "{summary}");
+    assert!(
+        summary
+            .starts_with("subject=\"O=Example,CN=test-client\";issuer=\"O=portcullis development,CN=test client CA\";"),
+        "{summary}"
+    );
     assert!(summary.contains("thumbprint_sha256=") && summary.contains(";serial=") && summary.contains(";not_after="));
 
     let someone = Client::with_cert(gw.addr("public"), &pki, "someone.pem", "someone-key.pem");

@@ -252,6 +252,13 @@ impl fmt::Display for Dn {
     }
 }
 
+/// One attribute value escaped as RFC 4514 §2.4 says, for writing a name (`CN={escaped}`).
+pub fn escape_value(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    escape(value, &mut out, false);
+    out
+}
+
 /// Characters that change how text reads without being seen: line breaks, bidi controls,
 /// zero-width characters.
 fn invisible(c: char) -> bool {
@@ -292,12 +299,12 @@ fn decode(any: &Any<'_>) -> Value {
         | Tag::NumericString
         | Tag::VisibleString
         | Tag::T61String => std::str::from_utf8(data).ok().map(str::to_owned),
-        Tag::BmpString if data.len() % 2 == 0 => {
+        Tag::BmpString if data.len().is_multiple_of(2) => {
             char::decode_utf16(data.chunks_exact(2).map(|p| u16::from_be_bytes([p[0], p[1]])))
                 .collect::<Result<String, _>>()
                 .ok()
         }
-        Tag::UniversalString if data.len() % 4 == 0 => data
+        Tag::UniversalString if data.len().is_multiple_of(4) => data
             .chunks_exact(4)
             .map(|q| char::from_u32(u32::from_be_bytes([q[0], q[1], q[2], q[3]])))
             .collect::<Option<String>>(),
@@ -469,7 +476,10 @@ mod tests {
     use super::*;
 
     fn text(attrs: &[(&str, &str)]) -> Rdn {
-        Rdn(attrs.iter().map(|(oid, v)| Attribute { oid: (*oid).to_owned(), value: Value::Text((*v).to_owned()) }).collect())
+        Rdn(attrs
+            .iter()
+            .map(|(oid, v)| Attribute { oid: (*oid).to_owned(), value: Value::Text((*v).to_owned()) })
+            .collect())
     }
 
     const CN: &str = "2.5.4.3";
@@ -502,7 +512,10 @@ mod tests {
             ("E=a@b.example", cert(&[&[("1.2.840.113549.1.9.1", "a@b.example")]])),
             ("emailaddress=a@b.example", cert(&[&[("1.2.840.113549.1.9.1", "a@b.example")]])),
             ("S=WA,ST=WA", cert(&[&[("2.5.4.8", "WA")], &[("2.5.4.8", "WA")]])),
-            ("DC=example,DC=com", cert(&[&[("0.9.2342.19200300.100.1.25", "com")], &[("0.9.2342.19200300.100.1.25", "example")]])),
+            (
+                "DC=example,DC=com",
+                cert(&[&[("0.9.2342.19200300.100.1.25", "com")], &[("0.9.2342.19200300.100.1.25", "example")]]),
+            ),
         ];
         for (text, expected) in cases {
             assert_eq!(&Dn::parse(text).unwrap(), expected, "{text}");
@@ -598,6 +611,48 @@ mod tests {
     }
 
     #[test]
+    fn certificate_values_decode_from_each_string_type() {
+        use x509_parser::asn1_rs::FromDer as _;
+        let long = [&[0x04u8, 0x81, 0x80][..], &[0x41; 0x80]].concat();
+        let cases: &[(&[u8], Value)] = &[
+            (&[0x0C, 0x03, 0x73, 0xC3, 0xBC], Value::Text("sü".into())), // UTF8String
+            (&[0x13, 0x02, 0x55, 0x53], Value::Text("US".into())),       // PrintableString
+            (&[0x16, 0x01, 0x40], Value::Text("@".into())),              // IA5String
+            (&[0x1E, 0x04, 0x00, 0x41, 0x00, 0xFC], Value::Text("Aü".into())), // BMPString
+            (&[0x1C, 0x04, 0x00, 0x01, 0xF6, 0x00], Value::Text("\u{1F600}".into())), // UniversalString
+            (&[0x1E, 0x03, 0x00, 0x41, 0x00], Value::Der(vec![0x1E, 0x03, 0x00, 0x41, 0x00])), // odd BMP
+            (&[0x0C, 0x01, 0xFF], Value::Der(vec![0x0C, 0x01, 0xFF])),   // not UTF-8
+            (&[0x02, 0x01, 0x05], Value::Der(vec![0x02, 0x01, 0x05])),   // INTEGER
+            (&long, Value::Der(long.clone())),                           // OCTET STRING, long length
+        ];
+        for (der, expected) in cases {
+            let (_, any) = Any::from_der(der).unwrap();
+            assert_eq!(&decode(&any), expected, "{der:02X?}");
+        }
+    }
+
+    #[test]
+    fn every_name_that_reads_renders_back_to_itself() {
+        for text in [
+            "CN=svc,O=Contoso",
+            "C=US, O=Contoso, CN=svc + UID=42",
+            r"CN=svc\, O=Contoso,O=Fabrikam",
+            r#"O="Contoso, Inc.",CN=\ a\#\2C\0D\0A\C3\BC\ "#,
+            "OID.2.5.4.3=x,1.2.840.113549.1.9.1=a@b,E=c,DC=d",
+            r#"CN="",O=" ",OU=\  \ "#,
+            "CN=a\u{7f}\u{85}\u{200e}\u{feff}b,O=\u{1F600}",
+            r"CN=\#\=\;\<\>\\\+",
+        ] {
+            let dn = Dn::parse(text).unwrap();
+            assert!(dn.matches(&dn), "{text}");
+            assert_eq!(Dn::parse(&dn.to_string()).unwrap(), dn, "{text} as {dn}");
+            let ascii = dn.to_ascii_string();
+            assert!(ascii.bytes().all(|b| (b' '..=b'~').contains(&b)), "{ascii}");
+            assert_eq!(Dn::parse(&ascii).unwrap(), dn, "{text} as {ascii}");
+        }
+    }
+
+    #[test]
     fn renders_rfc4514_with_escapes() {
         let cases: &[(Dn, &str, &str)] = &[
             (cert(&[&[(O, "Contoso")], &[(CN, "svc")]]), "CN=svc,O=Contoso", "CN=svc,O=Contoso"),
@@ -613,10 +668,19 @@ mod tests {
             (cert(&[&[(CN, "a\0b\u{7f}")]]), r"CN=a\00b\7F", r"CN=a\00b\7F"),
             (cert(&[&[(CN, "Müller\u{202E}")]]), r"CN=Müller\E2\80\AE", r"CN=M\C3\BCller\E2\80\AE"),
             (cert(&[&[(CN, "svc"), (UID, "42")]]), "CN=svc+UID=42", "CN=svc+UID=42"),
-            (cert(&[&[("1.2.3.4", "x")], &[("1.2.840.113549.1.9.1", "a@b")]]), "emailAddress=a@b,1.2.3.4=x", "emailAddress=a@b,1.2.3.4=x"),
-            (Dn { rdns: vec![Rdn(vec![Attribute { oid: CN.into(), value: Value::Der(vec![4, 1, 0x41]) }])] }, "CN=#040141", "CN=#040141"),
+            (
+                cert(&[&[("1.2.3.4", "x")], &[("1.2.840.113549.1.9.1", "a@b")]]),
+                "emailAddress=a@b,1.2.3.4=x",
+                "emailAddress=a@b,1.2.3.4=x",
+            ),
+            (
+                Dn { rdns: vec![Rdn(vec![Attribute { oid: CN.into(), value: Value::Der(vec![4, 1, 0x41]) }])] },
+                "CN=#040141",
+                "CN=#040141",
+            ),
             (Dn::default(), "", ""),
         ];
+        assert_eq!(escape_value("svc, O=Contoso"), r"svc\, O=Contoso");
         for (dn, unicode, ascii) in cases {
             assert_eq!(&dn.to_string(), unicode);
             assert_eq!(&dn.to_ascii_string(), ascii);
