@@ -610,6 +610,47 @@ mod tests {
         assert!(!Dn::parse("CN=A").unwrap().matches(&binary), "a value in no string type matches nothing");
     }
 
+    /// A cheap stand-in for the `dn` fuzz target: names built from the pieces that matter
+    /// (`DN_ROUNDS` sets how many; the fuzz target explores further).
+    #[test]
+    fn generated_names_read_render_and_match_consistently() {
+        const TYPES: &[&str] = &["CN", "o", " OID.2.5.4.3 ", "1.2.3", "E", "x"];
+        const VALUE: &[&str] = &[
+            "a", "Z ", " ", "\\ ", "\\,", ",", "+", "=", "\\\\", "\\\"", "\"q\"", "#", "\\#", ";", "\\<", "\\2C",
+            "\\C3\\BC", "\\C3", "ü", "\n", "\u{202e}", "\0", "\\00",
+        ];
+        let rounds = std::env::var("DN_ROUNDS").ok().and_then(|n| n.parse().ok()).unwrap_or(20_000u32);
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        };
+        let mut read = 0;
+        for _ in 0..rounds {
+            let mut text = String::new();
+            for i in 0..=next(4) {
+                if i > 0 {
+                    text.push_str([",", "+", " , ", ";"][next(4)]);
+                }
+                text.push_str(TYPES[next(TYPES.len())]);
+                text.push_str(["=", " = ", ""][next(3)]);
+                for _ in 0..next(6) {
+                    text.push_str(VALUE[next(VALUE.len())]);
+                }
+            }
+            let Ok(dn) = Dn::parse(&text) else { continue };
+            read += 1;
+            assert!(dn.matches(&dn), "{text:?}");
+            assert_eq!(Dn::parse(&dn.to_string()).as_ref(), Ok(&dn), "{text:?} as {dn}");
+            let ascii = dn.to_ascii_string();
+            assert!(ascii.bytes().all(|b| (b' '..=b'~').contains(&b)), "{ascii:?}");
+            assert_eq!(Dn::parse(&ascii).as_ref(), Ok(&dn), "{text:?} as {ascii}");
+        }
+        assert!(read > rounds / 20, "{read} of {rounds} generated names read");
+    }
+
     #[test]
     fn certificate_values_decode_from_each_string_type() {
         use x509_parser::asn1_rs::FromDer as _;
