@@ -25,6 +25,7 @@ use portcullis::policy::jwt::Jwt;
 use portcullis::policy::rate_limit::{RateLimit, RateLimitConfig};
 use portcullis::policy::{Claims, RequestContext};
 use portcullis::route::pattern::Params;
+use portcullis::tls::dn::Dn;
 use portcullis::tls::ClientCertInfo;
 use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
 use std::sync::Arc;
@@ -90,15 +91,19 @@ fn client_cert(c: &mut Criterion) {
         identities: vec![
             IdentityConfig { thumbprint_sha256: Some("00".repeat(32)), ..Default::default() },
             IdentityConfig { dns_name: Some("other.example.com".into()), ..Default::default() },
-            IdentityConfig { subject: Some("CN=apim-client,O=Example".into()), ..Default::default() },
+            IdentityConfig { subject: Some("CN=apim-client,O=Example".parse().unwrap()), ..Default::default() },
         ],
         forward_header: Some("X-Client-Cert".into()),
     };
     let policy =
         ClientCert::compile(&cfg, &mut CompileContext::standalone(std::path::Path::new("."), "bench")).unwrap();
+    let (subject_name, issuer_name): (Dn, Dn) =
+        ("CN=apim-client,O=Example".parse().unwrap(), "CN=Issuing CA,O=Example".parse().unwrap());
     let cert = ClientCertInfo {
-        subject: "CN=apim-client, O=Example".into(),
-        issuer: "CN=Issuing CA, O=Example".into(),
+        subject: subject_name.to_string(),
+        issuer: issuer_name.to_string(),
+        subject_name,
+        issuer_name,
         serial: "1A2B3C".into(),
         thumbprint_sha256: "9F86D081884C7D659A2FEAA0C55AD015A3BF4F1B2B0B822CD15D6C15B0F00A08".into(),
         dns_names: vec!["apim.internal.example.com".into()],

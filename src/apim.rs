@@ -679,8 +679,9 @@ impl Importer<'_, '_> {
                 "serial-number" => id.serial = Some(value.to_ascii_uppercase()),
                 "dns-name" => id.dns_name = Some(value.to_owned()),
                 "common-name" if id.subject.is_none() => {
-                    id.subject = Some(format!("CN={value}"));
-                    self.note_here(identity, &format!("common-name={value:?}: APIM matched the common name only; portcullis matches the whole subject \"CN={value}\": complete it"));
+                    let subject = format!("CN={}", crate::tls::dn::escape_value(value));
+                    self.note_here(identity, &format!("common-name={value:?}: APIM matched the common name only; portcullis matches the whole subject \"{subject}\": complete it"));
+                    id.subject = Some(subject);
                 }
                 "subject" | "common-name" => {
                     self.leave(
@@ -706,6 +707,12 @@ impl Importer<'_, '_> {
                     );
                     complete = false;
                 }
+            }
+        }
+        for name in id.subject.iter().chain(&id.issuer) {
+            if let Err(e) = crate::tls::dn::Dn::parse(name) {
+                self.leave(identity, &format!("the name {name:?}"), &format!("{e}; the identity is dropped"));
+                complete = false;
             }
         }
         (complete && !id.is_empty()).then_some(id)

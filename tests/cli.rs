@@ -93,6 +93,32 @@ fn check_errors_name_file_line_and_column_with_a_hint() {
 }
 
 #[test]
+fn check_points_at_a_malformed_distinguished_name() {
+    let pki = Pki::new();
+    let with = |subject: &str| {
+        VALID.replace(
+            "  tag: { headers: { request: { set: { X-Tag: \"1\" } } } }\n",
+            &format!("  tag: {{ headers: {{ request: {{ set: {{ X-Tag: \"1\" }} }} }} }}\n  partner:\n    client_cert:\n      identities:\n        - subject: {subject}\n"),
+        )
+    };
+    let (ok, _, stderr) = check(&pki, &with(r#""CN=svc,O=Contoso""#));
+    assert!(ok, "{stderr}");
+    for (subject, reason) in [
+        (r#""CN=svc;O=Contoso""#, "';' must be escaped"),
+        (r#""XX=svc""#, "unknown attribute type \"XX\""),
+        (r#""CN=#04037376""#, "`#` hex (BER) values are not supported"),
+        (r#"'CN=svc\q'"#, "escapes only"),
+        (r#""""#, "the name is empty"),
+    ] {
+        let (ok, _, stderr) = check(&pki, &with(subject));
+        assert!(!ok, "{subject}: accepted");
+        assert!(stderr.contains("gateway.yaml:16:20: invalid distinguished name"), "{subject}:\n{stderr}");
+        assert!(stderr.contains(reason), "{subject}: {reason:?} in:\n{stderr}");
+        assert!(stderr.contains("hint: write the name as RFC 4514 does"), "{subject}:\n{stderr}");
+    }
+}
+
+#[test]
 fn check_warns_about_shadowed_routes() {
     let pki = Pki::new();
     let yaml = VALID.replace("routes:\n", "routes:\n  - { name: catch-all, match: {}, backend: echo }\n");
@@ -269,6 +295,16 @@ routes:
     let cert = pki.path("client.pem");
     let out = trace(&["--client-cert", cert.to_str().unwrap(), "https://localhost/partners/x"]);
     assert!(out.contains("1. partner (client_cert): allowed"), "{out}");
+    assert!(
+        out.contains(
+            "client certificate: O=Example,CN=test-client (issuer O=portcullis development,CN=test client CA)"
+        ),
+        "names as RFC 4514 writes them:\n{out}"
+    );
+    let cert = pki.path("look-alike.pem");
+    let out = trace(&["--client-cert", cert.to_str().unwrap(), "https://localhost/partners/x"]);
+    assert!(out.contains(r"client certificate: O=Fabrikam,CN=svc\, O=Contoso (issuer"), "{out}");
+    assert!(out.contains("1. partner (client_cert): denied: client_cert_not_allowed"), "{out}");
     let out = trace(&["https://localhost/partners/x"]);
     assert!(out.contains("denied: no_client_cert"), "{out}");
 

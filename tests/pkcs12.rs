@@ -105,7 +105,7 @@ routes:
     let gw = TestGateway::start(&yaml, &pki);
     let client = Client::new(gw.addr("public"), &pki);
     assert_eq!(client.get("/first").await.status, 200);
-    assert_eq!(backend.last().client_cert.as_deref(), Some("CN=test-client, O=Example"));
+    assert_eq!(backend.last().client_cert.as_deref(), Some("O=Example,CN=test-client"));
     let series = || async {
         let m = admin_get(gw.addr("admin"), "/metrics").await;
         m.lines().filter(|l| l.starts_with("portcullis_certificate_expiry_seconds{certificate=\"client.pfx\"")).count()
@@ -122,7 +122,7 @@ routes:
     std::fs::rename(pki.path("client.pfx.new"), pki.path("client.pfx")).unwrap();
     until("the reload presents the new certificate", async || {
         let rsp = client.get("/after").await;
-        rsp.status == 200 && backend.last().client_cert.as_deref() == Some("CN=someone-else, O=Example")
+        rsp.status == 200 && backend.last().client_cert.as_deref() == Some("O=Example,CN=someone-else")
     })
     .await;
     assert_eq!(series().await, 2, "the old and the new certificate, while the old one is in use");
@@ -130,6 +130,6 @@ routes:
     let slow = slow.await.unwrap();
     assert_eq!(slow.status, 200, "the request on the old certificate finished");
     let on_slow = backend.received().into_iter().find(|r| r.target.starts_with("/slow")).unwrap();
-    assert_eq!(on_slow.client_cert.as_deref(), Some("CN=test-client, O=Example"));
+    assert_eq!(on_slow.client_cert.as_deref(), Some("O=Example,CN=test-client"));
     until("only the new certificate is shown once the old configuration is done", async || series().await == 1).await;
 }

@@ -552,7 +552,12 @@ async fn client_cert_admits_the_listed_identity_and_forwards_a_summary() {
     let rsp = client.send(req("/mtls/x", &[("x-client-cert", "subject=\"CN=admin\"")])).await;
     assert_eq!(rsp.status, 200, "{}", rsp.text());
     let summary = backend.last().headers["x-client-cert"].to_str().unwrap().to_owned();
-    assert!(summary.starts_with("subject=\"CN=test-client, O=Example\";issuer=\"CN=test client CA"), "{summary}");
+    // RFC 4514: most specific RDN first (rcgen writes CN before O in the certificate).
+    assert!(
+        summary
+            .starts_with("subject=\"O=Example,CN=test-client\";issuer=\"O=portcullis development,CN=test client CA\";"),
+        "{summary}"
+    );
     assert!(summary.contains("thumbprint_sha256=") && summary.contains(";serial=") && summary.contains(";not_after="));
 
     let someone = Client::with_cert(gw.addr("public"), &pki, "someone.pem", "someone-key.pem");
@@ -562,6 +567,77 @@ async fn client_cert_admits_the_listed_identity_and_forwards_a_summary() {
     let anonymous = Client::new(gw.addr("public"), &pki);
     assert_eq!(anonymous.send(req("/open/x", &[("x-client-cert", "forged")])).await.status, 200);
     assert!(!backend.last().headers.contains_key("x-client-cert"));
+}
+
+/// Subjects are compared RDN for RDN, in either order; a CN that spells a second RDN is only
+/// itself; names reach the backend escaped as RFC 4514 says, in one printable header line.
+#[tokio::test]
+async fn client_cert_compares_names_rdn_for_rdn_and_forwards_them_escaped() {
+    let pki = Pki::new();
+    let backend = TestBackend::start().await;
+    let yaml = format!(
+        r#"version: 1
+listeners:{listener}
+backends:
+  app: {{ urls: ["{url}"] }}
+policies:
+  rfc4514-order:
+    client_cert:
+      identities: [{{ subject: "O=Contoso, CN=svc" }}]
+      forward_header: X-Client-Cert
+  windows-order:
+    client_cert:
+      identities: [{{ subject: "CN=svc, O=Contoso", issuer: "O=portcullis development,CN=test client CA" }}]
+      forward_header: X-Client-Cert
+  look-alike:
+    client_cert:
+      identities: [{{ subject: 'O=Fabrikam,CN=svc\, O=Contoso' }}]
+      forward_header: X-Client-Cert
+  any-client:
+    client_cert:
+      identities: [{{ issuer: "CN=test client CA, O=portcullis development" }}]
+      forward_header: X-Client-Cert
+routes:
+  - {{ name: a, match: {{ path_prefix: /rfc4514/ }}, policies: [rfc4514-order], backend: app }}
+  - {{ name: b, match: {{ path_prefix: /windows/ }}, policies: [windows-order], backend: app }}
+  - {{ name: c, match: {{ path_prefix: /look-alike/ }}, policies: [look-alike], backend: app }}
+  - {{ name: d, match: {{ path_prefix: /any/ }}, policies: [any-client], backend: app }}
+"#,
+        listener = listener("\n      client_auth: { mode: optional, trusted_cas: client-ca.pem }", ""),
+        url = backend.url()
+    );
+    let gw = TestGateway::start(&yaml, &pki);
+    let svc = Client::with_cert(gw.addr("public"), &pki, "svc.pem", "svc-key.pem");
+    let look_alike = Client::with_cert(gw.addr("public"), &pki, "look-alike.pem", "look-alike-key.pem");
+    let crlf = Client::with_cert(gw.addr("public"), &pki, "crlf.pem", "crlf-key.pem");
+
+    for path in ["/rfc4514/x", "/windows/x"] {
+        let rsp = svc.get(path).await;
+        assert_eq!(rsp.status, 200, "{path}: {}", rsp.text());
+        let summary = backend.last().headers["x-client-cert"].to_str().unwrap().to_owned();
+        assert!(summary.starts_with("subject=\"O=Contoso,CN=svc\";"), "{summary}");
+    }
+    let seen = backend.received().len();
+    for path in ["/rfc4514/x", "/windows/x"] {
+        let rsp = look_alike.get(path).await;
+        assert_eq!(rsp.status, 403, "{path}: CN=\"svc, O=Contoso\" is not CN=svc in O=Contoso");
+        assert_eq!(rsp.problem_kind(), "client-cert-rejected");
+        assert_eq!(svc.get("/look-alike/x").await.status, 403, "and the other way round");
+    }
+    assert_eq!(backend.received().len(), seen, "nothing refused reached the backend");
+
+    // The look-alike is admitted where it is named, escaped; the comma cannot be misread.
+    assert_eq!(look_alike.get("/look-alike/x").await.status, 200);
+    let summary = backend.last().headers["x-client-cert"].to_str().unwrap().to_owned();
+    assert!(summary.starts_with(r#"subject="O=Fabrikam,CN=svc\\, O=Contoso";issuer="#), "{summary}");
+
+    // CR, LF and non-ASCII travel as \XX escapes: one header line, nothing injected.
+    assert_eq!(crlf.get("/any/x").await.status, 200);
+    let last = backend.last();
+    let summary = last.headers["x-client-cert"].to_str().unwrap().to_owned();
+    assert!(summary.starts_with(r#"subject="O=Contoso,CN=svc\\0D\\0AX-Injected: 1 M\\C3\\BCller";"#), "{summary}");
+    assert!(!last.headers.contains_key("x-injected"));
+    assert_eq!(last.headers.get_all("x-client-cert").iter().count(), 1);
 }
 
 #[tokio::test]

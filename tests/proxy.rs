@@ -403,7 +403,7 @@ routes:
     let rsp = client.get("/mtls/x").await;
     assert_eq!(rsp.status, 200, "{}", rsp.text());
     let seen = backend.last();
-    assert_eq!(seen.client_cert.as_deref(), Some("CN=gateway, O=Example"));
+    assert_eq!(seen.client_cert.as_deref(), Some("O=Example,CN=gateway"));
     assert_eq!(seen.version, http::Version::HTTP_2, "h2 negotiated by ALPN with the backend");
 
     assert_eq!(client.get("/no-cert/x").await.status, 502, "the backend requires a client certificate");

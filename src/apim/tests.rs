@@ -284,3 +284,21 @@ fn the_example_documents_read_back_as_configurations() {
         read_back(&imported.yaml).unwrap_or_else(|e| panic!("{}: {e}\n{}", path.display(), imported.yaml));
     }
 }
+
+/// A common name with a comma is one value, never an RDN boundary; a name portcullis cannot
+/// read drops its identity rather than the whole document.
+#[test]
+fn common_names_are_escaped_and_unreadable_names_drop_their_identity() {
+    let cert = |identity: &str| {
+        import_inbound(&format!(
+            "<validate-client-certificate><identities>{identity}</identities></validate-client-certificate>"
+        ))
+    };
+    let (v, _, yaml) = cert(r#"<identity common-name="svc, O=Contoso" />"#);
+    let identity = &v["policies"]["client-cert"]["client_cert"]["identities"][0];
+    assert_eq!(identity["subject"], r"CN=svc\, O=Contoso", "{yaml}");
+    let (v, left_out, yaml) = cert(r##"<identity subject="CN=#04024869" /><identity dns-name="a.example" />"##);
+    let identities = v["policies"]["client-cert"]["client_cert"]["identities"].as_array().unwrap().clone();
+    assert_eq!(identities, vec![serde_json::json!({ "dns_name": "a.example" })], "{yaml}");
+    assert_eq!(left_out, 1, "{yaml}");
+}

@@ -44,6 +44,8 @@ impl ConfigError {
         let message = message.split(" at line ").next().unwrap_or(&message).trim().to_owned();
         let hint = if message.contains("unknown field") {
             "remove the key or fix its spelling; the message lists the keys allowed here"
+        } else if message.contains("invalid distinguished name") {
+            crate::tls::dn::DN_HINT
         } else {
             "see the configuration reference in README.md"
         };

@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use crate::config::context::{CompileContext, Invalid};
 use crate::problem::Problem;
+use crate::tls::dn::Dn;
 use crate::tls::ClientCertInfo;
 
 #[derive(Debug, Deserialize)]
@@ -26,10 +27,11 @@ pub struct ClientCertConfig {
 #[serde(deny_unknown_fields)]
 /// One identity: every field it names must match the certificate.
 pub struct IdentityConfig {
-    /// `subject`: the subject DN, attribute for attribute (`CN=a, O=b`).
-    pub subject: Option<String>,
-    /// `issuer`: the issuer DN, attribute for attribute.
-    pub issuer: Option<String>,
+    /// `subject`: the subject DN as RFC 4514 writes it (`CN=svc,O=Contoso`) or in the reverse
+    /// order; compared RDN for RDN (see [`Dn::matches`]). A malformed name is an error at it.
+    pub subject: Option<Dn>,
+    /// `issuer`: the issuer DN, written and compared as `subject` is.
+    pub issuer: Option<Dn>,
     /// `thumbprint_sha256`: the SHA-256 of the DER certificate, hex in any spelling.
     pub thumbprint_sha256: Option<String>,
     /// `serial`: the serial number, hex in any spelling.
@@ -43,8 +45,8 @@ pub struct IdentityConfig {
 /// One compiled identity: each `Some` field must match.
 #[derive(Debug, Default, PartialEq, Eq)]
 struct Identity {
-    subject: Option<Vec<(String, String)>>,
-    issuer: Option<Vec<(String, String)>>,
+    subject: Option<Dn>,
+    issuer: Option<Dn>,
     thumbprint: Option<String>,
     serial: Option<String>,
     dns_name: Option<String>,
@@ -56,25 +58,6 @@ struct Identity {
 pub struct ClientCert {
     identities: Vec<Identity>,
     forward_header: Option<HeaderName>,
-}
-
-/// A distinguished name as `(TYPE, value)` pairs: `CN=a, O=b` and `cn=a,O=b` are equal.
-/// (Values containing escaped commas are compared as written.)
-fn dn(text: &str) -> Vec<(String, String)> {
-    text.split(',')
-        .filter_map(|rdn| rdn.split_once('='))
-        .map(|(k, v)| (k.trim().to_ascii_uppercase(), v.trim().to_owned()))
-        .collect()
-}
-
-/// Whether the name `text` has exactly the attributes of `expected` (from [`dn`]), in order;
-/// compared in place, without building the pairs on every request.
-fn dn_matches(expected: &[(String, String)], text: &str) -> bool {
-    let mut pairs = text.split(',').filter_map(|rdn| rdn.split_once('='));
-    expected
-        .iter()
-        .all(|(key, value)| pairs.next().is_some_and(|(k, v)| k.trim().eq_ignore_ascii_case(key) && v.trim() == value))
-        && pairs.next().is_none()
 }
 
 /// Hex without separators or leading zeros, upper-case.
@@ -140,8 +123,8 @@ impl ClientCert {
         let mut identities = Vec::new();
         for id in &cfg.identities {
             let compiled = Identity {
-                subject: id.subject.as_deref().map(dn),
-                issuer: id.issuer.as_deref().map(dn),
+                subject: id.subject.clone(),
+                issuer: id.issuer.clone(),
                 thumbprint: id.thumbprint_sha256.as_deref().map(hex),
                 serial: id.serial.as_deref().map(hex),
                 dns_name: id.dns_name.as_ref().map(|n| n.to_ascii_lowercase()),
@@ -192,21 +175,23 @@ impl ClientCert {
 }
 
 fn matches(id: &Identity, cert: &ClientCertInfo) -> bool {
-    id.subject.as_ref().is_none_or(|s| dn_matches(s, &cert.subject))
-        && id.issuer.as_ref().is_none_or(|s| dn_matches(s, &cert.issuer))
+    id.subject.as_ref().is_none_or(|s| s.matches(&cert.subject_name))
+        && id.issuer.as_ref().is_none_or(|s| s.matches(&cert.issuer_name))
         && id.thumbprint.as_ref().is_none_or(|t| hex_matches(t, &cert.thumbprint_sha256))
         && id.serial.as_ref().is_none_or(|s| hex_matches(s, &cert.serial))
         && id.dns_name.as_ref().is_none_or(|n| cert.dns_names.iter().any(|d| d.eq_ignore_ascii_case(n)))
         && id.uri.as_ref().is_none_or(|u| cert.uris.contains(u))
 }
 
-/// `subject="…";issuer="…";thumbprint_sha256=…;serial=…;not_after=<unix seconds>`.
+/// `subject="…";issuer="…";thumbprint_sha256=…;serial=…;not_after=<unix seconds>`. The names
+/// are RFC 4514 strings, non-ASCII and controls as `\XX` escapes, then quoted (`\` and `"`
+/// backslash-escaped once more): the value is printable ASCII whatever the certificate holds.
 fn summary(cert: &ClientCertInfo) -> String {
-    let quote = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
+    let quote = |dn: &Dn| dn.to_ascii_string().replace('\\', "\\\\").replace('"', "\\\"");
     format!(
         "subject=\"{}\";issuer=\"{}\";thumbprint_sha256={};serial={};not_after={}",
-        quote(&cert.subject),
-        quote(&cert.issuer),
+        quote(&cert.subject_name),
+        quote(&cert.issuer_name),
         cert.thumbprint_sha256,
         cert.serial,
         cert.not_after
@@ -218,9 +203,18 @@ mod tests {
     use super::*;
 
     fn cert() -> ClientCertInfo {
+        cert_named("CN=apim-client,O=Example")
+    }
+
+    /// A certificate whose subject reads `subject` in RFC 4514 order.
+    fn cert_named(subject: &str) -> ClientCertInfo {
+        let subject_name: Dn = subject.parse().unwrap();
+        let issuer_name: Dn = "CN=Issuing CA".parse().unwrap();
         ClientCertInfo {
-            subject: "CN=apim-client, O=Example".into(),
-            issuer: "CN=Issuing CA".into(),
+            subject: subject_name.to_string(),
+            issuer: issuer_name.to_string(),
+            subject_name,
+            issuer_name,
             serial: "01A2".into(),
             thumbprint_sha256: "9F86D081884C7D659A2FEAA0C55AD015A3BF4F1B2B0B822CD15D6C15B0F00A08".into(),
             dns_names: vec!["apim.internal.example.com".into()],
@@ -234,11 +228,16 @@ mod tests {
         ClientCert::compile(&cfg, &mut CompileContext::standalone(std::path::Path::new("."), "test")).unwrap()
     }
 
+    fn subject(dn: &str) -> IdentityConfig {
+        IdentityConfig { subject: Some(dn.parse().unwrap()), ..Default::default() }
+    }
+
     #[test]
     fn is_authorized_for_each_kind_of_identity() {
         let ids = [
-            IdentityConfig { subject: Some("CN=apim-client,O=Example".into()), ..Default::default() },
-            IdentityConfig { issuer: Some("cn=Issuing CA".into()), ..Default::default() },
+            subject("CN=apim-client,O=Example"),
+            subject("O=Example, CN=apim-client"),
+            IdentityConfig { issuer: Some("cn=Issuing CA".parse().unwrap()), ..Default::default() },
             IdentityConfig {
                 thumbprint_sha256: Some(
                     "9f:86:d0:81:88:4c:7d:65:9a:2f:ea:a0:c5:5a:d0:15:a3:bf:4f:1b:2b:0b:82:2c:d1:5d:6c:15:b0:f0:0a:08"
@@ -253,14 +252,14 @@ mod tests {
             let p = policy(id);
             let mut h = HeaderMap::new();
             assert_eq!(p.check(Some(&cert()), &mut h), Ok(()));
-            assert!(h["x-client-cert"].to_str().unwrap().starts_with("subject=\"CN=apim-client, O=Example\""));
+            assert!(h["x-client-cert"].to_str().unwrap().starts_with("subject=\"CN=apim-client,O=Example\""));
         }
     }
 
     #[test]
     fn is_not_authorized_without_a_match_or_a_certificate() {
         let p = policy(IdentityConfig {
-            subject: Some("CN=apim-client,O=Example".into()),
+            subject: Some("CN=apim-client,O=Example".parse().unwrap()),
             serial: Some("FF".into()),
             ..Default::default()
         });
@@ -284,20 +283,52 @@ mod tests {
     }
 
     #[test]
-    fn subjects_match_attribute_for_attribute() {
-        let expected = dn("CN=apim-client,O=Example");
-        assert!(dn_matches(&expected, "CN=apim-client, O=Example"));
-        assert!(dn_matches(&expected, "cn=apim-client,o=Example"), "attribute names ignore case");
+    fn subjects_match_rdn_for_rdn_in_either_order() {
+        let p = policy(subject("CN=apim-client,O=Example"));
+        for same in ["CN=apim-client, O=Example", "O=Example,CN=apim-client", "cn=APIM-client,o=example"] {
+            assert_eq!(p.check(Some(&cert_named(same)), &mut HeaderMap::new()), Ok(()), "{same}");
+        }
         for other in [
             "CN=apim-client",
             "CN=apim-client,O=Example,OU=Extra",
-            "O=Example,CN=apim-client",
+            "CN=apim-client,OU=Extra,O=Example",
             "CN=apim-client-evil,O=Example",
-            "CN=APIM-CLIENT,O=Example",
             "CN=apim-client,O=Example.evil",
-            "",
+            "CN=apim-client+UID=1,O=Example",
+            r"CN=apim-client\,O=Example",
+            r"CN=apim-client\, O=Example,O=Fabrikam",
         ] {
-            assert!(!dn_matches(&expected, other), "{other:?}");
+            assert_eq!(p.check(Some(&cert_named(other)), &mut HeaderMap::new()), Err(Refusal::NotAllowed), "{other}");
+        }
+    }
+
+    #[test]
+    fn a_look_alike_common_name_is_not_the_configured_subject() {
+        // The issue's attack: the CN is literally `svc, O=Contoso`; the organization is not.
+        let look_alike = cert_named(r"CN=svc\, O=Contoso,O=Fabrikam");
+        for configured in ["CN=svc, O=Contoso", "O=Contoso, CN=svc", "CN=svc,O=Contoso"] {
+            let p = policy(subject(configured));
+            assert_eq!(p.check(Some(&look_alike), &mut HeaderMap::new()), Err(Refusal::NotAllowed), "{configured}");
+            assert_eq!(p.check(Some(&cert_named("CN=svc,O=Contoso")), &mut HeaderMap::new()), Ok(()), "{configured}");
+        }
+    }
+
+    #[test]
+    fn the_forwarded_summary_escapes_names_into_one_printable_header_line() {
+        let p = policy(IdentityConfig { serial: Some("1A2".into()), ..Default::default() });
+        let cases = [
+            (r"CN=svc\, O=Contoso,O=Fabrikam", r#"subject="CN=svc\\, O=Contoso,O=Fabrikam";"#),
+            (r"CN=a\0D\0AX-Evil: 1", r#"subject="CN=a\\0D\\0AX-Evil: 1";"#),
+            (r#"CN=say \"hi\""#, r#"subject="CN=say \\\"hi\\\"";"#),
+            ("CN=Müller", r#"subject="CN=M\\C3\\BCller";"#),
+        ];
+        for (name, expected) in cases {
+            let mut h = HeaderMap::new();
+            assert_eq!(p.check(Some(&cert_named(name)), &mut h), Ok(()));
+            let value = h["x-client-cert"].to_str().unwrap();
+            assert!(value.starts_with(expected), "{name}: {value}");
+            assert!(value.bytes().all(|b| (b' '..=b'~').contains(&b)), "{value}");
+            assert!(value.contains(r#";issuer="CN=Issuing CA";thumbprint_sha256="#), "{value}");
         }
     }
 }

@@ -559,6 +559,19 @@ mod tests {
     }
 
     #[test]
+    fn the_client_certificate_subject_is_logged_as_rfc4514_escapes_it() {
+        use rustls_pki_types::pem::PemObject as _;
+        let ca = crate::pki::Ca::new("log CA").unwrap();
+        let kind = crate::pki::LeafKind::Client { common_name: "svc, O=Contoso\n", organization: "Fabrikam" };
+        let pem = ca.issue(&kind, 1).unwrap().cert_pem;
+        let der = rustls_pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
+        let mut r = record();
+        r.client_cert = Some(Arc::new(ClientCertInfo::parse(&der).unwrap()));
+        let line = rendered(&r);
+        assert_eq!(line["client_cert.subject"], r"O=Fabrikam,CN=svc\, O=Contoso\0A");
+    }
+
+    #[test]
     fn numbers_are_written_in_full() {
         for n in [0, 7, 10, 99, 100, 65_535, u64::MAX] {
             let mut out = String::new();

@@ -8,13 +8,20 @@ use sha2::{Digest, Sha256};
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
+use super::dn::Dn;
+
 /// Summary of a verified client certificate.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ClientCertInfo {
-    /// RFC 4514 form, e.g. `CN=apim-client,O=Example`.
+    /// The subject name, rendered as RFC 4514 does (most specific RDN first, values escaped),
+    /// e.g. `CN=apim-client,O=Example`; for logs and `trace`. Matching uses `subject_name`.
     pub subject: String,
-    /// The issuer's name, RFC 4514 form.
+    /// The issuer's name, rendered as `subject` is.
     pub issuer: String,
+    /// The subject name, parsed.
+    pub subject_name: Dn,
+    /// The issuer's name, parsed.
+    pub issuer_name: Dn,
     /// Upper-case hex, no separators.
     pub serial: String,
     /// SHA-256 of the DER certificate, upper-case hex.
@@ -50,9 +57,13 @@ impl ClientCertInfo {
                 }
             }
         }
+        let subject_name = Dn::from_x509(cert.subject());
+        let issuer_name = Dn::from_x509(cert.issuer());
         Ok(Self {
-            subject: cert.subject().to_string(),
-            issuer: cert.issuer().to_string(),
+            subject: subject_name.to_string(),
+            issuer: issuer_name.to_string(),
+            subject_name,
+            issuer_name,
             serial: hex_upper(cert.raw_serial()),
             thumbprint_sha256: hex_upper(&Sha256::digest(der.as_ref())),
             dns_names,

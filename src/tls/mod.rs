@@ -3,6 +3,7 @@
 //! and for backends (rustls client with private CAs and a client certificate).
 
 pub mod client_cert;
+pub mod dn;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

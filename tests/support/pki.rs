@@ -19,7 +19,10 @@ impl Pki {
     /// nobody trusts); `gateway-client.pem`/`gateway-client-key.pem` (CN=gateway, signed by
     /// the client CA: what the gateway presents to mTLS backends); `expired.pem`,
     /// `revoked.pem` (listed in `client-crl.pem`) and `someone.pem` (CN=someone-else), each
-    /// with its `-key.pem`, all from the client CA.
+    /// with its `-key.pem`, all from the client CA. Names (RFC 4514 order): `svc.pem`
+    /// (O=Contoso,CN=svc), `look-alike.pem` (O=Fabrikam,CN=svc\, O=Contoso: a CN that reads like
+    /// a second RDN), `crlf.pem` (O=Contoso,CN=svc\0D\0AX-Injected: 1 Müller), also from the
+    /// client CA, each with its `-key.pem`.
     pub fn new() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let ca = Ca::new("test server CA").expect("ca");
@@ -52,6 +55,15 @@ impl Pki {
         pki.write("expired-key.pem", &expired.key_pem);
         pki.write("revoked.pem", &revoked.cert_pem);
         pki.write("revoked-key.pem", &revoked.key_pem);
+        for (file, common_name, organization) in [
+            ("svc", "svc", "Contoso"),
+            ("look-alike", "svc, O=Contoso", "Fabrikam"),
+            ("crlf", "svc\r\nX-Injected: 1 M\u{fc}ller", "Contoso"),
+        ] {
+            let leaf = client_ca.issue(&LeafKind::Client { common_name, organization }, 90).expect(file);
+            pki.write(&format!("{file}.pem"), &leaf.cert_pem);
+            pki.write(&format!("{file}-key.pem"), &leaf.key_pem);
+        }
         pki.write("someone.pem", &someone.cert_pem);
         pki.write("someone-key.pem", &someone.key_pem);
         pki.write("client-crl.pem", &client_ca.crl(&[&revoked.serial]).expect("crl"));
