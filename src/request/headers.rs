@@ -38,7 +38,7 @@ pub static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Headers that only the gateway may set, whatever the configuration.
-const ALWAYS_SPOOFABLE: [&str; 7] = [
+pub const ALWAYS_SPOOFABLE: [&str; 7] = [
     "x-forwarded-for",
     "x-forwarded-proto",
     "x-forwarded-host",
@@ -52,7 +52,7 @@ const ALWAYS_SPOOFABLE: [&str; 7] = [
 pub const METHOD_OVERRIDES: [&str; 3] = ["x-http-method-override", "x-http-method", "x-method-override"];
 
 /// Headers that ask a backend to serve another path than the request's (IIS, Symfony, Zend).
-const PATH_OVERRIDES: [&str; 2] = ["x-original-url", "x-rewrite-url"];
+pub const PATH_OVERRIDES: [&str; 2] = ["x-original-url", "x-rewrite-url"];
 
 /// Whether `name` (lower-case, as `HeaderName`s are) reads as `canonical` once `_` is `-`.
 fn reads_as(name: &str, canonical: &str) -> bool {
