@@ -150,9 +150,12 @@ fn counter_keys_on_the_subscription_are_not_translated() {
 /// A bucket admits its burst plus its refill within one period: never more than `calls`.
 #[test]
 fn a_rate_never_admits_more_than_calls_in_one_renewal_period() {
-    for (calls, period, rate, burst) in [(10, 60, "300/h", 5), (3, 60, "60/h", 2), (1, 60, "30/h", 1), (7, 3599, "3/h", 4)] {
-        let (v, left_out, yaml) =
-            import_inbound(&format!(r#"<rate-limit-by-key calls="{calls}" renewal-period="{period}" counter-key="@(context.Request.IpAddress)" />"#));
+    for (calls, period, rate, burst) in
+        [(10, 60, "300/h", 5), (3, 60, "60/h", 2), (1, 60, "30/h", 1), (7, 3599, "3/h", 4)]
+    {
+        let (v, left_out, yaml) = import_inbound(&format!(
+            r#"<rate-limit-by-key calls="{calls}" renewal-period="{period}" counter-key="@(context.Request.IpAddress)" />"#
+        ));
         let limit = &v["policies"]["rate-limit"]["rate_limit"];
         assert_eq!((limit["rate"].as_str(), limit["burst"].as_u64()), (Some(rate), Some(burst)), "{yaml}");
         assert_eq!(left_out, 0, "{yaml}");
