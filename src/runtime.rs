@@ -1,5 +1,5 @@
 //! The compiled, immutable configuration every request runs against. It is built whole by
-//! [`crate::config::load`] and swapped atomically, so a request always sees one configuration.
+//! [`crate::compile::load`] and swapped atomically, so a request always sees one configuration.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -1,12 +1,65 @@
-//! The source files import one another without cycles: every `use` (and every inline
-//! `crate::…` path) points to a file that does not, directly or through others, point back.
-//! A module's `mod.rs` may declare and re-export its children, but then they must not import
-//! it; shared items live in a sibling file instead. Read from the source, no build needed.
+//! The source is layered. Its top-level folders (and single-file modules) are ranked in
+//! [`LAYERS`], bottom up, and each imports only from ranks below its own: a policy never
+//! reaches into the compiler, the store never into the issuer. Within a folder, the files
+//! import one another without cycles: every `use` (and every inline `crate::…` path) points
+//! to a file that does not, directly or through others, point back. A module's `mod.rs` may
+//! declare and re-export its children, but then they must not import it; shared items live in
+//! a sibling file instead. Read from the source, no build needed.
 // Test code: a failed unwrap is a failed test, and support items are shared by module.
 #![allow(clippy::unwrap_used, unreachable_pub)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+
+/// The top-level modules, bottom up; one line per layer, as the README's Architecture
+/// section shows them. A module imports only from modules listed before it.
+const LAYERS: &[&[&str]] = &[
+    &["clock", "id", "task", "redact", "body", "problem", "ipset"],
+    &["tls"],
+    &["config"],
+    &["request"],
+    &["telemetry"],
+    &["limit"],
+    &["store"],
+    &["policy"],
+    &["proxy"],
+    &["identity", "secrets"],
+    &["route"],
+    &["runtime"],
+    &["compile"],
+    &["serve"],
+    &["tools"],
+    &["cli"],
+];
+
+/// The top-level module a file belongs to (`policy/jwt/keys.rs` → `policy`; `lib.rs` → none).
+fn top_level(file: &Path) -> Option<String> {
+    let first = file.iter().next()?.to_string_lossy().into_owned();
+    let name = first.strip_suffix(".rs").unwrap_or(&first).to_owned();
+    (name != "lib" && name != "main").then_some(name)
+}
+
+/// Every import from a module to one ranked at or above it, as `from -> to (file -> file)`.
+fn back_edges(graph: &BTreeMap<PathBuf, BTreeSet<PathBuf>>) -> Vec<String> {
+    let rank = |module: &str| LAYERS.iter().flat_map(|layer| layer.iter()).position(|m| *m == module);
+    let mut out = Vec::new();
+    for (file, targets) in graph {
+        let Some(from) = top_level(file) else { continue };
+        for target in targets {
+            let Some(to) = top_level(target) else { continue };
+            if from == to {
+                continue;
+            }
+            match (rank(&from), rank(&to)) {
+                (Some(a), Some(b)) if b < a => {}
+                (None, _) => out.push(format!("{from} is not ranked in LAYERS ({})", file.display())),
+                (_, None) => out.push(format!("{to} is not ranked in LAYERS ({})", target.display())),
+                _ => out.push(format!("{from} -> {to} ({} -> {})", file.display(), target.display())),
+            }
+        }
+    }
+    out
+}
 
 /// Module path (`["policy", "jwt"]`) to file (`policy/jwt/mod.rs`), for every file of `src/`.
 fn modules(src: &Path) -> BTreeMap<Vec<String>, PathBuf> {
@@ -176,6 +229,14 @@ fn source_files_import_without_cycles() {
 }
 
 #[test]
+fn folders_import_only_from_lower_layers() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let graph = imports(&src);
+    let back = back_edges(&graph);
+    assert!(back.is_empty(), "imports against the layers (see LAYERS):\n{}", back.join("\n"));
+}
+
+#[test]
 fn the_checker_sees_a_cycle_and_resolves_use_trees() {
     let trees = expand("crate::policy::{chain::Chain, outcome::{Decision, Denial}}");
     assert_eq!(trees.len(), 3);
@@ -186,4 +247,17 @@ fn the_checker_sees_a_cycle_and_resolves_use_trees() {
             .map(|(f, to)| (PathBuf::from(f), to.into_iter().map(PathBuf::from).collect()))
             .collect();
     assert_eq!(find_cycle(&graph).map(|c| c.len()), Some(4));
+}
+
+#[test]
+fn the_checker_sees_an_import_against_the_layers() {
+    let graph: BTreeMap<PathBuf, BTreeSet<PathBuf>> = [
+        ("policy/jwt/mod.rs", vec!["config/values.rs", "policy/outcome.rs"]),
+        ("config/values.rs", vec!["compile/raw.rs", "clock.rs"]),
+        ("lib.rs", vec!["cli/mod.rs"]),
+    ]
+    .into_iter()
+    .map(|(f, to)| (PathBuf::from(f), to.into_iter().map(PathBuf::from).collect()))
+    .collect();
+    assert_eq!(back_edges(&graph), ["config -> compile (config/values.rs -> compile/raw.rs)"]);
 }

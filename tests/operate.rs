@@ -412,8 +412,8 @@ routes:
 #[test]
 fn certs_check_flags_a_certificate_about_to_expire() {
     let pki = Pki::new();
-    let ca = portcullis::pki::Ca::new("short-lived CA").unwrap();
-    let soon = ca.issue(&portcullis::pki::LeafKind::Server(&["localhost"]), 5).unwrap();
+    let ca = portcullis::tools::pki::Ca::new("short-lived CA").unwrap();
+    let soon = ca.issue(&portcullis::tools::pki::LeafKind::Server(&["localhost"]), 5).unwrap();
     pki.write("soon.pem", &soon.cert_pem);
     pki.write("soon-key.pem", &soon.key_pem);
     let yaml = "version: 1\nlisteners:\n  - name: public\n    bind: 127.0.0.1:0\n    tls: { certificates: [{ cert: soon.pem, key: soon-key.pem }] }\n";

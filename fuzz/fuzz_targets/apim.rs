@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use portcullis::apim::{import, read_back, ImportError};
+use portcullis::tools::apim::{import, read_back, ImportError};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(xml) = std::str::from_utf8(data) else { return };

@@ -19,7 +19,7 @@ fuzz_target!(|data: &[u8]| {
     if text.contains("sqlite") || text.contains("store") {
         return;
     }
-    match portcullis::config::compile::load_text(file(), text) {
+    match portcullis::compile::load_text(file(), text) {
         Ok(loaded) => drop(loaded),
         Err(errors) => {
             // Every error can be rendered, with its location.

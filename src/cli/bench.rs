@@ -8,10 +8,10 @@ use std::sync::Arc;
 use anyhow::Context;
 use rustls::pki_types::ServerName;
 
-use crate::loadtest::{self, Plan, Target};
 use crate::runtime::ListenerKind;
-use crate::server::Server;
-use crate::telemetry::access::{set_sink, AccessSink};
+use crate::serve::access::{set_sink, AccessSink};
+use crate::serve::server::Server;
+use crate::tools::loadtest::{self, Plan, Target};
 
 pub(super) struct BenchArgs {
     pub scenario: PathBuf,
@@ -56,7 +56,7 @@ pub(super) fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
 /// listener.
 async fn start_gateway(config: &Path, server_name: Option<&str>) -> anyhow::Result<(Server, Target)> {
     set_sink(AccessSink::Off);
-    let loaded = crate::config::load(config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let loaded = crate::compile::load(config).map_err(|e| anyhow::anyhow!("{e}"))?;
     let name = loaded
         .runtime
         .listeners

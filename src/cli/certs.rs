@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use crate::pki;
+use crate::tools::pki;
 
 pub(super) fn dev(dir: &Path, force: bool) -> anyhow::Result<ExitCode> {
     if pki::ensure_dev_material(dir, force)? {
@@ -21,7 +21,7 @@ pub(super) fn dev(dir: &Path, force: bool) -> anyhow::Result<ExitCode> {
 /// Prints every certificate the configuration uses; exit 1 when any expires within
 /// `warn_days` (or has expired).
 pub(super) fn check(config_file: &Path, warn_days: i64) -> anyhow::Result<ExitCode> {
-    let loaded = match crate::config::load(config_file) {
+    let loaded = match crate::compile::load(config_file) {
         Ok(loaded) => loaded,
         Err(errors) => {
             eprintln!("{errors}");

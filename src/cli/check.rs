@@ -3,11 +3,11 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use crate::config;
+use crate::compile;
 
 /// With `strict`, warnings are errors.
 pub(super) fn check(config_file: &Path, strict: bool) -> anyhow::Result<ExitCode> {
-    match config::load(config_file) {
+    match compile::load(config_file) {
         Ok(loaded) if strict && !loaded.warnings.is_empty() => {
             for warning in &loaded.warnings {
                 eprintln!("error: {warning}");

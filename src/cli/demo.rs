@@ -9,14 +9,15 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
+use crate::compile;
 use crate::identity::IdentityStore;
-use crate::{config, pki};
+use crate::tools::pki;
 
 pub(super) fn demo(config_file: &Path, certs: &Path, globals: &super::Globals) -> anyhow::Result<ExitCode> {
     if pki::ensure_dev_material(certs, false)? {
         eprintln!("created development certificates in {}", certs.display());
     }
-    let loaded = match config::load(config_file) {
+    let loaded = match compile::load(config_file) {
         Ok(loaded) => loaded,
         Err(errors) => {
             eprintln!("{errors}");

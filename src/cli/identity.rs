@@ -33,7 +33,7 @@ impl StoreArgs {
     fn open(&self) -> anyhow::Result<Arc<dyn IdentityStore>> {
         let location = match &self.store {
             Some(text) => StoreLocation::parse(text, std::path::Path::new(""))?,
-            None => crate::config::compile::identity_store(&self.config).map_err(|e| anyhow::anyhow!("{e}"))?,
+            None => crate::compile::identity_store(&self.config).map_err(|e| anyhow::anyhow!("{e}"))?,
         };
         Ok(location.open()?)
     }
@@ -181,7 +181,7 @@ impl StoreArgs {
         if scopes.is_empty() {
             return Ok(scopes);
         }
-        let configured = crate::config::compile::identity_scopes(&self.config)
+        let configured = crate::compile::identity_scopes(&self.config)
             .map_err(|e| anyhow::anyhow!("granting scopes needs the configuration's identity.scopes: {e}"))?;
         let unknown: Vec<&str> = scopes.iter().filter(|s| !configured.contains(s)).map(String::as_str).collect();
         if !unknown.is_empty() {
@@ -197,7 +197,7 @@ impl StoreArgs {
 
     /// The configuration's `identity.scopes`, if it can be read.
     fn configured_scopes(&self) -> Option<Vec<String>> {
-        crate::config::compile::identity_scopes(&self.config).ok()
+        crate::compile::identity_scopes(&self.config).ok()
     }
 }
 

@@ -10,7 +10,7 @@ use anyhow::Context;
 
 pub(super) fn import(file: &Path, strict: bool) -> anyhow::Result<ExitCode> {
     let xml = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let imported = match crate::apim::import(&xml, &file.display().to_string()) {
+    let imported = match crate::tools::apim::import(&xml, &file.display().to_string()) {
         Ok(imported) => imported,
         Err(e) => {
             eprintln!("error: {}: {e}", file.display());

@@ -230,7 +230,7 @@ pub fn main() -> ExitCode {
 
 /// Logs on stdout (JSON by default); access-log lines where `--access-log` says.
 fn init_logging(logging: &Globals) -> anyhow::Result<()> {
-    use crate::telemetry::access::{set_sink, AccessSink};
+    use crate::serve::access::{set_sink, AccessSink};
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&logging.level));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(|| crate::redact::ScrubbedStdout);

@@ -4,12 +4,12 @@ use std::num::NonZeroUsize;
 use std::path::Path;
 use std::process::ExitCode;
 
-use crate::config;
-use crate::server::Server;
+use crate::compile;
+use crate::serve::server::Server;
 
 pub(super) fn run(config_file: &Path, globals: &super::Globals) -> anyhow::Result<ExitCode> {
     super::init_logging(globals)?;
-    let loaded = match config::load(config_file) {
+    let loaded = match compile::load(config_file) {
         Ok(loaded) => loaded,
         Err(errors) => {
             eprintln!("{errors}");
@@ -51,7 +51,7 @@ pub(super) fn serve(
         server.terminated().await;
         tracing::info!("shutting down");
         let drained = server.shutdown().await;
-        crate::telemetry::access::flush(std::time::Duration::from_secs(2));
+        crate::serve::access::flush(std::time::Duration::from_secs(2));
         Ok(if drained { ExitCode::SUCCESS } else { ExitCode::FAILURE })
     })
 }

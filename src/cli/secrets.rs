@@ -72,7 +72,7 @@ pub(super) fn secrets(config: &Path, actor: &str, command: SecretsCommand) -> an
             println!("re-sealed {count} secret(s) under the new key; configure it as secrets.master_key now");
         }
         SecretsCommand::Reset { yes } => {
-            let (location, _) = crate::config::compile::secret_store(config).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let (location, _) = crate::compile::secret_store(config).map_err(|e| anyhow::anyhow!("{e}"))?;
             anyhow::ensure!(yes, "this deletes every secret of {location:?}: add --yes to confirm");
             let deleted = location.open()?.reset_secrets(actor)?;
             println!(
@@ -85,7 +85,7 @@ pub(super) fn secrets(config: &Path, actor: &str, command: SecretsCommand) -> an
 
 /// The configuration's secret store, and its master key, checked against the store.
 fn open(config: &Path) -> anyhow::Result<(Arc<dyn IdentityStore>, MasterKey)> {
-    let (location, key_text) = crate::config::compile::secret_store(config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (location, key_text) = crate::compile::secret_store(config).map_err(|e| anyhow::anyhow!("{e}"))?;
     let store = location.open()?;
     let key = MasterKey::parse(&key_text)?;
     verify_key(&*store, &key)?;

@@ -5,11 +5,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use crate::config;
-use crate::fixture::mint::Minter;
-use crate::fixture::report::{self, FileResults};
-use crate::fixture::run::{self as cases, CaseResult};
-use crate::fixture::Fixture;
+use crate::compile;
+use crate::tools::fixture::mint::Minter;
+use crate::tools::fixture::report::{self, FileResults};
+use crate::tools::fixture::run::{self as cases, CaseResult};
+use crate::tools::fixture::Fixture;
 
 /// How the results are written.
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -70,7 +70,7 @@ pub(super) fn test(config_file: &Path, fixtures: &[PathBuf], format: Format) -> 
 /// Compiles the configuration afresh for one fixture file and runs its cases.
 async fn run_file(config_file: &Path, fixture: Fixture, now: u64) -> Result<FileResults, Vec<String>> {
     let minter = Minter::new(&fixture)?;
-    let loaded = config::load(config_file).map_err(|errors| vec![errors.to_string()])?;
+    let loaded = compile::load(config_file).map_err(|errors| vec![errors.to_string()])?;
     let runtime = Arc::new(loaded.runtime);
     cases::override_keys(&runtime, &fixture, &minter)?;
     start_remote_keys(&runtime).await;

@@ -11,11 +11,11 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use http::{Method, Request, Uri};
 
-use crate::config;
-use crate::conn::ConnInfo;
-use crate::dryrun;
+use crate::compile;
 use crate::redact;
+use crate::request::conn::ConnInfo;
 use crate::tls::ClientCertInfo;
+use crate::tools::dryrun;
 
 /// What `trace` is asked to simulate.
 pub(super) struct TraceRequest {
@@ -29,7 +29,7 @@ pub(super) struct TraceRequest {
 }
 
 pub(super) fn trace(req: &TraceRequest) -> anyhow::Result<ExitCode> {
-    let loaded = match config::load(&req.config) {
+    let loaded = match compile::load(&req.config) {
         Ok(loaded) => loaded,
         Err(errors) => {
             eprintln!("{errors}");

@@ -269,9 +269,9 @@ mod tests {
 
     use super::*;
     use crate::config::context::CompileContext;
-    use crate::conn::ConnInfo;
+    use crate::policy::context::Params;
     use crate::policy::ip_filter::{IpFilter, IpFilterConfig, Refusal};
-    use crate::route::pattern::Params;
+    use crate::request::conn::ConnInfo;
 
     fn office_only(mode: PolicyMode) -> Arc<NamedPolicy> {
         named_office_only("office", mode)

@@ -6,8 +6,10 @@ use std::sync::Arc;
 use http::{HeaderValue, Method};
 use serde_json::Value;
 
-use crate::conn::ConnInfo;
-use crate::route::pattern::Params;
+use crate::request::conn::ConnInfo;
+
+/// Values captured by a route's `{param}` segments, in template order.
+pub type Params = Vec<(Arc<str>, String)>;
 
 /// Verified token claims.
 pub type Claims = serde_json::Map<String, serde_json::Value>;

@@ -593,8 +593,8 @@ mod tests {
     use http::Request;
 
     use super::*;
-    use crate::conn::ConnInfo;
-    use crate::route::pattern::Params;
+    use crate::policy::context::Params;
+    use crate::request::conn::ConnInfo;
 
     fn policy(yaml: &str) -> Result<RateLimit, String> {
         let cfg: RateLimitConfig = serde_saphyr::from_str(yaml).unwrap();

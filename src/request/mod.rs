@@ -2,6 +2,7 @@
 //! normalization, removal of hop-by-hop and spoofable headers, client address resolution.
 
 pub mod client_ip;
+pub mod conn;
 pub mod framing;
 pub mod headers;
 pub mod normalize;

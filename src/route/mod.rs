@@ -12,7 +12,8 @@ use std::sync::Arc;
 use http::{HeaderName, Method};
 use serde::Deserialize;
 
-use self::pattern::{HostPattern, Params, PathMatch};
+use self::pattern::{HostPattern, PathMatch};
+use crate::policy::context::Params;
 use crate::policy::Chain;
 use crate::proxy::Backend;
 use crate::telemetry::metrics::RouteMetrics;

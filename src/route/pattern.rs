@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use crate::policy::context::Params;
+
 /// A compiled host pattern: exact, or `*.domain` for any subdomain.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HostPattern {
@@ -148,9 +150,6 @@ impl PathMatch {
         }
     }
 }
-
-/// Values captured by `{param}` segments, in template order.
-pub type Params = Vec<(Arc<str>, String)>;
 
 #[cfg(test)]
 mod tests {

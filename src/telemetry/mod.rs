@@ -1,6 +1,6 @@
-//! What the gateway tells operators: Prometheus metrics and the access log.
+//! What the gateway tells operators: Prometheus metrics (the access log is written where
+//! requests are served, in `crate::serve::access`).
 
-pub mod access;
 pub mod metrics;
 
 pub use metrics::metrics;

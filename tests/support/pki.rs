@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use portcullis::pki::{Ca, LeafKind};
+use portcullis::tools::pki::{Ca, LeafKind};
 use tempfile::TempDir;
 
 pub struct Pki {

@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::body::{self, Body};
-use crate::gateway::Gateway;
+use crate::serve::gateway::Gateway;
 
 /// Serves the admin endpoints on `tcp` until `stopped` turns true.
 pub async fn serve(

@@ -16,20 +16,20 @@ use hyper::body::Incoming;
 
 use crate::body::{self, Body, BodyFault, BodyStats, LimitedBody};
 use crate::clock::unix_now;
-use crate::conn::ConnInfo;
+use crate::policy::context::Params;
 use crate::policy::{Answer, Claims, PolicyDecision, RequestContext};
 use crate::problem::Problem;
 use crate::proxy::{ForwardError, Outbound};
 use crate::request::client_ip::ForwardedHeader;
+use crate::request::conn::ConnInfo;
 use crate::request::framing::{self, FramingError};
 use crate::request::headers::{
     strip_hop_by_hop, strip_overrides, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID,
 };
 use crate::request::{client_ip, normalize};
-use crate::route::pattern::Params;
 use crate::route::{PathParameters, Route};
 use crate::runtime::{Limits, Runtime};
-use crate::telemetry::access::{self, AccessRecord, LoggedBody};
+use crate::serve::access::{self, AccessRecord, LoggedBody};
 use crate::telemetry::metrics::{count_error, method_class, metrics, Fault};
 
 /// A request after DESIGN §3 steps 2–4: cleaned of spoofable headers, normalized, routed.
@@ -452,12 +452,12 @@ mod tests {
     use std::net::SocketAddr;
 
     use super::*;
-    use crate::config::compile::load_text;
+    use crate::compile::load_text;
 
     /// A runtime with two TLS listeners, the token issuer on `public`, and two routes.
     fn runtime() -> (Runtime, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
-        crate::pki::ensure_dev_material(dir.path(), false).unwrap();
+        crate::tools::pki::ensure_dev_material(dir.path(), false).unwrap();
         let tls = "tls: { certificates: [{ cert: server.pem, key: server-key.pem }] }";
         let yaml = format!(
             r#"version: 1

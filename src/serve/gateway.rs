@@ -32,7 +32,7 @@ pub enum ReloadError {
     /// Building the configuration panicked (a bug: please report it).
     #[error("the configuration build panicked: {0}")]
     Panicked(String),
-    /// No server runs (a `Gateway` outside [`crate::server::Server`]).
+    /// No server runs (a `Gateway` outside [`crate::serve::server::Server`]).
     #[error("no server is running")]
     NotRunning,
     /// The server is shutting down.

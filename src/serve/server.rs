@@ -12,12 +12,12 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::config;
-use crate::gateway::{Gateway, ReloadError, ReloadRequest};
+use super::{admin, listener};
+use crate::compile;
 use crate::runtime::Runtime;
+use crate::serve::gateway::{Gateway, ReloadError, ReloadRequest};
 use crate::telemetry::metrics;
 use crate::telemetry::metrics::ExpirySeries;
-use crate::{admin, listener};
 
 /// One accept loop.
 struct Loop {
@@ -190,7 +190,7 @@ impl Inner {
         let source = self.gateway.runtime().source.clone();
         // Reading files, certificates and the identity store blocks; requests keep flowing.
         let file = source.clone();
-        let loaded = tokio::task::spawn_blocking(move || config::load(&file))
+        let loaded = tokio::task::spawn_blocking(move || compile::load(&file))
             .await
             .map_err(|e| ReloadError::Panicked(e.to_string()))??;
         for warning in &loaded.warnings {

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use serde_saphyr::Spanned;
 
+use crate::compile::raw::{self, ClientAuthMode, Located, TlsVersion};
 use crate::config::context::CompileContext;
-use crate::config::raw::{self, ClientAuthMode, Located, TlsVersion};
 use crate::config::values::ValueRef;
 use crate::runtime::{Limits, ListenerKind, ListenerSpec};
 use crate::tls::{self, ClientAuth};

@@ -12,7 +12,7 @@ use serde_saphyr::Location;
 use crate::config::context::CompileContext;
 use http::HeaderName;
 
-use crate::config::raw::{ClientAuthMode, RawConfig};
+use crate::compile::raw::{ClientAuthMode, RawConfig};
 use crate::policy::rate_limit::KeyList;
 use crate::policy::{NamedPolicy, Policy, PolicyMode};
 use crate::request::headers::GatewayHeaders;
@@ -150,13 +150,13 @@ fn plain_backends(raw: &RawConfig, cx: &mut CompileContext) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::load_text;
+    use crate::compile::load_text;
 
     /// The warnings of a file with one TLS listener (`client_auth` as given) and `rest`, as
     /// `line: path: message`; the file must load.
     fn warnings(client_auth: &str, rest: &str) -> Vec<String> {
         let dir = tempfile::tempdir().unwrap();
-        crate::pki::ensure_dev_material(&dir.path().join("certs"), false).unwrap();
+        crate::tools::pki::ensure_dev_material(&dir.path().join("certs"), false).unwrap();
         let yaml = format!(
             "version: 1\nlisteners:\n  - name: public\n    bind: 127.0.0.1:0\n    tls:\n      certificates: [{{ cert: certs/server.pem, key: certs/server-key.pem }}]\n{client_auth}backends:\n  app: {{ urls: [\"http://127.0.0.1:7071\"] }}\n{rest}"
         );
@@ -239,8 +239,8 @@ mod tests {
     #[test]
     fn a_certificate_that_expires_soon() {
         let dir = tempfile::tempdir().unwrap();
-        let ca = crate::pki::Ca::new("soon CA").unwrap();
-        let leaf = ca.issue(&crate::pki::LeafKind::Server(&["localhost"]), 10).unwrap();
+        let ca = crate::tools::pki::Ca::new("soon CA").unwrap();
+        let leaf = ca.issue(&crate::tools::pki::LeafKind::Server(&["localhost"]), 10).unwrap();
         std::fs::write(dir.path().join("soon.pem"), &leaf.cert_pem).unwrap();
         std::fs::write(dir.path().join("soon-key.pem"), &leaf.key_pem).unwrap();
         let yaml = "version: 1\nlisteners:\n  - name: public\n    bind: 127.0.0.1:0\n    tls:\n      certificates: [{ cert: soon.pem, key: soon-key.pem }]\n";

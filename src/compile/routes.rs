@@ -8,8 +8,8 @@ use http::{HeaderName, Method};
 use serde_saphyr::{Location, Spanned};
 
 use super::sorted_keys;
+use crate::compile::raw::{self, Located};
 use crate::config::context::CompileContext;
-use crate::config::raw::{self, Located};
 use crate::policy::{Chain, NamedPolicy, Policy};
 use crate::proxy::Backend;
 use crate::request::headers::METHOD_OVERRIDES;

@@ -11,8 +11,8 @@ use ipnet::IpNet;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-pub use super::values::Located;
-use super::values::{ByteSize, ConfigDuration, ValueRef};
+pub use crate::config::values::Located;
+use crate::config::values::{ByteSize, ConfigDuration, ValueRef};
 pub use crate::identity::IdentityConfig;
 pub use crate::policy::authorize::AuthorizeConfig;
 pub use crate::policy::chain::PolicyMode;

@@ -8,8 +8,8 @@ use std::time::Duration;
 use serde_saphyr::{Location, Spanned};
 
 use super::listeners::cert_and_key;
+use crate::compile::raw;
 use crate::config::context::CompileContext;
-use crate::config::raw;
 use crate::proxy::{Backend, HealthCheck, PoolSettings, Upstream};
 use crate::tls;
 

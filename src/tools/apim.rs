@@ -127,7 +127,7 @@ pub fn import(xml: &str, source: &str) -> Result<Imported, ImportError> {
 /// # Errors
 /// What the loader says, one line per error.
 pub fn read_back(yaml: &str) -> Result<(), String> {
-    crate::config::compile::parse_text(Path::new("imported.yaml"), yaml).map(drop).map_err(|errors| errors.to_string())
+    crate::compile::parse_text(Path::new("imported.yaml"), yaml).map(drop).map_err(|errors| errors.to_string())
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

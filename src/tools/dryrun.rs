@@ -9,11 +9,11 @@ use http::request::Parts;
 use http::{Method, Response, StatusCode};
 
 use crate::body;
-use crate::conn::ConnInfo;
-use crate::pipeline::{self, forwarded_headers};
 use crate::policy::{Answer, Denial, Outcome, PolicyDecision, RequestContext};
 use crate::redact;
+use crate::request::conn::ConnInfo;
 use crate::runtime::Runtime;
+use crate::serve::pipeline::{self, forwarded_headers};
 
 /// How the request ended.
 #[derive(Debug)]

@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
+use crate::compile::raw::{Located, RawConfig};
 use crate::config::context::CompileContext;
-use crate::config::raw::{Located, RawConfig};
 use crate::config::values::ValueRef;
 use crate::identity::{IdentityStore, StoreLocation};
 use crate::secrets::{MasterKey, Vault};

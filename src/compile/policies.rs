@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use serde_saphyr::Spanned;
 
+use crate::compile::raw;
 use crate::config::context::{CompileContext, Invalid};
-use crate::config::raw;
 use crate::policy::{Authorize, ClientCert, Cors, HeaderRules, IpFilter, Jwt, NamedPolicy, Policy, RateLimit};
 
 pub(super) fn compile(

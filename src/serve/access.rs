@@ -561,8 +561,8 @@ mod tests {
     #[test]
     fn the_client_certificate_subject_is_logged_as_rfc4514_escapes_it() {
         use rustls_pki_types::pem::PemObject as _;
-        let ca = crate::pki::Ca::new("log CA").unwrap();
-        let kind = crate::pki::LeafKind::Client { common_name: "svc, O=Contoso\n", organization: "Fabrikam" };
+        let ca = crate::tools::pki::Ca::new("log CA").unwrap();
+        let kind = crate::tools::pki::LeafKind::Client { common_name: "svc, O=Contoso\n", organization: "Fabrikam" };
         let pem = ca.issue(&kind, 1).unwrap().cert_pem;
         let der = rustls_pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
         let mut r = record();

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use serde_saphyr::Spanned;
 
+use crate::compile::raw::{self, IdentityConfig, Located};
 use crate::config::context::CompileContext;
-use crate::config::raw::{self, IdentityConfig, Located};
 use crate::identity::{self, Issuer, IssuerSettings, StoreLocation};
 use crate::policy::{Chain, NamedPolicy, Policy};
 use crate::proxy::Backend;

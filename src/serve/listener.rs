@@ -16,10 +16,10 @@ use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 use crate::body::{self, Body};
-use crate::conn::ConnInfo;
-use crate::gateway::Gateway;
 use crate::problem::Problem;
+use crate::request::conn::ConnInfo;
 use crate::runtime::{Limits, ListenerKind};
+use crate::serve::gateway::Gateway;
 use crate::telemetry::metrics::{handshake_reason, metrics};
 use crate::tls::ClientCertInfo;
 
@@ -216,7 +216,7 @@ async fn serve_tls(
     let svc = service_fn(move |req: Request<Incoming>| {
         let runtime = gateway.runtime();
         let conn = conn.clone();
-        async move { Ok::<_, Infallible>(crate::pipeline::handle(&runtime, req, &conn, limits).await) }
+        async move { Ok::<_, Infallible>(crate::serve::pipeline::handle(&runtime, req, &conn, limits).await) }
     });
     // The protocol is the one ALPN chose; without ALPN it is HTTP/1.1.
     let io = TokioIo::new(tls);

@@ -1,6 +1,10 @@
-//! Turns a configuration file into a ready [`Runtime`], collecting every error (with its
-//! `file:line:column` and a hint) rather than stopping at the first. One file per YAML
-//! section; each compiles its part through the shared [`CompileContext`].
+//! Turns a configuration file — the YAML contract of [`raw`] — into a ready [`Runtime`],
+//! collecting every error (with its `file:line:column` and a hint) rather than stopping at
+//! the first. One file per YAML section; each compiles its part through the shared
+//! [`CompileContext`]. Loading builds everything (certificates, keys, routes, backends)
+//! without binding a port, so `check` and a reload see exactly what `run` would.
+
+pub mod raw;
 
 mod backends;
 mod identity;
@@ -14,13 +18,13 @@ use std::path::Path;
 
 use serde_saphyr::Location;
 
-use super::context::CompileContext;
-use super::error::{ConfigError, ConfigErrors};
-use super::raw::RawConfig;
+use crate::config::context::CompileContext;
+use crate::config::error::{ConfigError, ConfigErrors};
 use crate::identity::StoreLocation;
 use crate::request::client_ip::IpSet;
 use crate::request::headers::GatewayHeaders;
 use crate::runtime::{Runtime, DEFAULT_DRAIN_TIMEOUT};
+use raw::RawConfig;
 
 /// A compiled configuration and what `check` should warn about.
 pub struct Loaded {

@@ -1,0 +1,10 @@
+//! Serving: the listeners accept connections, [`pipeline`] decides and forwards each
+//! request, [`access`] writes its log line; [`gateway`] holds the live runtime and reloads it,
+//! [`admin`] answers health and metrics, [`server`] starts and drains them all.
+
+pub mod access;
+pub mod admin;
+pub mod gateway;
+pub mod listener;
+pub mod pipeline;
+pub mod server;
