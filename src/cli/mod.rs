@@ -1,4 +1,4 @@
-//! The command line (DESIGN §1): one file per command.
+//! The command line (README: Commands): one file per command.
 
 mod bench;
 mod certs;

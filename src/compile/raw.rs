@@ -1,4 +1,4 @@
-//! The YAML contract operators write (DESIGN §2), as serde types. Every struct denies unknown
+//! The YAML contract operators write (README: A policy file, in short), as serde types. Every struct denies unknown
 //! keys; names that other parts refer to, and file paths, keep their location so that a
 //! dangling reference or an unreadable file is reported at its `file:line:column`.
 
@@ -48,7 +48,7 @@ pub struct RawConfig {
     pub drain_timeout: Option<ConfigDuration>,
     /// Reload when the configuration or a file it names changes (default true).
     pub watch_files: Option<bool>,
-    /// The optional token issuer (DESIGN §6).
+    /// The optional token issuer (README: Token issuer).
     pub identity: Option<Spanned<IdentityConfig>>,
     /// The optional encrypted secret store behind `${secret:NAME}`.
     pub secrets: Option<Spanned<SecretsConfig>>,

@@ -1,4 +1,4 @@
-//! Forwarding to backends (DESIGN §3 step 6): pooled HTTP/1.1 and h2 connections (h2 via
+//! Forwarding to backends (README: Architecture, a request's journey, step 4): pooled HTTP/1.1 and h2 connections (h2 via
 //! ALPN on `https://` urls), round robin over healthy urls, passive and active health,
 //! retries for idempotent requests without a body, timeouts, streamed bodies both ways.
 

@@ -1,4 +1,4 @@
-//! The client address (DESIGN §3 step 3): the TCP peer, or, when the peer is a trusted
+//! The client address (README: Architecture, a request's journey): the TCP peer, or, when the peer is a trusted
 //! proxy, the right-most entry of the forwarding chain that is not itself a trusted proxy.
 //!
 //! The chain is read from one header, `forwarded_header` (default `X-Forwarded-For`; or the

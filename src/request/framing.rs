@@ -1,4 +1,4 @@
-//! Framing and field checks that run before anything reads the request (DESIGN §3 step 2).
+//! Framing and field checks that run before anything reads the request (README: Request framing).
 //!
 //! A proxy and its backend must read a request the same way: when a field that may occur
 //! once occurs twice, the gateway might check one value while the backend acts on the other.

@@ -1,4 +1,4 @@
-//! Header hygiene at the trust boundary (DESIGN §3 step 3).
+//! Header hygiene at the trust boundary (README: Architecture, a request's journey).
 //!
 //! Hop-by-hop headers (RFC 9110 §7.6.1) and every header named in `Connection` apply to one
 //! connection only and are never forwarded. Headers the gateway sets itself are removed from

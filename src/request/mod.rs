@@ -1,4 +1,4 @@
-//! What the gateway does to every request before routing (DESIGN §3, steps 2–3): path
+//! What the gateway does to every request before routing (README: Architecture, a request's journey, step 2): path
 //! normalization, removal of hop-by-hop and spoofable headers, client address resolution.
 
 pub mod client_ip;

@@ -1,4 +1,4 @@
-//! The route table: the first route whose hosts, path and methods match wins (DESIGN §2).
+//! The route table: the first route whose hosts, path and methods match wins (README: A policy file, in short).
 //!
 //! Paths are matched on the normalized path. `path_prefix` matches on segment boundaries
 //! (`/api` matches `/api` and `/api/x`, never `/apix`; `/api/` matches what starts with it);

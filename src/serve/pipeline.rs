@@ -1,4 +1,4 @@
-//! One request, start to end (DESIGN §3 steps 2–6): strip, normalize, route, run the policy
+//! One request, start to end (README: Architecture, a request's journey): strip, normalize, route, run the policy
 //! chain, forward, and apply the response side. Every answer carries `X-Request-Id`.
 
 use std::borrow::Cow;
@@ -32,7 +32,7 @@ use crate::runtime::{Limits, Runtime};
 use crate::serve::access::{self, AccessRecord, LoggedBody};
 use crate::telemetry::metrics::{count_error, method_class, metrics, Fault};
 
-/// A request after DESIGN §3 steps 2–4: cleaned of spoofable headers, normalized, routed.
+/// A request after the journey's step 2 (README: Architecture): cleaned of spoofable headers, normalized, routed.
 pub struct Routed<'rt> {
     /// The request's id: a trusted proxy's, or a new one.
     pub request_id: String,

@@ -1,4 +1,4 @@
-//! `portcullis bench`: a load generator for policy chains (DESIGN §8). Weighted request kinds
+//! `portcullis bench`: a load generator for policy chains (README: `portcullis bench`). Weighted request kinds
 //! over keep-alive or per-request TLS connections, HTTP/1.1 or h2, tokens minted from keys,
 //! HDR latency histograms per kind, a progress line, and thresholds that decide the exit code.
 

@@ -1,4 +1,4 @@
-//! The `portcullis bench` scenario file (DESIGN §8): weighted request kinds with expected
+//! The `portcullis bench` scenario file (README: `portcullis bench`): weighted request kinds with expected
 //! statuses, tokens minted from keys, TLS settings, run length and thresholds.
 
 // Each field is the scenario key of the same name; the README's `bench` section documents them.
