@@ -124,3 +124,20 @@ pub struct Limits {
     /// Concurrent streams per h2 connection (default 100).
     pub max_concurrent_streams: u32,
 }
+
+impl Default for Limits {
+    /// The defaults of a listener's `limits:` section.
+    fn default() -> Self {
+        Self {
+            max_header_bytes: 16 << 10,
+            max_headers: 100,
+            max_body_bytes: 10 << 20,
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 10_000,
+            max_connections_per_ip: 512,
+            max_concurrent_streams: 100,
+        }
+    }
+}

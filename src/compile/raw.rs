@@ -128,16 +128,17 @@ pub struct LimitsConfig {
 
 impl Default for LimitsConfig {
     fn default() -> Self {
+        let d = crate::runtime::Limits::default();
         Self {
-            max_header_bytes: ByteSize(16 << 10),
-            max_headers: 100,
-            max_body_bytes: ByteSize(10 << 20),
-            header_read_timeout: ConfigDuration(std::time::Duration::from_secs(10)),
-            body_read_timeout: ConfigDuration(std::time::Duration::from_secs(30)),
-            idle_timeout: ConfigDuration(std::time::Duration::from_secs(60)),
-            max_connections: 10_000,
-            max_connections_per_ip: 512,
-            max_concurrent_streams: 100,
+            max_header_bytes: ByteSize(d.max_header_bytes as u64),
+            max_headers: d.max_headers,
+            max_body_bytes: ByteSize(d.max_body_bytes),
+            header_read_timeout: ConfigDuration(d.header_read_timeout),
+            body_read_timeout: ConfigDuration(d.body_read_timeout),
+            idle_timeout: ConfigDuration(d.idle_timeout),
+            max_connections: d.max_connections,
+            max_connections_per_ip: d.max_connections_per_ip,
+            max_concurrent_streams: d.max_concurrent_streams,
         }
     }
 }

@@ -20,13 +20,14 @@ use crate::policy::context::Params;
 use crate::policy::{Answer, Claims, PolicyDecision, RequestContext};
 use crate::problem::Problem;
 use crate::proxy::{ForwardError, Outbound};
-use crate::request::client_ip::ForwardedHeader;
+use crate::request::client_ip;
+use crate::request::client_ip::{ForwardedHeader, UnreadableEntry};
 use crate::request::conn::ConnInfo;
 use crate::request::framing::{self, FramingError};
 use crate::request::headers::{
     strip_hop_by_hop, strip_overrides, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID,
 };
-use crate::request::{client_ip, normalize};
+use crate::request::normalize::{self, PathError};
 use crate::route::{PathParameters, Route};
 use crate::runtime::{Limits, Runtime};
 use crate::serve::access::{self, AccessRecord, LoggedBody};
@@ -63,45 +64,119 @@ impl Routed<'_> {
     pub fn query(&self) -> Option<&str> {
         self.uri.query()
     }
+
+    /// What the route's policies see of this request, under `request_id` at `now`.
+    pub fn context<'a>(&'a self, request_id: &'a str, conn: &'a ConnInfo, now: u64) -> RequestContext<'a> {
+        let mut cx =
+            RequestContext::new(request_id, self.client_ip, conn, &self.route.name, self.path(), &self.params, now);
+        cx.method_override = self.method_override.clone();
+        cx
+    }
 }
 
-/// A request refused before routing or without a route: always the client's fault.
-pub struct Refused {
+/// A request the gateway refused before its policies ran: always the client's fault.
+pub struct Refused<'rt> {
     /// The request's id, for the answer's `X-Request-Id`.
     pub request_id: String,
-    /// The reason for metrics and logs (a fixed vocabulary).
-    pub kind: &'static str,
-    /// What the client is told.
-    pub problem: Problem,
-    /// Close the connection after the answer: what follows may be framed in a way the
-    /// gateway refused to read.
-    pub close: bool,
+    /// Why.
+    pub refusal: Refusal,
+    /// The client address: the one a trusted proxy vouches for once it was read, else the peer.
+    pub client_ip: IpAddr,
+    /// The route, when the refusal came after routing.
+    pub route: Option<&'rt Route>,
 }
 
-/// Steps 2–4: checks framing, singleton fields and the method, strips hop-by-hop and
-/// gateway headers, resolves the client address, normalizes the path, finds the route and
-/// applies its path-parameter and method-override rules.
+/// Why a request was refused before its policies ran. Its label (for metrics, logs and
+/// `test`) and its problem (for the client) come from one `match` each.
+#[derive(Debug)]
+pub enum Refusal {
+    /// Bad framing or fields (400, 431, 501).
+    Framing(FramingError),
+    /// A method with lower-case letters: servers disagree on whether `delete` is `DELETE`.
+    MethodCase(Method),
+    /// A trusted proxy's forwarding chain reached an entry that is not an address.
+    ForwardedFor(UnreadableEntry),
+    /// A path that cannot be read one way only.
+    Path(PathError),
+    /// No `Host` (or `:authority`), or one that is not a host.
+    MissingHost,
+    /// No route serves this listener, host, path and method.
+    NoRoute,
+    /// Path parameters (`;`) on a route that refuses them.
+    PathParameters,
+    /// A method-override header that does not name one upper-case method the route serves.
+    MethodOverride(HeaderName),
+    /// A declared `Content-Length` above the listener's `max_body_bytes`.
+    BodyTooLarge(u64),
+}
+
+impl Refusal {
+    /// The reason, like `no_route`, for metrics, logs and `test` (a fixed vocabulary).
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Framing(e) => e.label(),
+            Self::MethodCase(_) => "bad_method",
+            Self::ForwardedFor(_) => "bad_forwarded_for",
+            Self::Path(_) => "bad_path",
+            Self::MissingHost => FramingError::MissingHost.label(),
+            Self::NoRoute => "no_route",
+            Self::PathParameters => "path_parameters",
+            Self::MethodOverride(_) => "bad_method_override",
+            Self::BodyTooLarge(_) => "body_too_large",
+        }
+    }
+
+    /// What the client is told.
+    pub fn problem(&self) -> Problem {
+        match self {
+            Self::Framing(e) => e.problem(),
+            Self::MethodCase(method) => Problem::bad_request(format!(
+                "methods are case-sensitive: send {}",
+                method.as_str().to_ascii_uppercase()
+            )),
+            Self::ForwardedFor(e) => Problem::bad_request(e.to_string()),
+            Self::Path(e) => Problem::bad_request(e.to_string()),
+            Self::MissingHost => FramingError::MissingHost.problem(),
+            Self::NoRoute => Problem::not_found(),
+            Self::PathParameters => Problem::bad_request("path parameters (';') are not accepted on this route"),
+            Self::MethodOverride(name) => {
+                Problem::bad_request(format!("{name} must name one upper-case method this route serves"))
+            }
+            Self::BodyTooLarge(max) => Problem::payload_too_large(*max),
+        }
+    }
+
+    /// Whether the connection closes after the answer: what follows a framing error may be
+    /// framed in a way the gateway refused to read.
+    pub fn closes(&self) -> bool {
+        matches!(self, Self::Framing(_))
+    }
+}
+
+/// Steps 2–4, the part of a request's journey that `run`, `trace` and `test` share: checks
+/// framing, singleton fields and the method, strips hop-by-hop and gateway headers,
+/// resolves the client address, normalizes the path, finds the route, applies its
+/// path-parameter and method-override rules, and refuses a declared body larger than the
+/// listener accepts.
 ///
 /// # Errors
-/// The request id and the problem to answer: bad framing or fields (400, 431, 501), a
-/// method with lower-case letters, an unreadable forwarding chain, a bad path or override
-/// (400), or no route (404).
+/// The request id and the [`Refusal`].
 pub fn route<'rt>(
     rt: &'rt Runtime,
     parts: &mut Parts,
     conn: &ConnInfo,
-    max_headers: usize,
-) -> Result<Routed<'rt>, Box<Refused>> {
+    limits: &Limits,
+) -> Result<Routed<'rt>, Box<Refused<'rt>>> {
     let peer = conn.peer.ip().to_canonical();
     let from_trusted = rt.trusted_proxies.contains(peer);
     let request_id = request_id(&parts.headers, from_trusted);
-    let refuse = |request_id, kind, problem| Err(Box::new(Refused { request_id, kind, problem, close: false }));
-    if let Err(e) = framing::check(parts, from_trusted, max_headers) {
-        return Err(Box::new(Refused { request_id, kind: e.label(), problem: e.problem(), close: true }));
+    let refuse =
+        |request_id, refusal, client_ip, route| Err(Box::new(Refused { request_id, refusal, client_ip, route }));
+    if let Err(e) = framing::check(parts, from_trusted, limits.max_headers) {
+        return refuse(request_id, Refusal::Framing(e), peer, None);
     }
     if !framing::method_is_unambiguous(&parts.method) {
-        let detail = format!("methods are case-sensitive: send {}", parts.method.as_str().to_ascii_uppercase());
-        return refuse(request_id, "bad_method", Problem::bad_request(detail));
+        return refuse(request_id, Refusal::MethodCase(parts.method.clone()), peer, None);
     }
     strip_hop_by_hop(&mut parts.headers);
     let chain_header = from_trusted.then(|| rt.forwarded_header.name());
@@ -111,41 +186,44 @@ pub fn route<'rt>(
     }
     let client_ip = match client_ip::resolve(peer, &parts.headers, &rt.trusted_proxies) {
         Ok(ip) => ip,
-        Err(e) => return refuse(request_id, "bad_forwarded_for", Problem::bad_request(e.to_string())),
+        Err(e) => return refuse(request_id, Refusal::ForwardedFor(e), peer, None),
     };
     let uri = parts.uri.clone();
     let normalized = match normalize::normalize_path(uri.path()) {
         Ok(Cow::Borrowed(_)) => None,
         Ok(Cow::Owned(path)) => Some(path),
-        Err(e) => return refuse(request_id, "bad_path", Problem::bad_request(e.to_string())),
+        Err(e) => return refuse(request_id, Refusal::Path(e), client_ip, None),
     };
     let Some(host) = host(parts) else {
-        return refuse(request_id, FramingError::MissingHost.label(), FramingError::MissingHost.problem());
+        return refuse(request_id, Refusal::MissingHost, client_ip, None);
     };
     let path = normalized.as_deref().unwrap_or_else(|| uri.path());
     let Some((route, params)) = rt.routes.find(&conn.listener, &host, path, &parts.method) else {
-        return refuse(request_id, "no_route", Problem::not_found());
+        return refuse(request_id, Refusal::NoRoute, client_ip, None);
     };
     if route.path_parameters == PathParameters::Refuse && normalize::has_path_parameters(uri.path()) {
-        let detail = "path parameters (';') are not accepted on this route";
-        return refuse(request_id, "path_parameters", Problem::bad_request(detail));
+        return refuse(request_id, Refusal::PathParameters, client_ip, Some(route));
     }
     strip_overrides(&mut parts.headers, route.method_override.as_ref());
-    let method_override = match route.method_override.as_ref().map(|name| method_override(&parts.headers, name, route))
-    {
-        None | Some(Ok(None)) => None,
-        Some(Ok(Some(method))) => Some(method),
-        Some(Err(detail)) => return refuse(request_id, "bad_method_override", Problem::bad_request(detail)),
+    let method_override = match &route.method_override {
+        None => None,
+        Some(name) => match method_override(&parts.headers, name, route) {
+            Ok(method) => method,
+            Err(refusal) => return refuse(request_id, refusal, client_ip, Some(route)),
+        },
     };
+    if content_length(&parts.headers).is_some_and(|len| len > limits.max_body_bytes) {
+        return refuse(request_id, Refusal::BodyTooLarge(limits.max_body_bytes), client_ip, Some(route));
+    }
     Ok(Routed { request_id, peer, client_ip, host, uri, normalized, route, params, method_override })
 }
 
 /// The method a route's method-override header names, which the backend will execute: one
 /// field, an upper-case method the route serves.
-fn method_override(headers: &HeaderMap, name: &HeaderName, route: &Route) -> Result<Option<Method>, String> {
+fn method_override(headers: &HeaderMap, name: &HeaderName, route: &Route) -> Result<Option<Method>, Refusal> {
+    let refused = || Refusal::MethodOverride(name.clone());
     let mut values = headers.get_all(name).iter();
     let Some(value) = values.next() else { return Ok(None) };
-    let refused = || format!("{name} must name one upper-case method this route serves");
     if values.next().is_some() {
         return Err(refused());
     }
@@ -162,35 +240,22 @@ pub async fn handle(rt: &Runtime, req: Request<Incoming>, conn: &ConnInfo, limit
     let started = Instant::now();
     let (mut parts, incoming) = req.into_parts();
     let method = parts.method.clone();
-    let mut routed = match route(rt, &mut parts, conn, limits.max_headers) {
+    let mut routed = match route(rt, &mut parts, conn, &limits) {
         Ok(routed) => routed,
         Err(refused) => {
-            count_error("-", Fault::Client, refused.kind);
-            let mut rsp = refused.problem.into_response(&refused.request_id);
-            if refused.close {
+            let Refused { request_id, refusal, client_ip, route } = *refused;
+            count_error(route.map_or("-", |r| &r.name), Fault::Client, refusal.label());
+            let mut rsp = refusal.problem().into_response(&request_id);
+            if refusal.closes() {
                 close_after(&mut rsp, parts.version);
             }
-            let served = Served::refused(refused.request_id, conn, &parts.uri);
+            let served = Served::refused(request_id, route, client_ip, &parts.uri);
             return respond(rsp, served, conn, &method, started);
         }
     };
     let route = routed.route;
     let mut served = Served::routed(std::mem::take(&mut routed.request_id), &routed);
-    if content_length(&parts.headers).is_some_and(|len| len > limits.max_body_bytes) {
-        count_error(&route.name, Fault::Client, "body_too_large");
-        let rsp = Problem::payload_too_large(limits.max_body_bytes).into_response(&served.request_id);
-        return respond(rsp, served, conn, &method, started);
-    }
-    let mut cx = RequestContext::new(
-        &served.request_id,
-        routed.client_ip,
-        conn,
-        &routed.route.name,
-        routed.path(),
-        &routed.params,
-        unix_now(),
-    );
-    cx.method_override = routed.method_override.clone();
+    let mut cx = routed.context(&served.request_id, conn, unix_now());
     let chain = route.chain.on_request(&mut parts, &mut cx).await;
     let mut rsp = match chain.answer {
         Some(Answer::Response(rsp)) => rsp,
@@ -303,13 +368,13 @@ struct Upstream {
 }
 
 impl<'a> Served<'a> {
-    fn refused(request_id: String, conn: &ConnInfo, uri: &'a Uri) -> Self {
+    fn refused(request_id: String, route: Option<&'a Route>, client_ip: IpAddr, uri: &'a Uri) -> Self {
         Self {
             request_id,
-            route: None,
+            route,
             path: uri.path(),
             query: uri.query(),
-            client_ip: conn.peer.ip().to_canonical(),
+            client_ip,
             decisions: Vec::new(),
             subject: None,
             upstream: None,
@@ -502,9 +567,9 @@ routes:
         peer: &str,
         mut parts: Parts,
     ) -> Result<(String, String, IpAddr), &'static str> {
-        route(rt, &mut parts, &conn(listener, peer), 100)
+        route(rt, &mut parts, &conn(listener, peer), &Limits::default())
             .map(|r| (r.route.name.to_string(), r.path().to_owned(), r.client_ip))
-            .map_err(|refused| refused.kind)
+            .map_err(|refused| refused.refusal.label())
     }
 
     #[test]
@@ -546,10 +611,11 @@ routes:
     fn a_repeated_singleton_field_is_refused_and_closes_the_connection() {
         let (rt, _dir) = runtime();
         let mut one = parts("/api/x", &[]);
-        assert!(route(&rt, &mut one, &conn("public", "192.0.2.1"), 100).is_ok());
+        assert!(route(&rt, &mut one, &conn("public", "192.0.2.1"), &Limits::default()).is_ok());
         let mut two = parts("/api/x", &[("host", "evil.example")]);
-        let refused = route(&rt, &mut two, &conn("public", "192.0.2.1"), 100).err().unwrap();
-        assert!(refused.close && refused.problem.status == 400, "{}", refused.kind);
+        let refused = route(&rt, &mut two, &conn("public", "192.0.2.1"), &Limits::default()).err().unwrap();
+        let refusal = &refused.refusal;
+        assert!(refusal.closes() && refusal.problem().status == 400, "{}", refusal.label());
     }
 
     #[test]

@@ -9,20 +9,18 @@ use http::request::Parts;
 use http::{Method, Response, StatusCode};
 
 use crate::body;
-use crate::policy::{Answer, Denial, Outcome, PolicyDecision, RequestContext};
+use crate::policy::{Answer, Denial, Outcome, PolicyDecision};
 use crate::redact;
 use crate::request::conn::ConnInfo;
-use crate::runtime::Runtime;
-use crate::serve::pipeline::{self, forwarded_headers};
+use crate::runtime::{Limits, Runtime};
+use crate::serve::pipeline::{self, forwarded_headers, Refusal, Refused};
 
 /// How the request ended.
 #[derive(Debug)]
 pub enum End {
-    /// Refused before any policy ran (bad framing or path, no route).
-    Refused {
-        /// The reason, like `no_route`.
-        kind: &'static str,
-    },
+    /// Refused before any policy ran (bad framing or path, no route, a declared body too
+    /// large).
+    Refused(Refusal),
     /// A policy answered itself (a CORS preflight).
     Answered,
     /// A policy refused it.
@@ -82,7 +80,7 @@ impl DryRun {
             out += &format!("  {}. {} ({}): {}\n", i + 1, decision.policy, decision.kind, verdict(decision));
         }
         match &dry.end {
-            End::Refused { .. } => {}
+            End::Refused(_) => {}
             End::Answered => out += &format!("final: {} answered by the gateway, not forwarded\n", dry.status.as_u16()),
             End::Denied(denial) => {
                 let kind = dry.problem.as_ref().map_or("", |(kind, _)| kind);
@@ -102,19 +100,20 @@ impl DryRun {
 
 /// Runs the request side and the response side of one request at `now` (Unix seconds).
 pub async fn run(rt: &Runtime, mut parts: Parts, conn: &ConnInfo, now: u64) -> DryRun {
-    let max_headers = rt.listener(&conn.listener).map_or(100, |l| l.limits.max_headers);
-    let routed = match pipeline::route(rt, &mut parts, conn, max_headers) {
+    let limits = rt.listener(&conn.listener).map_or_else(Limits::default, |l| l.limits);
+    let routed = match pipeline::route(rt, &mut parts, conn, &limits) {
         Ok(routed) => routed,
         Err(refused) => {
-            let problem = refused.problem;
+            let Refused { request_id, refusal, .. } = *refused;
+            let problem = refusal.problem();
             let status = problem.status;
             let detail = (problem.kind, problem.detail.to_string());
-            let rsp = problem.into_response(&refused.request_id);
+            let rsp = problem.into_response(&request_id);
             return DryRun {
                 route: None,
                 path: None,
                 decisions: Vec::new(),
-                end: End::Refused { kind: refused.kind },
+                end: End::Refused(refusal),
                 status,
                 problem: Some(detail),
                 response_headers: rsp.headers().clone(),
@@ -122,16 +121,7 @@ pub async fn run(rt: &Runtime, mut parts: Parts, conn: &ConnInfo, now: u64) -> D
         }
     };
     let route = routed.route;
-    let mut cx = RequestContext::new(
-        &routed.request_id,
-        routed.client_ip,
-        conn,
-        &route.name,
-        routed.path(),
-        &routed.params,
-        now,
-    );
-    cx.method_override = routed.method_override.clone();
+    let mut cx = routed.context(&routed.request_id, conn, now);
     let outcome = route.chain.on_request(&mut parts, &mut cx).await;
     let mut problem = None;
     let (end, mut rsp) = match outcome.answer {
