@@ -47,108 +47,89 @@ pub struct Metrics {
 const LATENCY_BUCKETS: [f64; 14] =
     [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
-fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-    registry.register(Box::new(c.clone())).expect("registered once");
-    c
-}
+/// Creates metrics and registers each once.
+struct Register(Registry);
 
-fn histogram(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
-    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()), labels)
-        .expect("valid metric");
-    registry.register(Box::new(h.clone())).expect("registered once");
-    h
+impl Register {
+    fn add<M: prometheus::core::Collector + Clone + 'static>(&self, metric: Result<M, prometheus::Error>) -> M {
+        let metric = metric.expect("valid metric");
+        self.0.register(Box::new(metric.clone())).expect("registered once");
+        metric
+    }
+
+    fn counter(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+        self.add(IntCounterVec::new(Opts::new(name, help), labels))
+    }
+
+    fn histogram(&self, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
+        self.add(HistogramVec::new(HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()), labels))
+    }
 }
 
 impl Metrics {
     fn new() -> Self {
-        let registry = Registry::new();
-        let active_connections =
-            IntGaugeVec::new(Opts::new("portcullis_active_connections", "Open client connections"), &["listener"])
-                .expect("valid");
-        registry.register(Box::new(active_connections.clone())).expect("registered once");
-        let certificate_expiry = GaugeVec::new(
-            Opts::new(
-                "portcullis_certificate_expiry_seconds",
-                "Seconds until a certificate in use expires, while a configuration that uses it is in use",
-            ),
-            &["certificate", "usage", "serial"],
-        )
-        .expect("valid");
-        registry.register(Box::new(certificate_expiry.clone())).expect("registered once");
-        let access_log_dropped = prometheus::IntCounter::new(
-            "portcullis_access_log_dropped_total",
-            "Access-log lines dropped: the writer fell behind or could not write",
-        )
-        .expect("valid");
-        registry.register(Box::new(access_log_dropped.clone())).expect("registered once");
+        let r = Register(Registry::new());
         Self {
-            access_log_dropped,
-            requests: counter(
-                &registry,
-                "portcullis_requests_total",
-                "Requests answered",
-                &["route", "method", "status"],
-            ),
-            request_duration: histogram(
-                &registry,
+            access_log_dropped: r.add(prometheus::IntCounter::new(
+                "portcullis_access_log_dropped_total",
+                "Access-log lines dropped: the writer fell behind or could not write",
+            )),
+            requests: r.counter("portcullis_requests_total", "Requests answered", &["route", "method", "status"]),
+            request_duration: r.histogram(
                 "portcullis_request_duration_seconds",
                 "Time to the response head",
                 &["route"],
             ),
-            policy_decisions: counter(
-                &registry,
+            policy_decisions: r.counter(
                 "portcullis_policy_decisions_total",
                 "Policy decisions",
                 &["policy", "outcome"],
             ),
-            rate_limit_store_errors: counter(
-                &registry,
+            rate_limit_store_errors: r.counter(
                 "portcullis_rate_limit_store_errors_total",
                 "Rate-limit decisions the shared store could not make; on_store_error decided them",
                 &["policy"],
             ),
-            upstream_duration: histogram(
-                &registry,
+            upstream_duration: r.histogram(
                 "portcullis_upstream_duration_seconds",
                 "Backend time to the response head",
                 &["backend"],
             ),
-            upstream_errors: counter(
-                &registry,
-                "portcullis_upstream_errors_total",
-                "Backend failures",
-                &["backend", "kind"],
-            ),
-            errors: counter(
-                &registry,
+            upstream_errors: r.counter("portcullis_upstream_errors_total", "Backend failures", &["backend", "kind"]),
+            errors: r.counter(
                 "portcullis_errors_total",
                 "Error answers, by whose fault they were (client, policy, gateway, backend)",
                 &["route", "fault", "kind"],
             ),
-            connections_refused: counter(
-                &registry,
+            connections_refused: r.counter(
                 "portcullis_connections_refused_total",
                 "Connections closed before their TLS handshake",
                 &["listener", "reason"],
             ),
-            active_connections,
-            tls_handshake_failures: counter(
-                &registry,
+            active_connections: r.add(IntGaugeVec::new(
+                Opts::new("portcullis_active_connections", "Open client connections"),
+                &["listener"],
+            )),
+            tls_handshake_failures: r.counter(
                 "portcullis_tls_handshake_failures_total",
                 "Failed TLS handshakes",
                 &["listener", "reason"],
             ),
-            jwks_fetches: counter(&registry, "portcullis_jwks_fetches_total", "JWKS fetches", &["policy", "result"]),
-            token_requests: counter(
-                &registry,
+            jwks_fetches: r.counter("portcullis_jwks_fetches_total", "JWKS fetches", &["policy", "result"]),
+            token_requests: r.counter(
                 "portcullis_token_requests_total",
                 "Token endpoint requests, by result and by which secret got the token",
                 &["result", "secret"],
             ),
-            config_reloads: counter(&registry, "portcullis_config_reloads_total", "Configuration reloads", &["result"]),
-            certificate_expiry,
-            registry,
+            config_reloads: r.counter("portcullis_config_reloads_total", "Configuration reloads", &["result"]),
+            certificate_expiry: r.add(GaugeVec::new(
+                Opts::new(
+                    "portcullis_certificate_expiry_seconds",
+                    "Seconds until a certificate in use expires, while a configuration that uses it is in use",
+                ),
+                &["certificate", "usage", "serial"],
+            )),
+            registry: r.0,
         }
     }
 

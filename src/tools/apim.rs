@@ -720,6 +720,34 @@ impl Importer<'_, '_> {
 
     fn rate_limit(&mut self, el: Node<'_, '_>, quota: bool) {
         let i = self.start(if quota { "quota" } else { "rate-limit" }, true);
+        self.rate_limit_attributes(el, quota);
+        let key = self.rate_limit_key(el);
+        let calls: Option<u32> = el.attribute("calls").and_then(|c| c.trim().parse().ok()).filter(|c| *c > 0);
+        let period: Option<u64> = el.attribute("renewal-period").and_then(|p| p.trim().parse().ok()).filter(|p| *p > 0);
+        let mut limit = out::RateLimit { key, rate: None, burst: None, quota: None };
+        match (calls, period, quota) {
+            (Some(calls), Some(period), false) => self.sliding_window(el, calls, period, &mut limit),
+            (Some(calls), Some(period), true) => match period {
+                3600 => limit.quota = Some(format!("{calls}/hour")),
+                86_400 => limit.quota = Some(format!("{calls}/day")),
+                p if (2_419_200..=2_678_400).contains(&p) => limit.quota = Some(format!("{calls}/month")),
+                other => {
+                    self.leave(el, &format!("renewal-period=\"{other}\""), "quotas renew per UTC hour, day or month")
+                }
+            },
+            _ => self.leave(el, "calls / renewal-period", "give both as whole numbers above zero"),
+        }
+        if limit.rate.is_none() && limit.quota.is_none() {
+            // What APIM allowed is unknown: one request an hour until the operator says.
+            self.note_here(el, "a placeholder budget of one call an hour: write the real one");
+            limit.rate = Some("1/h".into());
+            limit.burst = Some(1);
+        }
+        self.policies[i].policy = Some(Policy::rate_limit(limit));
+    }
+
+    /// Flags the attributes of `<rate-limit>` / `<quota>` that portcullis does not read.
+    fn rate_limit_attributes(&mut self, el: Node<'_, '_>, quota: bool) {
         let known: &[&str] = if quota {
             &[
                 "calls",
@@ -764,7 +792,11 @@ impl Importer<'_, '_> {
         {
             self.note(el, "the *-header-name attributes: portcullis sends Retry-After and the IETF RateLimit / RateLimit-Policy fields");
         }
-        let key = match el.attribute("counter-key").map(counter_key) {
+    }
+
+    /// The key a `counter-key` translates to; the client address when it does not.
+    fn rate_limit_key(&mut self, el: Node<'_, '_>) -> String {
+        match el.attribute("counter-key").map(counter_key) {
             Some(CounterKey::Key(key)) => key,
             Some(CounterKey::Subscription) => {
                 let expr = el.attribute("counter-key").unwrap_or_default();
@@ -785,59 +817,41 @@ impl Importer<'_, '_> {
                 "client_ip".to_owned()
             }
             None => "client_ip".to_owned(),
+        }
+    }
+
+    /// `calls` per `period` seconds as a token bucket that never admits more than APIM's
+    /// sliding window would.
+    fn sliding_window(&mut self, el: Node<'_, '_>, calls: u32, period: u64, limit: &mut out::RateLimit) {
+        // APIM admits at most `calls` in any `period` (a sliding window). A bucket admits
+        // its burst plus what refills within the window, so each gets half: a burst of
+        // ceil(calls/2) and a refill of floor(calls/2) per period (one call per two
+        // periods when calls is 1), rounded down: never more than `calls` in any period,
+        // at half APIM's sustained rate.
+        let burst = calls.div_ceil(2);
+        let (refill, over) = match u64::from(calls / 2) {
+            0 => (1, period * 2),
+            n => (n, period),
         };
-        let calls: Option<u32> = el.attribute("calls").and_then(|c| c.trim().parse().ok()).filter(|c| *c > 0);
-        let period: Option<u64> = el.attribute("renewal-period").and_then(|p| p.trim().parse().ok()).filter(|p| *p > 0);
-        let mut limit = out::RateLimit { key, rate: None, burst: None, quota: None };
-        match (calls, period, quota) {
-            (Some(calls), Some(period), false) => {
-                // APIM admits at most `calls` in any `period` (a sliding window). A bucket admits
-                // its burst plus what refills within the window, so each gets half: a burst of
-                // ceil(calls/2) and a refill of floor(calls/2) per period (one call per two
-                // periods when calls is 1), rounded down: never more than `calls` in any period,
-                // at half APIM's sustained rate.
-                let burst = calls.div_ceil(2);
-                let (refill, over) = match u64::from(calls / 2) {
-                    0 => (1, period * 2),
-                    n => (n, period),
-                };
-                let per_hour = refill * 3600 / over;
-                let rate = match u32::try_from(per_hour) {
-                    Ok(0) => None,
-                    Ok(per_hour) => Some(format!("{per_hour}/h")),
-                    // Beyond a count an hour can hold: per second (at least 2^32 / 3600).
-                    Err(_) => Some(format!("{}/s", refill / over)),
-                };
-                match rate {
-                    Some(rate) => {
-                        self.note_here(el, &format!("approximated: bursts of {burst} and {rate}, so that no {period} s ever admit more than {calls} calls (APIM's sliding window); the sustained rate is half APIM's"));
-                        limit.rate = Some(rate);
-                        limit.burst = Some(burst);
-                    }
-                    None => self.leave(
-                        el,
-                        &format!("calls=\"{calls}\" renewal-period=\"{period}\""),
-                        "less than one call an hour: portcullis rates count per second, minute or hour",
-                    ),
-                }
+        let per_hour = refill * 3600 / over;
+        let rate = match u32::try_from(per_hour) {
+            Ok(0) => None,
+            Ok(per_hour) => Some(format!("{per_hour}/h")),
+            // Beyond a count an hour can hold: per second (at least 2^32 / 3600).
+            Err(_) => Some(format!("{}/s", refill / over)),
+        };
+        match rate {
+            Some(rate) => {
+                self.note_here(el, &format!("approximated: bursts of {burst} and {rate}, so that no {period} s ever admit more than {calls} calls (APIM's sliding window); the sustained rate is half APIM's"));
+                limit.rate = Some(rate);
+                limit.burst = Some(burst);
             }
-            (Some(calls), Some(period), true) => match period {
-                3600 => limit.quota = Some(format!("{calls}/hour")),
-                86_400 => limit.quota = Some(format!("{calls}/day")),
-                p if (2_419_200..=2_678_400).contains(&p) => limit.quota = Some(format!("{calls}/month")),
-                other => {
-                    self.leave(el, &format!("renewal-period=\"{other}\""), "quotas renew per UTC hour, day or month")
-                }
-            },
-            _ => self.leave(el, "calls / renewal-period", "give both as whole numbers above zero"),
+            None => self.leave(
+                el,
+                &format!("calls=\"{calls}\" renewal-period=\"{period}\""),
+                "less than one call an hour: portcullis rates count per second, minute or hour",
+            ),
         }
-        if limit.rate.is_none() && limit.quota.is_none() {
-            // What APIM allowed is unknown: one request an hour until the operator says.
-            self.note_here(el, "a placeholder budget of one call an hour: write the real one");
-            limit.rate = Some("1/h".into());
-            limit.burst = Some(1);
-        }
-        self.policies[i].policy = Some(Policy::rate_limit(limit));
     }
 
     fn set_header(&mut self, el: Node<'_, '_>, request: bool) {

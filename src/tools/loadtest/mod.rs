@@ -23,7 +23,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 pub use scenario::Scenario;
-use scenario::{HttpVersion, TokenSpec};
+use scenario::{HttpVersion, Thresholds, TokenSpec};
 
 /// Where the load goes.
 pub struct Target {
@@ -301,6 +301,13 @@ impl Tally {
     fn new() -> Self {
         Self { latency: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds"), unexpected: 0, errors: 0 }
     }
+
+    /// Adds another tally's counts into this one.
+    fn add(&mut self, other: &Tally) {
+        let _ = self.latency.add(&other.latency);
+        self.unexpected += other.unexpected;
+        self.errors += other.errors;
+    }
 }
 
 /// The figures of one kind (or of all).
@@ -359,80 +366,25 @@ pub struct Report {
 /// # Errors
 /// Only for setup problems; failed requests are counted, not raised.
 pub async fn run(scenario: &Scenario, plan: Arc<Plan>, progress: bool) -> anyhow::Result<Report> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let done = Arc::new(AtomicU64::new(0));
-    let budget = scenario.requests_total;
     let started = Instant::now();
-    let deadline = started + scenario.run_length();
-    let mut workers = Vec::new();
-    for seed in 0..scenario.connections {
-        let (plan, stop, done) = (plan.clone(), stop.clone(), done.clone());
-        workers.push(tokio::spawn(async move {
-            let mut rng = fastrand::Rng::with_seed(seed as u64 + 1);
-            let mut tallies: Vec<Tally> = plan.kinds.iter().map(|_| Tally::new()).collect();
-            let mut sender: Option<Sender> = None;
-            loop {
-                if stop.load(Ordering::Relaxed) || (budget.is_none() && Instant::now() >= deadline) {
-                    break;
-                }
-                if let Some(limit) = budget {
-                    if done.fetch_add(1, Ordering::Relaxed) >= limit {
-                        break;
-                    }
-                }
-                let k = plan.pick(&mut rng);
-                let t0 = Instant::now();
-                let outcome = async {
-                    let req = plan.request(&plan.kinds[k])?;
-                    if sender.is_none() || !plan.keep_alive {
-                        sender = Some(connect(&plan).await?);
-                    }
-                    send(sender.as_mut().expect("connected"), req).await
-                }
-                .await;
-                let micros = t0.elapsed().as_micros() as u64;
-                let tally = &mut tallies[k];
-                match outcome {
-                    Ok(status) => {
-                        let _ = tally.latency.record(micros.max(1));
-                        if status != plan.kinds[k].expect {
-                            tally.unexpected += 1;
-                        }
-                    }
-                    Err(_) => {
-                        tally.errors += 1;
-                        sender = None;
-                    }
-                }
-                if budget.is_none() {
-                    done.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            tallies
-        }));
-    }
-    let reporter = progress.then(|| {
-        let done = done.clone();
-        tokio::spawn(async move {
-            let mut last = 0;
-            loop {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                let now = done.load(Ordering::Relaxed);
-                eprint!("\r{:>6.1}s  {now:>10} requests  {:>9} req/s ", started.elapsed().as_secs_f64(), now - last);
-                last = now;
-            }
-        })
+    let pace = Arc::new(Pace {
+        stop: AtomicBool::new(false),
+        done: AtomicU64::new(0),
+        budget: scenario.requests_total,
+        deadline: started + scenario.run_length(),
     });
+    let workers: Vec<_> = (0..scenario.connections)
+        .map(|seed| tokio::spawn(worker(plan.clone(), pace.clone(), seed as u64 + 1)))
+        .collect();
+    let reporter = progress.then(|| tokio::spawn(report_progress(pace.clone(), started)));
     let mut merged: Vec<Tally> = plan.kinds.iter().map(|_| Tally::new()).collect();
     for w in workers {
         for (into, from) in merged.iter_mut().zip(w.await?) {
-            let _ = into.latency.add(&from.latency);
-            into.unexpected += from.unexpected;
-            into.errors += from.errors;
+            into.add(&from);
         }
     }
     let seconds = started.elapsed().as_secs_f64();
-    stop.store(true, Ordering::Relaxed);
+    pace.stop.store(true, Ordering::Relaxed);
     if let Some(r) = reporter {
         r.abort();
         eprintln!();
@@ -440,42 +392,106 @@ pub async fn run(scenario: &Scenario, plan: Arc<Plan>, progress: bool) -> anyhow
     let mut all = Tally::new();
     let mut kinds = Vec::new();
     for (kind, tally) in plan.kinds.iter().zip(&merged) {
-        let _ = all.latency.add(&tally.latency);
-        all.unexpected += tally.unexpected;
-        all.errors += tally.errors;
+        all.add(tally);
         kinds.push(figures(&kind.name, tally, seconds));
     }
     let total = figures("total", &all, seconds);
-    let mut thresholds = Vec::new();
-    let t = &scenario.thresholds;
+    let thresholds = thresholds(&scenario.thresholds, &total);
+    let pass = thresholds.iter().all(|t| t.pass);
+    Ok(Report { seconds, kinds, total, thresholds, pass })
+}
+
+/// When the workers stop: after `budget` requests in all, or else at `deadline`.
+struct Pace {
+    stop: AtomicBool,
+    done: AtomicU64,
+    budget: Option<u64>,
+    deadline: Instant,
+}
+
+impl Pace {
+    /// Takes the next request of the budget; `false` once the run is over.
+    fn next(&self) -> bool {
+        if self.stop.load(Ordering::Relaxed) {
+            return false;
+        }
+        match self.budget {
+            Some(limit) => self.done.fetch_add(1, Ordering::Relaxed) < limit,
+            None => Instant::now() < self.deadline,
+        }
+    }
+
+    /// Counts a request sent without a budget (a budget counts as it is taken).
+    fn sent(&self) {
+        if self.budget.is_none() {
+            self.done.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// One connection's worth of load: picks kinds at random (seeded), sends, tallies per kind.
+async fn worker(plan: Arc<Plan>, pace: Arc<Pace>, seed: u64) -> Vec<Tally> {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut tallies: Vec<Tally> = plan.kinds.iter().map(|_| Tally::new()).collect();
+    let mut sender: Option<Sender> = None;
+    while pace.next() {
+        let k = plan.pick(&mut rng);
+        let t0 = Instant::now();
+        let outcome = async {
+            let req = plan.request(&plan.kinds[k])?;
+            if sender.is_none() || !plan.keep_alive {
+                sender = Some(connect(&plan).await?);
+            }
+            send(sender.as_mut().expect("connected"), req).await
+        }
+        .await;
+        let micros = t0.elapsed().as_micros() as u64;
+        let tally = &mut tallies[k];
+        match outcome {
+            Ok(status) => {
+                let _ = tally.latency.record(micros.max(1));
+                if status != plan.kinds[k].expect {
+                    tally.unexpected += 1;
+                }
+            }
+            Err(_) => {
+                tally.errors += 1;
+                sender = None;
+            }
+        }
+        pace.sent();
+    }
+    tallies
+}
+
+/// Prints the elapsed time, the requests so far and the last second's rate, once a second.
+async fn report_progress(pace: Arc<Pace>, started: Instant) {
+    let mut last = 0;
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = pace.done.load(Ordering::Relaxed);
+        eprint!("\r{:>6.1}s  {now:>10} requests  {:>9} req/s ", started.elapsed().as_secs_f64(), now - last);
+        last = now;
+    }
+}
+
+/// The scenario's thresholds, each checked against the run's totals.
+fn thresholds(t: &Thresholds, total: &KindReport) -> Vec<ThresholdReport> {
+    let check =
+        |name: &str, limit: f64, actual: f64, pass: bool| ThresholdReport { name: name.into(), limit, actual, pass };
+    let mut out = Vec::new();
     if let Some(min) = t.min_rps {
-        thresholds.push(ThresholdReport {
-            name: "min_rps".into(),
-            limit: min,
-            actual: total.rps,
-            pass: total.rps >= min,
-        });
+        out.push(check("min_rps", min, total.rps, total.rps >= min));
     }
     if let Some(p99) = t.p99 {
         let limit = p99.0.as_secs_f64() * 1000.0;
-        thresholds.push(ThresholdReport {
-            name: "p99_ms".into(),
-            limit,
-            actual: total.p99_ms,
-            pass: total.p99_ms <= limit,
-        });
+        out.push(check("p99_ms", limit, total.p99_ms, total.p99_ms <= limit));
     }
     if let Some(max) = t.unexpected_status {
         let actual = (total.unexpected_status + total.errors) as f64;
-        thresholds.push(ThresholdReport {
-            name: "unexpected_status".into(),
-            limit: max as f64,
-            actual,
-            pass: actual <= max as f64,
-        });
+        out.push(check("unexpected_status", max as f64, actual, actual <= max as f64));
     }
-    let pass = thresholds.iter().all(|t| t.pass);
-    Ok(Report { seconds, kinds, total, thresholds, pass })
+    out
 }
 
 fn figures(name: &str, tally: &Tally, seconds: f64) -> KindReport {
