@@ -17,10 +17,10 @@ use serde_saphyr::Location;
 use super::context::CompileContext;
 use super::error::{ConfigError, ConfigErrors};
 use super::raw::RawConfig;
-use crate::identity::StoreLocation;
 use crate::request::client_ip::IpSet;
 use crate::request::headers::GatewayHeaders;
 use crate::runtime::{Runtime, DEFAULT_DRAIN_TIMEOUT};
+use crate::store::StoreLocation;
 
 /// A compiled configuration and what `check` should warn about.
 pub struct Loaded {
