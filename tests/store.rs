@@ -117,7 +117,8 @@ fn creates_lists_and_refuses_duplicates(db: &Fresh) {
         let store = db.open().await;
         let h = store.hasher();
         let billing = store.create_system("billing", &h.generate().hash, &h.generate().hash, &[], "op").await.unwrap();
-        let twice = store.create_system("billing", &h.generate().hash, &h.generate().hash, &[], "op").await.unwrap_err();
+        let twice =
+            store.create_system("billing", &h.generate().hash, &h.generate().hash, &[], "op").await.unwrap_err();
         assert!(matches!(twice, StoreError::SystemExists { ref name } if name == "billing"), "{twice}");
         assert_eq!(store.systems().await.unwrap(), std::slice::from_ref(&billing));
         assert_eq!(store.system(&billing.id).await.unwrap(), Some(billing.clone()));
@@ -169,7 +170,10 @@ fn links_are_unique_per_system_and_user(db: &Fresh) {
         let removed = store.unlink(&s1.id, LinkRef::User("alice"), "op").await.unwrap();
         assert_eq!(removed.external_user, "ext-1");
         assert!(store.links(&s1.id).await.unwrap().is_empty());
-        assert!(matches!(store.unlink(&s1.id, LinkRef::ExternalUser("ext-1"), "op").await, Err(StoreError::LinkNotFound { .. })));
+        assert!(matches!(
+            store.unlink(&s1.id, LinkRef::ExternalUser("ext-1"), "op").await,
+            Err(StoreError::LinkNotFound { .. })
+        ));
         assert_eq!(store.links(&s2.id).await.unwrap()[0].user_id, "alice", "other systems keep their link");
     })
 }
@@ -210,7 +214,10 @@ fn the_audit_log_is_append_only_in_the_database(db: &Fresh) {
         store.renew_secret(&system.id, &h.generate().hash, "carol").await.unwrap();
         let entries = store.audit().await.unwrap();
         let actions: Vec<_> = entries.iter().map(|e| (e.action.as_str(), e.actor.as_str())).collect();
-        assert_eq!(actions, [("system.create", "alice"), ("system.deactivate", "bob"), ("system.renew_secret", "carol")]);
+        assert_eq!(
+            actions,
+            [("system.create", "alice"), ("system.deactivate", "bob"), ("system.renew_secret", "carol")]
+        );
         assert!(entries.windows(2).all(|w| w[0].seq < w[1].seq));
         assert!(!format!("{entries:?}").contains(&p.text) && !format!("{entries:?}").contains(&a.text));
         for tamper in ["DELETE FROM audit", "UPDATE audit SET actor = 'mallory'"] {
@@ -398,12 +405,17 @@ fn scopes_are_granted_per_system_and_read_with_its_secrets(db: &Fresh) {
         let store = db.open().await;
         let h = store.hasher();
         let scopes = |list: &[&str]| list.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
-        let reader =
-            store.create_system("reader", &h.generate().hash, &h.generate().hash, &scopes(&["read", "read"]), "op").await;
+        let reader = store
+            .create_system("reader", &h.generate().hash, &h.generate().hash, &scopes(&["read", "read"]), "op")
+            .await;
         let reader = reader.unwrap();
         assert_eq!(reader.scopes, ["read"], "repeats dropped");
         let none = store.create_system("none", &h.generate().hash, &h.generate().hash, &[], "op").await.unwrap();
-        assert_eq!(lookup(&store, &reader.id, None).await.client.unwrap().scopes, ["read"], "in the token request's read");
+        assert_eq!(
+            lookup(&store, &reader.id, None).await.client.unwrap().scopes,
+            ["read"],
+            "in the token request's read"
+        );
         assert!(lookup(&store, &none.id, None).await.client.unwrap().scopes.is_empty());
         let mut listed: Vec<_> = store.systems().await.unwrap().into_iter().map(|s| (s.name, s.scopes)).collect();
         listed.sort();
@@ -414,11 +426,15 @@ fn scopes_are_granted_per_system_and_read_with_its_secrets(db: &Fresh) {
         assert_eq!(lookup(&store, &reader.id, None).await.client.unwrap().scopes, ["write", "read"], "read at once");
         assert_eq!(store.set_system_scopes(&reader.id, &[], "bob").await.unwrap(), ["write", "read"]);
         assert!(store.system(&reader.id).await.unwrap().unwrap().scopes.is_empty());
-        assert!(matches!(store.set_system_scopes("nope", &scopes(&["read"]), "op").await, Err(StoreError::SystemNotFound { .. })));
+        assert!(matches!(
+            store.set_system_scopes("nope", &scopes(&["read"]), "op").await,
+            Err(StoreError::SystemNotFound { .. })
+        ));
         for bad in ["two words", "", "quote\"d"] {
             let refused = store.set_system_scopes(&none.id, &scopes(&[bad]), "op").await.unwrap_err();
             assert!(
-                matches!(refused, StoreError::MalformedScope { ref scope } if scope == bad) && refused.to_string().contains("not a valid scope"),
+                matches!(refused, StoreError::MalformedScope { ref scope } if scope == bad)
+                    && refused.to_string().contains("not a valid scope"),
                 "{bad:?}: {refused}"
             );
         }

@@ -24,10 +24,10 @@ use http::{Method, Response, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
 
-use crate::store::{check_id, Field, SecretHash, SecretSlot, User, MAX_SECRET_BYTES};
 use super::{Issuer, DISCOVERY_PATH, JWKS_PATH, TOKEN_PATH};
 use crate::body::{self, Body};
 use crate::proxy::{Outbound, Responder};
+use crate::store::{check_id, Field, SecretHash, SecretSlot, User, MAX_SECRET_BYTES};
 use crate::telemetry::metrics::metrics;
 
 /// The largest token request body read.

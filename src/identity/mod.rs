@@ -17,9 +17,9 @@ use serde::Deserialize;
 
 use crate::config::context::IssuerFacts;
 use crate::config::values::{ConfigDuration, Located};
+use crate::store::{SecretSlot, Store};
 use budgets::Budgets;
 pub use budgets::TokenRateLimitConfig;
-use crate::store::{SecretSlot, Store};
 use signing::{PublishedKey, SigningKey};
 
 /// Where the token endpoint is served (RFC 6749 §3.2), on the identity listener.

@@ -51,7 +51,7 @@ pub struct System {
 pub struct SealedSecret {
     /// The name configurations use (`${secret:NAME}`).
     pub name: String,
-    /// Nonce, ciphertext and tag (see `crate::secrets`).
+    /// Nonce, ciphertext and tag (AES-256-GCM, sealed by the secret store).
     pub sealed: Vec<u8>,
     /// Unix seconds.
     pub created_at: i64,
@@ -286,9 +286,7 @@ pub enum StoreError {
     #[error("user {id:?} exists")]
     UserExists { id: String },
     /// The system already links the external user or the user.
-    #[error(
-        "system {system_id:?} already links external user {external_user:?} or user {user_id:?}; unlink first"
-    )]
+    #[error("system {system_id:?} already links external user {external_user:?} or user {user_id:?}; unlink first")]
     LinkExists { system_id: String, external_user: String, user_id: String },
     /// A secret sealed under one master key was given to a store whose secrets are sealed
     /// under another.

@@ -414,7 +414,9 @@ impl Storage for PostgresStorage {
     }
 
     fn users(&self) -> StoreFuture<'_, Vec<User>> {
-        Box::pin(async move { self.rows(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY id"), &[], user_row).await })
+        Box::pin(
+            async move { self.rows(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY id"), &[], user_row).await },
+        )
     }
 
     fn links<'a>(&'a self, system_id: &'a str) -> StoreFuture<'a, Vec<Link>> {

@@ -119,8 +119,11 @@ impl Store {
     pub async fn set_system_scopes(&self, id: &str, scopes: &[String], actor: &str) -> Result<Vec<String>, StoreError> {
         let scopes = check_scopes(scopes)?;
         let audit = |old: &[String]| {
-            record(actor, AuditAction::SystemScopes, Some(id), None)
-                .detail(format!("scopes={} was={}", scopes_shown(&scopes), scopes_shown(old)))
+            record(actor, AuditAction::SystemScopes, Some(id), None).detail(format!(
+                "scopes={} was={}",
+                scopes_shown(&scopes),
+                scopes_shown(old)
+            ))
         };
         match self.storage.replace_scopes(id, &scopes, &audit).await? {
             Some(old) => Ok(old),
@@ -181,7 +184,13 @@ impl Store {
     /// # Errors
     /// The external user id is malformed; no such system or user; the system already links
     /// this user or this external user; or the store failed.
-    pub async fn link(&self, system_id: &str, external_user: &str, user_id: &str, actor: &str) -> Result<(), StoreError> {
+    pub async fn link(
+        &self,
+        system_id: &str,
+        external_user: &str,
+        user_id: &str,
+        actor: &str,
+    ) -> Result<(), StoreError> {
         check_id(Field::ExternalUserId, external_user)?;
         let link = Link {
             system_id: system_id.to_owned(),
@@ -299,10 +308,14 @@ impl Store {
     ///
     /// # Errors
     /// `reseal` failed for one (nothing is changed), or the store failed.
-    pub async fn reseal_secrets(&self, reseal: &Reseal<'_>, key_check: &[u8], actor: &str) -> Result<usize, StoreError> {
-        let audit = |count: &usize| {
-            record(actor, AuditAction::SecretRotateKey, None, None).detail(format!("secrets={count}"))
-        };
+    pub async fn reseal_secrets(
+        &self,
+        reseal: &Reseal<'_>,
+        key_check: &[u8],
+        actor: &str,
+    ) -> Result<usize, StoreError> {
+        let audit =
+            |count: &usize| record(actor, AuditAction::SecretRotateKey, None, None).detail(format!("secrets={count}"));
         self.storage.reseal_secrets(reseal, key_check, &audit).await
     }
 

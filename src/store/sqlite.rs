@@ -180,9 +180,8 @@ impl SqliteStorage {
             .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
         conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(backend)?;
         conn.pragma_update(None, "foreign_keys", true).map_err(backend)?;
-        let mode = wal_mode(&conn).map_err(|e| {
-            StoreError::Unavailable(format!("{} is not a usable SQLite database: {e}", path.display()))
-        })?;
+        let mode = wal_mode(&conn)
+            .map_err(|e| StoreError::Unavailable(format!("{} is not a usable SQLite database: {e}", path.display())))?;
         tracing::debug!(path = %path.display(), journal_mode = %mode, "identity store opened");
         let key = migrate(&mut conn)?;
         let conns = (0..reader_count()).map(|_| open_reader(path).map(Mutex::new)).collect::<Result<_, _>>()?;

@@ -23,26 +23,35 @@ fn strings(list: &[&str]) -> Vec<String> {
 fn a_system_is_created_with_checked_scopes_and_its_audit_entry() {
     let (store, _dir) = store();
     let h = store.hasher();
-    let system = block_on(store.create_system("billing", &h.hash("a"), &h.hash("b"), &strings(&["read", "read"]), "op"))
-        .unwrap();
+    let system =
+        block_on(store.create_system("billing", &h.hash("a"), &h.hash("b"), &strings(&["read", "read"]), "op"))
+            .unwrap();
     assert_eq!((system.scopes.as_slice(), system.active), (&strings(&["read"])[..], true), "repeats dropped");
     let entry = block_on(store.audit()).unwrap().remove(0);
     assert_eq!(entry.action, AuditAction::SystemCreate.as_str());
-    assert_eq!((entry.system_id.as_deref(), entry.detail.as_deref()), (Some(&*system.id), Some("name=billing scopes=[read]")));
+    assert_eq!(
+        (entry.system_id.as_deref(), entry.detail.as_deref()),
+        (Some(&*system.id), Some("name=billing scopes=[read]"))
+    );
 }
 
 #[test]
 fn a_system_is_not_created_twice_nor_with_a_malformed_name_or_scope() {
     let (store, _dir) = store();
     let h = store.hasher();
-    let create = |name: &str, scopes: &[&str]| block_on(store.create_system(name, &h.hash("a"), &h.hash("b"), &strings(scopes), "op"));
+    let create = |name: &str, scopes: &[&str]| {
+        block_on(store.create_system(name, &h.hash("a"), &h.hash("b"), &strings(scopes), "op"))
+    };
     create("billing", &[]).unwrap();
     let twice = create("billing", &[]).unwrap_err();
     assert!(matches!(twice, StoreError::SystemExists { ref name } if name == "billing"));
     assert_eq!(twice.to_string(), "a system named \"billing\" exists");
     let spaced = create("two words", &[]).unwrap_err();
     assert!(matches!(spaced, StoreError::Malformed { field: Field::SystemName, .. }));
-    assert_eq!(spaced.to_string(), "system name \"two words\" must be 1 to 128 visible ASCII characters without spaces");
+    assert_eq!(
+        spaced.to_string(),
+        "system name \"two words\" must be 1 to 128 visible ASCII characters without spaces"
+    );
     let scope = create("other", &["a\"b"]).unwrap_err();
     assert_eq!(scope.to_string(), "\"a\\\"b\" is not a valid scope (RFC 6749 §3.3)");
     assert_eq!(actions(&store), ["system.create"], "refusals write nothing");
