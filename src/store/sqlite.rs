@@ -206,6 +206,23 @@ impl SqliteStorage {
         self.readers.read(f)
     }
 
+    /// A change, run on the caller's thread once polled: the CLI's and the compiler's, never
+    /// the event loop's.
+    fn change<'a, T: Send + 'a>(
+        &'a self,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError> + Send + 'a,
+    ) -> StoreFuture<'a, T> {
+        Box::pin(async move { self.write(f) })
+    }
+
+    /// A read, run like [`Self::change`].
+    fn query<'a, T: Send + 'a>(
+        &'a self,
+        f: impl FnOnce(&Connection) -> Result<T, rusqlite::Error> + Send + 'a,
+    ) -> StoreFuture<'a, T> {
+        Box::pin(async move { self.read(f) })
+    }
+
     /// Every row `sql` selects, mapped by `row`.
     fn rows<T>(
         &self,
@@ -327,11 +344,9 @@ impl Storage for SqliteStorage {
     }
 
     fn system<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<System>> {
-        Box::pin(async move {
-            self.read(|c| {
-                c.query_row(&format!("SELECT {SYSTEM_COLUMNS} FROM systems WHERE id = ?1"), params![id], system_row)
-                    .optional()
-            })
+        self.query(move |c| {
+            c.query_row(&format!("SELECT {SYSTEM_COLUMNS} FROM systems WHERE id = ?1"), params![id], system_row)
+                .optional()
         })
     }
 
@@ -390,10 +405,8 @@ impl Storage for SqliteStorage {
     }
 
     fn secrets_key_check(&self) -> StoreFuture<'_, Option<Vec<u8>>> {
-        Box::pin(async move {
-            self.read(|c| {
-                c.query_row("SELECT value FROM meta WHERE key = ?1", params![KEY_CHECK], |r| r.get(0)).optional()
-            })
+        self.query(move |c| {
+            c.query_row("SELECT value FROM meta WHERE key = ?1", params![KEY_CHECK], |r| r.get(0)).optional()
         })
     }
 
@@ -404,27 +417,25 @@ impl Storage for SqliteStorage {
         alternate: &'a SecretHash,
         entry: &'a AuditRecord,
     ) -> StoreFuture<'a, bool> {
-        Box::pin(async move {
-            self.write(|tx| {
-                let inserted = tx
-                    .execute(
-                        "INSERT INTO systems (id, name, active, primary_hash, alternate_hash, created_at, scopes) \
-                         VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
-                        params![
-                            system.id,
-                            system.name,
-                            primary.0,
-                            alternate.0,
-                            system.created_at,
-                            scopes_column(&system.scopes)
-                        ],
-                    )
-                    .map_err(backend)?;
-                if inserted == 0 {
-                    return Ok(false);
-                }
-                audit(tx, entry).map(|()| true)
-            })
+        self.change(move |tx| {
+            let inserted = tx
+                .execute(
+                    "INSERT INTO systems (id, name, active, primary_hash, alternate_hash, created_at, scopes) \
+                     VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+                    params![
+                        system.id,
+                        system.name,
+                        primary.0,
+                        alternate.0,
+                        system.created_at,
+                        scopes_column(&system.scopes)
+                    ],
+                )
+                .map_err(backend)?;
+            if inserted == 0 {
+                return Ok(false);
+            }
+            audit(tx, entry).map(|()| true)
         })
     }
 
@@ -457,13 +468,11 @@ impl Storage for SqliteStorage {
             Entity::System => "UPDATE systems SET active = ?2 WHERE id = ?1",
             Entity::User => "UPDATE users SET active = ?2 WHERE id = ?1",
         };
-        Box::pin(async move {
-            self.write(|tx| {
-                if tx.execute(sql, params![id, active]).map_err(backend)? == 0 {
-                    return Ok(false);
-                }
-                audit(tx, entry).map(|()| true)
-            })
+        self.change(move |tx| {
+            if tx.execute(sql, params![id, active]).map_err(backend)? == 0 {
+                return Ok(false);
+            }
+            audit(tx, entry).map(|()| true)
         })
     }
 
@@ -473,21 +482,19 @@ impl Storage for SqliteStorage {
         scopes: &'a [String],
         entry: &'a AuditOf<'a, [String]>,
     ) -> StoreFuture<'a, Option<Vec<String>>> {
-        Box::pin(async move {
-            self.write(|tx| {
-                let Some(old) = tx
-                    .query_row("SELECT scopes FROM systems WHERE id = ?1", params![id], |row| row.get::<_, String>(0))
-                    .optional()
-                    .map_err(backend)?
-                else {
-                    return Ok(None);
-                };
-                let old = parse_scopes(&old);
-                tx.execute("UPDATE systems SET scopes = ?2 WHERE id = ?1", params![id, scopes_column(scopes)])
-                    .map_err(backend)?;
-                audit(tx, &entry(&old))?;
-                Ok(Some(old))
-            })
+        self.change(move |tx| {
+            let Some(old) = tx
+                .query_row("SELECT scopes FROM systems WHERE id = ?1", params![id], |row| row.get::<_, String>(0))
+                .optional()
+                .map_err(backend)?
+            else {
+                return Ok(None);
+            };
+            let old = parse_scopes(&old);
+            tx.execute("UPDATE systems SET scopes = ?2 WHERE id = ?1", params![id, scopes_column(scopes)])
+                .map_err(backend)?;
+            audit(tx, &entry(&old))?;
+            Ok(Some(old))
         })
     }
 
@@ -497,44 +504,40 @@ impl Storage for SqliteStorage {
         new_alternate: &'a SecretHash,
         entry: &'a AuditRecord,
     ) -> StoreFuture<'a, bool> {
-        Box::pin(async move {
-            self.write(|tx| {
-                let changed = tx
-                    .execute(
-                        "UPDATE systems SET primary_hash = alternate_hash, alternate_hash = ?2, secrets_renewed_at = ?3, \
-                         primary_used_at = alternate_used_at, alternate_used_at = NULL WHERE id = ?1",
-                        params![id, new_alternate.0, entry.at],
-                    )
-                    .map_err(backend)?;
-                if changed == 0 {
-                    return Ok(false);
-                }
-                audit(tx, entry).map(|()| true)
-            })
+        self.change(move |tx| {
+            let changed = tx
+                .execute(
+                    "UPDATE systems SET primary_hash = alternate_hash, alternate_hash = ?2, secrets_renewed_at = ?3, \
+                     primary_used_at = alternate_used_at, alternate_used_at = NULL WHERE id = ?1",
+                    params![id, new_alternate.0, entry.at],
+                )
+                .map_err(backend)?;
+            if changed == 0 {
+                return Ok(false);
+            }
+            audit(tx, entry).map(|()| true)
         })
     }
 
     fn insert_link<'a>(&'a self, link: &'a Link, entry: &'a AuditRecord) -> StoreFuture<'a, LinkWrite> {
-        Box::pin(async move {
-            self.write(|tx| {
-                if !exists(tx, "SELECT 1 FROM systems WHERE id = ?1", &link.system_id)? {
-                    return Ok(LinkWrite::NoSystem);
-                }
-                if !exists(tx, "SELECT 1 FROM users WHERE id = ?1", &link.user_id)? {
-                    return Ok(LinkWrite::NoUser);
-                }
-                let inserted = tx
-                    .execute(
-                        "INSERT INTO links (system_id, external_user, user_id, created_at) VALUES (?1, ?2, ?3, ?4) \
-                         ON CONFLICT DO NOTHING",
-                        params![link.system_id, link.external_user, link.user_id, link.created_at],
-                    )
-                    .map_err(backend)?;
-                if inserted == 0 {
-                    return Ok(LinkWrite::Taken);
-                }
-                audit(tx, entry).map(|()| LinkWrite::Linked)
-            })
+        self.change(move |tx| {
+            if !exists(tx, "SELECT 1 FROM systems WHERE id = ?1", &link.system_id)? {
+                return Ok(LinkWrite::NoSystem);
+            }
+            if !exists(tx, "SELECT 1 FROM users WHERE id = ?1", &link.user_id)? {
+                return Ok(LinkWrite::NoUser);
+            }
+            let inserted = tx
+                .execute(
+                    "INSERT INTO links (system_id, external_user, user_id, created_at) VALUES (?1, ?2, ?3, ?4) \
+                     ON CONFLICT DO NOTHING",
+                    params![link.system_id, link.external_user, link.user_id, link.created_at],
+                )
+                .map_err(backend)?;
+            if inserted == 0 {
+                return Ok(LinkWrite::Taken);
+            }
+            audit(tx, entry).map(|()| LinkWrite::Linked)
         })
     }
 
@@ -548,27 +551,25 @@ impl Storage for SqliteStorage {
             LinkRef::ExternalUser(_) => "external_user",
             LinkRef::User(_) => "user_id",
         };
-        Box::pin(async move {
-            self.write(|tx| {
-                let Some(found) = tx
-                    .query_row(
-                        &format!("SELECT {LINK_COLUMNS} FROM links WHERE system_id = ?1 AND {column} = ?2"),
-                        params![system_id, link.id()],
-                        link_row,
-                    )
-                    .optional()
-                    .map_err(backend)?
-                else {
-                    return Ok(None);
-                };
-                tx.execute(
-                    "DELETE FROM links WHERE system_id = ?1 AND external_user = ?2",
-                    params![system_id, found.external_user],
+        self.change(move |tx| {
+            let Some(found) = tx
+                .query_row(
+                    &format!("SELECT {LINK_COLUMNS} FROM links WHERE system_id = ?1 AND {column} = ?2"),
+                    params![system_id, link.id()],
+                    link_row,
                 )
-                .map_err(backend)?;
-                audit(tx, &entry(&found))?;
-                Ok(Some(found))
-            })
+                .optional()
+                .map_err(backend)?
+            else {
+                return Ok(None);
+            };
+            tx.execute(
+                "DELETE FROM links WHERE system_id = ?1 AND external_user = ?2",
+                params![system_id, found.external_user],
+            )
+            .map_err(backend)?;
+            audit(tx, &entry(&found))?;
+            Ok(Some(found))
         })
     }
 
@@ -579,35 +580,31 @@ impl Storage for SqliteStorage {
         key_check: &'a [u8],
         entry: &'a AuditRecord,
     ) -> StoreFuture<'a, bool> {
-        Box::pin(async move {
-            self.write(|tx| {
-                tx.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?1, ?2)", params![KEY_CHECK, key_check])
-                    .map_err(backend)?;
-                let current: Vec<u8> = tx
-                    .query_row("SELECT value FROM meta WHERE key = ?1", params![KEY_CHECK], |r| r.get(0))
-                    .map_err(backend)?;
-                if current != key_check {
-                    return Ok(false);
-                }
-                tx.execute(
-                    "INSERT INTO secrets (name, sealed, created_at, updated_at) VALUES (?1, ?2, ?3, ?3) \
-                     ON CONFLICT (name) DO UPDATE SET sealed = excluded.sealed, updated_at = excluded.updated_at",
-                    params![name, sealed, entry.at],
-                )
+        self.change(move |tx| {
+            tx.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?1, ?2)", params![KEY_CHECK, key_check])
                 .map_err(backend)?;
-                audit(tx, entry).map(|()| true)
-            })
+            let current: Vec<u8> = tx
+                .query_row("SELECT value FROM meta WHERE key = ?1", params![KEY_CHECK], |r| r.get(0))
+                .map_err(backend)?;
+            if current != key_check {
+                return Ok(false);
+            }
+            tx.execute(
+                "INSERT INTO secrets (name, sealed, created_at, updated_at) VALUES (?1, ?2, ?3, ?3) \
+                 ON CONFLICT (name) DO UPDATE SET sealed = excluded.sealed, updated_at = excluded.updated_at",
+                params![name, sealed, entry.at],
+            )
+            .map_err(backend)?;
+            audit(tx, entry).map(|()| true)
         })
     }
 
     fn delete_secret<'a>(&'a self, name: &'a str, entry: &'a AuditRecord) -> StoreFuture<'a, bool> {
-        Box::pin(async move {
-            self.write(|tx| {
-                if tx.execute("DELETE FROM secrets WHERE name = ?1", params![name]).map_err(backend)? == 0 {
-                    return Ok(false);
-                }
-                audit(tx, entry).map(|()| true)
-            })
+        self.change(move |tx| {
+            if tx.execute("DELETE FROM secrets WHERE name = ?1", params![name]).map_err(backend)? == 0 {
+                return Ok(false);
+            }
+            audit(tx, entry).map(|()| true)
         })
     }
 
@@ -617,45 +614,37 @@ impl Storage for SqliteStorage {
         key_check: &'a [u8],
         entry: &'a AuditOf<'a, usize>,
     ) -> StoreFuture<'a, usize> {
-        Box::pin(async move {
-            self.write(|tx| {
-                let all: Vec<(String, Vec<u8>)> = tx
-                    .prepare("SELECT name, sealed FROM secrets")
-                    .and_then(|mut st| st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
-                    .map_err(backend)?;
-                for (name, sealed) in &all {
-                    let next = reseal(name, sealed)?;
-                    tx.execute("UPDATE secrets SET sealed = ?2 WHERE name = ?1", params![name, next])
-                        .map_err(backend)?;
-                }
-                tx.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)", params![KEY_CHECK, key_check])
-                    .map_err(backend)?;
-                audit(tx, &entry(&all.len()))?;
-                Ok(all.len())
-            })
+        self.change(move |tx| {
+            let all: Vec<(String, Vec<u8>)> = tx
+                .prepare("SELECT name, sealed FROM secrets")
+                .and_then(|mut st| st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+                .map_err(backend)?;
+            for (name, sealed) in &all {
+                let next = reseal(name, sealed)?;
+                tx.execute("UPDATE secrets SET sealed = ?2 WHERE name = ?1", params![name, next]).map_err(backend)?;
+            }
+            tx.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)", params![KEY_CHECK, key_check])
+                .map_err(backend)?;
+            audit(tx, &entry(&all.len()))?;
+            Ok(all.len())
         })
     }
 
     fn reset_secrets<'a>(&'a self, entry: &'a AuditOf<'a, usize>) -> StoreFuture<'a, usize> {
-        Box::pin(async move {
-            self.write(|tx| {
-                let deleted = tx.execute("DELETE FROM secrets", []).map_err(backend)?;
-                tx.execute("DELETE FROM meta WHERE key = ?1", params![KEY_CHECK]).map_err(backend)?;
-                audit(tx, &entry(&deleted))?;
-                Ok(deleted)
-            })
+        self.change(move |tx| {
+            let deleted = tx.execute("DELETE FROM secrets", []).map_err(backend)?;
+            tx.execute("DELETE FROM meta WHERE key = ?1", params![KEY_CHECK]).map_err(backend)?;
+            audit(tx, &entry(&deleted))?;
+            Ok(deleted)
         })
     }
 
     fn secrets_used<'a>(&'a self, names: &'a [String], at: i64) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
-            self.write(|tx| {
-                for name in names {
-                    tx.execute("UPDATE secrets SET used_at = ?2 WHERE name = ?1", params![name, at])
-                        .map_err(backend)?;
-                }
-                Ok(())
-            })
+        self.change(move |tx| {
+            for name in names {
+                tx.execute("UPDATE secrets SET used_at = ?2 WHERE name = ?1", params![name, at]).map_err(backend)?;
+            }
+            Ok(())
         })
     }
 
