@@ -19,7 +19,9 @@ use std::future::Future;
 
 use tokio::runtime::Runtime;
 
-use super::{Store, StoreError, StoreLocation};
+use super::error::StoreError;
+use super::location::StoreLocation;
+use super::rules::Store;
 
 /// A current-thread runtime with I/O and timers.
 fn runtime() -> Runtime {

@@ -4,9 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::error::StoreError;
 use super::postgres::{PgLocation, PostgresStorage};
+use super::rules::Store;
 use super::sqlite::SqliteStorage;
-use super::{Store, StoreError};
 
 /// A store location that cannot be used.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]

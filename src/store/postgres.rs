@@ -15,11 +15,12 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::config::{Host, SslMode};
 use tokio_postgres::Row;
 
+use super::error::StoreError;
+use super::records::{AuditEntry, AuditRecord, Client, Link, LinkRef, Lookup, SealedSecret, System, User};
 use super::secret::{random_bytes, SecretHash, SecretSlot};
-use super::{
-    parse_scopes, scopes_column, AuditEntry, AuditOf, AuditRecord, Client, Entity, Link, LinkRef, LinkWrite, Lookup,
-    Reseal, SealedSecret, Storage, StoreError, StoreFuture, System, User, KEY_CHECK, LINK_COLUMNS, SYSTEM_COLUMNS,
-    USER_COLUMNS,
+use super::storage::{
+    parse_scopes, scopes_column, AuditOf, Entity, LinkWrite, Reseal, Storage, StoreFuture, KEY_CHECK, LINK_COLUMNS,
+    SYSTEM_COLUMNS, USER_COLUMNS,
 };
 
 /// Schema migrations, in order; migration `i` brings the schema to version `i + 1`.

@@ -4,11 +4,10 @@
 
 use std::sync::Arc;
 
+use super::error::{Field, StoreError};
+use super::records::{AuditAction, AuditEntry, AuditRecord, Link, LinkRef, Lookup, SealedSecret, System, User};
 use super::secret::{SecretHash, SecretHasher, SecretSlot};
-use super::{
-    now, AuditAction, AuditEntry, AuditRecord, Entity, Field, Link, LinkRef, LinkWrite, Lookup, Reseal, SealedSecret,
-    Storage, StoreError, System, User,
-};
+use super::storage::{now, Entity, LinkWrite, Reseal, Storage};
 
 /// The token issuer's store: the rules over one [`Storage`], with the store's own secret
 /// hasher. Cheap to clone; every clone is the same store.

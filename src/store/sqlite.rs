@@ -13,11 +13,12 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Row, Transaction, TransactionBehavior};
 
+use super::error::StoreError;
+use super::records::{AuditEntry, AuditRecord, Client, Link, LinkRef, Lookup, SealedSecret, System, User};
 use super::secret::{random_bytes, SecretHash, SecretSlot};
-use super::{
-    parse_scopes, scopes_column, AuditEntry, AuditOf, AuditRecord, Client, Entity, Link, LinkRef, LinkWrite, Lookup,
-    Reseal, SealedSecret, Storage, StoreError, StoreFuture, System, User, KEY_CHECK, LINK_COLUMNS, SYSTEM_COLUMNS,
-    USER_COLUMNS,
+use super::storage::{
+    parse_scopes, scopes_column, AuditOf, Entity, LinkWrite, Reseal, Storage, StoreFuture, KEY_CHECK, LINK_COLUMNS,
+    SYSTEM_COLUMNS, USER_COLUMNS,
 };
 
 /// Schema migrations, in order; migration `i` brings the schema to version `i + 1`.
@@ -664,7 +665,8 @@ impl Storage for SqliteStorage {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{block_on, Store};
+    use super::super::blocking::block_on;
+    use super::super::rules::Store;
     use super::*;
 
     /// The storage at `path` and the rules over it.

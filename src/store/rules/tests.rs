@@ -1,7 +1,7 @@
 //! The rules against the SQLite storage in a temporary directory: each refusal is its typed
 //! error with today's message, and writes nothing to the audit log.
 
-use super::super::{block_on, AuditAction, Field, LinkRef, Store, StoreError, StoreLocation};
+use crate::store::{block_on, AuditAction, Field, LinkRef, Store, StoreError, StoreLocation};
 
 /// A fresh store in its own directory (kept alive with it).
 fn store() -> (Store, tempfile::TempDir) {
