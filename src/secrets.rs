@@ -21,7 +21,7 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 use crate::config::values::{Located, ValueRef};
-use crate::identity::store::{IdentityStore, StoreError};
+use crate::store::{random_bytes, Store, StoreError};
 
 /// The `secrets:` section.
 #[derive(Debug, Deserialize)]
@@ -89,7 +89,7 @@ impl MasterKey {
 
     /// A fresh random key, in base64.
     pub fn generate() -> String {
-        STANDARD.encode(crate::identity::secret::random_bytes::<32>())
+        STANDARD.encode(random_bytes::<32>())
     }
 
     /// The value that tells this key from others, kept in the store beside the secrets.
@@ -102,7 +102,7 @@ impl MasterKey {
     /// # Panics
     /// When the operating system has no random numbers to give.
     pub fn seal(&self, name: &str, value: &[u8]) -> Vec<u8> {
-        let nonce = crate::identity::secret::random_bytes::<NONCE_LEN>();
+        let nonce = random_bytes::<NONCE_LEN>();
         let mut out = Vec::with_capacity(NONCE_LEN + value.len() + AES_256_GCM.tag_len());
         out.extend_from_slice(&nonce);
         out.extend_from_slice(value);
@@ -154,10 +154,10 @@ impl Vault {
     /// # Errors
     /// The key is not the one the values were sealed under, a value is damaged or not UTF-8,
     /// or the store failed.
-    pub fn open(store: &dyn IdentityStore, key: &MasterKey) -> Result<Self, SecretsError> {
-        verify_key(store, key)?;
+    pub async fn open(store: &Store, key: &MasterKey) -> Result<Self, SecretsError> {
+        verify_key(store, key).await?;
         let mut values = HashMap::new();
-        for secret in store.secrets()? {
+        for secret in store.secrets().await? {
             let value = key.open(&secret.name, &secret.sealed)?;
             let value = String::from_utf8(value).map_err(|_| SecretsError::Damaged(secret.name.clone()))?;
             values.insert(secret.name, value);
@@ -175,8 +175,8 @@ impl Vault {
 ///
 /// # Errors
 /// The store's secrets were sealed under another key, or the store failed.
-pub fn verify_key(store: &dyn IdentityStore, key: &MasterKey) -> Result<(), SecretsError> {
-    match store.secrets_key_check()? {
+pub async fn verify_key(store: &Store, key: &MasterKey) -> Result<(), SecretsError> {
+    match store.secrets_key_check().await? {
         Some(check) if check != key.check() => Err(SecretsError::WrongKey),
         _ => Ok(()),
     }

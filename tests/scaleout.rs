@@ -180,6 +180,13 @@ async fn two_instances_share_the_token_store_and_the_rate_limits() {
     assert_eq!((rsp.status.as_u16(), rsp.json()["scope"].as_str()), (200, Some("write")), "{}", rsp.text());
     assert_eq!(token_request_with(&c1, &id, &alternate, &ask("read")).await.json()["error"], "invalid_scope");
 
+    // A reload opens the store from blocking code, on a runtime that ends with the opening:
+    // the new issuer connects on the gateway's runtime, never handed a connection of that one.
+    let reloaded = two.reload().await;
+    assert!(reloaded.starts_with("HTTP/1.1 200"), "{reloaded}");
+    assert_eq!(token_request(&c2, &id, &alternate).await.status, 200, "the reloaded issuer answers");
+    assert!(!two.log_text().contains("could not be recycled"), "{}", two.log_text());
+
     // Kill instance 1 while both serve token requests and the CLI keeps changing the store:
     // instance 2 answers every request, and every change is in the audit log.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -1,6 +1,7 @@
 //! The token issuer's store suite, run against both stores: the embedded SQLite file and a
 //! real PostgreSQL server (a fresh database per case). Each case sees only the
-//! [`IdentityStore`] trait, plus raw SQL for what the database itself must refuse.
+//! [`Store`] (the rules over either storage), plus raw SQL for what the database itself must
+//! refuse.
 // Test code: a failed unwrap is a failed test, and support items are shared by module.
 #![allow(clippy::unwrap_used, unreachable_pub)]
 
@@ -8,8 +9,9 @@ mod support;
 
 use std::sync::Arc;
 
-use portcullis::identity::store::{IdentityStore, LinkRef, Lookup, SecretSlot, StoreError};
-use portcullis::identity::StoreLocation;
+use std::future::Future;
+
+use portcullis::store::{block_on, LinkRef, Lookup, SecretSlot, Store, StoreError, StoreLocation};
 use support::gateway::binary;
 use support::postgres::PgServer;
 use support::Pki;
@@ -21,16 +23,28 @@ type RawSql = Box<dyn Fn(&str) -> Result<String, String> + Send + Sync>;
 /// One case of the suite.
 type Case = (&'static str, fn(&Fresh));
 
-/// One fresh, empty store location, and a way to run raw SQL on its database.
+/// One fresh, empty store location, a way to run raw SQL on its database, and the case's
+/// runtime (a PostgreSQL store's connections live on the runtime that made them).
 struct Fresh {
     location: StoreLocation,
     raw: RawSql,
+    runtime: tokio::runtime::Runtime,
     _dir: Option<tempfile::TempDir>,
 }
 
 impl Fresh {
-    fn open(&self) -> Arc<dyn IdentityStore> {
-        self.location.open().unwrap()
+    fn new(location: StoreLocation, raw: RawSql, dir: Option<tempfile::TempDir>) -> Self {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        Self { location, raw, runtime, _dir: dir }
+    }
+
+    async fn open(&self) -> Store {
+        self.location.open().await.unwrap()
+    }
+
+    /// Runs one case's body on the case's runtime.
+    fn run(&self, case: impl Future<Output = ()>) {
+        self.runtime.block_on(case);
     }
 }
 
@@ -48,14 +62,14 @@ fn sqlite() -> Fresh {
             }
         })
     });
-    Fresh { location, raw, _dir: Some(dir) }
+    Fresh::new(location, raw, Some(dir))
 }
 
 fn postgres(server: &Arc<PgServer>, name: &str) -> Fresh {
     server.create_database(name);
     let location = StoreLocation::parse(&server.url(name), std::path::Path::new("")).unwrap();
     let (server, name) = (server.clone(), name.to_owned());
-    Fresh { location, raw: Box::new(move |sql| server.psql(&name, sql)), _dir: None }
+    Fresh::new(location, Box::new(move |sql| server.psql(&name, sql)), None)
 }
 
 /// The cases, each on a fresh store.
@@ -94,151 +108,172 @@ fn the_postgres_store_passes_the_store_suite() {
     }
 }
 
-/// Runs the store's lookup to completion (the SQLite store's needs a tokio runtime).
-fn lookup(store: &dyn IdentityStore, system: &str, external_user: Option<&str>) -> Lookup {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    rt.block_on(store.lookup(system, external_user)).unwrap()
+async fn lookup(store: &Store, system: &str, external_user: Option<&str>) -> Lookup {
+    store.lookup(system, external_user).await.unwrap()
 }
 
 fn creates_lists_and_refuses_duplicates(db: &Fresh) {
-    let store = db.open();
-    let h = store.hasher();
-    let billing = store.create_system("billing", &h.generate().hash, &h.generate().hash, &[], "op").unwrap();
-    let twice = store.create_system("billing", &h.generate().hash, &h.generate().hash, &[], "op").unwrap_err();
-    assert!(matches!(twice, StoreError::Conflict(_)), "{twice}");
-    assert_eq!(store.systems().unwrap(), std::slice::from_ref(&billing));
-    assert_eq!(store.system(&billing.id).unwrap(), Some(billing.clone()));
-    assert_eq!(store.system("no-such-id").unwrap(), None);
-    store.add_user("alice", &["Reader".into(), "Writer".into()], "op").unwrap();
-    assert!(matches!(store.add_user("alice", &[], "op"), Err(StoreError::Conflict(_))));
-    assert!(matches!(store.add_user("with space", &[], "op"), Err(StoreError::Conflict(_))));
-    assert_eq!(store.users().unwrap()[0].roles, ["Reader", "Writer"]);
-    assert!(matches!(store.set_system_active("nope", false, "op"), Err(StoreError::NotFound(_))));
-    assert!(matches!(store.set_user_active("nope", false, "op"), Err(StoreError::NotFound(_))));
-    store.set_system_active(&billing.id, false, "op").unwrap();
-    assert!(!store.system(&billing.id).unwrap().unwrap().active);
+    db.run(async {
+        let store = db.open().await;
+        let h = store.hasher();
+        let billing = store.create_system("billing", &h.generate().hash, &h.generate().hash, &[], "op").await.unwrap();
+        let twice =
+            store.create_system("billing", &h.generate().hash, &h.generate().hash, &[], "op").await.unwrap_err();
+        assert!(matches!(twice, StoreError::SystemExists { ref name } if name == "billing"), "{twice}");
+        assert_eq!(store.systems().await.unwrap(), std::slice::from_ref(&billing));
+        assert_eq!(store.system(&billing.id).await.unwrap(), Some(billing.clone()));
+        assert_eq!(store.system("no-such-id").await.unwrap(), None);
+        store.add_user("alice", &["Reader".into(), "Writer".into()], "op").await.unwrap();
+        assert!(matches!(store.add_user("alice", &[], "op").await, Err(StoreError::UserExists { .. })));
+        assert!(matches!(store.add_user("with space", &[], "op").await, Err(StoreError::Malformed { .. })));
+        assert_eq!(store.users().await.unwrap()[0].roles, ["Reader", "Writer"]);
+        assert!(matches!(store.set_system_active("nope", false, "op").await, Err(StoreError::SystemNotFound { .. })));
+        assert!(matches!(store.set_user_active("nope", false, "op").await, Err(StoreError::UserNotFound { .. })));
+        store.set_system_active(&billing.id, false, "op").await.unwrap();
+        assert!(!store.system(&billing.id).await.unwrap().unwrap().active);
+    })
 }
 
 fn renewing_promotes_the_alternate_and_voids_the_primary(db: &Fresh) {
-    let store = db.open();
-    let h = store.hasher();
-    let (p, a) = (h.generate(), h.generate());
-    let system = store.create_system("billing", &p.hash, &a.hash, &[], "op").unwrap();
-    let next = h.generate();
-    store.renew_secret(&system.id, &next.hash, "op").unwrap();
-    let client = lookup(&*store, &system.id, None).client.unwrap();
-    assert!(!h.matches_either(&p.text, &client.primary, &client.alternate));
-    assert_eq!((client.primary, client.alternate), (a.hash, next.hash.clone()));
-    assert!(store.system(&system.id).unwrap().unwrap().secrets_renewed_at.is_some());
-    assert!(matches!(store.renew_secret("nope", &next.hash, "op"), Err(StoreError::NotFound(_))));
+    db.run(async {
+        let store = db.open().await;
+        let h = store.hasher();
+        let (p, a) = (h.generate(), h.generate());
+        let system = store.create_system("billing", &p.hash, &a.hash, &[], "op").await.unwrap();
+        let next = h.generate();
+        store.renew_secret(&system.id, &next.hash, "op").await.unwrap();
+        let client = lookup(&store, &system.id, None).await.client.unwrap();
+        assert!(!h.matches_either(&p.text, &client.primary, &client.alternate));
+        assert_eq!((client.primary, client.alternate), (a.hash, next.hash.clone()));
+        assert!(store.system(&system.id).await.unwrap().unwrap().secrets_renewed_at.is_some());
+        assert!(matches!(store.renew_secret("nope", &next.hash, "op").await, Err(StoreError::SystemNotFound { .. })));
+    })
 }
 
 fn links_are_unique_per_system_and_user(db: &Fresh) {
-    let store = db.open();
-    let h = store.hasher();
-    let s1 = store.create_system("one", &h.generate().hash, &h.generate().hash, &[], "op").unwrap();
-    let s2 = store.create_system("two", &h.generate().hash, &h.generate().hash, &[], "op").unwrap();
-    store.add_user("alice", &["Reader".into()], "op").unwrap();
-    store.add_user("bob", &[], "op").unwrap();
-    store.link(&s1.id, "ext-1", "alice", "op").unwrap();
-    let twice = store.link(&s1.id, "ext-2", "alice", "op").unwrap_err();
-    assert!(matches!(twice, StoreError::Conflict(_)), "{twice}");
-    let taken = store.link(&s1.id, "ext-1", "bob", "op").unwrap_err();
-    assert!(matches!(taken, StoreError::Conflict(_)), "{taken}");
-    store.link(&s2.id, "ext-1", "alice", "op").unwrap();
-    assert!(matches!(store.link(&s1.id, "x", "nobody", "op"), Err(StoreError::NotFound(_))));
-    assert!(matches!(store.link("nope", "x", "alice", "op"), Err(StoreError::NotFound(_))));
-    assert_eq!(store.links(&s1.id).unwrap().len(), 1);
-    let removed = store.unlink(&s1.id, LinkRef::User("alice"), "op").unwrap();
-    assert_eq!(removed.external_user, "ext-1");
-    assert!(store.links(&s1.id).unwrap().is_empty());
-    assert!(matches!(store.unlink(&s1.id, LinkRef::ExternalUser("ext-1"), "op"), Err(StoreError::NotFound(_))));
-    assert_eq!(store.links(&s2.id).unwrap()[0].user_id, "alice", "other systems keep their link");
+    db.run(async {
+        let store = db.open().await;
+        let h = store.hasher();
+        let s1 = store.create_system("one", &h.generate().hash, &h.generate().hash, &[], "op").await.unwrap();
+        let s2 = store.create_system("two", &h.generate().hash, &h.generate().hash, &[], "op").await.unwrap();
+        store.add_user("alice", &["Reader".into()], "op").await.unwrap();
+        store.add_user("bob", &[], "op").await.unwrap();
+        store.link(&s1.id, "ext-1", "alice", "op").await.unwrap();
+        let twice = store.link(&s1.id, "ext-2", "alice", "op").await.unwrap_err();
+        assert!(matches!(twice, StoreError::LinkExists { .. }), "{twice}");
+        let taken = store.link(&s1.id, "ext-1", "bob", "op").await.unwrap_err();
+        assert!(matches!(taken, StoreError::LinkExists { .. }), "{taken}");
+        store.link(&s2.id, "ext-1", "alice", "op").await.unwrap();
+        assert!(matches!(store.link(&s1.id, "x", "nobody", "op").await, Err(StoreError::UserNotFound { .. })));
+        assert!(matches!(store.link("nope", "x", "alice", "op").await, Err(StoreError::SystemNotFound { .. })));
+        assert_eq!(store.links(&s1.id).await.unwrap().len(), 1);
+        let removed = store.unlink(&s1.id, LinkRef::User("alice"), "op").await.unwrap();
+        assert_eq!(removed.external_user, "ext-1");
+        assert!(store.links(&s1.id).await.unwrap().is_empty());
+        assert!(matches!(
+            store.unlink(&s1.id, LinkRef::ExternalUser("ext-1"), "op").await,
+            Err(StoreError::LinkNotFound { .. })
+        ));
+        assert_eq!(store.links(&s2.id).await.unwrap()[0].user_id, "alice", "other systems keep their link");
+    })
 }
 
 fn lookups_answer_what_a_token_request_needs(db: &Fresh) {
-    let store = db.open();
-    let h = store.hasher();
-    let (p, a) = (h.generate(), h.generate());
-    let system = store.create_system("portal", &p.hash, &a.hash, &[], "op").unwrap();
-    store.add_user("alice", &["Reader".into()], "op").unwrap();
-    store.link(&system.id, "ext-alice", "alice", "op").unwrap();
+    db.run(async {
+        let store = db.open().await;
+        let h = store.hasher();
+        let (p, a) = (h.generate(), h.generate());
+        let system = store.create_system("portal", &p.hash, &a.hash, &[], "op").await.unwrap();
+        store.add_user("alice", &["Reader".into()], "op").await.unwrap();
+        store.link(&system.id, "ext-alice", "alice", "op").await.unwrap();
 
-    let found = lookup(&*store, &system.id, Some("ext-alice"));
-    let client = found.client.unwrap();
-    assert!(client.active && client.primary == p.hash && client.alternate == a.hash);
-    let user = found.user.unwrap();
-    assert_eq!((user.id.as_str(), user.roles.as_slice(), user.active), ("alice", &["Reader".to_owned()][..], true));
-    assert!(lookup(&*store, &system.id, None).user.is_none(), "no user named, none read");
-    assert!(lookup(&*store, &system.id, Some("ext-bob")).user.is_none(), "an unlinked user is no user");
-    assert!(lookup(&*store, &system.id, Some("EXT-ALICE")).user.is_none(), "ids compare exactly");
-    let unknown = lookup(&*store, "no-such-system", Some("ext-alice"));
-    assert!(unknown.client.is_none() && unknown.user.is_none());
-    store.set_user_active("alice", false, "op").unwrap();
-    assert!(!lookup(&*store, &system.id, Some("ext-alice")).user.unwrap().active);
-    store.set_system_active(&system.id, false, "op").unwrap();
-    assert!(!lookup(&*store, &system.id, None).client.unwrap().active, "a change is read at once");
+        let found = lookup(&store, &system.id, Some("ext-alice")).await;
+        let client = found.client.unwrap();
+        assert!(client.active && client.primary == p.hash && client.alternate == a.hash);
+        let user = found.user.unwrap();
+        assert_eq!((user.id.as_str(), user.roles.as_slice(), user.active), ("alice", &["Reader".to_owned()][..], true));
+        assert!(lookup(&store, &system.id, None).await.user.is_none(), "no user named, none read");
+        assert!(lookup(&store, &system.id, Some("ext-bob")).await.user.is_none(), "an unlinked user is no user");
+        assert!(lookup(&store, &system.id, Some("EXT-ALICE")).await.user.is_none(), "ids compare exactly");
+        let unknown = lookup(&store, "no-such-system", Some("ext-alice")).await;
+        assert!(unknown.client.is_none() && unknown.user.is_none());
+        store.set_user_active("alice", false, "op").await.unwrap();
+        assert!(!lookup(&store, &system.id, Some("ext-alice")).await.user.unwrap().active);
+        store.set_system_active(&system.id, false, "op").await.unwrap();
+        assert!(!lookup(&store, &system.id, None).await.client.unwrap().active, "a change is read at once");
+    })
 }
 
 fn the_audit_log_is_append_only_in_the_database(db: &Fresh) {
-    let store = db.open();
-    let h = store.hasher();
-    let (p, a) = (h.generate(), h.generate());
-    let system = store.create_system("billing", &p.hash, &a.hash, &[], "alice").unwrap();
-    store.set_system_active(&system.id, false, "bob").unwrap();
-    store.renew_secret(&system.id, &h.generate().hash, "carol").unwrap();
-    let entries = store.audit().unwrap();
-    let actions: Vec<_> = entries.iter().map(|e| (e.action.as_str(), e.actor.as_str())).collect();
-    assert_eq!(actions, [("system.create", "alice"), ("system.deactivate", "bob"), ("system.renew_secret", "carol")]);
-    assert!(entries.windows(2).all(|w| w[0].seq < w[1].seq));
-    assert!(!format!("{entries:?}").contains(&p.text) && !format!("{entries:?}").contains(&a.text));
-    for tamper in ["DELETE FROM audit", "UPDATE audit SET actor = 'mallory'"] {
-        let refused = (db.raw)(tamper).unwrap_err();
-        assert!(refused.contains("append-only"), "{tamper}: {refused}");
-    }
-    if matches!(db.location, StoreLocation::Postgres(_)) {
-        let refused = (db.raw)("TRUNCATE audit").unwrap_err();
-        assert!(refused.contains("append-only"), "{refused}");
-    }
-    assert_eq!(store.audit().unwrap(), entries, "nothing changed");
+    db.run(async {
+        let store = db.open().await;
+        let h = store.hasher();
+        let (p, a) = (h.generate(), h.generate());
+        let system = store.create_system("billing", &p.hash, &a.hash, &[], "alice").await.unwrap();
+        store.set_system_active(&system.id, false, "bob").await.unwrap();
+        store.renew_secret(&system.id, &h.generate().hash, "carol").await.unwrap();
+        let entries = store.audit().await.unwrap();
+        let actions: Vec<_> = entries.iter().map(|e| (e.action.as_str(), e.actor.as_str())).collect();
+        assert_eq!(
+            actions,
+            [("system.create", "alice"), ("system.deactivate", "bob"), ("system.renew_secret", "carol")]
+        );
+        assert!(entries.windows(2).all(|w| w[0].seq < w[1].seq));
+        assert!(!format!("{entries:?}").contains(&p.text) && !format!("{entries:?}").contains(&a.text));
+        for tamper in ["DELETE FROM audit", "UPDATE audit SET actor = 'mallory'"] {
+            let refused = (db.raw)(tamper).unwrap_err();
+            assert!(refused.contains("append-only"), "{tamper}: {refused}");
+        }
+        if matches!(db.location, StoreLocation::Postgres(_)) {
+            let refused = (db.raw)("TRUNCATE audit").unwrap_err();
+            assert!(refused.contains("append-only"), "{refused}");
+        }
+        assert_eq!(store.audit().await.unwrap(), entries, "nothing changed");
+    })
 }
 
 fn hostile_names_are_data_not_sql(db: &Fresh) {
-    let store = db.open();
-    let h = store.hasher();
-    let name = "x');DROP-TABLE-systems;--";
-    let system = store.create_system(name, &h.generate().hash, &h.generate().hash, &[], "o'brien").unwrap();
-    assert_eq!(store.systems().unwrap()[0].name, name);
-    assert_eq!(store.audit().unwrap()[0].actor, "o'brien");
-    assert!(lookup(&*store, "' OR '1'='1", None).client.is_none());
-    assert!(lookup(&*store, &system.id, Some("' OR '1'='1")).user.is_none());
+    db.run(async {
+        let store = db.open().await;
+        let h = store.hasher();
+        let name = "x');DROP-TABLE-systems;--";
+        let system = store.create_system(name, &h.generate().hash, &h.generate().hash, &[], "o'brien").await.unwrap();
+        assert_eq!(store.systems().await.unwrap()[0].name, name);
+        assert_eq!(store.audit().await.unwrap()[0].actor, "o'brien");
+        assert!(lookup(&store, "' OR '1'='1", None).await.client.is_none());
+        assert!(lookup(&store, &system.id, Some("' OR '1'='1")).await.user.is_none());
+    })
 }
 
 fn stores_opened_together_migrate_once_and_share_a_key(db: &Fresh) {
-    let stores: Vec<Arc<dyn IdentityStore>> = std::thread::scope(|s| {
-        let opening: Vec<_> = (0..4).map(|_| s.spawn(|| db.location.open().unwrap())).collect();
-        opening.into_iter().map(|t| t.join().unwrap()).collect()
-    });
-    let secret = stores[0].hasher().generate();
-    assert!(stores.iter().all(|s| s.hasher().hash(&secret.text) == secret.hash), "one hashing key for all");
-    let version = match db.location {
-        StoreLocation::Sqlite(_) => (db.raw)("PRAGMA user_version").unwrap(),
-        StoreLocation::Postgres(_) => (db.raw)("SELECT version FROM portcullis_schema").unwrap(),
-    };
-    assert!(version == "3" || version == "Integer(3)", "{version}");
-    drop(stores);
-    let reopened = db.open();
-    assert_eq!(reopened.hasher().hash(&secret.text), secret.hash, "the key is kept");
+    db.run(async {
+        let stores: Vec<Store> = std::thread::scope(|s| {
+            let opening: Vec<_> = (0..4).map(|_| s.spawn(|| block_on(db.location.open()).unwrap())).collect();
+            opening.into_iter().map(|t| t.join().unwrap()).collect()
+        });
+        let secret = stores[0].hasher().generate();
+        assert!(stores.iter().all(|s| s.hasher().hash(&secret.text) == secret.hash), "one hashing key for all");
+        let version = match db.location {
+            StoreLocation::Sqlite(_) => (db.raw)("PRAGMA user_version").unwrap(),
+            StoreLocation::Postgres(_) => (db.raw)("SELECT version FROM portcullis_schema").unwrap(),
+        };
+        assert!(version == "3" || version == "Integer(3)", "{version}");
+        drop(stores);
+        let reopened = db.open().await;
+        assert_eq!(reopened.hasher().hash(&secret.text), secret.hash, "the key is kept");
+    })
 }
 
 fn a_newer_schema_is_refused(db: &Fresh) {
-    drop(db.open());
-    match db.location {
-        StoreLocation::Sqlite(_) => (db.raw)("PRAGMA user_version = 99").unwrap(),
-        StoreLocation::Postgres(_) => (db.raw)("UPDATE portcullis_schema SET version = 99").unwrap(),
-    };
-    let err = db.location.open().err().unwrap().to_string();
-    assert!(err.contains("version 99") && err.contains("upgrade portcullis"), "{err}");
+    db.run(async {
+        drop(db.open().await);
+        match db.location {
+            StoreLocation::Sqlite(_) => (db.raw)("PRAGMA user_version = 99").unwrap(),
+            StoreLocation::Postgres(_) => (db.raw)("UPDATE portcullis_schema SET version = 99").unwrap(),
+        };
+        let err = db.location.open().await.err().unwrap().to_string();
+        assert!(err.contains("version 99") && err.contains("upgrade portcullis"), "{err}");
+    })
 }
 
 #[test]
@@ -284,158 +319,175 @@ fn postgres_over_tls_verifies_the_server_and_the_cli_manages_the_store() {
 }
 
 fn secret_values_are_kept_sealed_and_audited(db: &Fresh) {
-    let store = db.open();
-    assert_eq!(store.secrets_key_check().unwrap(), None, "no secret yet, no key");
-    store.put_secret("api-key", b"sealed-1", b"check-a", "alice").unwrap();
-    assert_eq!(store.secrets_key_check().unwrap().as_deref(), Some(&b"check-a"[..]));
-    let first = store.secrets().unwrap();
-    store.put_secret("api-key", b"sealed-2", b"check-a", "alice").unwrap();
-    let refused = store.put_secret("other", b"x", b"check-b", "mallory").unwrap_err();
-    assert!(matches!(refused, StoreError::Conflict(_)), "another key's value is refused: {refused}");
-    store.put_secret("db-password", b"sealed-3", b"check-a", "alice").unwrap();
-    let all = store.secrets().unwrap();
-    assert_eq!(all.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["api-key", "db-password"]);
-    assert_eq!(all[0].sealed, b"sealed-2");
-    assert_eq!(all[0].created_at, first[0].created_at, "replacing keeps the creation time");
-    assert!(all[0].used_at.is_none());
-    store.secrets_used(&["api-key".to_owned()], 1_700_000_000).unwrap();
-    assert_eq!(store.secrets().unwrap()[0].used_at, Some(1_700_000_000));
+    db.run(async {
+        let store = db.open().await;
+        assert_eq!(store.secrets_key_check().await.unwrap(), None, "no secret yet, no key");
+        store.put_secret("api-key", b"sealed-1", b"check-a", "alice").await.unwrap();
+        assert_eq!(store.secrets_key_check().await.unwrap().as_deref(), Some(&b"check-a"[..]));
+        let first = store.secrets().await.unwrap();
+        store.put_secret("api-key", b"sealed-2", b"check-a", "alice").await.unwrap();
+        let refused = store.put_secret("other", b"x", b"check-b", "mallory").await.unwrap_err();
+        assert!(matches!(refused, StoreError::WrongMasterKey), "another key's value is refused: {refused}");
+        store.put_secret("db-password", b"sealed-3", b"check-a", "alice").await.unwrap();
+        let all = store.secrets().await.unwrap();
+        assert_eq!(all.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["api-key", "db-password"]);
+        assert_eq!(all[0].sealed, b"sealed-2");
+        assert_eq!(all[0].created_at, first[0].created_at, "replacing keeps the creation time");
+        assert!(all[0].used_at.is_none());
+        store.secrets_used(&["api-key".to_owned()], 1_700_000_000).await.unwrap();
+        assert_eq!(store.secrets().await.unwrap()[0].used_at, Some(1_700_000_000));
 
-    let resealed = store
-        .reseal_secrets(&|name: &str, sealed: &[u8]| Ok([name.as_bytes(), sealed].concat()), b"check-c", "bob")
-        .unwrap();
-    assert_eq!(resealed, 2);
-    assert_eq!(store.secrets().unwrap()[1].sealed, b"db-passwordsealed-3");
-    assert_eq!(store.secrets_key_check().unwrap().as_deref(), Some(&b"check-c"[..]));
-    let failing = store.reseal_secrets(
-        &|name: &str, sealed: &[u8]| {
-            if name == "db-password" {
-                Err(StoreError::Conflict("cannot open".into()))
-            } else {
-                Ok(sealed.to_vec())
-            }
-        },
-        b"check-d",
-        "bob",
-    );
-    assert!(failing.is_err());
-    assert_eq!(store.secrets_key_check().unwrap().as_deref(), Some(&b"check-c"[..]), "all or nothing");
-    assert_eq!(store.secrets().unwrap()[0].sealed, b"api-keysealed-2");
+        let resealed = store
+            .reseal_secrets(&|name: &str, sealed: &[u8]| Ok([name.as_bytes(), sealed].concat()), b"check-c", "bob")
+            .await
+            .unwrap();
+        assert_eq!(resealed, 2);
+        assert_eq!(store.secrets().await.unwrap()[1].sealed, b"db-passwordsealed-3");
+        assert_eq!(store.secrets_key_check().await.unwrap().as_deref(), Some(&b"check-c"[..]));
+        let failing = store.reseal_secrets(
+            &|name: &str, sealed: &[u8]| {
+                if name == "db-password" {
+                    Err(StoreError::Reseal("cannot open".into()))
+                } else {
+                    Ok(sealed.to_vec())
+                }
+            },
+            b"check-d",
+            "bob",
+        );
+        assert!(matches!(failing.await, Err(StoreError::Reseal(ref e)) if e.to_string() == "cannot open"));
+        assert_eq!(store.secrets_key_check().await.unwrap().as_deref(), Some(&b"check-c"[..]), "all or nothing");
+        assert_eq!(store.secrets().await.unwrap()[0].sealed, b"api-keysealed-2");
 
-    store.remove_secret("api-key", "carol").unwrap();
-    assert!(matches!(store.remove_secret("api-key", "carol"), Err(StoreError::NotFound(_))));
-    assert_eq!(store.reset_secrets("dave").unwrap(), 1);
-    assert!(store.secrets().unwrap().is_empty() && store.secrets_key_check().unwrap().is_none());
-    let audit: Vec<_> = store.audit().unwrap().into_iter().map(|e| (e.action, e.actor, e.detail)).collect();
-    let expected = [
-        ("secret.set", "alice", "name=api-key"),
-        ("secret.set", "alice", "name=api-key"),
-        ("secret.set", "alice", "name=db-password"),
-        ("secret.rotate_key", "bob", "secrets=2"),
-        ("secret.rm", "carol", "name=api-key"),
-        ("secret.reset", "dave", "secrets=1"),
-    ];
-    let expected: Vec<_> =
-        expected.iter().map(|(a, b, c)| ((*a).to_owned(), (*b).to_owned(), Some((*c).to_owned()))).collect();
-    assert_eq!(audit, expected);
-    assert!((db.raw)("DELETE FROM audit WHERE action LIKE 'secret.%'").is_err());
+        store.remove_secret("api-key", "carol").await.unwrap();
+        assert!(matches!(store.remove_secret("api-key", "carol").await, Err(StoreError::SecretNotFound { .. })));
+        assert_eq!(store.reset_secrets("dave").await.unwrap(), 1);
+        assert!(store.secrets().await.unwrap().is_empty() && store.secrets_key_check().await.unwrap().is_none());
+        let audit: Vec<_> = store.audit().await.unwrap().into_iter().map(|e| (e.action, e.actor, e.detail)).collect();
+        let expected = [
+            ("secret.set", "alice", "name=api-key"),
+            ("secret.set", "alice", "name=api-key"),
+            ("secret.set", "alice", "name=db-password"),
+            ("secret.rotate_key", "bob", "secrets=2"),
+            ("secret.rm", "carol", "name=api-key"),
+            ("secret.reset", "dave", "secrets=1"),
+        ];
+        let expected: Vec<_> =
+            expected.iter().map(|(a, b, c)| ((*a).to_owned(), (*b).to_owned(), Some((*c).to_owned()))).collect();
+        assert_eq!(audit, expected);
+        assert!((db.raw)("DELETE FROM audit WHERE action LIKE 'secret.%'").is_err());
+    })
 }
 
 fn secret_use_is_recorded_and_follows_a_renewal(db: &Fresh) {
-    let store = db.open();
-    let h = store.hasher();
-    let system = store.create_system("billing", &h.generate().hash, &h.generate().hash, &[], "op").unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let used = |slot, minute| rt.block_on(store.secret_used(&system.id, slot, minute)).unwrap();
-    used(SecretSlot::Primary, 1_700_000_040);
-    used(SecretSlot::Primary, 1_700_000_000);
-    used(SecretSlot::Alternate, 1_700_000_100);
-    let s = store.system(&system.id).unwrap().unwrap();
-    assert_eq!((s.primary_used_at, s.alternate_used_at), (Some(1_700_000_040), Some(1_700_000_100)), "later wins");
-    store.renew_secret(&system.id, &h.generate().hash, "op").unwrap();
-    let s = store.system(&system.id).unwrap().unwrap();
-    assert_eq!(
-        (s.primary_used_at, s.alternate_used_at),
-        (Some(1_700_000_100), None),
-        "the record moves with the secret"
-    );
-    rt.block_on(store.secret_used("nope", SecretSlot::Primary, 1)).unwrap();
+    db.run(async {
+        let store = db.open().await;
+        let h = store.hasher();
+        let system = store.create_system("billing", &h.generate().hash, &h.generate().hash, &[], "op").await.unwrap();
+        store.secret_used(&system.id, SecretSlot::Primary, 1_700_000_040).await.unwrap();
+        store.secret_used(&system.id, SecretSlot::Primary, 1_700_000_000).await.unwrap();
+        store.secret_used(&system.id, SecretSlot::Alternate, 1_700_000_100).await.unwrap();
+        let s = store.system(&system.id).await.unwrap().unwrap();
+        assert_eq!((s.primary_used_at, s.alternate_used_at), (Some(1_700_000_040), Some(1_700_000_100)), "later wins");
+        store.renew_secret(&system.id, &h.generate().hash, "op").await.unwrap();
+        let s = store.system(&system.id).await.unwrap().unwrap();
+        assert_eq!(
+            (s.primary_used_at, s.alternate_used_at),
+            (Some(1_700_000_100), None),
+            "the record moves with the secret"
+        );
+        store.secret_used("nope", SecretSlot::Primary, 1).await.unwrap();
+    })
 }
 
 fn scopes_are_granted_per_system_and_read_with_its_secrets(db: &Fresh) {
-    let store = db.open();
-    let h = store.hasher();
-    let scopes = |list: &[&str]| list.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
-    let reader =
-        store.create_system("reader", &h.generate().hash, &h.generate().hash, &scopes(&["read", "read"]), "op");
-    let reader = reader.unwrap();
-    assert_eq!(reader.scopes, ["read"], "repeats dropped");
-    let none = store.create_system("none", &h.generate().hash, &h.generate().hash, &[], "op").unwrap();
-    assert_eq!(lookup(&*store, &reader.id, None).client.unwrap().scopes, ["read"], "in the token request's read");
-    assert!(lookup(&*store, &none.id, None).client.unwrap().scopes.is_empty());
-    let mut listed: Vec<_> = store.systems().unwrap().into_iter().map(|s| (s.name, s.scopes)).collect();
-    listed.sort();
-    assert_eq!(listed, [("none".to_owned(), vec![]), ("reader".to_owned(), scopes(&["read"]))]);
-
-    let old = store.set_system_scopes(&reader.id, &scopes(&["write", "read"]), "alice").unwrap();
-    assert_eq!(old, ["read"]);
-    assert_eq!(lookup(&*store, &reader.id, None).client.unwrap().scopes, ["write", "read"], "read at once");
-    assert_eq!(store.set_system_scopes(&reader.id, &[], "bob").unwrap(), ["write", "read"]);
-    assert!(store.system(&reader.id).unwrap().unwrap().scopes.is_empty());
-    assert!(matches!(store.set_system_scopes("nope", &scopes(&["read"]), "op"), Err(StoreError::NotFound(_))));
-    for bad in ["two words", "", "quote\"d"] {
-        let refused = store.set_system_scopes(&none.id, &scopes(&[bad]), "op").unwrap_err();
-        assert!(
-            matches!(refused, StoreError::Conflict(ref m) if m.contains("not a valid scope")),
-            "{bad:?}: {refused}"
+    db.run(async {
+        let store = db.open().await;
+        let h = store.hasher();
+        let scopes = |list: &[&str]| list.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let reader = store
+            .create_system("reader", &h.generate().hash, &h.generate().hash, &scopes(&["read", "read"]), "op")
+            .await;
+        let reader = reader.unwrap();
+        assert_eq!(reader.scopes, ["read"], "repeats dropped");
+        let none = store.create_system("none", &h.generate().hash, &h.generate().hash, &[], "op").await.unwrap();
+        assert_eq!(
+            lookup(&store, &reader.id, None).await.client.unwrap().scopes,
+            ["read"],
+            "in the token request's read"
         );
-    }
-    let hostile = "x');DROP-TABLE-systems;--";
-    store.set_system_scopes(&none.id, &scopes(&[hostile]), "op").unwrap();
-    assert_eq!(store.system(&none.id).unwrap().unwrap().scopes, [hostile], "data, not SQL");
+        assert!(lookup(&store, &none.id, None).await.client.unwrap().scopes.is_empty());
+        let mut listed: Vec<_> = store.systems().await.unwrap().into_iter().map(|s| (s.name, s.scopes)).collect();
+        listed.sort();
+        assert_eq!(listed, [("none".to_owned(), vec![]), ("reader".to_owned(), scopes(&["read"]))]);
 
-    let audit: Vec<_> = store
-        .audit()
-        .unwrap()
-        .into_iter()
-        .map(|e| (e.action, e.actor, e.system_id.unwrap_or_default(), e.detail.unwrap_or_default()))
-        .collect();
-    let entry = |action: &str, actor: &str, id: &str, detail: String| {
-        (action.to_owned(), actor.to_owned(), id.to_owned(), detail)
-    };
-    assert_eq!(
-        audit,
-        [
-            entry("system.create", "op", &reader.id, "name=reader scopes=[read]".into()),
-            entry("system.create", "op", &none.id, "name=none scopes=[]".into()),
-            entry("system.scopes", "alice", &reader.id, "scopes=[write,read] was=[read]".into()),
-            entry("system.scopes", "bob", &reader.id, "scopes=[] was=[write,read]".into()),
-            entry("system.scopes", "op", &none.id, format!("scopes=[{hostile}] was=[]")),
-        ],
-        "only changes are audited, each with the old and the new scopes"
-    );
+        let old = store.set_system_scopes(&reader.id, &scopes(&["write", "read"]), "alice").await.unwrap();
+        assert_eq!(old, ["read"]);
+        assert_eq!(lookup(&store, &reader.id, None).await.client.unwrap().scopes, ["write", "read"], "read at once");
+        assert_eq!(store.set_system_scopes(&reader.id, &[], "bob").await.unwrap(), ["write", "read"]);
+        assert!(store.system(&reader.id).await.unwrap().unwrap().scopes.is_empty());
+        assert!(matches!(
+            store.set_system_scopes("nope", &scopes(&["read"]), "op").await,
+            Err(StoreError::SystemNotFound { .. })
+        ));
+        for bad in ["two words", "", "quote\"d"] {
+            let refused = store.set_system_scopes(&none.id, &scopes(&[bad]), "op").await.unwrap_err();
+            assert!(
+                matches!(refused, StoreError::MalformedScope { ref scope } if scope == bad)
+                    && refused.to_string().contains("not a valid scope"),
+                "{bad:?}: {refused}"
+            );
+        }
+        let hostile = "x');DROP-TABLE-systems;--";
+        store.set_system_scopes(&none.id, &scopes(&[hostile]), "op").await.unwrap();
+        assert_eq!(store.system(&none.id).await.unwrap().unwrap().scopes, [hostile], "data, not SQL");
+
+        let audit: Vec<_> = store
+            .audit()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.action, e.actor, e.system_id.unwrap_or_default(), e.detail.unwrap_or_default()))
+            .collect();
+        let entry = |action: &str, actor: &str, id: &str, detail: String| {
+            (action.to_owned(), actor.to_owned(), id.to_owned(), detail)
+        };
+        assert_eq!(
+            audit,
+            [
+                entry("system.create", "op", &reader.id, "name=reader scopes=[read]".into()),
+                entry("system.create", "op", &none.id, "name=none scopes=[]".into()),
+                entry("system.scopes", "alice", &reader.id, "scopes=[write,read] was=[read]".into()),
+                entry("system.scopes", "bob", &reader.id, "scopes=[] was=[write,read]".into()),
+                entry("system.scopes", "op", &none.id, format!("scopes=[{hostile}] was=[]")),
+            ],
+            "only changes are audited, each with the old and the new scopes"
+        );
+    })
 }
 
 fn a_store_from_before_scopes_migrates_granting_none(db: &Fresh) {
-    // A store at schema 2: made now, then the scopes column dropped and the version set back.
-    let store = db.open();
-    let h = store.hasher();
-    let legacy = store.create_system("legacy", &h.generate().hash, &h.generate().hash, &[], "op").unwrap();
-    store.set_system_scopes(&legacy.id, &["read".to_owned()], "op").unwrap();
-    drop(store);
-    (db.raw)("ALTER TABLE systems DROP COLUMN scopes").unwrap();
-    match db.location {
-        StoreLocation::Sqlite(_) => (db.raw)("PRAGMA user_version = 2").unwrap(),
-        StoreLocation::Postgres(_) => (db.raw)("UPDATE portcullis_schema SET version = 2").unwrap(),
-    };
+    db.run(async {
+        // A store at schema 2: made now, then the scopes column dropped and the version set back.
+        let store = db.open().await;
+        let h = store.hasher();
+        let legacy = store.create_system("legacy", &h.generate().hash, &h.generate().hash, &[], "op").await.unwrap();
+        store.set_system_scopes(&legacy.id, &["read".to_owned()], "op").await.unwrap();
+        drop(store);
+        (db.raw)("ALTER TABLE systems DROP COLUMN scopes").unwrap();
+        match db.location {
+            StoreLocation::Sqlite(_) => (db.raw)("PRAGMA user_version = 2").unwrap(),
+            StoreLocation::Postgres(_) => (db.raw)("UPDATE portcullis_schema SET version = 2").unwrap(),
+        };
 
-    let store = db.open();
-    let migrated = store.system(&legacy.id).unwrap().unwrap();
-    assert_eq!((migrated.name.as_str(), migrated.active), ("legacy", true));
-    assert!(migrated.scopes.is_empty(), "an existing system is granted nothing: {:?}", migrated.scopes);
-    let client = lookup(&*store, &legacy.id, None).client.unwrap();
-    assert!(client.active && client.scopes.is_empty());
-    assert_eq!(store.audit().unwrap().len(), 2, "the audit log is kept");
-    store.set_system_scopes(&legacy.id, &["write".to_owned()], "op").unwrap();
-    assert_eq!(lookup(&*store, &legacy.id, None).client.unwrap().scopes, ["write"]);
+        let store = db.open().await;
+        let migrated = store.system(&legacy.id).await.unwrap().unwrap();
+        assert_eq!((migrated.name.as_str(), migrated.active), ("legacy", true));
+        assert!(migrated.scopes.is_empty(), "an existing system is granted nothing: {:?}", migrated.scopes);
+        let client = lookup(&store, &legacy.id, None).await.client.unwrap();
+        assert!(client.active && client.scopes.is_empty());
+        assert_eq!(store.audit().await.unwrap().len(), 2, "the audit log is kept");
+        store.set_system_scopes(&legacy.id, &["write".to_owned()], "op").await.unwrap();
+        assert_eq!(lookup(&store, &legacy.id, None).await.client.unwrap().scopes, ["write"]);
+    })
 }

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use crate::compile;
-use crate::identity::IdentityStore;
+use crate::store::{block_on, Store};
 use crate::tools::pki;
 
 pub(super) fn demo(config_file: &Path, certs: &Path, globals: &super::Globals) -> anyhow::Result<ExitCode> {
@@ -26,7 +26,12 @@ pub(super) fn demo(config_file: &Path, certs: &Path, globals: &super::Globals) -
     };
     let token = demo_token(certs)?;
     let client = match &loaded.runtime.issuer {
-        Some(issuer) => Some(demo_client(&*issuer.store)?),
+        // On a store of its own, opened and dropped on this edge's runtime: the issuer's
+        // store makes its connections on the gateway's runtime, which `serve` starts.
+        Some(_) => {
+            let location = compile::identity_store(config_file).map_err(|e| anyhow::anyhow!("{e}"))?;
+            Some(block_on(async { demo_client(&location.open().await?).await })?)
+        }
         None => None,
     };
     super::init_logging(globals)?;
@@ -39,20 +44,23 @@ pub(super) fn demo(config_file: &Path, certs: &Path, globals: &super::Globals) -
 
 /// The demo's client of the token issuer: `demo-app`, created on the first run; later runs
 /// renew its secret, because a secret is never shown twice. Returns its id and a secret.
-fn demo_client(store: &dyn IdentityStore) -> anyhow::Result<(String, String)> {
+async fn demo_client(store: &Store) -> anyhow::Result<(String, String)> {
     const NAME: &str = "demo-app";
     const ACTOR: &str = "portcullis demo";
     let secret = store.hasher().generate();
-    let existing = store.systems()?.into_iter().find(|s| s.name == NAME);
+    let existing = store.systems().await?.into_iter().find(|s| s.name == NAME);
     let id = match existing {
         Some(system) => {
-            store.renew_secret(&system.id, &secret.hash, ACTOR)?;
+            store.renew_secret(&system.id, &secret.hash, ACTOR).await?;
             if !system.active {
-                store.set_system_active(&system.id, true, ACTOR)?;
+                store.set_system_active(&system.id, true, ACTOR).await?;
             }
             system.id
         }
-        None => store.create_system(NAME, &secret.hash, &store.hasher().generate().hash, &[], ACTOR)?.id,
+        None => {
+            let alternate = store.hasher().generate();
+            store.create_system(NAME, &secret.hash, &alternate.hash, &[], ACTOR).await?.id
+        }
     };
     Ok((id, secret.text))
 }

@@ -6,12 +6,10 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::{Args, Subcommand};
 
-use crate::identity::store::{IdentityStore, LinkRef};
-use crate::identity::StoreLocation;
+use crate::store::{block_on, LinkRef, Store, StoreLocation};
 
 /// Where the store is and who is acting.
 #[derive(Args)]
@@ -30,12 +28,12 @@ pub(super) struct StoreArgs {
 }
 
 impl StoreArgs {
-    fn open(&self) -> anyhow::Result<Arc<dyn IdentityStore>> {
+    async fn open(&self) -> anyhow::Result<Store> {
         let location = match &self.store {
             Some(text) => StoreLocation::parse(text, std::path::Path::new(""))?,
             None => crate::compile::identity_store(&self.config).map_err(|e| anyhow::anyhow!("{e}"))?,
         };
-        Ok(location.open()?)
+        Ok(location.open().await?)
     }
 
     fn actor(&self) -> String {
@@ -209,14 +207,27 @@ fn active(flag: bool) -> &'static str {
     }
 }
 
+/// The command runs on a runtime of its own: the CLI is where blocking meets the store.
 pub(super) fn systems(args: &StoreArgs, command: SystemsCommand) -> anyhow::Result<ExitCode> {
-    let store = args.open()?;
+    block_on(manage_systems(args, command))
+}
+
+pub(super) fn users(args: &StoreArgs, command: UsersCommand) -> anyhow::Result<ExitCode> {
+    block_on(manage_users(args, command))
+}
+
+pub(super) fn audit(args: &StoreArgs) -> anyhow::Result<ExitCode> {
+    block_on(show_audit(args))
+}
+
+async fn manage_systems(args: &StoreArgs, command: SystemsCommand) -> anyhow::Result<ExitCode> {
+    let store = args.open().await?;
     let actor = args.actor();
     match command {
         SystemsCommand::Create { name, scopes } => {
             let scopes = args.grantable(scopes)?;
             let (primary, alternate) = (store.hasher().generate(), store.hasher().generate());
-            let system = store.create_system(&name, &primary.hash, &alternate.hash, &scopes, &actor)?;
+            let system = store.create_system(&name, &primary.hash, &alternate.hash, &scopes, &actor).await?;
             println!("created system {name}");
             println!("  client id:        {}", system.id);
             println!("  scopes:           {}", scopes_described(&system.scopes, None));
@@ -229,7 +240,7 @@ pub(super) fn systems(args: &StoreArgs, command: SystemsCommand) -> anyhow::Resu
                 "{:<36}  {:<24}  {:<8}  {:<25}  {:<25}  {:<25}  SCOPES",
                 "CLIENT ID", "NAME", "STATE", "CREATED", "PRIMARY LAST USED", "ALTERNATE LAST USED"
             );
-            for s in store.systems()? {
+            for s in store.systems().await? {
                 println!(
                     "{:<36}  {:<24}  {:<8}  {:<25}  {:<25}  {:<25}  {}",
                     s.id,
@@ -243,12 +254,12 @@ pub(super) fn systems(args: &StoreArgs, command: SystemsCommand) -> anyhow::Resu
             }
         }
         SystemsCommand::Scopes { id, set: None } => {
-            let system = store.system(&id)?.ok_or_else(|| anyhow::anyhow!("system {id:?} not found"))?;
+            let system = store.system(&id).await?.ok_or_else(|| anyhow::anyhow!("system {id:?} not found"))?;
             println!("scopes:           {}", scopes_described(&system.scopes, args.configured_scopes().as_deref()));
         }
         SystemsCommand::Scopes { id, set: Some(scopes) } => {
             let scopes = args.grantable(scopes)?;
-            let old = store.set_system_scopes(&id, &scopes, &actor)?;
+            let old = store.set_system_scopes(&id, &scopes, &actor).await?;
             println!(
                 "system {id}: scopes [{}] (were [{}]); tokens already issued keep theirs until they expire",
                 scopes.join(", "),
@@ -256,7 +267,7 @@ pub(super) fn systems(args: &StoreArgs, command: SystemsCommand) -> anyhow::Resu
             );
         }
         SystemsCommand::Show { id } => {
-            let system = store.system(&id)?.ok_or_else(|| anyhow::anyhow!("system {id:?} not found"))?;
+            let system = store.system(&id).await?.ok_or_else(|| anyhow::anyhow!("system {id:?} not found"))?;
             println!("client id:        {}", system.id);
             println!("name:             {}", system.name);
             println!("state:            {}", active(system.active));
@@ -265,29 +276,29 @@ pub(super) fn systems(args: &StoreArgs, command: SystemsCommand) -> anyhow::Resu
             println!("secrets renewed:  {}", used(system.secrets_renewed_at));
             println!("primary used:     {}", used(system.primary_used_at));
             println!("alternate used:   {}", used(system.alternate_used_at));
-            let links = store.links(&id)?;
+            let links = store.links(&id).await?;
             println!("links:            {}", links.len());
             for link in links {
                 println!("  {} -> {} (since {})", link.external_user, link.user_id, time(link.created_at));
             }
         }
         SystemsCommand::Deactivate { id } => {
-            store.set_system_active(&id, false, &actor)?;
+            store.set_system_active(&id, false, &actor).await?;
             println!("system {id} deactivated: it gets no new tokens (issued ones run until they expire)");
         }
         SystemsCommand::Activate { id } => {
-            store.set_system_active(&id, true, &actor)?;
+            store.set_system_active(&id, true, &actor).await?;
             println!("system {id} activated");
         }
         SystemsCommand::RenewSecret { id } => {
             let alternate = store.hasher().generate();
-            store.renew_secret(&id, &alternate.hash, &actor)?;
+            store.renew_secret(&id, &alternate.hash, &actor).await?;
             println!("renewed the secrets of system {id}: the old primary is void, the alternate is now primary");
             println!("  new alternate secret: {}", alternate.text);
             println!("It is shown only this once. Renew again once callers use it to replace the other secret too.");
         }
         SystemsCommand::Link { id, external_user, user } => {
-            store.link(&id, &external_user, &user, &actor)?;
+            store.link(&id, &external_user, &user, &actor).await?;
             println!("system {id}: external user {external_user} -> user {user}");
         }
         SystemsCommand::Unlink { id, external_user, user } => {
@@ -296,33 +307,33 @@ pub(super) fn systems(args: &StoreArgs, command: SystemsCommand) -> anyhow::Resu
                 (None, Some(user)) => LinkRef::User(user),
                 (None, None) => anyhow::bail!("name the link with --external-user or --user"),
             };
-            let link = store.unlink(&id, which, &actor)?;
+            let link = store.unlink(&id, which, &actor).await?;
             println!("system {id}: unlinked external user {} from user {}", link.external_user, link.user_id);
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-pub(super) fn users(args: &StoreArgs, command: UsersCommand) -> anyhow::Result<ExitCode> {
-    let store = args.open()?;
+async fn manage_users(args: &StoreArgs, command: UsersCommand) -> anyhow::Result<ExitCode> {
+    let store = args.open().await?;
     let actor = args.actor();
     match command {
         UsersCommand::Add { id, roles } => {
             let roles: Vec<String> = roles.into_iter().map(|r| r.trim().to_owned()).filter(|r| !r.is_empty()).collect();
-            store.add_user(&id, &roles, &actor)?;
+            store.add_user(&id, &roles, &actor).await?;
             println!("added user {id} with roles [{}]", roles.join(", "));
         }
         UsersCommand::Deactivate { id } => {
-            store.set_user_active(&id, false, &actor)?;
+            store.set_user_active(&id, false, &actor).await?;
             println!("user {id} deactivated");
         }
         UsersCommand::Activate { id } => {
-            store.set_user_active(&id, true, &actor)?;
+            store.set_user_active(&id, true, &actor).await?;
             println!("user {id} activated");
         }
         UsersCommand::List => {
             println!("{:<32}  {:<8}  ROLES", "USER", "STATE");
-            for u in store.users()? {
+            for u in store.users().await? {
                 println!("{:<32}  {:<8}  {}", u.id, active(u.active), u.roles.join(","));
             }
         }
@@ -330,10 +341,10 @@ pub(super) fn users(args: &StoreArgs, command: UsersCommand) -> anyhow::Result<E
     Ok(ExitCode::SUCCESS)
 }
 
-pub(super) fn audit(args: &StoreArgs) -> anyhow::Result<ExitCode> {
-    let store = args.open()?;
+async fn show_audit(args: &StoreArgs) -> anyhow::Result<ExitCode> {
+    let store = args.open().await?;
     println!("{:<25}  {:<16}  {:<20}  {:<36}  {:<16}  DETAIL", "TIME", "ACTOR", "ACTION", "SYSTEM", "USER");
-    for e in store.audit()? {
+    for e in store.audit().await? {
         println!(
             "{:<25}  {:<16}  {:<20}  {:<36}  {:<16}  {}",
             time(e.at),

@@ -6,12 +6,11 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::Subcommand;
 
-use crate::identity::{IdentityStore, StoreError};
 use crate::secrets::{verify_key, MasterKey, SecretsError};
+use crate::store::{block_on, Store, StoreError};
 
 #[derive(Subcommand)]
 pub(super) enum SecretsCommand {
@@ -41,22 +40,28 @@ pub(super) enum SecretsCommand {
     },
 }
 
+/// The command runs on a runtime of its own: the CLI is where blocking meets the store.
 pub(super) fn secrets(config: &Path, actor: &str, command: SecretsCommand) -> anyhow::Result<ExitCode> {
+    block_on(manage_secrets(config, actor, command))
+}
+
+async fn manage_secrets(config: &Path, actor: &str, command: SecretsCommand) -> anyhow::Result<ExitCode> {
     match command {
         SecretsCommand::GenKey => println!("{}", MasterKey::generate()),
         SecretsCommand::Set { name } => {
-            let (store, key) = open(config)?;
+            let (store, key) = open(config).await?;
             let value = read_value()?;
-            store.put_secret(&name, &key.seal(&name, value.as_bytes()), key.check(), actor).map_err(wrong_key)?;
+            let sealed = key.seal(&name, value.as_bytes());
+            store.put_secret(&name, &sealed, key.check(), actor).await.map_err(wrong_key)?;
             println!("secret {name} set ({} bytes); configurations reference it as ${{secret:{name}}}", value.len());
         }
-        SecretsCommand::List => list(&*open(config)?.0)?,
+        SecretsCommand::List => list(&open(config).await?.0).await?,
         SecretsCommand::Rm { name } => {
-            open(config)?.0.remove_secret(&name, actor)?;
+            open(config).await?.0.remove_secret(&name, actor).await?;
             println!("secret {name} removed");
         }
         SecretsCommand::RotateKey { new_key_file, new_key_env } => {
-            let (store, key) = open(config)?;
+            let (store, key) = open(config).await?;
             let new_text = match (new_key_file, new_key_env) {
                 (Some(file), _) => std::fs::read_to_string(&file)
                     .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?,
@@ -65,16 +70,16 @@ pub(super) fn secrets(config: &Path, actor: &str, command: SecretsCommand) -> an
             };
             let next = MasterKey::parse(&new_text)?;
             let reseal = |name: &str, sealed: &[u8]| {
-                let value = key.open(name, sealed).map_err(|e| StoreError::Conflict(e.to_string()))?;
+                let value = key.open(name, sealed).map_err(|e| StoreError::Reseal(e.into()))?;
                 Ok(next.seal(name, &value))
             };
-            let count = store.reseal_secrets(&reseal, next.check(), actor)?;
+            let count = store.reseal_secrets(&reseal, next.check(), actor).await?;
             println!("re-sealed {count} secret(s) under the new key; configure it as secrets.master_key now");
         }
         SecretsCommand::Reset { yes } => {
             let (location, _) = crate::compile::secret_store(config).map_err(|e| anyhow::anyhow!("{e}"))?;
             anyhow::ensure!(yes, "this deletes every secret of {location:?}: add --yes to confirm");
-            let deleted = location.open()?.reset_secrets(actor)?;
+            let deleted = location.open().await?.reset_secrets(actor).await?;
             println!(
                 "deleted {deleted} secret(s) and the key check; set each secret again under this environment's key"
             );
@@ -84,11 +89,11 @@ pub(super) fn secrets(config: &Path, actor: &str, command: SecretsCommand) -> an
 }
 
 /// The configuration's secret store, and its master key, checked against the store.
-fn open(config: &Path) -> anyhow::Result<(Arc<dyn IdentityStore>, MasterKey)> {
+async fn open(config: &Path) -> anyhow::Result<(Store, MasterKey)> {
     let (location, key_text) = crate::compile::secret_store(config).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let store = location.open()?;
+    let store = location.open().await?;
     let key = MasterKey::parse(&key_text)?;
-    verify_key(&*store, &key)?;
+    verify_key(&store, &key).await?;
     Ok((store, key))
 }
 
@@ -101,17 +106,17 @@ fn read_value() -> anyhow::Result<String> {
     Ok(value)
 }
 
-/// A conflict on `set` is a store sealed under another key meanwhile.
+/// A store sealed under another key meanwhile refuses `set`.
 fn wrong_key(e: StoreError) -> anyhow::Error {
     match e {
-        StoreError::Conflict(_) => SecretsError::WrongKey.into(),
+        StoreError::WrongMasterKey => SecretsError::WrongKey.into(),
         other => other.into(),
     }
 }
 
-fn list(store: &dyn IdentityStore) -> anyhow::Result<()> {
+async fn list(store: &Store) -> anyhow::Result<()> {
     println!("{:<32}  {:<25}  {:<25}  LAST USED", "NAME", "CREATED", "UPDATED");
-    for s in store.secrets()? {
+    for s in store.secrets().await? {
         let used = s.used_at.map_or_else(|| "never".to_owned(), super::identity::time);
         println!(
             "{:<32}  {:<25}  {:<25}  {used}",

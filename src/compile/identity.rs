@@ -8,11 +8,12 @@ use serde_saphyr::Spanned;
 
 use crate::compile::raw::{self, IdentityConfig, Located};
 use crate::config::context::CompileContext;
-use crate::identity::{self, Issuer, IssuerSettings, StoreLocation};
+use crate::identity::{self, Issuer, IssuerSettings};
 use crate::policy::{Chain, NamedPolicy, Policy};
 use crate::proxy::Backend;
 use crate::route::pattern::PathMatch;
 use crate::route::{PathParameters, Route};
+use crate::store::{StoreError, StoreLocation};
 use crate::telemetry::metrics::RouteMetrics;
 
 /// The token issuer: its key read, its store opened (created and migrated if new), and the
@@ -54,12 +55,14 @@ pub(super) fn compile(
     }
     let key = signing_key(&cfg.signing_key, cx);
     let published = published_keys(&cfg.published_keys, cx);
-    // The store is not watched: the CLI changes it while the gateway runs.
+    // The store is not watched: the CLI changes it while the gateway runs. Opened on a
+    // runtime that ends with the opening (the compiler blocks): it keeps no connection from
+    // it, and makes its connections on the gateway's runtime, where its calls are awaited.
     let location = StoreLocation::parse(&cfg.store.value, cx.dir()).map_err(|e| e.to_string());
     let opened = location.and_then(|l| {
-        l.open().map_err(|e| match e {
+        crate::store::block_on(l.open()).map_err(|e| match e {
             // The field already says it is the identity store.
-            identity::StoreError::Backend(detail) => detail,
+            StoreError::Unavailable(detail) => detail,
             other => other.to_string(),
         })
     });

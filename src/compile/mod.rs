@@ -20,10 +20,10 @@ use serde_saphyr::Location;
 
 use crate::config::context::CompileContext;
 use crate::config::error::{ConfigError, ConfigErrors};
-use crate::identity::StoreLocation;
 use crate::request::client_ip::IpSet;
 use crate::request::headers::GatewayHeaders;
 use crate::runtime::{Runtime, DEFAULT_DRAIN_TIMEOUT};
+use crate::store::StoreLocation;
 use raw::RawConfig;
 
 /// A compiled configuration and what `check` should warn about.

@@ -1,13 +1,25 @@
 //! The `secrets:` section: opens the secret store with its master key before anything that
 //! may reference `${secret:NAME}` compiles.
-
-use std::sync::Arc;
+//!
+//! The compiler is blocking code, outside any runtime or on a blocking thread of the
+//! gateway's (a reload): the store, whose calls are futures, is held as a
+//! [`BlockingStore`], whose own runtime lives as long as this compile's use of it.
 
 use crate::compile::raw::{Located, RawConfig};
 use crate::config::context::CompileContext;
 use crate::config::values::ValueRef;
-use crate::identity::{IdentityStore, StoreLocation};
 use crate::secrets::{MasterKey, Vault};
+use crate::store::{BlockingStore, StoreError, StoreLocation};
+
+/// The secret store a compile opened, to record afterwards which secrets it used.
+pub(super) struct SecretStore(BlockingStore);
+
+impl SecretStore {
+    /// Records that the configuration resolved these secrets at `at` (Unix seconds).
+    pub(super) fn secrets_used(&self, names: &[String], at: i64) -> Result<(), StoreError> {
+        self.0.block_on(self.0.store().secrets_used(names, at))
+    }
+}
 
 /// Why a `secrets` section has no store.
 pub(super) const NO_STORE: &str = "the secret store has no `store` and there is no `identity.store` to share";
@@ -20,7 +32,7 @@ pub(super) fn location(raw: &RawConfig) -> Option<&Located> {
 
 /// Opens the secret store, if the file has one, and gives its values to `cx`; returns the
 /// store, to record afterwards which secrets the configuration used.
-pub(super) fn compile(raw: &RawConfig, cx: &mut CompileContext) -> Option<Arc<dyn IdentityStore>> {
+pub(super) fn compile(raw: &RawConfig, cx: &mut CompileContext) -> Option<SecretStore> {
     let section = raw.secrets.as_ref()?;
     cx.secrets_declared = true;
     let cfg = &section.value;
@@ -48,7 +60,7 @@ pub(super) fn compile(raw: &RawConfig, cx: &mut CompileContext) -> Option<Arc<dy
     };
     let opened = StoreLocation::parse(&location.value, cx.dir())
         .map_err(|e| e.to_string())
-        .and_then(|l| l.open().map_err(|e| e.to_string()));
+        .and_then(|l| BlockingStore::open(&l).map_err(|e| e.to_string()));
     let store = match opened {
         Ok(store) => store,
         Err(e) => {
@@ -56,7 +68,7 @@ pub(super) fn compile(raw: &RawConfig, cx: &mut CompileContext) -> Option<Arc<dy
             return None;
         }
     };
-    match Vault::open(&*store, &key) {
+    match store.block_on(Vault::open(store.store(), &key)) {
         Ok(vault) => {
             let values = vault.into_values();
             // Every value is in memory now, used or not: none may be written anywhere.
@@ -64,7 +76,7 @@ pub(super) fn compile(raw: &RawConfig, cx: &mut CompileContext) -> Option<Arc<dy
                 cx.conceal(value);
             }
             cx.secrets = Some(values);
-            Some(store)
+            Some(SecretStore(store))
         }
         Err(e) => {
             cx.error(key_ref.referenced, "secrets.master_key", e.to_string());

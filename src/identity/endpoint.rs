@@ -24,11 +24,10 @@ use http::{Method, Response, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
 
-use super::secret::{SecretHash, SecretSlot, MAX_SECRET_BYTES};
-use super::store::User;
 use super::{Issuer, DISCOVERY_PATH, JWKS_PATH, TOKEN_PATH};
 use crate::body::{self, Body};
 use crate::proxy::{Outbound, Responder};
+use crate::store::{check_id, Field, SecretHash, SecretSlot, User, MAX_SECRET_BYTES};
 use crate::telemetry::metrics::metrics;
 
 /// The largest token request body read.
@@ -418,7 +417,7 @@ fn credentials(headers: &HeaderMap, id: Option<&str>, secret: Option<&str>) -> R
     };
     // Client ids are short and printable (`check_id`); anything else is refused before it
     // can become a rate-limit key or a log field.
-    let plausible_id = super::store::check_id("client id", &credentials.client_id).is_ok();
+    let plausible_id = check_id(Field::ClientId, &credentials.client_id).is_ok();
     if !plausible_id || credentials.secret.is_empty() || credentials.secret.len() > MAX_SECRET_BYTES {
         return Err(Refusal::InvalidClient);
     }

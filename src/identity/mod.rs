@@ -4,29 +4,23 @@
 //! published at `/.well-known/jwks.json` and `/.well-known/openid-configuration`, so a
 //! `jwt` policy trusts the gateway (`issuers: [self]`) like any other issuer.
 //!
-//! [`store`] is what it keeps (SQLite in [`sqlite`], PostgreSQL in [`postgres`]), [`secret`] how secrets are made and
-//! checked, [`signing`] the key, [`endpoint`] the HTTP side, [`budgets`] what it allows whom.
+//! [`crate::store`] is what it keeps and how secrets are made and checked, [`signing`] the
+//! key, [`endpoint`] the HTTP side, [`budgets`] what it allows whom.
 
 pub mod budgets;
 pub mod endpoint;
-pub mod postgres;
-pub mod secret;
 pub mod signing;
-pub mod sqlite;
-pub mod store;
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::config::context::IssuerFacts;
 use crate::config::values::{ConfigDuration, Located};
+use crate::store::{SecretSlot, Store};
 use budgets::Budgets;
 pub use budgets::TokenRateLimitConfig;
 use signing::{PublishedKey, SigningKey};
-pub use store::{IdentityStore, StoreError};
 
 /// Where the token endpoint is served (RFC 6749 §3.2), on the identity listener.
 pub const TOKEN_PATH: &str = "/oauth2/token";
@@ -67,61 +61,6 @@ pub struct IdentityConfig {
     pub rate_limit: TokenRateLimitConfig,
 }
 
-/// A store location that cannot be used.
-#[derive(Debug, PartialEq, Eq, thiserror::Error)]
-pub enum LocationError {
-    /// A `${env:}` or `${file:}` reference in the location has no value.
-    #[error("{0}")]
-    Unresolved(String),
-    /// The PostgreSQL URL is unusable.
-    #[error("{0}")]
-    Postgres(String),
-    /// The location has no known scheme, or `sqlite:` has no path.
-    #[error("{0:?} is not a store location; write sqlite:PATH or postgres://USER@HOST/DATABASE")]
-    Unknown(String),
-}
-
-/// Where the store lives.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum StoreLocation {
-    /// A SQLite database file, already resolved against the configuration file's directory.
-    Sqlite(PathBuf),
-    /// A PostgreSQL database, shared by every instance that names it.
-    Postgres(Box<postgres::PgLocation>),
-}
-
-impl StoreLocation {
-    /// Parses `sqlite:PATH` or `postgres://…` (`postgresql://…`); relative paths are taken
-    /// from `dir`. `${env:NAME}` and `${file:path}` are replaced by their values: the whole
-    /// location, or a part of a URL such as the password (percent-encoded there).
-    ///
-    /// # Errors
-    /// An unresolved reference, an unusable URL, another scheme or an empty path.
-    pub fn parse(written: &str, dir: &Path) -> Result<Self, LocationError> {
-        let text = crate::config::values::expand_references(written, dir)
-            .map_err(|e| LocationError::Unresolved(e.to_string()))?;
-        match text.split_once(':') {
-            Some(("sqlite", path)) if !path.is_empty() => Ok(Self::Sqlite(dir.join(path))),
-            Some(("postgres" | "postgresql", _)) => postgres::PgLocation::parse(&text, dir)
-                .map(|l| Self::Postgres(Box::new(l)))
-                .map_err(LocationError::Postgres),
-            // As written: a referenced value may be a secret.
-            _ => Err(LocationError::Unknown(written.to_owned())),
-        }
-    }
-
-    /// Opens (and creates or migrates) the store.
-    ///
-    /// # Errors
-    /// See [`sqlite::SqliteStore::open`] and [`postgres::PostgresStore::open`].
-    pub fn open(&self) -> Result<Arc<dyn IdentityStore>, StoreError> {
-        match self {
-            Self::Sqlite(path) => Ok(Arc::new(sqlite::SqliteStore::open(path)?)),
-            Self::Postgres(location) => Ok(Arc::new(postgres::PostgresStore::open(location)?)),
-        }
-    }
-}
-
 /// The compiled issuer.
 pub struct Issuer {
     /// `iss`, without a trailing `/`.
@@ -137,12 +76,12 @@ pub struct Issuer {
     /// The algorithms of the published keys, the signing key's first.
     algorithms: Vec<jsonwebtoken::Algorithm>,
     /// The store of clients and their secrets.
-    pub store: Arc<dyn IdentityStore>,
+    pub store: Store,
     /// Failed authentications per network and per client id, issuance per client id.
     budgets: Budgets,
     /// The minute each system's secrets were last noted as used, so that the store is
     /// written at most once a minute per secret.
-    uses: quick_cache::sync::Cache<(String, secret::SecretSlot), i64>,
+    uses: quick_cache::sync::Cache<(String, SecretSlot), i64>,
     /// The discovery and JWKS documents, rendered once.
     discovery: bytes::Bytes,
     jwks: bytes::Bytes,
@@ -169,7 +108,7 @@ pub struct IssuerSettings {
     /// Other keys published beside it.
     pub published: Vec<PublishedKey>,
     /// The opened store of clients and their secrets.
-    pub store: Arc<dyn IdentityStore>,
+    pub store: Store,
     /// The token endpoint's budgets.
     pub rate_limit: TokenRateLimitConfig,
 }

@@ -1,4 +1,4 @@
-//! The imported configuration as data, in the shape of the YAML contract (`config::raw` and
+//! The imported configuration as data, in the shape of the YAML contract (`compile::raw` and
 //! the policies' `*Config` types), serialized by serde-saphyr. Notes are YAML comments on lines
 //! of their own, above the policy they concern: nothing written here can end up inside a
 //! scalar or a flow collection.
@@ -64,7 +64,7 @@ pub(super) struct Route {
 #[derive(Serialize)]
 pub(super) struct Match {}
 
-/// One policy: exactly one kind set. A struct of options, as `config::raw::PolicyConfig` is:
+/// One policy: exactly one kind set. A struct of options, as `compile::raw::PolicyConfig` is:
 /// serde-saphyr 2.1.1 loses the indentation of an enum variant's content under a comment
 /// written above it (`CommentPosition::Above`), which the read-back caught.
 #[derive(Default, Serialize)]

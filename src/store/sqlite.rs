@@ -1,7 +1,11 @@
-//! The embedded SQLite [`IdentityStore`]: one file, created and migrated on first use
+//! The embedded SQLite [`Storage`]: one file, created and migrated on first use
 //! (versioned migrations tracked in `PRAGMA user_version`), WAL journal so that the CLI can
 //! write while a gateway reads, every query parameterized, the audit table append-only
 //! (triggers refuse UPDATE and DELETE).
+//!
+//! The token endpoint's two calls ([`Storage::lookup`], [`Storage::secret_used`]) run on
+//! tokio's blocking threads, never on the event loop; every other call (the CLI, the
+//! configuration compiler) does its fast local I/O on the caller's thread, once polled.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -9,11 +13,12 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Row, Transaction, TransactionBehavior};
 
-use super::secret::{random_bytes, SecretHash, SecretHasher};
-use super::store::{
-    check_id, check_scopes, now, parse_scopes, scopes_column, scopes_shown, AuditEntry, Client, IdentityStore, Link,
-    LinkRef, Lookup, Reseal, SealedSecret, SecretSlot, StoreError, StoreFuture, System, User, KEY_CHECK, LINK_COLUMNS,
-    SYSTEM_COLUMNS, USER_COLUMNS, WRONG_KEY,
+use super::error::StoreError;
+use super::records::{AuditEntry, AuditRecord, Client, Link, LinkRef, Lookup, SealedSecret, System, User};
+use super::secret::{random_bytes, SecretHash, SecretSlot};
+use super::storage::{
+    parse_scopes, scopes_column, AuditOf, Entity, LinkWrite, Reseal, Storage, StoreFuture, KEY_CHECK, LINK_COLUMNS,
+    SYSTEM_COLUMNS, USER_COLUMNS,
 };
 
 /// Schema migrations, in order; migration `i` brings the schema to version `i + 1`.
@@ -77,22 +82,14 @@ ALTER TABLE systems ADD COLUMN scopes TEXT NOT NULL DEFAULT '';
 ",
 ];
 
-/// What an active flag belongs to.
-#[derive(Clone, Copy)]
-enum Entity {
-    System,
-    User,
-}
-
-/// An [`IdentityStore`] in one SQLite file: one connection writes (behind a mutex: SQLite
-/// has one writer), a few read-only ones read at once (WAL lets readers run beside the writer
-/// and each other), so token requests — reads only — never wait for one another.
-pub struct SqliteStore {
+/// A [`Storage`] in one SQLite file: one connection writes (behind a mutex: SQLite has one
+/// writer), a few read-only ones read at once (WAL lets readers run beside the writer and
+/// each other), so token requests — reads only — never wait for one another.
+pub struct SqliteStorage {
     path: PathBuf,
     /// The one writer, shared with the blocking threads that record secret use.
     conn: Arc<Mutex<Connection>>,
     readers: Arc<Readers>,
-    hasher: SecretHasher,
 }
 
 /// The read-only connections, shared with the blocking threads that run token lookups.
@@ -154,46 +151,47 @@ fn reader_count() -> usize {
 fn open_reader(path: &Path) -> Result<Connection, StoreError> {
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
     let conn = Connection::open_with_flags(path, flags)
-        .map_err(|e| StoreError::Backend(format!("cannot open {} for reading: {e}", path.display())))?;
+        .map_err(|e| StoreError::Unavailable(format!("cannot open {} for reading: {e}", path.display())))?;
     conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(backend)?;
     Ok(conn)
 }
 
-impl std::fmt::Debug for SqliteStore {
+impl std::fmt::Debug for SqliteStorage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqliteStore").field("path", &self.path).finish_non_exhaustive()
+        f.debug_struct("SqliteStorage").field("path", &self.path).finish_non_exhaustive()
     }
 }
 
 fn backend(e: rusqlite::Error) -> StoreError {
-    StoreError::Backend(e.to_string())
+    StoreError::Unavailable(e.to_string())
 }
 
-impl SqliteStore {
-    /// Opens the database, creating it (and its directory) and applying pending migrations.
+impl SqliteStorage {
+    /// Opens the database, creating it (and its directory) and applying pending migrations;
+    /// returns it with the store's secret-hashing key.
     ///
     /// # Errors
     /// The file cannot be created or opened, is not a database, or has a newer schema.
-    pub fn open(path: &Path) -> Result<Self, StoreError> {
+    pub fn open(path: &Path) -> Result<(Self, Vec<u8>), StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
-                .map_err(|e| StoreError::Backend(format!("cannot create {}: {e}", dir.display())))?;
+                .map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", dir.display())))?;
         }
-        let mut conn =
-            Connection::open(path).map_err(|e| StoreError::Backend(format!("cannot open {}: {e}", path.display())))?;
+        let mut conn = Connection::open(path)
+            .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
         conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(backend)?;
         conn.pragma_update(None, "foreign_keys", true).map_err(backend)?;
         let mode = wal_mode(&conn)
-            .map_err(|e| StoreError::Backend(format!("{} is not a usable SQLite database: {e}", path.display())))?;
+            .map_err(|e| StoreError::Unavailable(format!("{} is not a usable SQLite database: {e}", path.display())))?;
         tracing::debug!(path = %path.display(), journal_mode = %mode, "identity store opened");
         let key = migrate(&mut conn)?;
         let conns = (0..reader_count()).map(|_| open_reader(path).map(Mutex::new)).collect::<Result<_, _>>()?;
-        Ok(Self {
+        let storage = Self {
             path: path.to_owned(),
             conn: Arc::new(Mutex::new(conn)),
             readers: Arc::new(Readers { conns, next: AtomicUsize::new(0) }),
-            hasher: SecretHasher::new(&key),
-        })
+        };
+        Ok((storage, key))
     }
 
     /// Runs `f` in one transaction, committed when it succeeds.
@@ -209,24 +207,21 @@ impl SqliteStore {
         self.readers.read(f)
     }
 
-    /// Sets the active flag of one system or user, with its audit entry.
-    fn set_active(&self, entity: Entity, id: &str, active: bool, actor: &str) -> Result<(), StoreError> {
-        let (table, what) = match entity {
-            Entity::System => ("systems", "system"),
-            Entity::User => ("users", "user"),
-        };
-        self.write(|tx| {
-            let sql = format!("UPDATE {table} SET active = ?2 WHERE id = ?1");
-            if tx.execute(&sql, params![id, active]).map_err(backend)? == 0 {
-                return Err(StoreError::NotFound(format!("{what} {id:?}")));
-            }
-            let action = format!("{what}.{}", if active { "activate" } else { "deactivate" });
-            let (system, user) = match entity {
-                Entity::System => (Some(id), None),
-                Entity::User => (None, Some(id)),
-            };
-            audit(tx, actor, &action, system, user, None)
-        })
+    /// A change, run on the caller's thread once polled: the CLI's and the compiler's, never
+    /// the event loop's.
+    fn change<'a, T: Send + 'a>(
+        &'a self,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError> + Send + 'a,
+    ) -> StoreFuture<'a, T> {
+        Box::pin(async move { self.write(f) })
+    }
+
+    /// A read, run like [`Self::change`].
+    fn query<'a, T: Send + 'a>(
+        &'a self,
+        f: impl FnOnce(&Connection) -> Result<T, rusqlite::Error> + Send + 'a,
+    ) -> StoreFuture<'a, T> {
+        Box::pin(async move { self.read(f) })
     }
 
     /// Every row `sql` selects, mapped by `row`.
@@ -263,13 +258,13 @@ fn migrate(conn: &mut Connection) -> Result<Vec<u8>, StoreError> {
     let version: i64 = tx.pragma_query_value(None, "user_version", |row| row.get(0)).map_err(backend)?;
     let version = usize::try_from(version).unwrap_or(usize::MAX);
     if version > MIGRATIONS.len() {
-        return Err(StoreError::Backend(format!(
+        return Err(StoreError::Unavailable(format!(
             "the database schema is version {version}, newer than this portcullis knows ({}); upgrade portcullis",
             MIGRATIONS.len()
         )));
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
-        tx.execute_batch(sql).map_err(|e| StoreError::Backend(format!("migration {}: {e}", i + 1)))?;
+        tx.execute_batch(sql).map_err(|e| StoreError::Unavailable(format!("migration {}: {e}", i + 1)))?;
         tx.pragma_update(None, "user_version", i as i64 + 1).map_err(backend)?;
         tracing::info!(version = i + 1, "identity store migrated");
     }
@@ -288,17 +283,11 @@ fn hash_key(conn: &Connection) -> Result<Vec<u8>, StoreError> {
     conn.query_row("SELECT value FROM meta WHERE key = 'secret_hash_key'", [], |row| row.get(0)).map_err(backend)
 }
 
-fn audit(
-    tx: &Transaction<'_>,
-    actor: &str,
-    action: &str,
-    system_id: Option<&str>,
-    user_id: Option<&str>,
-    detail: Option<&str>,
-) -> Result<(), StoreError> {
+/// Writes the audit entry the rules made.
+fn audit(tx: &Transaction<'_>, entry: &AuditRecord) -> Result<(), StoreError> {
     tx.execute(
         "INSERT INTO audit (at, actor, action, system_id, user_id, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![now(), actor, action, system_id, user_id, detail],
+        params![entry.at, entry.actor, entry.action.as_str(), entry.system_id, entry.user_id, entry.detail],
     )
     .map_err(backend)?;
     Ok(())
@@ -314,10 +303,6 @@ fn used_sql(slot: SecretSlot) -> &'static str {
             "UPDATE systems SET alternate_used_at = ?2 WHERE id = ?1 AND (alternate_used_at IS NULL OR alternate_used_at < ?2)"
         }
     }
-}
-
-fn is_constraint(e: &rusqlite::Error) -> bool {
-    e.sqlite_error_code() == Some(ErrorCode::ConstraintViolation)
 }
 
 fn system_row(row: &Row<'_>) -> rusqlite::Result<System> {
@@ -347,193 +332,49 @@ fn link_row(row: &Row<'_>) -> rusqlite::Result<Link> {
     Ok(Link { system_id: row.get(0)?, external_user: row.get(1)?, user_id: row.get(2)?, created_at: row.get(3)? })
 }
 
-impl IdentityStore for SqliteStore {
-    fn hasher(&self) -> &SecretHasher {
-        &self.hasher
-    }
+/// Whether a row with this id exists in `table`.
+fn exists(tx: &Transaction<'_>, sql: &str, id: &str) -> Result<bool, StoreError> {
+    tx.query_row(sql, params![id], |_| Ok(())).optional().map(|r| r.is_some()).map_err(backend)
+}
 
-    fn create_system(
-        &self,
-        name: &str,
-        primary: &SecretHash,
-        alternate: &SecretHash,
-        scopes: &[String],
-        actor: &str,
-    ) -> Result<System, StoreError> {
-        let system = System { scopes: check_scopes(scopes)?, ..System::new(name)? };
-        self.write(|tx| {
-            tx.execute(
-                "INSERT INTO systems (id, name, active, primary_hash, alternate_hash, created_at, scopes) \
-                 VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6)",
-                params![
-                    system.id,
-                    system.name,
-                    primary.0,
-                    alternate.0,
-                    system.created_at,
-                    scopes_column(&system.scopes)
-                ],
-            )
-            .map_err(|e| {
-                if is_constraint(&e) {
-                    StoreError::Conflict(format!("a system named {name:?} exists"))
-                } else {
-                    backend(e)
-                }
-            })?;
-            let detail = format!("name={name} scopes={}", scopes_shown(&system.scopes));
-            audit(tx, actor, "system.create", Some(&system.id), None, Some(&detail))?;
-            Ok(system.clone())
+impl Storage for SqliteStorage {
+    fn systems(&self) -> StoreFuture<'_, Vec<System>> {
+        Box::pin(async move {
+            self.rows(&format!("SELECT {SYSTEM_COLUMNS} FROM systems ORDER BY created_at, name"), [], system_row)
         })
     }
 
-    fn systems(&self) -> Result<Vec<System>, StoreError> {
-        self.rows(&format!("SELECT {SYSTEM_COLUMNS} FROM systems ORDER BY created_at, name"), [], system_row)
-    }
-
-    fn system(&self, id: &str) -> Result<Option<System>, StoreError> {
-        self.read(|c| {
+    fn system<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<System>> {
+        self.query(move |c| {
             c.query_row(&format!("SELECT {SYSTEM_COLUMNS} FROM systems WHERE id = ?1"), params![id], system_row)
                 .optional()
         })
     }
 
-    fn set_system_active(&self, id: &str, active: bool, actor: &str) -> Result<(), StoreError> {
-        self.set_active(Entity::System, id, active, actor)
+    fn users(&self) -> StoreFuture<'_, Vec<User>> {
+        Box::pin(async move { self.rows(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY id"), [], user_row) })
     }
 
-    fn set_system_scopes(&self, id: &str, scopes: &[String], actor: &str) -> Result<Vec<String>, StoreError> {
-        let scopes = check_scopes(scopes)?;
-        self.write(|tx| {
-            let old: String = tx
-                .query_row("SELECT scopes FROM systems WHERE id = ?1", params![id], |row| row.get(0))
-                .optional()
-                .map_err(backend)?
-                .ok_or_else(|| StoreError::NotFound(format!("system {id:?}")))?;
-            let old = parse_scopes(&old);
-            tx.execute("UPDATE systems SET scopes = ?2 WHERE id = ?1", params![id, scopes_column(&scopes)])
-                .map_err(backend)?;
-            let detail = format!("scopes={} was={}", scopes_shown(&scopes), scopes_shown(&old));
-            audit(tx, actor, "system.scopes", Some(id), None, Some(&detail))?;
-            Ok(old)
+    fn links<'a>(&'a self, system_id: &'a str) -> StoreFuture<'a, Vec<Link>> {
+        Box::pin(async move {
+            let sql = format!("SELECT {LINK_COLUMNS} FROM links WHERE system_id = ?1 ORDER BY external_user");
+            self.rows(&sql, params![system_id], link_row)
         })
     }
 
-    fn renew_secret(&self, id: &str, new_alternate: &SecretHash, actor: &str) -> Result<(), StoreError> {
-        self.write(|tx| {
-            let changed = tx
-                .execute(
-                    "UPDATE systems SET primary_hash = alternate_hash, alternate_hash = ?2, secrets_renewed_at = ?3, \
-                     primary_used_at = alternate_used_at, alternate_used_at = NULL WHERE id = ?1",
-                    params![id, new_alternate.0, now()],
-                )
-                .map_err(backend)?;
-            if changed == 0 {
-                return Err(StoreError::NotFound(format!("system {id:?}")));
-            }
-            audit(tx, actor, "system.renew_secret", Some(id), None, None)
-        })
-    }
-
-    fn add_user(&self, id: &str, roles: &[String], actor: &str) -> Result<User, StoreError> {
-        let user = User::new(id, roles)?;
-        let roles_json = serde_json::to_string(roles).map_err(|e| StoreError::Backend(e.to_string()))?;
-        self.write(|tx| {
-            tx.execute(
-                "INSERT INTO users (id, roles, active, created_at) VALUES (?1, ?2, 1, ?3)",
-                params![user.id, roles_json, user.created_at],
-            )
-            .map_err(|e| {
-                if is_constraint(&e) {
-                    StoreError::Conflict(format!("user {id:?} exists"))
-                } else {
-                    backend(e)
-                }
-            })?;
-            audit(tx, actor, "user.add", None, Some(id), Some(&format!("roles={}", roles.join(","))))?;
-            Ok(user.clone())
-        })
-    }
-
-    fn users(&self) -> Result<Vec<User>, StoreError> {
-        self.rows(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY id"), [], user_row)
-    }
-
-    fn set_user_active(&self, id: &str, active: bool, actor: &str) -> Result<(), StoreError> {
-        self.set_active(Entity::User, id, active, actor)
-    }
-
-    fn link(&self, system_id: &str, external_user: &str, user_id: &str, actor: &str) -> Result<(), StoreError> {
-        check_id("external user id", external_user)?;
-        self.write(|tx| {
-            let exists = |sql: &str, id: &str| -> Result<bool, StoreError> {
-                tx.query_row(sql, params![id], |_| Ok(())).optional().map(|r| r.is_some()).map_err(backend)
-            };
-            if !exists("SELECT 1 FROM systems WHERE id = ?1", system_id)? {
-                return Err(StoreError::NotFound(format!("system {system_id:?}")));
-            }
-            if !exists("SELECT 1 FROM users WHERE id = ?1", user_id)? {
-                return Err(StoreError::NotFound(format!("user {user_id:?}")));
-            }
-            tx.execute(
-                "INSERT INTO links (system_id, external_user, user_id, created_at) VALUES (?1, ?2, ?3, ?4)",
-                params![system_id, external_user, user_id, now()],
-            )
-            .map_err(|e| {
-                if is_constraint(&e) {
-                    StoreError::Conflict(format!(
-                        "system {system_id:?} already links external user {external_user:?} or user {user_id:?}; unlink first"
-                    ))
-                } else {
-                    backend(e)
-                }
-            })?;
-            audit(tx, actor, "system.link", Some(system_id), Some(user_id), Some(&format!("external_user={external_user}")))
-        })
-    }
-
-    fn unlink(&self, system_id: &str, link: LinkRef<'_>, actor: &str) -> Result<Link, StoreError> {
-        self.write(|tx| {
-            let (column, value) = match link {
-                LinkRef::ExternalUser(ext) => ("external_user", ext),
-                LinkRef::User(user) => ("user_id", user),
-            };
-            let found = tx
-                .query_row(
-                    &format!("SELECT {LINK_COLUMNS} FROM links WHERE system_id = ?1 AND {column} = ?2"),
-                    params![system_id, value],
-                    link_row,
-                )
-                .optional()
-                .map_err(backend)?
-                .ok_or_else(|| StoreError::NotFound(format!("a link of system {system_id:?} with {value:?}")))?;
-            tx.execute(
-                "DELETE FROM links WHERE system_id = ?1 AND external_user = ?2",
-                params![system_id, found.external_user],
-            )
-            .map_err(backend)?;
-            let detail = format!("external_user={}", found.external_user);
-            audit(tx, actor, "system.unlink", Some(system_id), Some(&found.user_id), Some(&detail))?;
-            Ok(found)
-        })
-    }
-
-    fn links(&self, system_id: &str) -> Result<Vec<Link>, StoreError> {
-        let sql = format!("SELECT {LINK_COLUMNS} FROM links WHERE system_id = ?1 ORDER BY external_user");
-        self.rows(&sql, params![system_id], link_row)
-    }
-
-    fn audit(&self) -> Result<Vec<AuditEntry>, StoreError> {
-        let sql = "SELECT seq, at, actor, action, system_id, user_id, detail FROM audit ORDER BY seq";
-        self.rows(sql, [], |row| {
-            Ok(AuditEntry {
-                seq: row.get(0)?,
-                at: row.get(1)?,
-                actor: row.get(2)?,
-                action: row.get(3)?,
-                system_id: row.get(4)?,
-                user_id: row.get(5)?,
-                detail: row.get(6)?,
+    fn audit(&self) -> StoreFuture<'_, Vec<AuditEntry>> {
+        Box::pin(async move {
+            let sql = "SELECT seq, at, actor, action, system_id, user_id, detail FROM audit ORDER BY seq";
+            self.rows(sql, [], |row| {
+                Ok(AuditEntry {
+                    seq: row.get(0)?,
+                    at: row.get(1)?,
+                    actor: row.get(2)?,
+                    action: row.get(3)?,
+                    system_id: row.get(4)?,
+                    user_id: row.get(5)?,
+                    detail: row.get(6)?,
+                })
             })
         })
     }
@@ -545,7 +386,266 @@ impl IdentityStore for SqliteStore {
             // SQLite reads block: they run on tokio's blocking threads, never on the event loop.
             tokio::task::spawn_blocking(move || readers.lookup(&system_id, external_user.as_deref()))
                 .await
-                .map_err(|e| StoreError::Backend(format!("the store lookup failed: {e}")))?
+                .map_err(|e| StoreError::Unavailable(format!("the store lookup failed: {e}")))?
+        })
+    }
+
+    fn secrets(&self) -> StoreFuture<'_, Vec<SealedSecret>> {
+        Box::pin(async move {
+            let sql = "SELECT name, sealed, created_at, updated_at, used_at FROM secrets ORDER BY name";
+            self.rows(sql, [], |row| {
+                Ok(SealedSecret {
+                    name: row.get(0)?,
+                    sealed: row.get(1)?,
+                    created_at: row.get(2)?,
+                    updated_at: row.get(3)?,
+                    used_at: row.get(4)?,
+                })
+            })
+        })
+    }
+
+    fn secrets_key_check(&self) -> StoreFuture<'_, Option<Vec<u8>>> {
+        self.query(move |c| {
+            c.query_row("SELECT value FROM meta WHERE key = ?1", params![KEY_CHECK], |r| r.get(0)).optional()
+        })
+    }
+
+    fn insert_system<'a>(
+        &'a self,
+        system: &'a System,
+        primary: &'a SecretHash,
+        alternate: &'a SecretHash,
+        entry: &'a AuditRecord,
+    ) -> StoreFuture<'a, bool> {
+        self.change(move |tx| {
+            let inserted = tx
+                .execute(
+                    "INSERT INTO systems (id, name, active, primary_hash, alternate_hash, created_at, scopes) \
+                     VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+                    params![
+                        system.id,
+                        system.name,
+                        primary.0,
+                        alternate.0,
+                        system.created_at,
+                        scopes_column(&system.scopes)
+                    ],
+                )
+                .map_err(backend)?;
+            if inserted == 0 {
+                return Ok(false);
+            }
+            audit(tx, entry).map(|()| true)
+        })
+    }
+
+    fn insert_user<'a>(&'a self, user: &'a User, entry: &'a AuditRecord) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let roles = serde_json::to_string(&user.roles).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            self.write(|tx| {
+                let inserted = tx
+                    .execute(
+                        "INSERT INTO users (id, roles, active, created_at) VALUES (?1, ?2, 1, ?3) ON CONFLICT DO NOTHING",
+                        params![user.id, roles, user.created_at],
+                    )
+                    .map_err(backend)?;
+                if inserted == 0 {
+                    return Ok(false);
+                }
+                audit(tx, entry).map(|()| true)
+            })
+        })
+    }
+
+    fn set_active<'a>(
+        &'a self,
+        entity: Entity,
+        id: &'a str,
+        active: bool,
+        entry: &'a AuditRecord,
+    ) -> StoreFuture<'a, bool> {
+        let sql = match entity {
+            Entity::System => "UPDATE systems SET active = ?2 WHERE id = ?1",
+            Entity::User => "UPDATE users SET active = ?2 WHERE id = ?1",
+        };
+        self.change(move |tx| {
+            if tx.execute(sql, params![id, active]).map_err(backend)? == 0 {
+                return Ok(false);
+            }
+            audit(tx, entry).map(|()| true)
+        })
+    }
+
+    fn replace_scopes<'a>(
+        &'a self,
+        id: &'a str,
+        scopes: &'a [String],
+        entry: &'a AuditOf<'a, [String]>,
+    ) -> StoreFuture<'a, Option<Vec<String>>> {
+        self.change(move |tx| {
+            let Some(old) = tx
+                .query_row("SELECT scopes FROM systems WHERE id = ?1", params![id], |row| row.get::<_, String>(0))
+                .optional()
+                .map_err(backend)?
+            else {
+                return Ok(None);
+            };
+            let old = parse_scopes(&old);
+            tx.execute("UPDATE systems SET scopes = ?2 WHERE id = ?1", params![id, scopes_column(scopes)])
+                .map_err(backend)?;
+            audit(tx, &entry(&old))?;
+            Ok(Some(old))
+        })
+    }
+
+    fn renew_secret<'a>(
+        &'a self,
+        id: &'a str,
+        new_alternate: &'a SecretHash,
+        entry: &'a AuditRecord,
+    ) -> StoreFuture<'a, bool> {
+        self.change(move |tx| {
+            let changed = tx
+                .execute(
+                    "UPDATE systems SET primary_hash = alternate_hash, alternate_hash = ?2, secrets_renewed_at = ?3, \
+                     primary_used_at = alternate_used_at, alternate_used_at = NULL WHERE id = ?1",
+                    params![id, new_alternate.0, entry.at],
+                )
+                .map_err(backend)?;
+            if changed == 0 {
+                return Ok(false);
+            }
+            audit(tx, entry).map(|()| true)
+        })
+    }
+
+    fn insert_link<'a>(&'a self, link: &'a Link, entry: &'a AuditRecord) -> StoreFuture<'a, LinkWrite> {
+        self.change(move |tx| {
+            if !exists(tx, "SELECT 1 FROM systems WHERE id = ?1", &link.system_id)? {
+                return Ok(LinkWrite::NoSystem);
+            }
+            if !exists(tx, "SELECT 1 FROM users WHERE id = ?1", &link.user_id)? {
+                return Ok(LinkWrite::NoUser);
+            }
+            let inserted = tx
+                .execute(
+                    "INSERT INTO links (system_id, external_user, user_id, created_at) VALUES (?1, ?2, ?3, ?4) \
+                     ON CONFLICT DO NOTHING",
+                    params![link.system_id, link.external_user, link.user_id, link.created_at],
+                )
+                .map_err(backend)?;
+            if inserted == 0 {
+                return Ok(LinkWrite::Taken);
+            }
+            audit(tx, entry).map(|()| LinkWrite::Linked)
+        })
+    }
+
+    fn delete_link<'a>(
+        &'a self,
+        system_id: &'a str,
+        link: LinkRef<'a>,
+        entry: &'a AuditOf<'a, Link>,
+    ) -> StoreFuture<'a, Option<Link>> {
+        let column = match link {
+            LinkRef::ExternalUser(_) => "external_user",
+            LinkRef::User(_) => "user_id",
+        };
+        self.change(move |tx| {
+            let Some(found) = tx
+                .query_row(
+                    &format!("SELECT {LINK_COLUMNS} FROM links WHERE system_id = ?1 AND {column} = ?2"),
+                    params![system_id, link.id()],
+                    link_row,
+                )
+                .optional()
+                .map_err(backend)?
+            else {
+                return Ok(None);
+            };
+            tx.execute(
+                "DELETE FROM links WHERE system_id = ?1 AND external_user = ?2",
+                params![system_id, found.external_user],
+            )
+            .map_err(backend)?;
+            audit(tx, &entry(&found))?;
+            Ok(Some(found))
+        })
+    }
+
+    fn put_secret<'a>(
+        &'a self,
+        name: &'a str,
+        sealed: &'a [u8],
+        key_check: &'a [u8],
+        entry: &'a AuditRecord,
+    ) -> StoreFuture<'a, bool> {
+        self.change(move |tx| {
+            tx.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?1, ?2)", params![KEY_CHECK, key_check])
+                .map_err(backend)?;
+            let current: Vec<u8> = tx
+                .query_row("SELECT value FROM meta WHERE key = ?1", params![KEY_CHECK], |r| r.get(0))
+                .map_err(backend)?;
+            if current != key_check {
+                return Ok(false);
+            }
+            tx.execute(
+                "INSERT INTO secrets (name, sealed, created_at, updated_at) VALUES (?1, ?2, ?3, ?3) \
+                 ON CONFLICT (name) DO UPDATE SET sealed = excluded.sealed, updated_at = excluded.updated_at",
+                params![name, sealed, entry.at],
+            )
+            .map_err(backend)?;
+            audit(tx, entry).map(|()| true)
+        })
+    }
+
+    fn delete_secret<'a>(&'a self, name: &'a str, entry: &'a AuditRecord) -> StoreFuture<'a, bool> {
+        self.change(move |tx| {
+            if tx.execute("DELETE FROM secrets WHERE name = ?1", params![name]).map_err(backend)? == 0 {
+                return Ok(false);
+            }
+            audit(tx, entry).map(|()| true)
+        })
+    }
+
+    fn reseal_secrets<'a>(
+        &'a self,
+        reseal: &'a Reseal<'a>,
+        key_check: &'a [u8],
+        entry: &'a AuditOf<'a, usize>,
+    ) -> StoreFuture<'a, usize> {
+        self.change(move |tx| {
+            let all: Vec<(String, Vec<u8>)> = tx
+                .prepare("SELECT name, sealed FROM secrets")
+                .and_then(|mut st| st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+                .map_err(backend)?;
+            for (name, sealed) in &all {
+                let next = reseal(name, sealed)?;
+                tx.execute("UPDATE secrets SET sealed = ?2 WHERE name = ?1", params![name, next]).map_err(backend)?;
+            }
+            tx.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)", params![KEY_CHECK, key_check])
+                .map_err(backend)?;
+            audit(tx, &entry(&all.len()))?;
+            Ok(all.len())
+        })
+    }
+
+    fn reset_secrets<'a>(&'a self, entry: &'a AuditOf<'a, usize>) -> StoreFuture<'a, usize> {
+        self.change(move |tx| {
+            let deleted = tx.execute("DELETE FROM secrets", []).map_err(backend)?;
+            tx.execute("DELETE FROM meta WHERE key = ?1", params![KEY_CHECK]).map_err(backend)?;
+            audit(tx, &entry(&deleted))?;
+            Ok(deleted)
+        })
+    }
+
+    fn secrets_used<'a>(&'a self, names: &'a [String], at: i64) -> StoreFuture<'a, ()> {
+        self.change(move |tx| {
+            for name in names {
+                tx.execute("UPDATE secrets SET used_at = ?2 WHERE name = ?1", params![name, at]).map_err(backend)?;
+            }
+            Ok(())
         })
     }
 
@@ -558,113 +658,39 @@ impl IdentityStore for SqliteStore {
                 conn.execute(used_sql(slot), params![system_id, minute]).map(drop).map_err(backend)
             })
             .await
-            .map_err(|e| StoreError::Backend(format!("recording secret use failed: {e}")))?
-        })
-    }
-
-    fn secrets(&self) -> Result<Vec<SealedSecret>, StoreError> {
-        let sql = "SELECT name, sealed, created_at, updated_at, used_at FROM secrets ORDER BY name";
-        self.rows(sql, [], |row| {
-            Ok(SealedSecret {
-                name: row.get(0)?,
-                sealed: row.get(1)?,
-                created_at: row.get(2)?,
-                updated_at: row.get(3)?,
-                used_at: row.get(4)?,
-            })
-        })
-    }
-
-    fn secrets_key_check(&self) -> Result<Option<Vec<u8>>, StoreError> {
-        self.read(|c| c.query_row("SELECT value FROM meta WHERE key = ?1", params![KEY_CHECK], |r| r.get(0)).optional())
-    }
-
-    fn put_secret(&self, name: &str, sealed: &[u8], key_check: &[u8], actor: &str) -> Result<(), StoreError> {
-        check_id("secret name", name)?;
-        self.write(|tx| {
-            tx.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?1, ?2)", params![KEY_CHECK, key_check])
-                .map_err(backend)?;
-            let current: Vec<u8> = tx
-                .query_row("SELECT value FROM meta WHERE key = ?1", params![KEY_CHECK], |r| r.get(0))
-                .map_err(backend)?;
-            if current != key_check {
-                return Err(StoreError::Conflict(WRONG_KEY.to_owned()));
-            }
-            let now = now();
-            tx.execute(
-                "INSERT INTO secrets (name, sealed, created_at, updated_at) VALUES (?1, ?2, ?3, ?3) \
-                 ON CONFLICT (name) DO UPDATE SET sealed = excluded.sealed, updated_at = excluded.updated_at",
-                params![name, sealed, now],
-            )
-            .map_err(backend)?;
-            audit(tx, actor, "secret.set", None, None, Some(&format!("name={name}")))
-        })
-    }
-
-    fn remove_secret(&self, name: &str, actor: &str) -> Result<(), StoreError> {
-        self.write(|tx| {
-            if tx.execute("DELETE FROM secrets WHERE name = ?1", params![name]).map_err(backend)? == 0 {
-                return Err(StoreError::NotFound(format!("secret {name:?}")));
-            }
-            audit(tx, actor, "secret.rm", None, None, Some(&format!("name={name}")))
-        })
-    }
-
-    fn reseal_secrets(&self, reseal: &Reseal<'_>, key_check: &[u8], actor: &str) -> Result<usize, StoreError> {
-        self.write(|tx| {
-            let all: Vec<(String, Vec<u8>)> = tx
-                .prepare("SELECT name, sealed FROM secrets")
-                .and_then(|mut st| st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
-                .map_err(backend)?;
-            for (name, sealed) in &all {
-                let next = reseal(name, sealed)?;
-                tx.execute("UPDATE secrets SET sealed = ?2 WHERE name = ?1", params![name, next]).map_err(backend)?;
-            }
-            tx.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)", params![KEY_CHECK, key_check])
-                .map_err(backend)?;
-            audit(tx, actor, "secret.rotate_key", None, None, Some(&format!("secrets={}", all.len())))?;
-            Ok(all.len())
-        })
-    }
-
-    fn reset_secrets(&self, actor: &str) -> Result<usize, StoreError> {
-        self.write(|tx| {
-            let deleted = tx.execute("DELETE FROM secrets", []).map_err(backend)?;
-            tx.execute("DELETE FROM meta WHERE key = ?1", params![KEY_CHECK]).map_err(backend)?;
-            audit(tx, actor, "secret.reset", None, None, Some(&format!("secrets={deleted}")))?;
-            Ok(deleted)
-        })
-    }
-
-    fn secrets_used(&self, names: &[String], at: i64) -> Result<(), StoreError> {
-        self.write(|tx| {
-            for name in names {
-                tx.execute("UPDATE secrets SET used_at = ?2 WHERE name = ?1", params![name, at]).map_err(backend)?;
-            }
-            Ok(())
+            .map_err(|e| StoreError::Unavailable(format!("recording secret use failed: {e}")))?
         })
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::blocking::block_on;
+    use super::super::rules::Store;
     use super::*;
+
+    /// The storage at `path` and the rules over it.
+    fn open(path: &Path) -> (Arc<SqliteStorage>, Store) {
+        let (storage, key) = SqliteStorage::open(path).unwrap();
+        let storage = Arc::new(storage);
+        (storage.clone(), Store::new(storage, &key))
+    }
 
     #[test]
     fn reads_go_on_while_the_writer_is_busy_and_see_its_commits() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("var/identity.db")).unwrap();
+        let (storage, store) = open(&dir.path().join("var/identity.db"));
         let secret = store.hasher().hash("s");
-        let system = store.create_system("billing", &secret, &secret, &[], "test").unwrap();
-        let writer = store.conn.lock().unwrap();
-        let (readers, id) = (&store.readers, system.id.clone());
+        let system = block_on(store.create_system("billing", &secret, &secret, &[], "test")).unwrap();
+        let writer = storage.conn.lock().unwrap();
+        let (readers, id) = (&storage.readers, system.id.clone());
         std::thread::scope(|s| {
             let reads = s.spawn(move || (0..4).all(|_| readers.lookup(&id, None).unwrap().client.is_some()));
             assert!(reads.join().unwrap(), "every read answered while the writer was held");
         });
         drop(writer);
-        store.set_system_active(&system.id, false, "test").unwrap();
-        let client = store.readers.lookup(&system.id, None).unwrap().client.unwrap();
+        block_on(store.set_system_active(&system.id, false, "test")).unwrap();
+        let client = storage.readers.lookup(&system.id, None).unwrap().client.unwrap();
         assert!(!client.active, "a committed write is read at once");
     }
 
@@ -690,18 +716,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("identity.db");
         version_2_store(&path);
-        let store = SqliteStore::open(&path).unwrap();
-        let version: i64 = store.read(|c| c.query_row("PRAGMA user_version", [], |r| r.get(0))).unwrap();
+        let (storage, store) = open(&path);
+        let version: i64 = storage.read(|c| c.query_row("PRAGMA user_version", [], |r| r.get(0))).unwrap();
         assert_eq!(version, MIGRATIONS.len() as i64);
-        let legacy = store.system("old-1").unwrap().unwrap();
+        let legacy = block_on(store.system("old-1")).unwrap().unwrap();
         assert_eq!((legacy.name.as_str(), legacy.scopes.len()), ("legacy", 0), "never more than before: none");
-        let client = store.readers.lookup("old-1", None).unwrap().client.unwrap();
+        let client = storage.readers.lookup("old-1", None).unwrap().client.unwrap();
         assert!(client.active && client.scopes.is_empty());
-        assert_eq!(store.set_system_scopes("old-1", &["read".into()], "op").unwrap(), Vec::<String>::new());
-        assert_eq!(store.readers.lookup("old-1", None).unwrap().client.unwrap().scopes, ["read"]);
-        assert_eq!(store.audit().unwrap().len(), 2, "the old audit log is kept and appended to");
-        drop(store);
+        assert_eq!(block_on(store.set_system_scopes("old-1", &["read".into()], "op")).unwrap(), Vec::<String>::new());
+        assert_eq!(storage.readers.lookup("old-1", None).unwrap().client.unwrap().scopes, ["read"]);
+        assert_eq!(block_on(store.audit()).unwrap().len(), 2, "the old audit log is kept and appended to");
+        drop((storage, store));
         // Opening again applies nothing twice.
-        assert_eq!(SqliteStore::open(&path).unwrap().system("old-1").unwrap().unwrap().scopes, ["read"]);
+        let (_, reopened) = open(&path);
+        assert_eq!(block_on(reopened.system("old-1")).unwrap().unwrap().scopes, ["read"]);
     }
 }

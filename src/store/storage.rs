@@ -1,0 +1,162 @@
+//! The storage trait, and what the SQLite and PostgreSQL storages share.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use super::error::StoreError;
+use super::records::{AuditEntry, AuditRecord, Link, LinkRef, Lookup, SealedSecret, System, User};
+use super::secret::{SecretHash, SecretSlot};
+
+/// A store call in flight.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// What [`super::Store::reseal_secrets`] applies to each secret: a name and its sealed value to the
+/// new sealed value.
+pub type Reseal<'a> = dyn Fn(&str, &[u8]) -> Result<Vec<u8>, StoreError> + Sync + 'a;
+
+/// Makes a change's audit entry from what the change found in its transaction (the old
+/// scopes, the removed link, how many secrets).
+pub type AuditOf<'a, T> = dyn Fn(&T) -> AuditRecord + Send + Sync + 'a;
+
+/// What an active flag belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Entity {
+    /// A system's flag.
+    System,
+    /// A user's flag.
+    User,
+}
+
+/// What [`Storage::insert_link`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkWrite {
+    /// The link and its audit entry are written.
+    Linked,
+    /// There is no such system.
+    NoSystem,
+    /// There is no such user.
+    NoUser,
+    /// The system already links this external user or this user.
+    Taken,
+}
+
+/// Where the issuer's data is kept. A storage only stores: each write is one transaction
+/// that applies the change and its audit entry (made by the rules) together, or neither, and
+/// reports what it found; uniqueness is the database's (a duplicate is reported, never
+/// raced). The rules and their messages are [`super::Store`]'s.
+pub trait Storage: Send + Sync {
+    /// Every system, oldest first.
+    fn systems(&self) -> StoreFuture<'_, Vec<System>>;
+    /// One system, if there is one with this id.
+    fn system<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<System>>;
+    /// Every user, by id.
+    fn users(&self) -> StoreFuture<'_, Vec<User>>;
+    /// A system's links, by external user id.
+    fn links<'a>(&'a self, system_id: &'a str) -> StoreFuture<'a, Vec<Link>>;
+    /// The audit log, oldest first.
+    fn audit(&self) -> StoreFuture<'_, Vec<AuditEntry>>;
+    /// A system's active flag, secret hashes and scopes and, when `external_user` is named,
+    /// the internal user it is linked to: everything a token request reads, without blocking
+    /// the caller's thread.
+    fn lookup<'a>(&'a self, system_id: &'a str, external_user: Option<&'a str>) -> StoreFuture<'a, Lookup>;
+    /// Every sealed value, by name.
+    fn secrets(&self) -> StoreFuture<'_, Vec<SealedSecret>>;
+    /// The master key's check value the secrets are sealed under, if any secret was ever set.
+    fn secrets_key_check(&self) -> StoreFuture<'_, Option<Vec<u8>>>;
+
+    /// Inserts an active system; false (and nothing written) when its name or id is taken.
+    fn insert_system<'a>(
+        &'a self,
+        system: &'a System,
+        primary: &'a SecretHash,
+        alternate: &'a SecretHash,
+        audit: &'a AuditRecord,
+    ) -> StoreFuture<'a, bool>;
+    /// Inserts an active user; false (and nothing written) when its id is taken.
+    fn insert_user<'a>(&'a self, user: &'a User, audit: &'a AuditRecord) -> StoreFuture<'a, bool>;
+    /// Sets an active flag; false (and nothing written) when there is no such row.
+    fn set_active<'a>(
+        &'a self,
+        entity: Entity,
+        id: &'a str,
+        active: bool,
+        audit: &'a AuditRecord,
+    ) -> StoreFuture<'a, bool>;
+    /// Replaces a system's scopes; returns the old ones, or None (nothing written) when there
+    /// is no such system.
+    fn replace_scopes<'a>(
+        &'a self,
+        id: &'a str,
+        scopes: &'a [String],
+        audit: &'a AuditOf<'a, [String]>,
+    ) -> StoreFuture<'a, Option<Vec<String>>>;
+    /// Voids the primary secret, promotes the alternate (with its last use), stores
+    /// `new_alternate`; false (and nothing written) when there is no such system.
+    fn renew_secret<'a>(
+        &'a self,
+        id: &'a str,
+        new_alternate: &'a SecretHash,
+        audit: &'a AuditRecord,
+    ) -> StoreFuture<'a, bool>;
+    /// Inserts a link when its system and user exist and neither of its ids is linked yet.
+    fn insert_link<'a>(&'a self, link: &'a Link, audit: &'a AuditRecord) -> StoreFuture<'a, LinkWrite>;
+    /// Deletes one link; returns it, or None (nothing written) when there is none.
+    fn delete_link<'a>(
+        &'a self,
+        system_id: &'a str,
+        link: LinkRef<'a>,
+        audit: &'a AuditOf<'a, Link>,
+    ) -> StoreFuture<'a, Option<Link>>;
+    /// Sets one secret (new or replaced) when the store's key check is `key_check` (it
+    /// becomes the store's when it has none); false (nothing written) under another key.
+    fn put_secret<'a>(
+        &'a self,
+        name: &'a str,
+        sealed: &'a [u8],
+        key_check: &'a [u8],
+        audit: &'a AuditRecord,
+    ) -> StoreFuture<'a, bool>;
+    /// Deletes one secret; false (and nothing written) when there is none.
+    fn delete_secret<'a>(&'a self, name: &'a str, audit: &'a AuditRecord) -> StoreFuture<'a, bool>;
+    /// Re-seals every secret and sets the key check, all or nothing; returns how many.
+    fn reseal_secrets<'a>(
+        &'a self,
+        reseal: &'a Reseal<'a>,
+        key_check: &'a [u8],
+        audit: &'a AuditOf<'a, usize>,
+    ) -> StoreFuture<'a, usize>;
+    /// Deletes every secret and the key check; returns how many secrets.
+    fn reset_secrets<'a>(&'a self, audit: &'a AuditOf<'a, usize>) -> StoreFuture<'a, usize>;
+    /// Records that a configuration load resolved these secrets at `at` (not audited).
+    fn secrets_used<'a>(&'a self, names: &'a [String], at: i64) -> StoreFuture<'a, ()>;
+    /// Records that `slot` of the system got a token at `minute`, unless a later use is
+    /// recorded (not audited).
+    fn secret_used<'a>(&'a self, system_id: &'a str, slot: SecretSlot, minute: i64) -> StoreFuture<'a, ()>;
+}
+
+/// The meta key under which the secret store's key check value is kept.
+pub(crate) const KEY_CHECK: &str = "secrets_key_check";
+
+/// The columns both storages select for a [`System`], a [`User`] and a [`Link`], in order.
+pub(crate) const SYSTEM_COLUMNS: &str =
+    "id, name, active, created_at, secrets_renewed_at, primary_used_at, alternate_used_at, scopes";
+/// See [`SYSTEM_COLUMNS`].
+pub(crate) const USER_COLUMNS: &str = "id, roles, active, created_at";
+/// See [`SYSTEM_COLUMNS`].
+pub(crate) const LINK_COLUMNS: &str = "system_id, external_user, user_id, created_at";
+
+/// Unix seconds, as the stores keep times.
+pub fn now() -> i64 {
+    crate::clock::unix_now() as i64
+}
+
+/// Granted scopes as both storages keep them: space-separated, as in a token's `scope` claim
+/// (RFC 6749 §3.3), so a scope never holds a space.
+pub(crate) fn scopes_column(scopes: &[String]) -> String {
+    scopes.join(" ")
+}
+
+/// The granted scopes of a stored `scopes` column.
+pub(crate) fn parse_scopes(column: &str) -> Vec<String> {
+    column.split_whitespace().map(str::to_owned).collect()
+}
