@@ -4,9 +4,12 @@
 use std::collections::BTreeMap;
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::request::Parts;
 use serde::Deserialize;
 use serde_saphyr::{Location, Spanned};
 
+use super::context::RequestContext;
+use super::{Decision, PolicyKind};
 use crate::config::context::{CompileContext, Invalid};
 use crate::config::values::{Located, ValueRef};
 
@@ -99,10 +102,12 @@ pub struct HeaderRules {
     pub response: HeaderEdits,
 }
 
-impl HeaderRules {
+impl PolicyKind for HeaderRules {
+    type Config = HeadersConfig;
+
     /// # Errors
     /// A bad header name or value, or a value reference that cannot be resolved.
-    pub fn compile(cfg: &HeadersConfig, cx: &mut CompileContext) -> Result<Self, Invalid> {
+    fn compile(cfg: &HeadersConfig, cx: &mut CompileContext) -> Result<Self, Invalid> {
         let mark = cx.mark();
         let request = HeaderEdits::compile(&cfg.request, "request", cx);
         let response = HeaderEdits::compile(&cfg.response, "response", cx);
@@ -110,6 +115,21 @@ impl HeaderRules {
         Ok(Self { request, response })
     }
 
+    async fn check(&self, parts: &mut Parts, _cx: &mut RequestContext<'_>) -> Decision {
+        self.request.apply(&mut parts.headers);
+        Decision::Continue
+    }
+
+    fn on_response(&self, _cx: &RequestContext<'_>, headers: &mut HeaderMap) {
+        self.response.apply(headers);
+    }
+
+    fn forwarded_headers(&self) -> Vec<&HeaderName> {
+        self.request.set.iter().map(|(name, _)| name).collect()
+    }
+}
+
+impl HeaderRules {
     /// Applies the request-side edits.
     pub fn on_request(&self, headers: &mut HeaderMap) {
         self.request.apply(headers);
