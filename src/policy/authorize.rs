@@ -17,7 +17,7 @@ use serde_json::Value;
 use serde_saphyr::Spanned;
 
 use super::context::{ClaimPath, Claims, RequestContext};
-use super::{Decision, PolicyKind};
+use super::kind::{Decision, PolicyKind};
 use crate::config::context::{CompileContext, Invalid};
 use crate::config::values::Located;
 use crate::problem::Problem;
@@ -128,6 +128,7 @@ fn action_methods(action: &str) -> Option<&'static [Method]> {
 
 impl PolicyKind for Authorize {
     type Config = AuthorizeConfig;
+    type Refusal = Refusal;
 
     /// Compiles the rules: actions into methods, scopes into checks, `parent` names into
     /// indices of earlier rules.
@@ -157,10 +158,10 @@ impl PolicyKind for Authorize {
         Ok(Self { roles_claim: ClaimPath::new(&cfg.roles_claim.value), rules })
     }
 
-    async fn check(&self, parts: &mut Parts, cx: &mut RequestContext<'_>) -> Decision {
+    async fn check(&self, parts: &mut Parts, cx: &mut RequestContext<'_>) -> Decision<Refusal> {
         match self.granting_rule(cx.method(&parts.method), cx.params, cx.claims.as_deref()) {
             Ok(rule) => Decision::Granted(rule.clone()),
-            Err(refusal) => Decision::Deny(refusal.into()),
+            Err(refusal) => Decision::Deny(refusal),
         }
     }
 

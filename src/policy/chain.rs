@@ -11,24 +11,13 @@ use std::sync::Arc;
 
 use http::request::Parts;
 use http::Response;
-use serde::Deserialize;
 
 use super::context::RequestContext;
-use super::outcome::{Decision, Outcome};
-use super::{Denial, Policy};
+use super::kind::{Decision, PolicyMode};
+use super::kinds::{Denial, Policy};
+use super::outcome::Outcome;
 use crate::body::Body;
 use crate::telemetry::metrics::metrics;
-
-/// Whether a policy's denials stop the request.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PolicyMode {
-    #[default]
-    /// Denials stop the request (the default).
-    Enforce,
-    /// Decide, log and count, but let the request through.
-    Report,
-}
 
 /// A policy under its configured name.
 #[derive(Debug)]
@@ -154,7 +143,7 @@ mod tests {
     use crate::config::context::CompileContext;
     use crate::policy::context::Params;
     use crate::policy::ip_filter::{IpFilter, IpFilterConfig, Refusal};
-    use crate::policy::PolicyKind;
+    use crate::policy::kind::PolicyKind;
     use crate::request::conn::ConnInfo;
 
     fn office_only(mode: PolicyMode) -> Arc<NamedPolicy> {

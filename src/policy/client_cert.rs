@@ -9,7 +9,7 @@ use http::StatusCode;
 use serde::Deserialize;
 
 use super::context::RequestContext;
-use super::{Decision, Denial, PolicyKind};
+use super::kind::{Decision, PolicyKind};
 use crate::config::context::{CompileContext, Invalid};
 use crate::problem::Problem;
 use crate::tls::dn::Dn;
@@ -114,6 +114,7 @@ impl Refusal {
 
 impl PolicyKind for ClientCert {
     type Config = ClientCertConfig;
+    type Refusal = Refusal;
 
     /// # Errors
     /// No identity, an empty identity, a malformed thumbprint or header name.
@@ -154,8 +155,8 @@ impl PolicyKind for ClientCert {
         Ok(Self { identities, forward_header })
     }
 
-    async fn check(&self, parts: &mut Parts, cx: &mut RequestContext<'_>) -> Decision {
-        self.check_cert(cx.conn.client_cert.as_deref(), &mut parts.headers).map_err(Denial::from).into()
+    async fn check(&self, parts: &mut Parts, cx: &mut RequestContext<'_>) -> Decision<Refusal> {
+        self.check_cert(cx.conn.client_cert.as_deref(), &mut parts.headers).into()
     }
 
     /// The summary header, if configured.

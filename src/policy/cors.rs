@@ -15,7 +15,7 @@ use http::{Method, Response, StatusCode};
 use serde::Deserialize;
 
 use super::context::RequestContext;
-use super::{Decision, PolicyKind};
+use super::kind::{Decision, PolicyKind};
 use crate::body::{self, Body};
 use crate::config::context::{CompileContext, Invalid};
 use crate::config::values::ConfigDuration;
@@ -221,6 +221,7 @@ fn check_header_names(cfg: &CorsConfig, cx: &mut CompileContext) {
 
 impl PolicyKind for Cors {
     type Config = CorsConfig;
+    type Refusal = Refusal;
 
     /// Compiles the policy.
     ///
@@ -263,7 +264,7 @@ impl PolicyKind for Cors {
 
     /// Answers preflights, refuses unlisted origins when configured, and leaves the allowed
     /// origin for the response side.
-    async fn check(&self, parts: &mut Parts, cx: &mut RequestContext<'_>) -> Decision {
+    async fn check(&self, parts: &mut Parts, cx: &mut RequestContext<'_>) -> Decision<Refusal> {
         match self.verdict(&parts.method, &parts.headers) {
             Verdict::Pass(origin) => {
                 cx.cors_origin = origin;
@@ -273,7 +274,7 @@ impl PolicyKind for Cors {
                 cx.cors_origin = Some(origin);
                 Decision::Answer(answer)
             }
-            Verdict::Refuse(refusal) => Decision::Deny(refusal.into()),
+            Verdict::Refuse(refusal) => Decision::Deny(refusal),
         }
     }
 

@@ -2,6 +2,7 @@
 //! (on the way back, also on answers the gateway produced itself).
 
 use std::collections::BTreeMap;
+use std::convert::Infallible;
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
@@ -9,7 +10,7 @@ use serde::Deserialize;
 use serde_saphyr::{Location, Spanned};
 
 use super::context::RequestContext;
-use super::{Decision, PolicyKind};
+use super::kind::{Decision, PolicyKind};
 use crate::config::context::{CompileContext, Invalid};
 use crate::config::values::{Located, ValueRef};
 
@@ -104,6 +105,7 @@ pub struct HeaderRules {
 
 impl PolicyKind for HeaderRules {
     type Config = HeadersConfig;
+    type Refusal = Infallible;
 
     /// # Errors
     /// A bad header name or value, or a value reference that cannot be resolved.
@@ -115,7 +117,7 @@ impl PolicyKind for HeaderRules {
         Ok(Self { request, response })
     }
 
-    async fn check(&self, parts: &mut Parts, _cx: &mut RequestContext<'_>) -> Decision {
+    async fn check(&self, parts: &mut Parts, _cx: &mut RequestContext<'_>) -> Decision<Infallible> {
         self.request.apply(&mut parts.headers);
         Decision::Continue
     }

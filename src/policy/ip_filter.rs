@@ -10,7 +10,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 use super::context::RequestContext;
-use super::{Decision, Denial, PolicyKind};
+use super::kind::{Decision, PolicyKind};
 use crate::config::context::{CompileContext, Invalid};
 use crate::ipset::IpSet;
 use crate::problem::Problem;
@@ -65,6 +65,7 @@ impl Refusal {
 
 impl PolicyKind for IpFilter {
     type Config = IpFilterConfig;
+    type Refusal = Refusal;
 
     /// Compiles both lists into range tables.
     ///
@@ -74,8 +75,8 @@ impl PolicyKind for IpFilter {
         Ok(Self { allow: IpSet::new(cfg.allow.iter().copied()), deny: IpSet::new(cfg.deny.iter().copied()) })
     }
 
-    async fn check(&self, _parts: &mut Parts, cx: &mut RequestContext<'_>) -> Decision {
-        self.check_address(cx.client_ip).map_err(Denial::from).into()
+    async fn check(&self, _parts: &mut Parts, cx: &mut RequestContext<'_>) -> Decision<Refusal> {
+        self.check_address(cx.client_ip).into()
     }
 }
 

@@ -1,29 +1,82 @@
-//! What a policy kind is: the [`PolicyKind`] contract each kind's file implements, and
-//! [`policy_kinds!`], which turns the one registration line per kind (in `policy/mod.rs`)
-//! into everything that dispatches on kinds: [`Policy`](super::Policy) and its `match`es,
-//! the YAML [`PolicyConfig`](super::PolicyConfig) with its exactly-one-kind check and compile
-//! dispatch, and [`Denial`](super::Denial) with its `label` and `problem`.
+//! What a policy kind is: the [`PolicyKind`] contract each kind's file implements, the
+//! [`Decision`] its request side returns, and [`policy_kinds!`], which turns the one
+//! registration line per kind (in `policy/kinds.rs`) into everything that dispatches on
+//! kinds: `Policy` and its `match`es, the YAML `PolicyConfig` with its exactly-one-kind check
+//! and compile dispatch, and `Denial` with its `label` and `problem`.
 //!
 //! Dispatch is static: each `match` arm calls one concrete type, so the chain's future stays
-//! `Send` without boxing.
+//! `Send` without boxing. A kind decides in its own refusal type; the generated `Policy::check`
+//! turns it into a `Denial`, so no kind's file names every other kind.
 
 use std::fmt::Debug;
 use std::future::Future;
+use std::sync::Arc;
 
 use http::header::{HeaderMap, HeaderName};
 use http::request::Parts;
+use http::Response;
 use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use serde_saphyr::Location;
 
 use super::context::RequestContext;
-use super::outcome::Decision;
+use crate::body::Body;
 use crate::config::context::{CompileContext, Invalid};
 
+/// Whether a policy's denials stop the request.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PolicyMode {
+    #[default]
+    /// Denials stop the request (the default).
+    Enforce,
+    /// Decide, log and count, but let the request through.
+    Report,
+}
+
+/// What a policy decided about one request; `R` is why it refused (a kind's own `Refusal`,
+/// or, once the chain has it, a `Denial`).
+pub enum Decision<R> {
+    /// Go on to the next policy, then the backend.
+    Continue,
+    /// Go on: the named rule of the policy granted the request.
+    Granted(Arc<str>),
+    /// Answer now with this response (not a refusal: e.g. a CORS preflight).
+    Answer(Response<Body>),
+    /// Refuse the request for this reason.
+    Deny(R),
+}
+
+impl<R> From<Result<(), R>> for Decision<R> {
+    fn from(result: Result<(), R>) -> Self {
+        match result {
+            Ok(()) => Self::Continue,
+            Err(refusal) => Self::Deny(refusal),
+        }
+    }
+}
+
+impl<R> Decision<R> {
+    /// The same decision, with the refusal turned into `D`.
+    pub fn refused_as<D: From<R>>(self) -> Decision<D> {
+        match self {
+            Self::Continue => Decision::Continue,
+            Self::Granted(rule) => Decision::Granted(rule),
+            Self::Answer(rsp) => Decision::Answer(rsp),
+            Self::Deny(refusal) => Decision::Deny(refusal.into()),
+        }
+    }
+}
+
 /// One kind of policy: its YAML contract, its compilation and its request and response sides.
-/// Only `Config`, `compile` and `check` are required; the rest default to "does nothing".
+/// Only `Config`, `Refusal`, `compile` and `check` are required; the rest default to "does
+/// nothing".
 pub trait PolicyKind: Sized {
     /// The kind's section as written in YAML.
     type Config: DeserializeOwned + Debug;
+
+    /// Why it refuses a request; [`std::convert::Infallible`] for a kind that never does.
+    type Refusal;
 
     /// Compiles the section; reports every problem through `cx`.
     ///
@@ -32,7 +85,11 @@ pub trait PolicyKind: Sized {
     fn compile(cfg: &Self::Config, cx: &mut CompileContext) -> Result<Self, Invalid>;
 
     /// The request side: decides, and may edit the request or leave facts in `cx`.
-    fn check(&self, parts: &mut Parts, cx: &mut RequestContext<'_>) -> impl Future<Output = Decision> + Send;
+    fn check(
+        &self,
+        parts: &mut Parts,
+        cx: &mut RequestContext<'_>,
+    ) -> impl Future<Output = Decision<Self::Refusal>> + Send;
 
     /// The response side, also on answers and denials the gateway produced.
     fn on_response(&self, _cx: &RequestContext<'_>, _headers: &mut HeaderMap) {}
@@ -110,28 +167,28 @@ macro_rules! policy_kinds {
             /// Whether the policy reads token claims, so a `jwt` policy must run before it.
             pub fn reads_claims(&self) -> bool {
                 match self {
-                    $( Self::$variant(p) => <$ty as $crate::policy::PolicyKind>::reads_claims(p), )+
+                    $( Self::$variant(p) => <$ty as $crate::policy::kind::PolicyKind>::reads_claims(p), )+
                 }
             }
 
             /// Request headers this policy sets, which clients may therefore never send.
             pub fn forwarded_headers(&self) -> Vec<&http::HeaderName> {
                 match self {
-                    $( Self::$variant(p) => <$ty as $crate::policy::PolicyKind>::forwarded_headers(p), )+
+                    $( Self::$variant(p) => <$ty as $crate::policy::kind::PolicyKind>::forwarded_headers(p), )+
                 }
             }
 
             /// Whether the policy can decide (a `jwt` policy needs its keys).
             pub fn is_ready(&self) -> bool {
                 match self {
-                    $( Self::$variant(p) => <$ty as $crate::policy::PolicyKind>::is_ready(p), )+
+                    $( Self::$variant(p) => <$ty as $crate::policy::kind::PolicyKind>::is_ready(p), )+
                 }
             }
 
             /// Starts background work (a `jwt` policy's key refresh). Needs a tokio runtime.
             pub fn start(&self) {
                 match self {
-                    $( Self::$variant(p) => <$ty as $crate::policy::PolicyKind>::start(p), )+
+                    $( Self::$variant(p) => <$ty as $crate::policy::kind::PolicyKind>::start(p), )+
                 }
             }
 
@@ -139,21 +196,21 @@ macro_rules! policy_kinds {
             pub async fn check(
                 &self,
                 parts: &mut http::request::Parts,
-                cx: &mut $crate::policy::RequestContext<'_>,
-            ) -> $crate::policy::Decision {
+                cx: &mut $crate::policy::context::RequestContext<'_>,
+            ) -> $crate::policy::kind::Decision<Denial> {
                 match self {
-                    $( Self::$variant(p) => <$ty as $crate::policy::PolicyKind>::check(p, parts, cx).await, )+
+                    $( Self::$variant(p) => <$ty as $crate::policy::kind::PolicyKind>::check(p, parts, cx).await.refused_as(), )+
                 }
             }
 
             /// The response side of one policy.
             pub fn on_response(
                 &self,
-                cx: &$crate::policy::RequestContext<'_>,
+                cx: &$crate::policy::context::RequestContext<'_>,
                 rsp: &mut http::Response<$crate::body::Body>,
             ) {
                 match self {
-                    $( Self::$variant(p) => <$ty as $crate::policy::PolicyKind>::on_response(p, cx, rsp.headers_mut()), )+
+                    $( Self::$variant(p) => <$ty as $crate::policy::kind::PolicyKind>::on_response(p, cx, rsp.headers_mut()), )+
                 }
             }
         }
@@ -164,10 +221,10 @@ macro_rules! policy_kinds {
         pub struct PolicyConfig {
             /// Whether its denials stop the request.
             #[serde(default)]
-            pub mode: $crate::policy::PolicyMode,
+            pub mode: $crate::policy::kind::PolicyMode,
             $(
                 #[doc = concat!("The `", stringify!($kind), "` section.")]
-                pub $kind: Option<<$ty as $crate::policy::PolicyKind>::Config>,
+                pub $kind: Option<<$ty as $crate::policy::kind::PolicyKind>::Config>,
             )+
         }
 
@@ -206,6 +263,13 @@ macro_rules! policy_kinds {
             )?)+
         }
 
+        // A kind that never refuses decides with `Infallible`.
+        impl From<std::convert::Infallible> for Denial {
+            fn from(never: std::convert::Infallible) -> Self {
+                match never {}
+            }
+        }
+
         $($(
             impl From<$refusal> for Denial {
                 fn from(refusal: $refusal) -> Self {
@@ -232,4 +296,4 @@ macro_rules! policy_kinds {
     };
 }
 
-pub(super) use policy_kinds;
+pub(crate) use policy_kinds;

@@ -1,35 +1,7 @@
-//! What policies decide, as types: a [`Decision`] per policy and request, a [`Denial`] that
-//! names the exact reason (its label for logs and metrics and its problem for the client come
-//! from one `match` in the policy's own file; `policy_kinds!` declares it), and the
-//! [`Outcome`] recorded for each policy that ran.
+//! What the chain records of each policy that ran: an [`Outcome`], whose denial names the
+//! exact reason (`policy_kinds!` generates [`Denial`] from the kinds' refusals).
 
-use http::Response;
-
-use std::sync::Arc;
-
-use super::Denial;
-use crate::body::Body;
-
-/// What a policy decided about one request.
-pub enum Decision {
-    /// Go on to the next policy, then the backend.
-    Continue,
-    /// Go on: the named rule of the policy granted the request.
-    Granted(Arc<str>),
-    /// Answer now with this response (not a refusal: e.g. a CORS preflight).
-    Answer(Response<Body>),
-    /// Refuse the request for this reason.
-    Deny(Denial),
-}
-
-impl From<Result<(), Denial>> for Decision {
-    fn from(result: Result<(), Denial>) -> Self {
-        match result {
-            Ok(()) => Self::Continue,
-            Err(denial) => Self::Deny(denial),
-        }
-    }
-}
+use super::kinds::Denial;
 
 /// What one policy's decision was, as recorded for the access log, metrics and `trace`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

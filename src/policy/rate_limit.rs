@@ -20,7 +20,7 @@ use serde_saphyr::Spanned;
 use sha2::{Digest, Sha256};
 
 use super::context::{ClaimPath, RateLimitState, RequestContext};
-use super::{Decision, Denial, PolicyKind};
+use super::kind::{Decision, PolicyKind};
 use crate::config::context::{CompileContext, Invalid};
 use crate::config::values::{ConfigDuration, Located, Rate, ValueRef};
 use crate::limit::memory::{Count, ShardedMap, Tat};
@@ -228,6 +228,7 @@ fn seconds_up(d: Duration) -> u64 {
 
 impl PolicyKind for RateLimit {
     type Config = RateLimitConfig;
+    type Refusal = Refusal;
 
     /// Compiles the key and the budget, and opens (without connecting) the store.
     ///
@@ -277,8 +278,8 @@ impl PolicyKind for RateLimit {
         self.key.iter().any(|part| matches!(part, KeyPart::Claim(_)))
     }
 
-    async fn check(&self, parts: &mut Parts, cx: &mut RequestContext<'_>) -> Decision {
-        self.spend(parts, cx).await.map_err(Denial::from).into()
+    async fn check(&self, parts: &mut Parts, cx: &mut RequestContext<'_>) -> Decision<Refusal> {
+        self.spend(parts, cx).await.into()
     }
 
     /// Adds `RateLimit` and `RateLimit-Policy` when this policy holds the tightest budget.

@@ -25,7 +25,7 @@ use self::keys::KeyStore;
 use self::token::TokenParts;
 use crate::config::context::{CompileContext, Invalid};
 use crate::policy::context::{Claims, RequestContext};
-use crate::policy::{Decision, PolicyKind};
+use crate::policy::kind::{Decision, PolicyKind};
 pub use refusal::Refusal;
 
 /// Verified tokens remembered per policy unless `token_cache` says otherwise.
@@ -135,6 +135,7 @@ impl std::fmt::Debug for Jwt {
 
 impl PolicyKind for Jwt {
     type Config = config::JwtConfig;
+    type Refusal = Refusal;
 
     /// Compiles the policy ([`Jwt::from_config`]); warns when tokens made for any audience
     /// would pass.
@@ -156,13 +157,13 @@ impl PolicyKind for Jwt {
     }
 
     /// Verifies the bearer token; leaves its claims for later policies.
-    async fn check(&self, parts: &mut Parts, cx: &mut RequestContext<'_>) -> Decision {
+    async fn check(&self, parts: &mut Parts, cx: &mut RequestContext<'_>) -> Decision<Refusal> {
         match self.check_token(&mut parts.headers, parts.uri.query(), cx.now).await {
             Ok(claims) => {
                 cx.claims = Some(claims);
                 Decision::Continue
             }
-            Err(refusal) => Decision::Deny(refusal.into()),
+            Err(refusal) => Decision::Deny(refusal),
         }
     }
 
