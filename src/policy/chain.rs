@@ -177,6 +177,16 @@ mod tests {
         (outcome.decisions.iter().map(|d| d.outcome).collect(), outcome.answer.is_some())
     }
 
+    #[test]
+    fn the_chain_future_is_send() {
+        fn send<T: Send>(_: &T) {}
+        let chain = Chain { policies: vec![office_only(PolicyMode::Enforce)] };
+        let (conn, params) = (conn("10.0.0.1".parse().unwrap()), Params::new());
+        let (mut parts, ()) = Request::new(()).into_parts();
+        let mut cx = RequestContext::new("id", conn.peer.ip(), &conn, "all", "/", &params, 0);
+        send(&chain.on_request(&mut parts, &mut cx));
+    }
+
     #[tokio::test]
     async fn an_enforced_denial_stops_the_chain_and_an_allow_does_not() {
         let chain = Chain { policies: vec![office_only(PolicyMode::Enforce), office_only(PolicyMode::Enforce)] };

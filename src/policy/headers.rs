@@ -118,14 +118,16 @@ impl PolicyKind for HeaderRules {
     }
 
     async fn check(&self, parts: &mut Parts, _cx: &mut RequestContext<'_>) -> Decision<Infallible> {
-        self.request.apply(&mut parts.headers);
+        self.on_request(&mut parts.headers);
         Decision::Continue
     }
 
+    /// Applies the response-side edits.
     fn on_response(&self, _cx: &RequestContext<'_>, headers: &mut HeaderMap) {
         self.response.apply(headers);
     }
 
+    /// The request headers it sets.
     fn forwarded_headers(&self) -> Vec<&HeaderName> {
         self.request.set.iter().map(|(name, _)| name).collect()
     }
@@ -135,11 +137,6 @@ impl HeaderRules {
     /// Applies the request-side edits.
     pub fn on_request(&self, headers: &mut HeaderMap) {
         self.request.apply(headers);
-    }
-
-    /// Applies the response-side edits.
-    pub fn on_response(&self, headers: &mut HeaderMap) {
-        self.response.apply(headers);
     }
 }
 
@@ -164,7 +161,7 @@ mod tests {
         assert_eq!(h["x-b"], "gw");
         let mut r = HeaderMap::new();
         r.insert("server", HeaderValue::from_static("nginx"));
-        rules.on_response(&mut r);
+        rules.response.apply(&mut r);
         assert!(r.is_empty());
     }
 }

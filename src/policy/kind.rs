@@ -138,8 +138,9 @@ pub(super) fn exactly_one_kind(kinds: &[&str], name: &str, at: Location, cx: &mu
 
 /// Declares the closed set of policy kinds, one line each:
 /// `kind_name => Variant(module::Type) refused by module::Refusal,` (the `refused by` part only
-/// for kinds that refuse). The kind's name is written once; a doc comment before the line
-/// documents the variant.
+/// for kinds that refuse; it names the type's `PolicyKind::Refusal`, which has
+/// `label(self) -> &'static str` and `problem(self) -> Problem`). The kind's name is written
+/// once; a doc comment before the line documents the variant.
 macro_rules! policy_kinds {
     ($(
         $(#[doc = $doc:literal])*
@@ -199,7 +200,9 @@ macro_rules! policy_kinds {
                 cx: &mut $crate::policy::context::RequestContext<'_>,
             ) -> $crate::policy::kind::Decision<Denial> {
                 match self {
-                    $( Self::$variant(p) => <$ty as $crate::policy::kind::PolicyKind>::check(p, parts, cx).await.refused_as(), )+
+                    $( Self::$variant(p) => {
+                        <$ty as $crate::policy::kind::PolicyKind>::check(p, parts, cx).await.refused_as()
+                    } )+
                 }
             }
 
@@ -210,7 +213,9 @@ macro_rules! policy_kinds {
                 rsp: &mut http::Response<$crate::body::Body>,
             ) {
                 match self {
-                    $( Self::$variant(p) => <$ty as $crate::policy::kind::PolicyKind>::on_response(p, cx, rsp.headers_mut()), )+
+                    $( Self::$variant(p) => {
+                        <$ty as $crate::policy::kind::PolicyKind>::on_response(p, cx, rsp.headers_mut())
+                    } )+
                 }
             }
         }
