@@ -23,7 +23,7 @@ use portcullis::policy::ip_filter::{IpFilter, IpFilterConfig};
 use portcullis::policy::jwt::config::JwtConfig;
 use portcullis::policy::jwt::Jwt;
 use portcullis::policy::rate_limit::{RateLimit, RateLimitConfig};
-use portcullis::policy::{Claims, RequestContext};
+use portcullis::policy::{Claims, PolicyKind, RequestContext};
 use portcullis::request::conn::ConnInfo;
 use portcullis::tls::dn::Dn;
 use portcullis::tls::ClientCertInfo;
@@ -61,7 +61,7 @@ fn cors(c: &mut Criterion) {
     ] {
         let mut headers = HeaderMap::new();
         headers.insert("origin", HeaderValue::from_static(origin));
-        g.bench_function(name, |b| b.iter(|| cors.check(&Method::GET, black_box(&headers))));
+        g.bench_function(name, |b| b.iter(|| cors.verdict(&Method::GET, black_box(&headers))));
     }
     g.finish();
 }
@@ -76,7 +76,7 @@ fn ip_filter(c: &mut Criterion) {
     let filter = IpFilter::compile(&cfg, &mut CompileContext::standalone(std::path::Path::new("."), "bench")).unwrap();
     let probe: IpAddr = "4.200.1.1".parse().unwrap();
     let mut g = c.benchmark_group("ip_filter_2000_rules");
-    g.bench_function("range_table", |b| b.iter(|| filter.check(black_box(probe)).is_ok()));
+    g.bench_function("range_table", |b| b.iter(|| filter.check_address(black_box(probe)).is_ok()));
     g.bench_function("naive_linear_baseline", |b| {
         b.iter(|| {
             let ip = black_box(probe);
@@ -111,7 +111,7 @@ fn client_cert(c: &mut Criterion) {
         not_after: 1_900_000_000,
     };
     c.bench_function("client_cert_third_identity", |b| {
-        b.iter_batched_ref(HeaderMap::new, |h| policy.check(Some(black_box(&cert)), h), BatchSize::SmallInput)
+        b.iter_batched_ref(HeaderMap::new, |h| policy.check_cert(Some(black_box(&cert)), h), BatchSize::SmallInput)
     });
 }
 
@@ -152,7 +152,7 @@ fn rate_limit(c: &mut Criterion) {
                 let (conn, parts, claims) = &clients[turn];
                 let mut cx = RequestContext::new("id", conn.peer.ip(), conn, "api", "/", &params, 1_800_000_000);
                 cx.claims = Some(claims.clone());
-                ready(limit.check(black_box(parts), &mut cx)).is_ok()
+                ready(limit.spend(black_box(parts), &mut cx)).is_ok()
             })
         });
         // With the response fields, written into a response's existing header map.
@@ -163,7 +163,7 @@ fn rate_limit(c: &mut Criterion) {
                 let (conn, parts, claims) = &clients[turn];
                 let mut cx = RequestContext::new("id", conn.peer.ip(), conn, "api", "/", &params, 1_800_000_000);
                 cx.claims = Some(claims.clone());
-                let allowed = ready(limit.check(black_box(parts), &mut cx)).is_ok();
+                let allowed = ready(limit.spend(black_box(parts), &mut cx)).is_ok();
                 limit.on_response(&cx, &mut headers);
                 headers.clear();
                 allowed
@@ -223,9 +223,13 @@ fn jwt(c: &mut Criterion) {
             let policy = Jwt::compile(&cfg, &mut CompileContext::standalone(dir.path(), "bench")).unwrap();
             let mut headers = HeaderMap::new();
             headers.insert("authorization", HeaderValue::from_str(&format!("Bearer {token}")).unwrap());
-            assert!(ready(policy.check(&mut headers.clone(), None, now)).is_ok(), "{name} verifies");
+            assert!(ready(policy.check_token(&mut headers.clone(), None, now)).is_ok(), "{name} verifies");
             g.bench_function(format!("{name}/cache_{cache}"), |b| {
-                b.iter_batched_ref(|| headers.clone(), |h| ready(policy.check(h, None, now)), BatchSize::SmallInput)
+                b.iter_batched_ref(
+                    || headers.clone(),
+                    |h| ready(policy.check_token(h, None, now)),
+                    BatchSize::SmallInput,
+                )
             });
         }
     }

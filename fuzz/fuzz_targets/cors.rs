@@ -5,6 +5,7 @@
 use libfuzzer_sys::fuzz_target;
 use portcullis::config::context::CompileContext;
 use portcullis::policy::cors::{Cors, CorsConfig};
+use portcullis::policy::PolicyKind;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };

@@ -14,14 +14,8 @@ use serde_saphyr::Spanned;
 pub use crate::config::values::Located;
 use crate::config::values::{ByteSize, ConfigDuration, ValueRef};
 pub use crate::identity::IdentityConfig;
-pub use crate::policy::authorize::AuthorizeConfig;
-pub use crate::policy::chain::PolicyMode;
-pub use crate::policy::client_cert::ClientCertConfig;
-pub use crate::policy::cors::CorsConfig;
-pub use crate::policy::headers::HeadersConfig;
-pub use crate::policy::ip_filter::IpFilterConfig;
-pub use crate::policy::jwt::config::JwtConfig;
-pub use crate::policy::rate_limit::RateLimitConfig;
+/// One named policy: exactly one kind, plus the common `mode` (`policy_kinds!` declares it).
+pub use crate::policy::{PolicyConfig, PolicyMode};
 pub use crate::secrets::SecretsConfig;
 
 #[derive(Debug, Deserialize)]
@@ -192,21 +186,6 @@ pub struct BackendTlsConfig {
     pub client_key: Option<Located>,
     /// The PKCS#12 file's password.
     pub client_password: Option<Spanned<ValueRef>>,
-}
-
-/// One named policy: exactly one kind, plus the common `mode`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PolicyConfig {
-    #[serde(default)]
-    pub mode: PolicyMode,
-    pub headers: Option<HeadersConfig>,
-    pub cors: Option<CorsConfig>,
-    pub ip_filter: Option<IpFilterConfig>,
-    pub jwt: Option<JwtConfig>,
-    pub client_cert: Option<ClientCertConfig>,
-    pub authorize: Option<AuthorizeConfig>,
-    pub rate_limit: Option<RateLimitConfig>,
 }
 
 #[derive(Debug, Deserialize)]

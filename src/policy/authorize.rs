@@ -10,12 +10,14 @@
 
 use std::sync::Arc;
 
+use http::request::Parts;
 use http::{Method, StatusCode};
 use serde::Deserialize;
 use serde_json::Value;
 use serde_saphyr::Spanned;
 
-use super::context::{ClaimPath, Claims};
+use super::context::{ClaimPath, Claims, RequestContext};
+use super::kind::{Decision, PolicyKind};
 use crate::config::context::{CompileContext, Invalid};
 use crate::config::values::Located;
 use crate::problem::Problem;
@@ -124,13 +126,16 @@ fn action_methods(action: &str) -> Option<&'static [Method]> {
     })
 }
 
-impl Authorize {
+impl PolicyKind for Authorize {
+    type Config = AuthorizeConfig;
+    type Refusal = Refusal;
+
     /// Compiles the rules: actions into methods, scopes into checks, `parent` names into
     /// indices of earlier rules.
     ///
     /// # Errors
     /// Every problem found, each at its field's `file:line:column`.
-    pub fn compile(cfg: &AuthorizeConfig, cx: &mut CompileContext) -> Result<Self, Invalid> {
+    fn compile(cfg: &AuthorizeConfig, cx: &mut CompileContext) -> Result<Self, Invalid> {
         let mark = cx.mark();
         if cfg.roles_claim.value.is_empty() {
             cx.field_error_at(cfg.roles_claim.referenced, "roles_claim", "name the claim that holds the roles");
@@ -153,6 +158,19 @@ impl Authorize {
         Ok(Self { roles_claim: ClaimPath::new(&cfg.roles_claim.value), rules })
     }
 
+    async fn check(&self, parts: &mut Parts, cx: &mut RequestContext<'_>) -> Decision<Refusal> {
+        match self.granting_rule(cx.method(&parts.method), cx.params, cx.claims.as_deref()) {
+            Ok(rule) => Decision::Granted(rule.clone()),
+            Err(refusal) => Decision::Deny(refusal),
+        }
+    }
+
+    fn reads_claims(&self) -> bool {
+        true
+    }
+}
+
+impl Authorize {
     /// The path parameters the rules compare, with the rule that needs each (a parental
     /// rule needs its parent's): a route using this policy must capture all of them.
     pub fn path_params(&self) -> Vec<(&str, &str)> {
@@ -177,7 +195,7 @@ impl Authorize {
     ///
     /// # Errors
     /// No claims, no roles, or no rule grants the method on this record.
-    pub fn check(
+    pub fn granting_rule(
         &self,
         method: &Method,
         params: &[(Arc<str>, String)],
@@ -363,7 +381,7 @@ rules:
     fn decide(a: &Authorize, method: Method, account: &str, claims: serde_json::Value) -> Result<String, Refusal> {
         let params = vec![(Arc::from("account"), account.to_owned())];
         let claims = claims.as_object().unwrap().clone();
-        a.check(&method, &params, Some(&claims)).map(|rule| rule.to_string())
+        a.granting_rule(&method, &params, Some(&claims)).map(|rule| rule.to_string())
     }
 
     #[test]
@@ -376,7 +394,7 @@ rules:
         assert_eq!(decide(&a, Method::DELETE, "7", partner), Err(Refusal::NotGranted));
         assert_eq!(decide(&a, Method::DELETE, "8", json!({ "roles": "Admin" })), Ok("admins".into()));
         assert_eq!(decide(&a, Method::GET, "8", json!({})), Err(Refusal::NoRoles));
-        assert_eq!(a.check(&Method::GET, &[], None), Err(Refusal::NoClaims));
+        assert_eq!(a.granting_rule(&Method::GET, &[], None), Err(Refusal::NoClaims));
     }
 
     #[test]

@@ -1,151 +1,23 @@
-//! The closed set of policy kinds and the ordered chain a route runs them in.
+//! The ordered chain a route runs its policies in (`policy_kinds!` declares the kinds).
 //!
 //! A route's [`Chain`] runs `default_policies` then the route's own, in order, until one
 //! answers or denies; it records and counts every decision itself. Response-side work runs
 //! in reverse order over the policies that ran, also on answers and denials the gateway
 //! produced. In `report` mode a policy decides and records, but never stops the request.
-//! The set is closed, so dispatch is a `match`; only `jwt` (for keys of an unknown `kid`) and
-//! `rate_limit` (for Redis) may wait.
+//! The set of kinds is closed, so dispatch is a `match`; only `jwt` (for keys of an unknown
+//! `kid`) and `rate_limit` (for Redis) may wait.
 
 use std::sync::Arc;
 
 use http::request::Parts;
 use http::Response;
-use serde::Deserialize;
 
 use super::context::RequestContext;
-use super::outcome::{Decision, Denial, Outcome};
-use super::{authorize, client_cert, cors, headers, ip_filter, jwt, rate_limit};
+use super::kind::{Decision, PolicyMode};
+use super::kinds::{Denial, Policy};
+use super::outcome::Outcome;
 use crate::body::Body;
 use crate::telemetry::metrics::metrics;
-
-/// Whether a policy's denials stop the request.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PolicyMode {
-    #[default]
-    /// Denials stop the request (the default).
-    Enforce,
-    /// Decide, log and count, but let the request through.
-    Report,
-}
-
-/// The closed set of policy kinds.
-// Each policy exists once, behind an `Arc`; boxing variants would only add a pointer hop.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug)]
-pub enum Policy {
-    /// `headers`: remove and set request and response headers.
-    Headers(headers::HeaderRules),
-    /// `cors`: cross-origin limits and preflights.
-    Cors(cors::Cors),
-    /// `ip_filter`: allow and deny lists of client addresses.
-    IpFilter(ip_filter::IpFilter),
-    /// `jwt`: bearer-token validation.
-    Jwt(jwt::Jwt),
-    /// `client_cert`: the handshake's verified client certificate, matched against identities.
-    ClientCert(client_cert::ClientCert),
-    /// `authorize`: scoped permissions from the token's roles.
-    Authorize(authorize::Authorize),
-    /// `rate_limit`: a rate or a quota per key, in memory or shared through Redis.
-    RateLimit(rate_limit::RateLimit),
-}
-
-impl Policy {
-    /// The kind's name as written in configuration.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::Headers(_) => "headers",
-            Self::Cors(_) => "cors",
-            Self::IpFilter(_) => "ip_filter",
-            Self::Jwt(_) => "jwt",
-            Self::ClientCert(_) => "client_cert",
-            Self::Authorize(_) => "authorize",
-            Self::RateLimit(_) => "rate_limit",
-        }
-    }
-
-    /// Whether the policy reads token claims, so a `jwt` policy must run before it.
-    pub fn reads_claims(&self) -> bool {
-        match self {
-            Self::Authorize(_) => true,
-            Self::RateLimit(limit) => limit.reads_claims(),
-            _ => false,
-        }
-    }
-
-    /// Request headers this policy sets, which clients may therefore never send.
-    pub fn forwarded_headers(&self) -> Vec<&http::HeaderName> {
-        match self {
-            Self::Headers(rules) => rules.request.set.iter().map(|(name, _)| name).collect(),
-            Self::Jwt(jwt) => jwt.forwarded_headers().collect(),
-            Self::ClientCert(policy) => policy.forward_header().into_iter().collect(),
-            Self::Cors(_) | Self::IpFilter(_) | Self::Authorize(_) | Self::RateLimit(_) => Vec::new(),
-        }
-    }
-
-    /// Whether the policy can decide (a `jwt` policy needs its keys).
-    pub fn is_ready(&self) -> bool {
-        match self {
-            Self::Jwt(jwt) => jwt.is_ready(),
-            _ => true,
-        }
-    }
-
-    /// Starts background work (a `jwt` policy's key refresh). Needs a tokio runtime.
-    pub fn start(&self) {
-        if let Self::Jwt(jwt) = self {
-            jwt.start();
-        }
-    }
-
-    /// The request side of one policy.
-    pub async fn check(&self, parts: &mut Parts, cx: &mut RequestContext<'_>) -> Decision {
-        match self {
-            Self::Headers(rules) => {
-                rules.on_request(&mut parts.headers);
-                Decision::Continue
-            }
-            Self::Cors(policy) => match policy.check(&parts.method, &parts.headers) {
-                cors::Verdict::Pass(origin) => {
-                    cx.cors_origin = origin;
-                    Decision::Continue
-                }
-                cors::Verdict::Preflight(answer, origin) => {
-                    cx.cors_origin = Some(origin);
-                    Decision::Answer(answer)
-                }
-                cors::Verdict::Refuse(refusal) => Decision::Deny(Denial::Cors(refusal)),
-            },
-            Self::IpFilter(filter) => filter.check(cx.client_ip).map_err(Denial::IpFilter).into(),
-            Self::Jwt(jwt) => match jwt.check(&mut parts.headers, parts.uri.query(), cx.now).await {
-                Ok(claims) => {
-                    cx.claims = Some(claims);
-                    Decision::Continue
-                }
-                Err(refusal) => Decision::Deny(Denial::Jwt(refusal)),
-            },
-            Self::ClientCert(policy) => {
-                policy.check(cx.conn.client_cert.as_deref(), &mut parts.headers).map_err(Denial::ClientCert).into()
-            }
-            Self::Authorize(policy) => match policy.check(cx.method(&parts.method), cx.params, cx.claims.as_deref()) {
-                Ok(rule) => Decision::Granted(rule.clone()),
-                Err(refusal) => Decision::Deny(Denial::Authorize(refusal)),
-            },
-            Self::RateLimit(limit) => limit.check(parts, cx).await.map_err(Denial::RateLimit).into(),
-        }
-    }
-
-    /// The response side of one policy.
-    pub fn on_response(&self, cx: &RequestContext<'_>, rsp: &mut Response<Body>) {
-        match self {
-            Self::Headers(rules) => rules.on_response(rsp.headers_mut()),
-            Self::Cors(cors) => cors.on_response(cx.cors_origin.as_ref(), rsp.headers_mut()),
-            Self::RateLimit(limit) => limit.on_response(cx, rsp.headers_mut()),
-            Self::IpFilter(_) | Self::Jwt(_) | Self::ClientCert(_) | Self::Authorize(_) => {}
-        }
-    }
-}
 
 /// A policy under its configured name.
 #[derive(Debug)]
@@ -271,6 +143,7 @@ mod tests {
     use crate::config::context::CompileContext;
     use crate::policy::context::Params;
     use crate::policy::ip_filter::{IpFilter, IpFilterConfig, Refusal};
+    use crate::policy::kind::PolicyKind;
     use crate::request::conn::ConnInfo;
 
     fn office_only(mode: PolicyMode) -> Arc<NamedPolicy> {
@@ -302,6 +175,16 @@ mod tests {
         let mut cx = RequestContext::new("id", ip, &conn, "all", "/", &params, 0);
         let outcome = chain.on_request(&mut parts, &mut cx).await;
         (outcome.decisions.iter().map(|d| d.outcome).collect(), outcome.answer.is_some())
+    }
+
+    #[test]
+    fn the_chain_future_is_send() {
+        fn send<T: Send>(_: &T) {}
+        let chain = Chain { policies: vec![office_only(PolicyMode::Enforce)] };
+        let (conn, params) = (conn("10.0.0.1".parse().unwrap()), Params::new());
+        let (mut parts, ()) = Request::new(()).into_parts();
+        let mut cx = RequestContext::new("id", conn.peer.ip(), &conn, "all", "/", &params, 0);
+        send(&chain.on_request(&mut parts, &mut cx));
     }
 
     #[tokio::test]

@@ -4,9 +4,12 @@
 //! client-sent header of that name is always removed first (it is a gateway header).
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::request::Parts;
 use http::StatusCode;
 use serde::Deserialize;
 
+use super::context::RequestContext;
+use super::kind::{Decision, PolicyKind};
 use crate::config::context::{CompileContext, Invalid};
 use crate::problem::Problem;
 use crate::tls::dn::Dn;
@@ -109,10 +112,13 @@ impl Refusal {
     }
 }
 
-impl ClientCert {
+impl PolicyKind for ClientCert {
+    type Config = ClientCertConfig;
+    type Refusal = Refusal;
+
     /// # Errors
     /// No identity, an empty identity, a malformed thumbprint or header name.
-    pub fn compile(cfg: &ClientCertConfig, cx: &mut CompileContext) -> Result<Self, Invalid> {
+    fn compile(cfg: &ClientCertConfig, cx: &mut CompileContext) -> Result<Self, Invalid> {
         let mark = cx.mark();
         if cfg.identities.is_empty() {
             cx.field_error(
@@ -149,16 +155,22 @@ impl ClientCert {
         Ok(Self { identities, forward_header })
     }
 
-    /// The header this policy sets on forwarded requests.
-    pub fn forward_header(&self) -> Option<&HeaderName> {
-        self.forward_header.as_ref()
+    async fn check(&self, parts: &mut Parts, cx: &mut RequestContext<'_>) -> Decision<Refusal> {
+        self.check_cert(cx.conn.client_cert.as_deref(), &mut parts.headers).into()
     }
 
+    /// The summary header, if configured.
+    fn forwarded_headers(&self) -> Vec<&HeaderName> {
+        self.forward_header.iter().collect()
+    }
+}
+
+impl ClientCert {
     /// Matches the connection's verified certificate; sets the forwarded summary header.
     ///
     /// # Errors
     /// No certificate, or none of the identities matches it.
-    pub fn check(&self, cert: Option<&ClientCertInfo>, headers: &mut HeaderMap) -> Result<(), Refusal> {
+    pub fn check_cert(&self, cert: Option<&ClientCertInfo>, headers: &mut HeaderMap) -> Result<(), Refusal> {
         let Some(cert) = cert else {
             return Err(Refusal::NoClientCert);
         };
@@ -251,7 +263,7 @@ mod tests {
         for id in ids {
             let p = policy(id);
             let mut h = HeaderMap::new();
-            assert_eq!(p.check(Some(&cert()), &mut h), Ok(()));
+            assert_eq!(p.check_cert(Some(&cert()), &mut h), Ok(()));
             assert!(h["x-client-cert"].to_str().unwrap().starts_with("subject=\"CN=apim-client,O=Example\""));
         }
     }
@@ -264,8 +276,8 @@ mod tests {
             ..Default::default()
         });
         let mut h = HeaderMap::new();
-        assert_eq!(p.check(Some(&cert()), &mut h), Err(Refusal::NotAllowed));
-        assert_eq!(p.check(None, &mut h), Err(Refusal::NoClientCert));
+        assert_eq!(p.check_cert(Some(&cert()), &mut h), Err(Refusal::NotAllowed));
+        assert_eq!(p.check_cert(None, &mut h), Err(Refusal::NoClientCert));
         assert!(h.is_empty());
     }
 
@@ -286,7 +298,7 @@ mod tests {
     fn subjects_match_rdn_for_rdn_in_either_order() {
         let p = policy(subject("CN=apim-client,O=Example"));
         for same in ["CN=apim-client, O=Example", "O=Example,CN=apim-client", "cn=APIM-client,o=example"] {
-            assert_eq!(p.check(Some(&cert_named(same)), &mut HeaderMap::new()), Ok(()), "{same}");
+            assert_eq!(p.check_cert(Some(&cert_named(same)), &mut HeaderMap::new()), Ok(()), "{same}");
         }
         for other in [
             "CN=apim-client",
@@ -298,7 +310,11 @@ mod tests {
             r"CN=apim-client\,O=Example",
             r"CN=apim-client\, O=Example,O=Fabrikam",
         ] {
-            assert_eq!(p.check(Some(&cert_named(other)), &mut HeaderMap::new()), Err(Refusal::NotAllowed), "{other}");
+            assert_eq!(
+                p.check_cert(Some(&cert_named(other)), &mut HeaderMap::new()),
+                Err(Refusal::NotAllowed),
+                "{other}"
+            );
         }
     }
 
@@ -308,8 +324,16 @@ mod tests {
         let look_alike = cert_named(r"CN=svc\, O=Contoso,O=Fabrikam");
         for configured in ["CN=svc, O=Contoso", "O=Contoso, CN=svc", "CN=svc,O=Contoso"] {
             let p = policy(subject(configured));
-            assert_eq!(p.check(Some(&look_alike), &mut HeaderMap::new()), Err(Refusal::NotAllowed), "{configured}");
-            assert_eq!(p.check(Some(&cert_named("CN=svc,O=Contoso")), &mut HeaderMap::new()), Ok(()), "{configured}");
+            assert_eq!(
+                p.check_cert(Some(&look_alike), &mut HeaderMap::new()),
+                Err(Refusal::NotAllowed),
+                "{configured}"
+            );
+            assert_eq!(
+                p.check_cert(Some(&cert_named("CN=svc,O=Contoso")), &mut HeaderMap::new()),
+                Ok(()),
+                "{configured}"
+            );
         }
     }
 
@@ -324,7 +348,7 @@ mod tests {
         ];
         for (name, expected) in cases {
             let mut h = HeaderMap::new();
-            assert_eq!(p.check(Some(&cert_named(name)), &mut h), Ok(()));
+            assert_eq!(p.check_cert(Some(&cert_named(name)), &mut h), Ok(()));
             let value = h["x-client-cert"].to_str().unwrap();
             assert!(value.starts_with(expected), "{name}: {value}");
             assert!(value.bytes().all(|b| (b' '..=b'~').contains(&b)), "{value}");

@@ -10,9 +10,12 @@
 use std::collections::HashSet;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::request::Parts;
 use http::{Method, Response, StatusCode};
 use serde::Deserialize;
 
+use super::context::RequestContext;
+use super::kind::{Decision, PolicyKind};
 use crate::body::{self, Body};
 use crate::config::context::{CompileContext, Invalid};
 use crate::config::values::ConfigDuration;
@@ -139,76 +142,109 @@ fn split_origin(origin: &str) -> Option<(&str, &str, &str)> {
     Some((scheme, host, port.unwrap_or("")))
 }
 
-impl Cors {
+/// One entry of `allowed_origins`, compiled.
+enum AllowedOrigin {
+    /// `*`.
+    Any,
+    /// `null`, or one origin in the form browsers send it.
+    Exact(String),
+    /// `scheme://*.domain[:port]`.
+    Wildcard(Wildcard),
+}
+
+/// Compiles one entry of `allowed_origins`; `None` once it is reported.
+fn allowed_origin(origin: &str, cx: &mut CompileContext) -> Option<AllowedOrigin> {
+    if origin == "*" {
+        return Some(AllowedOrigin::Any);
+    }
+    if origin == "null" {
+        return Some(AllowedOrigin::Exact(origin.to_owned()));
+    }
+    let lower = origin.to_ascii_lowercase();
+    let Some((scheme, host, port)) = split_origin(&lower) else {
+        cx.field_error(
+            "allowed_origins",
+            format!("{origin:?} is not an origin: write scheme://host[:port], like https://portal.example.com"),
+        );
+        return None;
+    };
+    let port = match (scheme, port) {
+        ("https", "443") | ("http", "80") => "",
+        (_, p) => p,
+    };
+    match host.strip_prefix("*.") {
+        Some(domain) if !domain.is_empty() && !domain.contains('*') => Some(AllowedOrigin::Wildcard(Wildcard {
+            scheme: scheme.to_owned(),
+            suffix: format!(".{domain}"),
+            port: port.to_owned(),
+        })),
+        _ if host.contains('*') => {
+            cx.field_error(
+                "allowed_origins",
+                format!("{origin:?}: a wildcard may only be the first label, like https://*.example.com"),
+            );
+            None
+        }
+        _ => {
+            let port = if port.is_empty() { String::new() } else { format!(":{port}") };
+            Some(AllowedOrigin::Exact(format!("{scheme}://{host}{port}")))
+        }
+    }
+}
+
+/// `allowed_methods`, or GET, HEAD and POST when none is listed; reports names that are no
+/// method.
+fn allowed_methods(names: &[String], cx: &mut CompileContext) -> Vec<Method> {
+    let mut methods = Vec::new();
+    for m in names {
+        match Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
+            Ok(method) => methods.push(method),
+            Err(_) => {
+                cx.field_error("allowed_methods", format!("{m:?} is not an HTTP method"));
+            }
+        }
+    }
+    if methods.is_empty() {
+        methods = vec![Method::GET, Method::HEAD, Method::POST];
+    }
+    methods
+}
+
+/// Reports entries of `allowed_headers` and `expose_headers` that are no header name.
+fn check_header_names(cfg: &CorsConfig, cx: &mut CompileContext) {
+    for h in cfg.allowed_headers.iter().chain(&cfg.expose_headers) {
+        if HeaderName::from_bytes(h.as_bytes()).is_err() {
+            cx.field_error("allowed_headers", format!("{h:?} is not a header name"));
+        }
+    }
+}
+
+impl PolicyKind for Cors {
+    type Config = CorsConfig;
+    type Refusal = Refusal;
+
     /// Compiles the policy.
     ///
     /// # Errors
     /// An origin that is not `scheme://host[:port]`, `*` with credentials, a bad method or
     /// header name.
-    pub fn compile(cfg: &CorsConfig, cx: &mut CompileContext) -> Result<Self, Invalid> {
+    fn compile(cfg: &CorsConfig, cx: &mut CompileContext) -> Result<Self, Invalid> {
         let mark = cx.mark();
-        let mut any = false;
-        let mut exact = HashSet::new();
-        let mut wildcards = Vec::new();
-        for origin in &cfg.allowed_origins {
-            if origin == "*" {
-                any = true;
-                continue;
-            }
-            if origin == "null" {
-                exact.insert(origin.clone());
-                continue;
-            }
-            let lower = origin.to_ascii_lowercase();
-            let Some((scheme, host, port)) = split_origin(&lower) else {
-                cx.field_error(
-                    "allowed_origins",
-                    format!("{origin:?} is not an origin: write scheme://host[:port], like https://portal.example.com"),
-                );
-                continue;
-            };
-            let port = match (scheme, port) {
-                ("https", "443") | ("http", "80") => "",
-                (_, p) => p,
-            };
-            match host.strip_prefix("*.") {
-                Some(domain) if !domain.is_empty() && !domain.contains('*') => wildcards.push(Wildcard {
-                    scheme: scheme.to_owned(),
-                    suffix: format!(".{domain}"),
-                    port: port.to_owned(),
-                }),
-                _ if host.contains('*') => {
-                    cx.field_error(
-                        "allowed_origins",
-                        format!("{origin:?}: a wildcard may only be the first label, like https://*.example.com"),
-                    );
+        let (mut any, mut exact, mut wildcards) = (false, HashSet::new(), Vec::new());
+        for origin in cfg.allowed_origins.iter().filter_map(|origin| allowed_origin(origin, cx)) {
+            match origin {
+                AllowedOrigin::Any => any = true,
+                AllowedOrigin::Exact(origin) => {
+                    exact.insert(origin);
                 }
-                _ => {
-                    let port = if port.is_empty() { String::new() } else { format!(":{port}") };
-                    exact.insert(format!("{scheme}://{host}{port}"));
-                }
+                AllowedOrigin::Wildcard(wildcard) => wildcards.push(wildcard),
             }
         }
         if any && cfg.allow_credentials {
             cx.field_error("allow_credentials", "`*` origins with allow_credentials: true would let every site act as the user; list the origins instead");
         }
-        let mut methods = Vec::new();
-        for m in &cfg.allowed_methods {
-            match Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
-                Ok(method) => methods.push(method),
-                Err(_) => {
-                    cx.field_error("allowed_methods", format!("{m:?} is not an HTTP method"));
-                }
-            }
-        }
-        if methods.is_empty() {
-            methods = vec![Method::GET, Method::HEAD, Method::POST];
-        }
-        for h in cfg.allowed_headers.iter().chain(&cfg.expose_headers) {
-            if HeaderName::from_bytes(h.as_bytes()).is_err() {
-                cx.field_error("allowed_headers", format!("{h:?} is not a header name"));
-            }
-        }
+        let methods = allowed_methods(&cfg.allowed_methods, cx);
+        check_header_names(cfg, cx);
         cx.valid_since(mark)?;
         let method_names: Vec<&str> = methods.iter().map(Method::as_str).collect();
         Ok(Self {
@@ -226,6 +262,38 @@ impl Cors {
         })
     }
 
+    /// Answers preflights, refuses unlisted origins when configured, and leaves the allowed
+    /// origin for the response side.
+    async fn check(&self, parts: &mut Parts, cx: &mut RequestContext<'_>) -> Decision<Refusal> {
+        match self.verdict(&parts.method, &parts.headers) {
+            Verdict::Pass(origin) => {
+                cx.cors_origin = origin;
+                Decision::Continue
+            }
+            Verdict::Preflight(answer, origin) => {
+                cx.cors_origin = Some(origin);
+                Decision::Answer(answer)
+            }
+            Verdict::Refuse(refusal) => Decision::Deny(refusal),
+        }
+    }
+
+    /// `Vary: Origin` always; the CORS headers when the origin matched.
+    fn on_response(&self, cx: &RequestContext<'_>, headers: &mut HeaderMap) {
+        headers.append(header::VARY, HeaderValue::from_static("Origin"));
+        let Some(origin) = &cx.cors_origin else { return };
+        let allow_origin = if self.any && !self.credentials { HeaderValue::from_static("*") } else { origin.clone() };
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allow_origin);
+        if self.credentials {
+            headers.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+        }
+        if let Some(v) = &self.expose_headers {
+            headers.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, v.clone());
+        }
+    }
+}
+
+impl Cors {
     /// Whether a request's `Origin` value is allowed, exactly as a browser sends it.
     pub fn allows(&self, origin: &str) -> bool {
         if origin == "null" {
@@ -248,8 +316,9 @@ impl Cors {
         })
     }
 
-    /// The request side: answers preflights, refuses unlisted origins when configured.
-    pub fn check(&self, method: &Method, headers: &HeaderMap) -> Verdict {
+    /// What the request side decides: answers preflights, refuses unlisted origins when
+    /// configured.
+    pub fn verdict(&self, method: &Method, headers: &HeaderMap) -> Verdict {
         let Some(origin) = headers.get(header::ORIGIN) else {
             return Verdict::Pass(None);
         };
@@ -295,20 +364,6 @@ impl Cors {
             HeaderValue::from_static("Access-Control-Request-Method, Access-Control-Request-Headers"),
         );
         Verdict::Preflight(rsp, origin.clone())
-    }
-
-    /// The response side: `Vary: Origin` always; the CORS headers when the origin matched.
-    pub fn on_response(&self, origin: Option<&HeaderValue>, headers: &mut HeaderMap) {
-        headers.append(header::VARY, HeaderValue::from_static("Origin"));
-        let Some(origin) = origin else { return };
-        let allow_origin = if self.any && !self.credentials { HeaderValue::from_static("*") } else { origin.clone() };
-        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allow_origin);
-        if self.credentials {
-            headers.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
-        }
-        if let Some(v) = &self.expose_headers {
-            headers.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, v.clone());
-        }
     }
 }
 

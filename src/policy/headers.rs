@@ -2,11 +2,15 @@
 //! (on the way back, also on answers the gateway produced itself).
 
 use std::collections::BTreeMap;
+use std::convert::Infallible;
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::request::Parts;
 use serde::Deserialize;
 use serde_saphyr::{Location, Spanned};
 
+use super::context::RequestContext;
+use super::kind::{Decision, PolicyKind};
 use crate::config::context::{CompileContext, Invalid};
 use crate::config::values::{Located, ValueRef};
 
@@ -99,10 +103,13 @@ pub struct HeaderRules {
     pub response: HeaderEdits,
 }
 
-impl HeaderRules {
+impl PolicyKind for HeaderRules {
+    type Config = HeadersConfig;
+    type Refusal = Infallible;
+
     /// # Errors
     /// A bad header name or value, or a value reference that cannot be resolved.
-    pub fn compile(cfg: &HeadersConfig, cx: &mut CompileContext) -> Result<Self, Invalid> {
+    fn compile(cfg: &HeadersConfig, cx: &mut CompileContext) -> Result<Self, Invalid> {
         let mark = cx.mark();
         let request = HeaderEdits::compile(&cfg.request, "request", cx);
         let response = HeaderEdits::compile(&cfg.response, "response", cx);
@@ -110,14 +117,26 @@ impl HeaderRules {
         Ok(Self { request, response })
     }
 
-    /// Applies the request-side edits.
-    pub fn on_request(&self, headers: &mut HeaderMap) {
-        self.request.apply(headers);
+    async fn check(&self, parts: &mut Parts, _cx: &mut RequestContext<'_>) -> Decision<Infallible> {
+        self.on_request(&mut parts.headers);
+        Decision::Continue
     }
 
     /// Applies the response-side edits.
-    pub fn on_response(&self, headers: &mut HeaderMap) {
+    fn on_response(&self, _cx: &RequestContext<'_>, headers: &mut HeaderMap) {
         self.response.apply(headers);
+    }
+
+    /// The request headers it sets.
+    fn forwarded_headers(&self) -> Vec<&HeaderName> {
+        self.request.set.iter().map(|(name, _)| name).collect()
+    }
+}
+
+impl HeaderRules {
+    /// Applies the request-side edits.
+    pub fn on_request(&self, headers: &mut HeaderMap) {
+        self.request.apply(headers);
     }
 }
 
@@ -142,7 +161,7 @@ mod tests {
         assert_eq!(h["x-b"], "gw");
         let mut r = HeaderMap::new();
         r.insert("server", HeaderValue::from_static("nginx"));
-        rules.on_response(&mut r);
+        rules.response.apply(&mut r);
         assert!(r.is_empty());
     }
 }

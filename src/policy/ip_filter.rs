@@ -4,10 +4,13 @@
 
 use std::net::IpAddr;
 
+use http::request::Parts;
 use http::StatusCode;
 use ipnet::IpNet;
 use serde::Deserialize;
 
+use super::context::RequestContext;
+use super::kind::{Decision, PolicyKind};
 use crate::config::context::{CompileContext, Invalid};
 use crate::ipset::IpSet;
 use crate::problem::Problem;
@@ -60,18 +63,27 @@ impl Refusal {
     }
 }
 
-impl IpFilter {
+impl PolicyKind for IpFilter {
+    type Config = IpFilterConfig;
+    type Refusal = Refusal;
+
     /// Compiles both lists into range tables.
     ///
     /// # Errors
     /// None today: every list of networks is valid.
-    pub fn compile(cfg: &IpFilterConfig, _cx: &mut CompileContext) -> Result<Self, Invalid> {
+    fn compile(cfg: &IpFilterConfig, _cx: &mut CompileContext) -> Result<Self, Invalid> {
         Ok(Self { allow: IpSet::new(cfg.allow.iter().copied()), deny: IpSet::new(cfg.deny.iter().copied()) })
     }
 
+    async fn check(&self, _parts: &mut Parts, cx: &mut RequestContext<'_>) -> Decision<Refusal> {
+        self.check_address(cx.client_ip).into()
+    }
+}
+
+impl IpFilter {
     /// # Errors
     /// The address is denied or not allowed.
-    pub fn check(&self, client_ip: IpAddr) -> Result<(), Refusal> {
+    pub fn check_address(&self, client_ip: IpAddr) -> Result<(), Refusal> {
         if self.deny.contains(client_ip) {
             return Err(Refusal::Denied);
         }
@@ -95,7 +107,7 @@ mod tests {
     }
 
     fn allowed(f: &IpFilter, ip: &str) -> bool {
-        f.check(ip.parse().unwrap()).is_ok()
+        f.check_address(ip.parse().unwrap()).is_ok()
     }
 
     #[test]
@@ -107,9 +119,9 @@ mod tests {
     #[test]
     fn is_not_allowed_when_denied_or_unlisted() {
         let f = filter(&["203.0.113.0/24"], &["203.0.113.66/32"]);
-        assert_eq!(f.check("203.0.113.66".parse().unwrap()), Err(Refusal::Denied), "deny wins");
+        assert_eq!(f.check_address("203.0.113.66".parse().unwrap()), Err(Refusal::Denied), "deny wins");
         assert!(!allowed(&f, "::ffff:203.0.113.66"), "mapped addresses meet IPv4 rules");
-        assert_eq!(f.check("198.51.100.1".parse().unwrap()), Err(Refusal::NotAllowed));
+        assert_eq!(f.check_address("198.51.100.1".parse().unwrap()), Err(Refusal::NotAllowed));
         assert!(!allowed(&f, "2001:db8::1"));
     }
 

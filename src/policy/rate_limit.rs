@@ -20,6 +20,7 @@ use serde_saphyr::Spanned;
 use sha2::{Digest, Sha256};
 
 use super::context::{ClaimPath, RateLimitState, RequestContext};
+use super::kind::{Decision, PolicyKind};
 use crate::config::context::{CompileContext, Invalid};
 use crate::config::values::{ConfigDuration, Located, Rate, ValueRef};
 use crate::limit::memory::{Count, ShardedMap, Tat};
@@ -225,12 +226,15 @@ fn seconds_up(d: Duration) -> u64 {
     (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1)
 }
 
-impl RateLimit {
+impl PolicyKind for RateLimit {
+    type Config = RateLimitConfig;
+    type Refusal = Refusal;
+
     /// Compiles the key and the budget, and opens (without connecting) the store.
     ///
     /// # Errors
     /// Every problem found, each at its field.
-    pub fn compile(cfg: &RateLimitConfig, cx: &mut CompileContext) -> Result<Self, Invalid> {
+    fn compile(cfg: &RateLimitConfig, cx: &mut CompileContext) -> Result<Self, Invalid> {
         let mark = cx.mark();
         let key = key_parts(cfg, cx);
         let budget = match (cfg.rate, cfg.quota, &cfg.burst) {
@@ -270,15 +274,45 @@ impl RateLimit {
     }
 
     /// Whether the key reads token claims (a `jwt` policy must run before it).
-    pub fn reads_claims(&self) -> bool {
+    fn reads_claims(&self) -> bool {
         self.key.iter().any(|part| matches!(part, KeyPart::Claim(_)))
     }
 
+    async fn check(&self, parts: &mut Parts, cx: &mut RequestContext<'_>) -> Decision<Refusal> {
+        self.spend(parts, cx).await.into()
+    }
+
+    /// Adds `RateLimit` and `RateLimit-Policy` when this policy holds the tightest budget.
+    fn on_response(&self, cx: &RequestContext<'_>, headers: &mut HeaderMap) {
+        let Some(state) = cx.rate_limit else { return };
+        if state.policy != self as *const Self as usize || headers.contains_key(&RATELIMIT) {
+            return;
+        }
+        // Rendered on the stack: one allocation, the value's own.
+        let mut field = Field::default();
+        let rendered = (|| {
+            field.push(self.name_field.as_bytes())?;
+            field.push(b";r=")?;
+            field.push_u64(state.remaining)?;
+            field.push(b";t=")?;
+            field.push_u64(state.reset)
+        })();
+        if rendered.is_none() {
+            return;
+        }
+        if let Ok(value) = HeaderValue::from_bytes(field.as_bytes()) {
+            headers.insert(RATELIMIT.clone(), value);
+            headers.insert(RATELIMIT_POLICY.clone(), self.policy_field.clone());
+        }
+    }
+}
+
+impl RateLimit {
     /// Spends one request of the key's budget; records what is left for the response.
     ///
     /// # Errors
     /// The budget is spent, or the shared store could not decide and `on_store_error: deny`.
-    pub async fn check(&self, parts: &Parts, cx: &mut RequestContext<'_>) -> Result<(), Refusal> {
+    pub async fn spend(&self, parts: &Parts, cx: &mut RequestContext<'_>) -> Result<(), Refusal> {
         let spend = match &self.store {
             Store::Memory { hasher, state } => {
                 let mut h = hasher.build_hasher();
@@ -338,30 +372,6 @@ impl RateLimit {
             cx.rate_limit = Some(state);
         }
         refusal.map_or(Ok(()), Err)
-    }
-
-    /// Adds `RateLimit` and `RateLimit-Policy` when this policy holds the tightest budget.
-    pub fn on_response(&self, cx: &RequestContext<'_>, headers: &mut HeaderMap) {
-        let Some(state) = cx.rate_limit else { return };
-        if state.policy != self as *const Self as usize || headers.contains_key(&RATELIMIT) {
-            return;
-        }
-        // Rendered on the stack: one allocation, the value's own.
-        let mut field = Field::default();
-        let rendered = (|| {
-            field.push(self.name_field.as_bytes())?;
-            field.push(b";r=")?;
-            field.push_u64(state.remaining)?;
-            field.push(b";t=")?;
-            field.push_u64(state.reset)
-        })();
-        if rendered.is_none() {
-            return;
-        }
-        if let Ok(value) = HeaderValue::from_bytes(field.as_bytes()) {
-            headers.insert(RATELIMIT.clone(), value);
-            headers.insert(RATELIMIT_POLICY.clone(), self.policy_field.clone());
-        }
     }
 
     /// Feeds each key part to `feed`, each tagged and length-prefixed so that no two keys
@@ -637,7 +647,7 @@ mod tests {
         let params = Params::new();
         let mut cx = RequestContext::new("id", ip, &conn, call.route, "/", &params, now);
         cx.claims = call.sub.map(|sub| Arc::new(serde_json::json!({ "sub": sub }).as_object().unwrap().clone()));
-        let decided = limit.check(&parts, &mut cx).await;
+        let decided = limit.spend(&parts, &mut cx).await;
         let mut headers = HeaderMap::new();
         limit.on_response(&cx, &mut headers);
         (decided, headers)

@@ -115,7 +115,7 @@ impl Jwt {
     ///
     /// # Errors
     /// Every problem found, each reported at its field.
-    pub fn compile(cfg: &JwtConfig, cx: &mut CompileContext) -> Result<Self, Invalid> {
+    pub(super) fn from_config(cfg: &JwtConfig, cx: &mut CompileContext) -> Result<Self, Invalid> {
         super::crypto::install();
         let mark = cx.mark();
         let providers: Vec<Result<Provider, Invalid>> = if cfg.providers.is_empty() {

@@ -16,13 +16,16 @@ pub mod token;
 use std::sync::Arc;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::request::Parts;
 use jsonwebtoken::Algorithm;
 use serde_json::{Map, Value};
 
 use self::claims::ClaimChecks;
 use self::keys::KeyStore;
 use self::token::TokenParts;
-use crate::policy::context::Claims;
+use crate::config::context::{CompileContext, Invalid};
+use crate::policy::context::{Claims, RequestContext};
+use crate::policy::kind::{Decision, PolicyKind};
 pub use refusal::Refusal;
 
 /// Verified tokens remembered per policy unless `token_cache` says otherwise.
@@ -130,27 +133,62 @@ impl std::fmt::Debug for Jwt {
     }
 }
 
-impl Jwt {
-    /// Whether every provider's tokens must name one of its audiences.
-    pub fn checks_audience(&self) -> bool {
-        self.providers.iter().all(|p| !p.registered.audiences.is_empty())
+impl PolicyKind for Jwt {
+    type Config = config::JwtConfig;
+    type Refusal = Refusal;
+
+    /// Compiles the policy ([`Jwt::from_config`]); warns when tokens made for any audience
+    /// would pass.
+    ///
+    /// # Errors
+    /// Every problem found, each reported at its field.
+    fn compile(cfg: &config::JwtConfig, cx: &mut CompileContext) -> Result<Self, Invalid> {
+        let jwt = Self::from_config(cfg, cx)?;
+        if !jwt.checks_audience() {
+            let (at, path) = (cx.at(), format!("policies.{}.jwt.audiences", cx.name()));
+            cx.warn(
+                at,
+                path,
+                "no `audiences`: a token this issuer made for any other API (or an ID token) is accepted here",
+            )
+            .hint("list this API's audience, like `audiences: [api://config]`");
+        }
+        Ok(jwt)
     }
 
-    /// Headers this policy sets on forwarded requests.
-    pub fn forwarded_headers(&self) -> impl Iterator<Item = &HeaderName> {
-        self.providers.iter().flat_map(|p| p.forward.iter().map(|(_, h)| h))
+    /// Verifies the bearer token; leaves its claims for later policies.
+    async fn check(&self, parts: &mut Parts, cx: &mut RequestContext<'_>) -> Decision<Refusal> {
+        match self.check_token(&mut parts.headers, parts.uri.query(), cx.now).await {
+            Ok(claims) => {
+                cx.claims = Some(claims);
+                Decision::Continue
+            }
+            Err(refusal) => Decision::Deny(refusal),
+        }
+    }
+
+    /// The headers of `forward_claims`.
+    fn forwarded_headers(&self) -> Vec<&HeaderName> {
+        self.providers.iter().flat_map(|p| p.forward.iter().map(|(_, h)| h)).collect()
     }
 
     /// Whether every provider's keys are loaded, so tokens can be verified (`/readyz`).
-    pub fn is_ready(&self) -> bool {
+    fn is_ready(&self) -> bool {
         self.providers.iter().all(|p| p.keys.current().is_some())
     }
 
     /// Starts fetching remote keys. Needs a tokio runtime.
-    pub fn start(&self) {
+    fn start(&self) {
         for provider in &self.providers {
             provider.keys.start();
         }
+    }
+}
+
+impl Jwt {
+    /// Whether every provider's tokens must name one of its audiences.
+    pub fn checks_audience(&self) -> bool {
+        self.providers.iter().all(|p| !p.registered.audiences.is_empty())
     }
 
     /// Verifies the bearer token at `now` (Unix seconds); on success sets the
@@ -158,7 +196,12 @@ impl Jwt {
     ///
     /// # Errors
     /// The exact reason the token is refused.
-    pub async fn check(&self, headers: &mut HeaderMap, query: Option<&str>, now: u64) -> Result<Arc<Claims>, Refusal> {
+    pub async fn check_token(
+        &self,
+        headers: &mut HeaderMap,
+        query: Option<&str>,
+        now: u64,
+    ) -> Result<Arc<Claims>, Refusal> {
         let token = self.source.token(headers, query).ok_or(Refusal::MissingToken)?;
         let (claims, provider) = self.verify_cached(&token, now).await?;
         let provider = &self.providers[provider];
@@ -312,7 +355,7 @@ mod tests {
     async fn check(jwt: &Jwt, token: &str, now: u64) -> Result<Arc<Claims>, Refusal> {
         let mut headers = HeaderMap::new();
         headers.insert(header::AUTHORIZATION, HeaderValue::from_str(&format!("Bearer {token}")).unwrap());
-        jwt.check(&mut headers, None, now).await
+        jwt.check_token(&mut headers, None, now).await
     }
 
     #[tokio::test]
@@ -362,7 +405,7 @@ mod tests {
         let t = token(Algorithm::HS256, claims(json!({})));
         headers.insert(header::AUTHORIZATION, HeaderValue::from_str(&format!("Bearer {t}")).unwrap());
         headers.insert("x-user-id", HeaderValue::from_static("admin"));
-        assert!(jwt.check(&mut headers, None, NOW).await.is_ok());
+        assert!(jwt.check_token(&mut headers, None, NOW).await.is_ok());
         assert_eq!(headers["x-user-id"], "u-1");
         let writer = token(Algorithm::HS256, claims(json!({ "roles": ["Write"] })));
         assert_eq!(check(&jwt, &writer, NOW).await.err(), Some(Refusal::ClaimsNotSatisfied));
@@ -418,12 +461,12 @@ mod tests {
     async fn only_a_bearer_token_is_read() {
         let (jwt, _dir) = policy("");
         let mut headers = HeaderMap::new();
-        assert_eq!(jwt.check(&mut headers, None, NOW).await.err(), Some(Refusal::MissingToken));
+        assert_eq!(jwt.check_token(&mut headers, None, NOW).await.err(), Some(Refusal::MissingToken));
         headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic dXNlcjpwYXNz"));
-        assert_eq!(jwt.check(&mut headers, None, NOW).await.err(), Some(Refusal::MissingToken));
+        assert_eq!(jwt.check_token(&mut headers, None, NOW).await.err(), Some(Refusal::MissingToken));
         let t = token(Algorithm::HS256, claims(json!({})));
         headers.insert(header::AUTHORIZATION, HeaderValue::from_str(&format!("bEaReR {t}")).unwrap());
-        assert!(jwt.check(&mut headers, None, NOW).await.is_ok(), "the scheme is case-insensitive");
+        assert!(jwt.check_token(&mut headers, None, NOW).await.is_ok(), "the scheme is case-insensitive");
         let huge = format!("{t}{}", "A".repeat(MAX_TOKEN_BYTES));
         assert_eq!(check(&jwt, &huge, NOW).await.err(), Some(Refusal::TokenTooLarge));
     }
@@ -458,7 +501,7 @@ mod tests {
         let mut headers = HeaderMap::new();
         let a = sign(SECRET.as_bytes(), "https://a.test");
         headers.insert(header::AUTHORIZATION, HeaderValue::from_str(&format!("Bearer {a}")).unwrap());
-        assert!(jwt.check(&mut headers, None, NOW).await.is_ok());
+        assert!(jwt.check_token(&mut headers, None, NOW).await.is_ok());
         assert_eq!((headers.get("x-a").map(|v| v.to_str().unwrap()), headers.get("x-b")), (Some("u-1"), None));
         assert!(check(&jwt, &sign(b_secret, "https://b.test"), NOW).await.is_ok());
         let cross = sign(b_secret, "https://a.test");
@@ -499,17 +542,17 @@ mod tests {
         let (from_header, _dir) = policy(", token_from: \"header:X-Token\"");
         let mut headers = HeaderMap::new();
         headers.insert("x-token", HeaderValue::from_str(&t).unwrap());
-        assert!(from_header.check(&mut headers, None, NOW).await.is_ok());
+        assert!(from_header.check_token(&mut headers, None, NOW).await.is_ok());
         headers.insert("x-token", HeaderValue::from_str(&format!("Bearer {t}")).unwrap());
-        assert!(from_header.check(&mut headers, None, NOW).await.is_ok(), "a Bearer prefix is allowed");
+        assert!(from_header.check_token(&mut headers, None, NOW).await.is_ok(), "a Bearer prefix is allowed");
         let mut bearer_only = HeaderMap::new();
         bearer_only.insert(header::AUTHORIZATION, HeaderValue::from_str(&format!("Bearer {t}")).unwrap());
-        assert_eq!(from_header.check(&mut bearer_only, None, NOW).await.err(), Some(Refusal::MissingToken));
+        assert_eq!(from_header.check_token(&mut bearer_only, None, NOW).await.err(), Some(Refusal::MissingToken));
         let (from_query, _dir) = policy(", token_from: \"query:access_token\"");
         let query = format!("page=2&access_token={t}");
-        assert!(from_query.check(&mut HeaderMap::new(), Some(&query), NOW).await.is_ok());
+        assert!(from_query.check_token(&mut HeaderMap::new(), Some(&query), NOW).await.is_ok());
         assert_eq!(
-            from_query.check(&mut HeaderMap::new(), Some("page=2&access_token="), NOW).await.err(),
+            from_query.check_token(&mut HeaderMap::new(), Some("page=2&access_token="), NOW).await.err(),
             Some(Refusal::MissingToken)
         );
     }
