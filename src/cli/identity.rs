@@ -1,4 +1,4 @@
-//! `portcullis systems`, `users` and `audit`: manage the token issuer's store (DESIGN §6).
+//! `portcullis systems`, `users` and `audit`: manage the token issuer's store (README: Token issuer).
 //! Secrets are printed once, by `systems create` and `systems renew-secret`, and nowhere
 //! else; every change is audited with its actor (`--actor`, or the OS user). Scopes are
 //! granted per system (`systems create --scopes`, `systems scopes --set`), and only scopes

@@ -1,4 +1,4 @@
-//! The optional token issuer (DESIGN §6): an OAuth 2.0 authorization server for the
+//! The optional token issuer (README: Token issuer): an OAuth 2.0 authorization server for the
 //! client-credentials grant. External systems authenticate with one of their two secrets
 //! and get short-lived JWTs signed with the configured ES256 or Ed25519 key; the keys are
 //! published at `/.well-known/jwks.json` and `/.well-known/openid-configuration`, so a

@@ -1,11 +1,11 @@
-//! `authorize`: the entity permissions of a portal (DESIGN §4). Roles come from a token claim;
+//! `authorize`: the entity permissions of a portal (README: Policies). Roles come from a token claim;
 //! each rule grants actions (or methods) to roles with a scope, and the first rule that grants
 //! the request's method allows it.
 //!
 //! Scopes: `global` grants every record the route reaches; `account` and `contact` grant the
 //! record whose path parameter equals a token claim exactly (an array claim by membership);
 //! `parental` grants a child record where an earlier rule, named by `parent`, grants the
-//! caller its parent record. Path parameters are taken from the normalized path (DESIGN §3),
+//! caller its parent record. Path parameters are taken from the normalized path (README: Architecture, a request's journey),
 //! so no spelling of a path reaches another record.
 
 use std::sync::Arc;
@@ -17,7 +17,7 @@ use serde_json::Value;
 use serde_saphyr::Spanned;
 
 use super::context::{ClaimPath, Claims, RequestContext};
-use super::kind::{Decision, PolicyKind};
+use super::kind::{Blame, Decision, PolicyKind};
 use crate::config::context::{CompileContext, Invalid};
 use crate::config::values::Located;
 use crate::problem::Problem;
@@ -125,6 +125,8 @@ fn action_methods(action: &str) -> Option<&'static [Method]> {
         _ => return None,
     })
 }
+
+impl Blame for Refusal {}
 
 impl PolicyKind for Authorize {
     type Config = AuthorizeConfig;

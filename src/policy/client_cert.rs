@@ -9,7 +9,7 @@ use http::StatusCode;
 use serde::Deserialize;
 
 use super::context::RequestContext;
-use super::kind::{Decision, PolicyKind};
+use super::kind::{Blame, Decision, PolicyKind};
 use crate::config::context::{CompileContext, Invalid};
 use crate::problem::Problem;
 use crate::tls::dn::Dn;
@@ -111,6 +111,8 @@ impl Refusal {
         Problem::new(StatusCode::FORBIDDEN, "client-cert-rejected", "Client certificate rejected", detail)
     }
 }
+
+impl Blame for Refusal {}
 
 impl PolicyKind for ClientCert {
     type Config = ClientCertConfig;

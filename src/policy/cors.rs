@@ -15,7 +15,7 @@ use http::{Method, Response, StatusCode};
 use serde::Deserialize;
 
 use super::context::RequestContext;
-use super::kind::{Decision, PolicyKind};
+use super::kind::{Blame, Decision, PolicyKind};
 use crate::body::{self, Body};
 use crate::config::context::{CompileContext, Invalid};
 use crate::config::values::ConfigDuration;
@@ -218,6 +218,8 @@ fn check_header_names(cfg: &CorsConfig, cx: &mut CompileContext) {
         }
     }
 }
+
+impl Blame for Refusal {}
 
 impl PolicyKind for Cors {
     type Config = CorsConfig;

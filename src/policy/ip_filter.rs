@@ -1,4 +1,4 @@
-//! `ip_filter`: allow or deny by client address (DESIGN §3: the TCP peer, or the address a
+//! `ip_filter`: allow or deny by client address (README: Security notes; the TCP peer, or the address a
 //! trusted proxy vouches for). Deny wins; an empty allow list allows every address not
 //! denied. Both lists compile to range tables with logarithmic lookup.
 
@@ -10,7 +10,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 use super::context::RequestContext;
-use super::kind::{Decision, PolicyKind};
+use super::kind::{Blame, Decision, PolicyKind};
 use crate::config::context::{CompileContext, Invalid};
 use crate::ipset::IpSet;
 use crate::problem::Problem;
@@ -62,6 +62,8 @@ impl Refusal {
         )
     }
 }
+
+impl Blame for Refusal {}
 
 impl PolicyKind for IpFilter {
     type Config = IpFilterConfig;

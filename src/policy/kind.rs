@@ -22,6 +22,7 @@ use serde_saphyr::Location;
 use super::context::RequestContext;
 use crate::body::Body;
 use crate::config::context::{CompileContext, Invalid};
+use crate::telemetry::metrics::Fault;
 
 /// Whether a policy's denials stop the request.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -68,6 +69,18 @@ impl<R> Decision<R> {
     }
 }
 
+/// Whose fault a refusal is, for `portcullis_errors_total{fault}`: the request's, which a
+/// policy refused (the default), or the gateway's, which could not decide (keys not loaded
+/// yet, a shared store down).
+pub trait Blame: Copy {
+    /// `Fault::Policy` unless the gateway could not decide.
+    fn fault(self) -> Fault {
+        Fault::Policy
+    }
+}
+
+impl Blame for std::convert::Infallible {}
+
 /// One kind of policy: its YAML contract, its compilation and its request and response sides.
 /// Only `Config`, `Refusal`, `compile` and `check` are required; the rest default to "does
 /// nothing".
@@ -76,7 +89,7 @@ pub trait PolicyKind: Sized {
     type Config: DeserializeOwned + Debug;
 
     /// Why it refuses a request; [`std::convert::Infallible`] for a kind that never does.
-    type Refusal;
+    type Refusal: Blame;
 
     /// Compiles the section; reports every problem through `cx`.
     ///
@@ -295,6 +308,13 @@ macro_rules! policy_kinds {
             pub fn problem(self) -> $crate::problem::Problem {
                 match self {
                     $($( Self::$variant(r) => <$refusal>::problem(r), )?)+
+                }
+            }
+
+            /// Whose fault the refusal is: the request's, or the gateway's when it could not decide.
+            pub fn fault(self) -> $crate::telemetry::metrics::Fault {
+                match self {
+                    $($( Self::$variant(r) => <$refusal as $crate::policy::kind::Blame>::fault(r), )?)+
                 }
             }
         }

@@ -22,3 +22,18 @@ policy_kinds! {
     /// `rate_limit`: a rate or a quota per key, in memory or shared through Redis.
     rate_limit => RateLimit(rate_limit::RateLimit) refused by rate_limit::Refusal,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::telemetry::metrics::Fault;
+
+    #[test]
+    fn a_refusal_carries_its_blame() {
+        assert_eq!(Denial::from(jwt::Refusal::Expired).fault(), Fault::Policy);
+        assert_eq!(Denial::from(jwt::Refusal::KeysUnavailable).fault(), Fault::Gateway);
+        assert_eq!(Denial::from(rate_limit::Refusal::RateExceeded(3)).fault(), Fault::Policy);
+        assert_eq!(Denial::from(rate_limit::Refusal::StoreUnavailable).fault(), Fault::Gateway);
+        assert_eq!(Denial::from(ip_filter::Refusal::NotAllowed).fault(), Fault::Policy);
+    }
+}

@@ -1,4 +1,4 @@
-//! Policies: compiled once from configuration, evaluated per request (DESIGN §3 step 5).
+//! Policies: compiled once from configuration, evaluated per request (README: Architecture, a request's journey, step 3).
 //!
 //! Each kind is one file (one folder for `jwt`) with its YAML contract, its [`PolicyKind`]
 //! implementation (compile, request side, response side) and its refusal reasons, plus one

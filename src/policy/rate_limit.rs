@@ -20,13 +20,14 @@ use serde_saphyr::Spanned;
 use sha2::{Digest, Sha256};
 
 use super::context::{ClaimPath, RateLimitState, RequestContext};
-use super::kind::{Decision, PolicyKind};
+use super::kind::{Blame, Decision, PolicyKind};
 use crate::config::context::{CompileContext, Invalid};
 use crate::config::values::{ConfigDuration, Located, Rate, ValueRef};
 use crate::limit::memory::{Count, ShardedMap, Tat};
 use crate::limit::redis::RedisStore;
 use crate::limit::{keyed::nanos, Gcra, Period, Spend};
 use crate::problem::Problem;
+use crate::telemetry::metrics::Fault;
 
 /// What a new key gets when the memory store holds nothing but spent budgets.
 const NO_ROOM: Spend = Spend::Refused { retry_after: crate::limit::keyed::NO_ROOM_RETRY };
@@ -224,6 +225,16 @@ impl Refusal {
 /// Whole seconds, rounded up, at least 1: what `Retry-After` says.
 fn seconds_up(d: Duration) -> u64 {
     (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1)
+}
+
+impl Blame for Refusal {
+    fn fault(self) -> Fault {
+        if self == Refusal::StoreUnavailable {
+            Fault::Gateway
+        } else {
+            Fault::Policy
+        }
+    }
 }
 
 impl PolicyKind for RateLimit {

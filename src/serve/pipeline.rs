@@ -260,10 +260,8 @@ pub async fn handle(rt: &Runtime, req: Request<Incoming>, conn: &ConnInfo, limit
     let mut rsp = match chain.answer {
         Some(Answer::Response(rsp)) => rsp,
         Some(Answer::Denied(denial)) => {
-            let problem = denial.problem();
-            let fault = if problem.status.is_server_error() { Fault::Gateway } else { Fault::Policy };
-            count_error(&route.name, fault, denial.label());
-            problem.into_response(cx.request_id)
+            count_error(&route.name, denial.fault(), denial.label());
+            denial.problem().into_response(cx.request_id)
         }
         None => {
             let (rsp, upstream) = forward(route, parts, incoming, &routed, cx.request_id, limits).await;

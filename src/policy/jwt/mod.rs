@@ -25,7 +25,8 @@ use self::keys::KeyStore;
 use self::token::TokenParts;
 use crate::config::context::{CompileContext, Invalid};
 use crate::policy::context::{Claims, RequestContext};
-use crate::policy::kind::{Decision, PolicyKind};
+use crate::policy::kind::{Blame, Decision, PolicyKind};
+use crate::telemetry::metrics::Fault;
 pub use refusal::Refusal;
 
 /// Verified tokens remembered per policy unless `token_cache` says otherwise.
@@ -130,6 +131,16 @@ impl std::fmt::Debug for Jwt {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let names: Vec<&str> = self.providers.iter().map(|p| &*p.keys.name).collect();
         f.debug_struct("Jwt").field("providers", &names).finish_non_exhaustive()
+    }
+}
+
+impl Blame for Refusal {
+    fn fault(self) -> Fault {
+        if self == Refusal::KeysUnavailable {
+            Fault::Gateway
+        } else {
+            Fault::Policy
+        }
     }
 }
 
