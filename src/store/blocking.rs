@@ -47,12 +47,19 @@ where
 
 /// Runs `work` to completion on a runtime of its own that ends with it, blocking this
 /// thread; inside or outside another runtime. Anything `work` connects does not outlive it.
+/// Inside a runtime, the helper thread both makes and drops the runtime: dropping one where
+/// blocking is not allowed panics.
 pub fn block_on<F>(work: F) -> F::Output
 where
     F: Future + Send,
     F::Output: Send,
 {
-    run_on(&runtime(), work)
+    if tokio::runtime::Handle::try_current().is_err() {
+        return runtime().block_on(work);
+    }
+    std::thread::scope(|s| {
+        s.spawn(|| runtime().block_on(work)).join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
 }
 
 /// A store for a blocking caller that makes several calls: its runtime lives as long as the
@@ -101,5 +108,33 @@ impl Drop for BlockingStore {
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_background();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::block_on;
+
+    #[test]
+    fn blocks_outside_a_runtime() {
+        assert_eq!(block_on(async { 7 }), 7);
+    }
+
+    // A reload compiles on a blocking thread, `portcullis test` inside its event loop: both
+    // must wait for the store, and leave no runtime to drop where blocking is not allowed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn blocks_inside_a_runtime_and_drops_its_own_elsewhere() {
+        assert_eq!(
+            block_on(async {
+                tokio::task::yield_now().await;
+                7
+            }),
+            7
+        );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn blocks_inside_a_current_thread_runtime() {
+        assert_eq!(block_on(async { 7 }), 7);
     }
 }
