@@ -152,8 +152,8 @@ pub(super) fn exactly_one_kind(kinds: &[&str], name: &str, at: Location, cx: &mu
 /// Declares the closed set of policy kinds, one line each:
 /// `kind_name => Variant(module::Type) refused by module::Refusal,` (the `refused by` part only
 /// for kinds that refuse; it names the type's `PolicyKind::Refusal`, which has
-/// `label(self) -> &'static str` and `problem(self) -> Problem`). The kind's name is written
-/// once; a doc comment before the line documents the variant.
+/// `label(self) -> &'static str` and `problem(self) -> Problem` and says its [`Blame`]). The
+/// kind's name is written once; a doc comment before the line documents the variant.
 macro_rules! policy_kinds {
     ($(
         $(#[doc = $doc:literal])*
