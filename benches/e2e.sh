@@ -5,6 +5,8 @@
 #   BENCH_BASELINE=/path/to/older/portcullis benches/e2e.sh   # also that build's plain and chain
 #                             # paths, in the same interleaved rounds (before/after a change),
 #                             # started like portcullis-* (or with BENCH_BASELINE_FLAGS)
+#   BENCH_PATHS="portcullis-chain baseline-chain"   # only these paths (and direct), e.g. for a
+#                             # focused before/after with more BENCH_RUNS
 #   BENCH_ALLOCS=1            # allocator calls per request (needs perf)
 #   BENCH_PROFILE=1           # a perf profile of each chain gateway under load, top symbols
 #   BENCH_SOAK_SECONDS=60     # resident memory of the default chain gateway over a long run
@@ -216,6 +218,7 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 # once NAME URL SCENARIO PID: one run; appends "round req/s p99_ms requests proxy_ticks" to $W/NAME.runs
 once() {
   local name=$1 url=$2 file=$3 pid=${4:-} round=$5
+  [[ " $PATHS " == *" $name "* ]] || return 0
   local before=0; [ -n "$pid" ] && before=$(cpu_ticks "$pid")
   local json; json=$(taskset -c 1 "$PC" --workers 1 bench --url "$url" --scenario "$W/$file" --json 2>/dev/null) || {
     echo "$name: the run failed (unexpected statuses or errors):" >&2; echo "$json" >&2; exit 1; }
@@ -227,6 +230,9 @@ once() {
 
 PATHS="direct haproxy-plain portcullis-plain tuned-plain haproxy-chain portcullis-chain tuned-chain portcullis-authz portcullis-redis portcullis-verify haproxy-handshake portcullis-handshake"
 [ -n "$BASELINE" ] && PATHS="$PATHS baseline-plain baseline-chain"
+if [ -n "${BENCH_PATHS:-}" ]; then
+  PATHS="direct $(for p in $PATHS; do [[ " $BENCH_PATHS " == *" $p "* ]] && printf '%s ' "$p"; done)"
+fi
 echo "== measuring (${RUNS} rounds of ${SECONDS_PER_RUN}s runs, ${CONNS} connections; each round runs every path once, so a machine that speeds up or slows down affects all paths alike)" >&2
 for round in $(seq "$RUNS"); do
   once direct            https://localhost:18443 plain.yaml "" "$round"
@@ -333,14 +339,17 @@ for p in paths:
         ratios = [runs[p][k][0] / runs[ha][k][0] for k in sorted(runs[p])]
         print(f"  {p} / {ha} per round: " + " ".join(f"{r:.2f}" for r in ratios))
 for extra in ("portcullis-authz", "portcullis-redis"):  # what authorize + rate_limit add to the chain
+    if extra not in runs or "portcullis-chain" not in runs:
+        continue
     ratios = [runs[extra][k][0] / runs["portcullis-chain"][k][0] for k in sorted(runs[extra])]
     extra_cpu = median(runs[extra][k][2] - runs["portcullis-chain"][k][2] for k in runs[extra])
     print(f"  {extra} / portcullis-chain: {median(ratios):.2f}x (per round: " + " ".join(f"{r:.2f}" for r in ratios) + f"), {extra_cpu:+.1f} CPU µs/req")
 for kind in ("plain", "chain"):  # this build against the baseline build, round by round
     new, old = f"portcullis-{kind}", f"baseline-{kind}"
-    if old in runs:
+    if old in runs and new in runs:
         ratios = [runs[new][k][0] / runs[old][k][0] for k in sorted(runs[old])]
-        print(f"  {new} / {old}: {median(ratios):.2f}x (per round: " + " ".join(f"{r:.2f}" for r in ratios) + ")")
+        cpu = median(runs[new][k][2] - runs[old][k][2] for k in runs[old])
+        print(f"  {new} / {old}: {median(ratios):.2f}x (per round: " + " ".join(f"{r:.2f}" for r in ratios) + f"), {cpu:+.1f} CPU µs/req")
 print(f"portcullis chain RSS after the runs: {int(sys.argv[3]) // 1024} MiB (peak {int(sys.argv[4]) // 1024} MiB), tuned {int(sys.argv[6]) // 1024} MiB; HAProxy: {int(sys.argv[5]) // 1024} MiB")
 print("(medians over rounds; ratios are medians of per-round ratios. portcullis-*: no flags, access log to a file; tuned-*: --workers 1 --access-log off. verify: the chain with the token cache off, every token verified; handshake: req/s = new TLS 1.3 connections with a client certificate per second; authz: the chain + authorize (account scope) + rate_limit (memory); redis: the same with the rate limit in Redis)")
 PY
