@@ -148,6 +148,7 @@ pub(super) fn routes(issuer: Arc<Issuer>, listener: &Arc<str>, defaults: &[Arc<N
         metrics: RouteMetrics::new(name.into()),
         path_parameters: PathParameters::Refuse,
         method_override: None,
+        websocket: false,
     };
     vec![
         route("identity-token", identity::TOKEN_PATH),

@@ -204,6 +204,10 @@ pub struct RouteConfig {
     /// A method-override header passed to the backend (`X-HTTP-Method-Override`,
     /// `X-HTTP-Method` or `X-Method-Override`); policies decide on the method it names.
     pub method_override: Option<Located>,
+    /// Protocol upgrades the route passes to its backend: `[websocket]` or none (Envoy's
+    /// `upgrade_configs`).
+    #[serde(default)]
+    pub upgrades: Vec<Located>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -113,6 +113,7 @@ pub(super) fn compile(
             metrics: RouteMetrics::new(r.name.as_str().into()),
             path_parameters: r.path_parameters,
             method_override: method_override(r, &path, cx),
+            websocket: upgrades(r, &path, cx),
         };
         if let Some(earlier) = table.routes.iter().find(|e| shadows(e, &route)) {
             let message = format!(
@@ -210,6 +211,26 @@ fn method_override(r: &raw::RouteConfig, path: &str, cx: &mut CompileContext) ->
             None
         }
     }
+}
+
+/// `upgrades`: `websocket` is the one protocol a route may pass on.
+fn upgrades(r: &raw::RouteConfig, path: &str, cx: &mut CompileContext) -> bool {
+    let mut websocket = false;
+    for (j, token) in r.upgrades.iter().enumerate() {
+        let field = format!("{path}.upgrades[{j}]");
+        if token.value.eq_ignore_ascii_case("websocket") {
+            websocket = true;
+        } else if token.value.eq_ignore_ascii_case("h2c") {
+            cx.error(token.referenced, field, "h2c upgrades are never passed to a backend").hint(
+                "after an h2c upgrade the client speaks HTTP/2 straight to the backend, past every policy \
+                 (h2c smuggling); clients reach the gateway over h2 by ALPN instead",
+            );
+        } else {
+            cx.error(token.referenced, field, format!("unknown upgrade {:?}", token.value))
+                .hint("the only upgrade a route can accept is websocket");
+        }
+    }
+    websocket
 }
 
 fn methods(m: &raw::MatchConfig, path: &str, cx: &mut CompileContext) -> Vec<Method> {

@@ -36,6 +36,8 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 pub(super) struct Connector {
     pub connect_timeout: Duration,
     pub tls: TlsConnector,
+    /// The same TLS settings offering HTTP/1.1 only: for upgrades, which h2 cannot carry.
+    tls_h1: TlsConnector,
     /// The longest a response body may stall between bytes (`None`: no limit).
     response_idle: Option<Duration>,
     /// `portcullis_upstream_errors_total{backend, kind="response_body"}`, resolved once.
@@ -50,10 +52,12 @@ impl Connector {
         response_idle: Option<Duration>,
     ) -> Self {
         let mut tls = tls.clone();
+        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let tls_h1 = TlsConnector::from(Arc::new(tls.clone()));
         tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         let response_errors =
             crate::telemetry::metrics().upstream_errors.with_label_values(&[backend, "response_body"]);
-        Self { connect_timeout, tls: TlsConnector::from(Arc::new(tls)), response_idle, response_errors }
+        Self { connect_timeout, tls: TlsConnector::from(Arc::new(tls)), tls_h1, response_idle, response_errors }
     }
 
     /// A backend's response body, cut off when it stalls and counted when it fails.
@@ -160,6 +164,57 @@ impl Connections {
     }
 }
 
+/// Sends an upgrade request (origin-form uri, no `Host`) on a new HTTP/1.1 connection that
+/// serves it alone: the connection is never pooled, and on `101` its stream is handed over
+/// through the response's [`hyper::upgrade::OnUpgrade`].
+pub(super) async fn upgrade(
+    connector: &Connector,
+    scheme: &Scheme,
+    authority: &Authority,
+    mut req: Request<Body>,
+) -> Result<Response<Body>, SendError> {
+    if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
+        req.headers_mut().insert(header::HOST, host);
+    }
+    let opened = tokio::time::timeout(connector.connect_timeout, async {
+        let (host, port, https) = endpoint(scheme, authority);
+        let tcp = tcp_connect(host, port).await?;
+        if !https {
+            return handshake_upgradable(TokioIo::new(tcp)).await;
+        }
+        let name = ServerName::try_from(host.to_owned()).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        handshake_upgradable(TokioIo::new(connector.tls_h1.connect(name, tcp).await?)).await
+    });
+    let mut sender = opened
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timeout"))
+        .and_then(|opened| opened)
+        .map_err(SendError::Connect)?;
+    let rsp = sender.send_request(req).await.map_err(SendError::Upstream)?;
+    Ok(rsp.map(|body| connector.watch(body)))
+}
+
+/// An HTTP/1.1 client connection that can hand its stream over after a `101`.
+async fn handshake_upgradable<T>(io: TokioIo<T>) -> io::Result<http1::SendRequest<Body>>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = http1::handshake(io).await.map_err(io::Error::other)?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!(error = %e, "backend upgrade connection ended");
+        }
+    });
+    Ok(sender)
+}
+
+/// The host (without IPv6 brackets), the port and whether TLS is used.
+fn endpoint<'a>(scheme: &Scheme, authority: &'a Authority) -> (&'a str, u16, bool) {
+    let host = authority.host().trim_start_matches('[').trim_end_matches(']');
+    let https = *scheme == Scheme::HTTPS;
+    (host, authority.port_u16().unwrap_or(if https { 443 } else { 80 }), https)
+}
+
 async fn send_h2(
     connector: &Connector,
     h2: &http2::SendRequest<Body>,
@@ -182,9 +237,7 @@ async fn send_h2(
 /// HTTP/1.1, all within the connect timeout. The connection runs in its own task.
 async fn connect(connector: &Connector, scheme: &Scheme, authority: &Authority) -> io::Result<Fresh> {
     let opened = tokio::time::timeout(connector.connect_timeout, async {
-        let host = authority.host().trim_start_matches('[').trim_end_matches(']');
-        let https = *scheme == Scheme::HTTPS;
-        let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let (host, port, https) = endpoint(scheme, authority);
         let tcp = tcp_connect(host, port).await?;
         if !https {
             return handshake_h1(TokioIo::new(tcp)).await;

@@ -367,6 +367,37 @@ impl Backend {
     }
 }
 
+impl Backend {
+    /// Sends a WebSocket handshake (its `Upgrade` and `Connection` fields set) on a new
+    /// HTTP/1.1 connection of its own, never h2 and never a pooled one, and returns the
+    /// backend's answer: on `101`, [`hyper::upgrade::on`] hands over the backend's stream.
+    /// Never retried. Built-in backends answer it like any request.
+    ///
+    /// # Errors
+    /// See [`ForwardError`].
+    pub async fn upgrade(&self, out: Outbound<'_>) -> Result<(Response<Body>, Option<Authority>), ForwardError> {
+        let BackendKind::Pool(pool) = &self.kind else {
+            return self.forward(out).await;
+        };
+        let upstream = pool.pick();
+        let uri = upstream.target(out.path, out.query).map_err(|_| ForwardError::Target)?;
+        let mut req = Request::new(out.body);
+        *req.method_mut() = out.method;
+        *req.uri_mut() = uri;
+        *req.headers_mut() = out.headers;
+        let sent = connections::upgrade(&pool.connector, &upstream.scheme, &upstream.authority, req);
+        match tokio::time::timeout(pool.settings.timeout, sent).await {
+            Ok(Ok(rsp)) => Ok((rsp, Some(upstream.authority.clone()))),
+            Err(_) => Err(ForwardError::Timeout),
+            Ok(Err(SendError::Connect(e))) => {
+                pool.eject(upstream);
+                Err(ForwardError::Connect(e))
+            }
+            Ok(Err(SendError::Upstream(e))) => Err(ForwardError::Upstream(e)),
+        }
+    }
+}
+
 impl Pool {
     /// Round robin over urls that are neither ejected nor failing their health check;
     /// when every url is down, plain round robin (better a try than a certain 502).

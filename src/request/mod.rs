@@ -6,3 +6,4 @@ pub mod conn;
 pub mod framing;
 pub mod headers;
 pub mod normalize;
+pub mod upgrade;

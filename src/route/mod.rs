@@ -43,6 +43,8 @@ pub struct Route {
     pub path_parameters: PathParameters,
     /// The method-override header it passes to its backend, if any.
     pub method_override: Option<HeaderName>,
+    /// `upgrades: [websocket]`: WebSocket handshakes are forwarded and, on `101`, tunneled.
+    pub websocket: bool,
 }
 
 /// What a route does with a path that had `;` parameters (normalization removes them).

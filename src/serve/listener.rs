@@ -10,6 +10,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
@@ -20,6 +21,7 @@ use crate::problem::Problem;
 use crate::request::conn::ConnInfo;
 use crate::runtime::{Limits, ListenerKind};
 use crate::serve::gateway::Gateway;
+use crate::serve::tunnel;
 use crate::telemetry::metrics::{handshake_reason, metrics};
 use crate::tls::ClientCertInfo;
 
@@ -157,6 +159,20 @@ fn http1_builder(limits: &Limits) -> http1::Builder {
     builder
 }
 
+/// The same HTTP/1.1 server settings on a connection that hands its stream over after a
+/// `101` (hyper-util's graceful shutdown watches upgradable connections through its `auto`
+/// server only; `http1_only` never reads an h2 preface).
+fn http1_upgradable(limits: &Limits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192))
+        .max_headers(limits.max_headers);
+    builder
+}
+
 /// The h2 server settings, for connections whose client chose h2 by ALPN.
 fn http2_builder(limits: &Limits) -> http2::Builder<TokioExecutor> {
     let mut builder = http2::Builder::new(TokioExecutor::new());
@@ -213,21 +229,27 @@ async fn serve_tls(
         sni: session.server_name().map(str::to_owned),
         client_cert,
     });
+    let (tunnels, opened) = tunnel::tunnels();
     let svc = service_fn(move |req: Request<Incoming>| {
         let runtime = gateway.runtime();
         let conn = conn.clone();
-        async move { Ok::<_, Infallible>(crate::serve::pipeline::handle(&runtime, req, &conn, limits).await) }
+        let tunnels = tunnels.clone();
+        async move { Ok::<_, Infallible>(crate::serve::pipeline::handle(&runtime, req, &conn, limits, &tunnels).await) }
     });
     // The protocol is the one ALPN chose; without ALPN it is HTTP/1.1.
     let io = TokioIo::new(tls);
     let served = if h2 {
-        watcher.watch(http2_builder(&limits).serve_connection(io, svc)).await
+        watcher.watch(http2_builder(&limits).serve_connection(io, svc)).await.map_err(Into::into)
     } else {
-        watcher.watch(http1_builder(&limits).serve_connection(io, svc)).await
+        // A WebSocket handshake answered 101 ends the HTTP/1.1 exchange and hands the stream over.
+        let builder = http1_upgradable(&limits);
+        watcher.watch(builder.serve_connection_with_upgrades(io, svc)).await
     };
     if let Err(e) = served {
         tracing::debug!(client.addr = %peer, error = %e, "connection ended with an error");
     }
+    // The connection (its slot, its per-client count, its gauge) lasts until its tunnel ends.
+    opened.run().await;
 }
 
 /// Counts a connection in `portcullis_active_connections` while it lives.

@@ -1,6 +1,7 @@
 //! Serving: the listeners accept connections, [`pipeline`] decides and forwards each
 //! request, [`access`] writes its log line; [`gateway`] holds the live runtime and reloads it,
-//! [`admin`] answers health and metrics, [`server`] starts and drains them all.
+//! [`admin`] answers health and metrics, [`server`] starts and drains them all;
+//! [`tunnel`] joins the two sides of an upgraded (WebSocket) connection.
 
 pub mod access;
 pub mod admin;
@@ -8,3 +9,4 @@ pub mod gateway;
 pub mod listener;
 pub mod pipeline;
 pub mod server;
+pub mod tunnel;

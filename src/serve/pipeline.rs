@@ -11,8 +11,9 @@ use http_body_util::BodyExt;
 use http::header::{self, HeaderValue};
 use http::request::Parts;
 use http::uri::Authority;
-use http::{HeaderMap, HeaderName, Method, Request, Response, Uri};
+use http::{HeaderMap, HeaderName, Method, Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
 
 use crate::body::{self, Body, BodyFault, BodyStats, LimitedBody};
 use crate::clock::unix_now;
@@ -28,9 +29,11 @@ use crate::request::headers::{
     strip_hop_by_hop, strip_overrides, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID,
 };
 use crate::request::normalize::{self, PathError};
+use crate::request::upgrade::{self, UpgradeError};
 use crate::route::{PathParameters, Route};
 use crate::runtime::{Limits, Runtime};
 use crate::serve::access::{self, AccessRecord, LoggedBody};
+use crate::serve::tunnel::Tunnels;
 use crate::telemetry::metrics::{count_error, method_class, metrics, Fault};
 
 /// A request after the journey's step 2 (README: Architecture): cleaned of spoofable headers, normalized, routed.
@@ -52,6 +55,8 @@ pub struct Routed<'rt> {
     pub params: Params,
     /// The method the backend will execute, when the route passes a method override.
     pub method_override: Option<Method>,
+    /// A WebSocket handshake on a route that accepts them: forwarded as an upgrade.
+    pub websocket: bool,
 }
 
 impl Routed<'_> {
@@ -108,6 +113,11 @@ pub enum Refusal {
     MethodOverride(HeaderName),
     /// A declared `Content-Length` above the listener's `max_body_bytes`.
     BodyTooLarge(u64),
+    /// An `Upgrade` to another protocol than WebSocket (`h2c` above all), or a WebSocket
+    /// handshake that reads two ways; refused on every route, never forwarded.
+    Upgrade(UpgradeError),
+    /// A valid WebSocket handshake on a route without `upgrades: [websocket]`.
+    WebSocketNotAccepted,
 }
 
 impl Refusal {
@@ -123,6 +133,8 @@ impl Refusal {
             Self::PathParameters => "path_parameters",
             Self::MethodOverride(_) => "bad_method_override",
             Self::BodyTooLarge(_) => "body_too_large",
+            Self::Upgrade(e) => e.label(),
+            Self::WebSocketNotAccepted => "websocket_not_accepted",
         }
     }
 
@@ -143,18 +155,30 @@ impl Refusal {
                 Problem::bad_request(format!("{name} must name one upper-case method this route serves"))
             }
             Self::BodyTooLarge(max) => Problem::payload_too_large(*max),
+            Self::Upgrade(e @ UpgradeError::Protocol) => {
+                Problem::new(StatusCode::BAD_REQUEST, "upgrade-refused", "Upgrade refused", e.to_string())
+            }
+            Self::Upgrade(e @ UpgradeError::Handshake(_)) => Problem::bad_request(e.to_string()),
+            Self::WebSocketNotAccepted => Problem::new(
+                StatusCode::FORBIDDEN,
+                "websocket-not-accepted",
+                "WebSocket not accepted",
+                "this route does not accept WebSocket upgrades",
+            ),
         }
     }
 
     /// Whether the connection closes after the answer: what follows a framing error may be
-    /// framed in a way the gateway refused to read.
+    /// framed in a way the gateway refused to read, and what follows a refused upgrade may be
+    /// another protocol's bytes (an h2c client's connection preface).
     pub fn closes(&self) -> bool {
-        matches!(self, Self::Framing(_))
+        matches!(self, Self::Framing(_) | Self::Upgrade(_))
     }
 }
 
 /// Steps 2–4, the part of a request's journey that `run`, `trace` and `test` share: checks
-/// framing, singleton fields and the method, strips hop-by-hop and gateway headers,
+/// framing, singleton fields, the method and any `Upgrade` (a WebSocket handshake only, on
+/// a route that accepts them), strips hop-by-hop and gateway headers,
 /// resolves the client address, normalizes the path, finds the route, applies its
 /// path-parameter and method-override rules, and refuses a declared body larger than the
 /// listener accepts.
@@ -178,6 +202,11 @@ pub fn route<'rt>(
     if !framing::method_is_unambiguous(&parts.method) {
         return refuse(request_id, Refusal::MethodCase(parts.method.clone()), peer, None);
     }
+    // Read before `Connection` and `Upgrade` are stripped as hop-by-hop.
+    let websocket = match upgrade::websocket(parts) {
+        Ok(websocket) => websocket,
+        Err(e) => return refuse(request_id, Refusal::Upgrade(e), peer, None),
+    };
     strip_hop_by_hop(&mut parts.headers);
     let chain_header = from_trusted.then(|| rt.forwarded_header.name());
     rt.gateway_headers.strip(&mut parts.headers, chain_header);
@@ -201,6 +230,9 @@ pub fn route<'rt>(
     let Some((route, params)) = rt.routes.find(&conn.listener, &host, path, &parts.method) else {
         return refuse(request_id, Refusal::NoRoute, client_ip, None);
     };
+    if websocket && !route.websocket {
+        return refuse(request_id, Refusal::WebSocketNotAccepted, client_ip, Some(route));
+    }
     if route.path_parameters == PathParameters::Refuse && normalize::has_path_parameters(uri.path()) {
         return refuse(request_id, Refusal::PathParameters, client_ip, Some(route));
     }
@@ -215,7 +247,7 @@ pub fn route<'rt>(
     if content_length(&parts.headers).is_some_and(|len| len > limits.max_body_bytes) {
         return refuse(request_id, Refusal::BodyTooLarge(limits.max_body_bytes), client_ip, Some(route));
     }
-    Ok(Routed { request_id, peer, client_ip, host, uri, normalized, route, params, method_override })
+    Ok(Routed { request_id, peer, client_ip, host, uri, normalized, route, params, method_override, websocket })
 }
 
 /// The method a route's method-override header names, which the backend will execute: one
@@ -236,7 +268,14 @@ fn method_override(headers: &HeaderMap, name: &HeaderName, route: &Route) -> Res
 
 /// Handles one request on a TLS listener. Never fails: every fault becomes a problem answer.
 /// Counts it in the metrics and writes its access-log line once the response is sent.
-pub async fn handle(rt: &Runtime, req: Request<Incoming>, conn: &ConnInfo, limits: Limits) -> Response<Body> {
+/// A WebSocket handshake the backend accepted opens a tunnel on `tunnels`.
+pub async fn handle(
+    rt: &Runtime,
+    req: Request<Incoming>,
+    conn: &ConnInfo,
+    limits: Limits,
+    tunnels: &Tunnels,
+) -> Response<Body> {
     let started = Instant::now();
     let (mut parts, incoming) = req.into_parts();
     let method = parts.method.clone();
@@ -262,6 +301,11 @@ pub async fn handle(rt: &Runtime, req: Request<Incoming>, conn: &ConnInfo, limit
         Some(Answer::Denied(denial)) => {
             count_error(&route.name, denial.fault(), denial.label());
             denial.problem().into_response(cx.request_id)
+        }
+        None if routed.websocket => {
+            let (rsp, upstream) = forward_websocket(route, parts, &routed, cx.request_id, tunnels).await;
+            served.upstream = Some(upstream);
+            rsp
         }
         None => {
             let (rsp, upstream) = forward(route, parts, incoming, &routed, cx.request_id, limits).await;
@@ -324,6 +368,61 @@ async fn forward(
         }
         (Err(e), None) => e.record(request_id, &route.name, &route.backend.name).into_response(request_id),
     };
+    (rsp, upstream)
+}
+
+/// Step 6 for a WebSocket handshake: sends it to the backend as an upgrade, on an HTTP/1.1
+/// connection of its own. On the backend's `101` with `Upgrade: websocket` the client gets
+/// `101` with the backend's handshake fields (`Sec-WebSocket-Accept`, `-Protocol`,
+/// `-Extensions`) and the two upgraded streams are joined; any other answer (the backend
+/// refused the upgrade) passes as it is, with no tunnel.
+async fn forward_websocket(
+    route: &Route,
+    mut parts: Parts,
+    routed: &Routed<'_>,
+    request_id: &str,
+    tunnels: &Tunnels,
+) -> (Response<Body>, Upstream) {
+    let client_side = parts.extensions.remove::<OnUpgrade>();
+    let original_host = parts.headers.get(header::HOST).cloned();
+    let mut headers = forwarded_headers(parts.headers, routed.peer, original_host, &routed.host, request_id);
+    upgrade::ask_websocket(&mut headers);
+    let out = Outbound {
+        method: parts.method,
+        path: route.upstream_path(routed.path()),
+        query: routed.query(),
+        client_ip: routed.client_ip,
+        headers,
+        body: body::empty(),
+        body_is_empty: true,
+    };
+    let sent = Instant::now();
+    let forwarded = route.backend.upgrade(out).await;
+    let mut upstream = Upstream { addr: None, time: sent.elapsed(), request_body: Arc::new(BodyStats::default()) };
+    route.backend.upstream_duration.observe(upstream.time.as_secs_f64());
+    let (mut rsp, addr) = match forwarded {
+        Ok(answered) => answered,
+        Err(e) => {
+            let rsp = e.record(request_id, &route.name, &route.backend.name).into_response(request_id);
+            return (rsp, upstream);
+        }
+    };
+    upstream.addr = addr;
+    if rsp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        strip_hop_by_hop(rsp.headers_mut());
+        return (rsp, upstream);
+    }
+    let backend_side = hyper::upgrade::on(&mut rsp);
+    let switched = rsp.headers().get(header::UPGRADE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    let Some(client_side) = client_side.filter(|_| switched) else {
+        // A switch to another protocol than the one asked for is never passed on.
+        tracing::warn!(request.id = %request_id, route.name = %route.name, backend.name = %route.backend.name, "the backend switched to another protocol than websocket");
+        count_error(&route.name, Fault::Backend, "bad_upgrade");
+        return (Problem::bad_gateway().into_response(request_id), upstream);
+    };
+    strip_hop_by_hop(rsp.headers_mut());
+    upgrade::ask_websocket(rsp.headers_mut());
+    tunnels.open(client_side, backend_side, route.name.clone(), request_id.to_owned());
     (rsp, upstream)
 }
 

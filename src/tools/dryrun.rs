@@ -133,8 +133,11 @@ pub async fn run(rt: &Runtime, mut parts: Parts, conn: &ConnInfo, now: u64) -> D
         }
         None => {
             let original_host = parts.headers.get(header::HOST).cloned();
-            let headers =
+            let mut headers =
                 forwarded_headers(parts.headers.clone(), routed.peer, original_host, &routed.host, cx.request_id);
+            if routed.websocket {
+                crate::request::upgrade::ask_websocket(&mut headers);
+            }
             let forwarded = Forwarded {
                 backend: route.backend.name.to_string(),
                 method: parts.method.clone(),
