@@ -97,6 +97,42 @@ const CASES: &[Case] = &[
         raw: None,
     },
     Case { what: "no token", method: "GET", target: "/secure/x", headers: &[], raw: None },
+    Case {
+        what: "a WebSocket handshake on a route without the opt-in",
+        method: "GET",
+        target: "/open/x",
+        headers: WEBSOCKET,
+        raw: None,
+    },
+    Case {
+        what: "an h2c upgrade",
+        method: "GET",
+        target: "/open/x",
+        headers: &[("connection", "Upgrade, HTTP2-Settings"), ("upgrade", "h2c"), ("http2-settings", "AAMAAABkAARAAAAAAAIAAAAA")],
+        raw: None,
+    },
+    Case {
+        what: "an upgrade to a list of protocols",
+        method: "GET",
+        target: "/open/x",
+        headers: &[("connection", "upgrade"), ("upgrade", "websocket, h2c")],
+        raw: None,
+    },
+    Case {
+        what: "a WebSocket handshake without its key",
+        method: "GET",
+        target: "/open/x",
+        headers: &[("connection", "upgrade"), ("upgrade", "websocket"), ("sec-websocket-version", "13")],
+        raw: None,
+    },
+];
+
+/// A valid WebSocket opening handshake's fields (RFC 6455 §4.1).
+const WEBSOCKET: &[(&str, &str)] = &[
+    ("connection", "Upgrade"),
+    ("upgrade", "websocket"),
+    ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    ("sec-websocket-version", "13"),
 ];
 
 /// The status and problem kind the running gateway answers.
