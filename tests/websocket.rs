@@ -40,6 +40,8 @@ struct WsBackend {
     addr: SocketAddr,
     handshakes: Arc<Mutex<Vec<Handshake>>>,
     connections: Arc<AtomicUsize>,
+    /// WebSocket connections whose end the backend saw.
+    ended: Arc<AtomicUsize>,
 }
 
 impl WsBackend {
@@ -48,12 +50,13 @@ impl WsBackend {
         let addr = tcp.local_addr().unwrap();
         let handshakes = Arc::new(Mutex::new(Vec::new()));
         let connections = Arc::new(AtomicUsize::new(0));
-        let (seen, count) = (handshakes.clone(), connections.clone());
+        let ended = Arc::new(AtomicUsize::new(0));
+        let (seen, count, ends) = (handshakes.clone(), connections.clone(), ended.clone());
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = tcp.accept().await else { return };
                 count.fetch_add(1, Ordering::SeqCst);
-                let seen = seen.clone();
+                let (seen, ends) = (seen.clone(), ends.clone());
                 tokio::spawn(async move {
                     let record = |req: &WsRequest, rsp: WsResponse| -> Result<WsResponse, ErrorResponse> {
                         let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str()).to_owned();
@@ -86,10 +89,11 @@ impl WsBackend {
                             _ => {}
                         }
                     }
+                    ends.fetch_add(1, Ordering::SeqCst);
                 });
             }
         });
-        Self { addr, handshakes, connections }
+        Self { addr, handshakes, connections, ended }
     }
 
     fn url(&self) -> String {
@@ -234,6 +238,18 @@ async fn a_backend_close_reaches_the_client() {
         other => panic!("expected the backend's close, got {other:?}"),
     }
     assert!(next(&mut ws).await.is_none(), "the stream ends after the close");
+}
+
+#[tokio::test]
+async fn a_vanished_client_closes_the_backend_connection() {
+    let s = setup("").await;
+    let mut ws = s.connect("/ws/x", &[]).await.unwrap();
+    ws.send(Message::text("here")).await.unwrap();
+    assert_eq!(next(&mut ws).await, Some(Message::text("here")));
+    assert_eq!(s.echo.ended.load(Ordering::SeqCst), 0);
+    // No close frame: the client's TCP connection just goes away.
+    drop(ws);
+    support::until("the backend sees its connection end", async || s.echo.ended.load(Ordering::SeqCst) == 1).await;
 }
 
 #[tokio::test]

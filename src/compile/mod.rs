@@ -290,6 +290,28 @@ mod tests {
     }
 
     #[test]
+    fn a_route_accepts_websocket_upgrades_only_and_h2c_is_an_error_that_says_why() {
+        let good = format!(
+            "{HEAD}routes:\n  - {{ name: a, match: {{}}, backend: echo, upgrades: [WebSocket] }}\n  - {{ name: b, match: {{ path: /b }}, backend: echo }}\n"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let loaded = load_text(&dir.path().join("gateway.yaml"), &good).unwrap();
+        let websocket: Vec<bool> = loaded.runtime.routes.routes.iter().map(|r| r.websocket).collect();
+        assert_eq!(websocket, [true, false]);
+        let bad = format!("{HEAD}routes:\n  - {{ name: a, match: {{}}, backend: echo, upgrades: [websocket, h2c, foo] }}\n");
+        let found = errors(&bad);
+        let at: Vec<String> = found.iter().map(|e| format!("{}:{} {}: {}", e.line, e.column, e.path, e.message)).collect();
+        assert_eq!(
+            at,
+            [
+                "5:64 routes[0].upgrades[1]: h2c upgrades are never passed to a backend",
+                "5:69 routes[0].upgrades[2]: unknown upgrade \"foo\""
+            ]
+        );
+        assert!(found[0].hint.as_deref().is_some_and(|h| h.contains("smuggling")), "{:?}", found[0].hint);
+    }
+
+    #[test]
     fn warnings_do_not_fail_the_load() {
         let yaml = format!(
             "{HEAD}routes:\n  - {{ name: all, match: {{}}, backend: echo }}\n  - {{ name: never, match: {{ path_prefix: /x }}, backend: echo }}\n"
