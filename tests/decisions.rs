@@ -108,7 +108,11 @@ const CASES: &[Case] = &[
         what: "an h2c upgrade",
         method: "GET",
         target: "/open/x",
-        headers: &[("connection", "Upgrade, HTTP2-Settings"), ("upgrade", "h2c"), ("http2-settings", "AAMAAABkAARAAAAAAAIAAAAA")],
+        headers: &[
+            ("connection", "Upgrade, HTTP2-Settings"),
+            ("upgrade", "h2c"),
+            ("http2-settings", "AAMAAABkAARAAAAAAAIAAAAA"),
+        ],
         raw: None,
     },
     Case {

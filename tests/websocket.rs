@@ -234,7 +234,9 @@ async fn a_backend_close_reaches_the_client() {
     let mut ws = s.connect("/ws/x", &[]).await.unwrap();
     ws.send(Message::text("close-me")).await.unwrap();
     match next(&mut ws).await {
-        Some(Message::Close(Some(frame))) => assert_eq!((frame.code, frame.reason.as_str()), (CloseCode::Normal, "bye")),
+        Some(Message::Close(Some(frame))) => {
+            assert_eq!((frame.code, frame.reason.as_str()), (CloseCode::Normal, "bye"))
+        }
         other => panic!("expected the backend's close, got {other:?}"),
     }
     assert!(next(&mut ws).await.is_none(), "the stream ends after the close");
@@ -303,7 +305,8 @@ async fn every_other_upgrade_is_refused_and_never_forwarded() {
     ];
     for (what, fields, kind) in cases {
         for path in ["/ws/x", "/plain/x"] {
-            let answer = s.client().raw(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{fields}\r\n").as_bytes()).await;
+            let answer =
+                s.client().raw(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{fields}\r\n").as_bytes()).await;
             assert!(answer.starts_with("HTTP/1.1 400 "), "{what} on {path}: {answer}");
             assert!(answer.contains(kind), "{what} on {path}: {answer}");
             assert!(answer.to_ascii_lowercase().contains("connection: close"), "{what}: the connection closes");

@@ -298,9 +298,11 @@ mod tests {
         let loaded = load_text(&dir.path().join("gateway.yaml"), &good).unwrap();
         let websocket: Vec<bool> = loaded.runtime.routes.routes.iter().map(|r| r.websocket).collect();
         assert_eq!(websocket, [true, false]);
-        let bad = format!("{HEAD}routes:\n  - {{ name: a, match: {{}}, backend: echo, upgrades: [websocket, h2c, foo] }}\n");
+        let bad =
+            format!("{HEAD}routes:\n  - {{ name: a, match: {{}}, backend: echo, upgrades: [websocket, h2c, foo] }}\n");
         let found = errors(&bad);
-        let at: Vec<String> = found.iter().map(|e| format!("{}:{} {}: {}", e.line, e.column, e.path, e.message)).collect();
+        let at: Vec<String> =
+            found.iter().map(|e| format!("{}:{} {}: {}", e.line, e.column, e.path, e.message)).collect();
         assert_eq!(
             at,
             [
