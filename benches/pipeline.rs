@@ -44,6 +44,7 @@ fn routes(c: &mut Criterion) {
             metrics: RouteMetrics::new(format!("r{i}").into()),
             path_parameters: PathParameters::Refuse,
             method_override: None,
+            websocket: false,
         });
     }
     table.routes.push(Route {
@@ -58,6 +59,7 @@ fn routes(c: &mut Criterion) {
         metrics: RouteMetrics::new("cases".into()),
         path_parameters: PathParameters::Refuse,
         method_override: None,
+        websocket: false,
     });
     let mut g = c.benchmark_group("route_find");
     g.bench_function("first_of_51", |b| {

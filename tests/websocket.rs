@@ -58,6 +58,8 @@ impl WsBackend {
                 count.fetch_add(1, Ordering::SeqCst);
                 let (seen, ends) = (seen.clone(), ends.clone());
                 tokio::spawn(async move {
+                    // The signature is tungstenite's callback's.
+                    #[allow(clippy::result_large_err)]
                     let record = |req: &WsRequest, rsp: WsResponse| -> Result<WsResponse, ErrorResponse> {
                         let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str()).to_owned();
                         seen.lock().unwrap().push(Handshake { target, headers: req.headers().clone() });
@@ -75,18 +77,17 @@ impl WsBackend {
                     };
                     let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(stream, record).await else { return };
                     while let Some(Ok(msg)) = ws.next().await {
-                        match msg {
+                        let answered = match msg {
                             Message::Text(t) if t.as_str() == "close-me" => {
                                 let bye = CloseFrame { code: CloseCode::Normal, reason: "bye".into() };
-                                let _ = ws.close(Some(bye)).await;
+                                ws.close(Some(bye)).await
                             }
-                            Message::Text(_) | Message::Binary(_) => {
-                                if ws.send(msg).await.is_err() {
-                                    return;
-                                }
-                            }
+                            Message::Text(_) | Message::Binary(_) => ws.send(msg).await,
                             // Pings are answered and closes echoed by the library.
-                            _ => {}
+                            _ => Ok(()),
+                        };
+                        if answered.is_err() {
+                            break;
                         }
                     }
                     ends.fetch_add(1, Ordering::SeqCst);
@@ -191,7 +192,13 @@ fn refused(result: Result<WebSocketStream<TlsStream<TcpStream>>, WsError>) -> (u
 #[tokio::test]
 async fn messages_of_every_kind_cross_the_tunnel_both_ways() {
     let s = setup("").await;
-    let mut ws = s.connect("/ws/chat?room=1", &[("sec-websocket-protocol", "chat, superchat")]).await.unwrap();
+    let tls = s.client().connect().await.unwrap();
+    let mut req = "wss://localhost/ws/chat?room=1".into_client_request().unwrap();
+    req.headers_mut().insert("sec-websocket-protocol", HeaderValue::from_static("chat, superchat"));
+    let (mut ws, rsp) = tokio_tungstenite::client_async(req, tls).await.unwrap();
+    assert_eq!(rsp.status(), 101);
+    assert_eq!(rsp.headers()["sec-websocket-protocol"], "chat", "the backend's choice reaches the client");
+    assert!(rsp.headers().contains_key("sec-websocket-accept") && rsp.headers().contains_key("x-request-id"));
     ws.send(Message::text("hello")).await.unwrap();
     assert_eq!(next(&mut ws).await, Some(Message::text("hello")));
     ws.send(Message::binary(vec![0u8, 1, 2, 255])).await.unwrap();
