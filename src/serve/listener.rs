@@ -5,7 +5,7 @@ use std::convert::Infallible;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use http::{header, HeaderValue, Request, Response, StatusCode};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
@@ -186,7 +186,11 @@ fn http2_builder(limits: &Limits) -> http2::Builder<TokioExecutor> {
         // Streams the gateway itself had to reset (protocol errors) before it gives up.
         .max_local_error_reset_streams(MAX_LOCAL_RESETS)
         .keep_alive_interval(Some(limits.idle_timeout))
-        .keep_alive_timeout(limits.header_read_timeout);
+        .keep_alive_timeout(limits.header_read_timeout)
+        // SETTINGS_ENABLE_CONNECT_PROTOCOL (RFC 8441): WebSockets over h2, always offered.
+        // A route that did not opt in refuses the handshake (403) the way it refuses one over
+        // HTTP/1.1, and the setting cannot go stale when a reload changes the routes.
+        .enable_connect_protocol();
     builder
 }
 
@@ -233,7 +237,17 @@ async fn serve_tls(
     let svc = service_fn(move |req: Request<Incoming>| {
         let runtime = gateway.runtime();
         let conn = conn.clone();
-        let tunnels = tunnels.clone();
+        let tunnels = if h2 && req.method() == Method::CONNECT {
+            // An h2 WebSocket is one stream of a connection that goes on serving others, and
+            // its bytes travel through that connection: its tunnel runs beside it, at once.
+            // The connection lasts (and keeps its slot) while a stream is open, and a stream
+            // ends with it; `max_concurrent_streams` bounds the tunnels of one connection.
+            let (tunnels, opened) = tunnel::tunnels();
+            tokio::spawn(opened.run());
+            tunnels
+        } else {
+            tunnels.clone()
+        };
         async move { Ok::<_, Infallible>(crate::serve::pipeline::handle(&runtime, req, &conn, limits, &tunnels).await) }
     });
     // The protocol is the one ALPN chose; without ALPN it is HTTP/1.1.

@@ -29,7 +29,7 @@ use crate::request::headers::{
     strip_hop_by_hop, strip_overrides, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID,
 };
 use crate::request::normalize::{self, PathError};
-use crate::request::upgrade::{self, UpgradeError};
+use crate::request::upgrade::{self, Handshake, UpgradeError};
 use crate::route::{PathParameters, Route};
 use crate::runtime::{Limits, Runtime};
 use crate::serve::access::{self, AccessRecord, LoggedBody};
@@ -55,8 +55,9 @@ pub struct Routed<'rt> {
     pub params: Params,
     /// The method the backend will execute, when the route passes a method override.
     pub method_override: Option<Method>,
-    /// A WebSocket handshake on a route that accepts them: forwarded as an upgrade.
-    pub websocket: bool,
+    /// A WebSocket handshake on a route that accepts them, over HTTP/1.1 or h2: forwarded
+    /// as an HTTP/1.1 upgrade.
+    pub websocket: Option<Handshake>,
 }
 
 impl Routed<'_> {
@@ -113,8 +114,9 @@ pub enum Refusal {
     MethodOverride(HeaderName),
     /// A declared `Content-Length` above the listener's `max_body_bytes`.
     BodyTooLarge(u64),
-    /// An `Upgrade` to another protocol than WebSocket (`h2c` above all), or a WebSocket
-    /// handshake that reads two ways; refused on every route, never forwarded.
+    /// An `Upgrade` to another protocol than WebSocket (`h2c` above all), an h2 extended
+    /// CONNECT for another `:protocol`, a plain CONNECT, or a WebSocket handshake that reads
+    /// two ways; refused on every route, never forwarded.
     Upgrade(UpgradeError),
     /// A valid WebSocket handshake on a route without `upgrades: [websocket]`.
     WebSocketNotAccepted,
@@ -159,6 +161,9 @@ impl Refusal {
                 Problem::new(StatusCode::BAD_REQUEST, "upgrade-refused", "Upgrade refused", e.to_string())
             }
             Self::Upgrade(e @ UpgradeError::Handshake(_)) => Problem::bad_request(e.to_string()),
+            Self::Upgrade(e @ UpgradeError::Connect) => {
+                Problem::new(StatusCode::BAD_REQUEST, "connect-refused", "CONNECT refused", e.to_string())
+            }
             Self::WebSocketNotAccepted => Problem::new(
                 StatusCode::FORBIDDEN,
                 "websocket-not-accepted",
@@ -207,6 +212,11 @@ pub fn route<'rt>(
         Ok(websocket) => websocket,
         Err(e) => return refuse(request_id, Refusal::Upgrade(e), peer, None),
     };
+    if websocket == Some(Handshake::Http2) {
+        // An h2 extended CONNECT stands for the GET handshake of HTTP/1.1 (RFC 8441 §5):
+        // routes, policies and `authorize` see GET, and the backend gets one.
+        parts.method = Method::GET;
+    }
     strip_hop_by_hop(&mut parts.headers);
     let chain_header = from_trusted.then(|| rt.forwarded_header.name());
     rt.gateway_headers.strip(&mut parts.headers, chain_header);
@@ -230,7 +240,7 @@ pub fn route<'rt>(
     let Some((route, params)) = rt.routes.find(&conn.listener, &host, path, &parts.method) else {
         return refuse(request_id, Refusal::NoRoute, client_ip, None);
     };
-    if websocket && !route.websocket {
+    if websocket.is_some() && !route.websocket {
         return refuse(request_id, Refusal::WebSocketNotAccepted, client_ip, Some(route));
     }
     if route.path_parameters == PathParameters::Refuse && normalize::has_path_parameters(uri.path()) {
@@ -302,7 +312,7 @@ pub async fn handle(
             count_error(&route.name, denial.fault(), denial.label());
             denial.problem().into_response(cx.request_id)
         }
-        None if routed.websocket => {
+        None if routed.websocket.is_some() => {
             let (rsp, upstream) = forward_websocket(route, parts, &routed, cx.request_id, tunnels).await;
             served.upstream = Some(upstream);
             rsp
@@ -376,6 +386,12 @@ async fn forward(
 /// `101` with the backend's handshake fields (`Sec-WebSocket-Accept`, `-Protocol`,
 /// `-Extensions`) and the two upgraded streams are joined; any other answer (the backend
 /// refused the upgrade) passes as it is, with no tunnel.
+///
+/// An h2 handshake (extended CONNECT) goes to the backend as an HTTP/1.1 one with a key of
+/// the gateway's own: the backend's `Sec-WebSocket-Accept` must answer it (else 502), and the
+/// client gets `200` with the backend's `-Protocol` and `-Extensions` (RFC 8441 §5). A
+/// backend's refusal passes as it is, except a 2xx: over h2 a 2xx to a CONNECT opens the
+/// tunnel, so it becomes 502.
 async fn forward_websocket(
     route: &Route,
     mut parts: Parts,
@@ -387,6 +403,7 @@ async fn forward_websocket(
     let original_host = parts.headers.get(header::HOST).cloned();
     let mut headers = forwarded_headers(parts.headers, routed.peer, original_host, &routed.host, request_id);
     upgrade::ask_websocket(&mut headers);
+    let key = (routed.websocket == Some(Handshake::Http2)).then(|| upgrade::backend_handshake(&mut headers));
     let out = Outbound {
         method: parts.method,
         path: route.upstream_path(routed.path()),
@@ -409,6 +426,11 @@ async fn forward_websocket(
     };
     upstream.addr = addr;
     if rsp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        if key.is_some() && rsp.status().is_success() {
+            tracing::warn!(request.id = %request_id, route.name = %route.name, backend.name = %route.backend.name, status = %rsp.status(), "the backend answered an h2 WebSocket handshake with a 2xx, not 101");
+            count_error(&route.name, Fault::Backend, "bad_upgrade");
+            return (Problem::bad_gateway().into_response(request_id), upstream);
+        }
         strip_hop_by_hop(rsp.headers_mut());
         return (rsp, upstream);
     }
@@ -420,8 +442,23 @@ async fn forward_websocket(
         count_error(&route.name, Fault::Backend, "bad_upgrade");
         return (Problem::bad_gateway().into_response(request_id), upstream);
     };
-    strip_hop_by_hop(rsp.headers_mut());
-    upgrade::ask_websocket(rsp.headers_mut());
+    let rsp = match &key {
+        None => {
+            strip_hop_by_hop(rsp.headers_mut());
+            upgrade::ask_websocket(rsp.headers_mut());
+            rsp
+        }
+        Some(key) if upgrade::accepts(key, rsp.headers()) => {
+            let mut ok = Response::new(body::empty());
+            *ok.headers_mut() = upgrade::h2_answer(rsp.headers());
+            ok
+        }
+        Some(_) => {
+            tracing::warn!(request.id = %request_id, route.name = %route.name, backend.name = %route.backend.name, "the backend's Sec-WebSocket-Accept does not answer the gateway's key");
+            count_error(&route.name, Fault::Backend, "bad_upgrade");
+            return (Problem::bad_gateway().into_response(request_id), upstream);
+        }
+    };
     tunnels.open(client_side, backend_side, route.name.clone(), request_id.to_owned());
     (rsp, upstream)
 }

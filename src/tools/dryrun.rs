@@ -135,8 +135,11 @@ pub async fn run(rt: &Runtime, mut parts: Parts, conn: &ConnInfo, now: u64) -> D
             let original_host = parts.headers.get(header::HOST).cloned();
             let mut headers =
                 forwarded_headers(parts.headers.clone(), routed.peer, original_host, &routed.host, cx.request_id);
-            if routed.websocket {
+            if routed.websocket.is_some() {
                 crate::request::upgrade::ask_websocket(&mut headers);
+            }
+            if routed.websocket == Some(crate::request::upgrade::Handshake::Http2) {
+                crate::request::upgrade::backend_handshake(&mut headers);
             }
             let forwarded = Forwarded {
                 backend: route.backend.name.to_string(),
