@@ -129,6 +129,13 @@ const CASES: &[Case] = &[
         headers: &[("connection", "upgrade"), ("upgrade", "websocket"), ("sec-websocket-version", "13")],
         raw: None,
     },
+    Case {
+        what: "a CONNECT (the gateway is no forward proxy)",
+        method: "CONNECT",
+        target: "/open/x",
+        headers: &[],
+        raw: Some("CONNECT localhost:443 HTTP/1.1\r\nHost: localhost:443\r\n\r\n"),
+    },
 ];
 
 /// A valid WebSocket opening handshake's fields (RFC 6455 §4.1).
