@@ -232,7 +232,8 @@ impl Frames {
                     return Some((frame[0] & 0x0f, frame[2..].to_vec()));
                 }
             }
-            let chunk = tokio::time::timeout(Duration::from_secs(10), self.recv.data()).await.expect("data within 10 s");
+            let chunk =
+                tokio::time::timeout(Duration::from_secs(10), self.recv.data()).await.expect("data within 10 s");
             let chunk = chunk?.unwrap();
             let _ = self.recv.flow_control().release_capacity(chunk.len());
             self.buf.extend_from_slice(&chunk);

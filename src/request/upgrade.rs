@@ -20,12 +20,12 @@
 //! plain CONNECT (no `:protocol`, or any CONNECT over HTTP/1.x) is refused: the gateway is
 //! no forward proxy.
 
-use http::header::{self, HeaderName, HeaderValue};
-use http::request::Parts;
-use http::{HeaderMap, Method, Version};
 use aws_lc_rs::digest;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
+use http::header::{self, HeaderName, HeaderValue};
+use http::request::Parts;
+use http::{HeaderMap, Method, Version};
 use hyper::ext::Protocol;
 
 /// `Sec-WebSocket-Key`: the client's nonce, which the backend's `Sec-WebSocket-Accept` answers.
@@ -287,7 +287,11 @@ mod tests {
         assert!(refused("GET", Version::HTTP_11, &two_keys));
     }
 
-    fn connect(protocol: Option<&str>, version: Version, headers: &[(&str, &str)]) -> Result<Option<Handshake>, UpgradeError> {
+    fn connect(
+        protocol: Option<&str>,
+        version: Version,
+        headers: &[(&str, &str)],
+    ) -> Result<Option<Handshake>, UpgradeError> {
         let mut builder = Request::builder().method("CONNECT").version(version).uri("https://localhost/ws?x=1");
         for (name, value) in headers {
             builder = builder.header(*name, *value);
