@@ -22,6 +22,7 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response};
 use support::pki::listener;
 use support::tokens::SigningKey;
 use support::{Client, Pki, TestGateway};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request as WsRequest, Response as WsResponse};
 use tokio_tungstenite::tungstenite::Message;
@@ -101,6 +102,34 @@ impl WsBackend {
     }
 }
 
+/// A backend that answers every handshake wrongly: `/liar/accept` with a `101` whose
+/// `Sec-WebSocket-Accept` answers no key, `/liar/ok` with a `200`.
+async fn liar() -> SocketAddr {
+    let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = tcp.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = tcp.accept().await else { return };
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && stream.read_exact(&mut byte).await.is_ok() {
+                    head.push(byte[0]);
+                }
+                let answer: &[u8] = if head.starts_with(b"GET /liar/accept") {
+                    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"
+                } else {
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+                };
+                let _ = stream.write_all(answer).await;
+                let _ = stream.flush().await;
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            });
+        }
+    });
+    addr
+}
+
 struct Setup {
     pki: Pki,
     echo: WsBackend,
@@ -120,17 +149,20 @@ listeners:{listener}
 backends:
   echo: {{ urls: ["http://{echo}"] }}
   refusing: {{ urls: ["http://{refusing}"] }}
+  liar: {{ urls: ["http://{liar}"] }}
 policies:
   hub-jwt: {{ jwt: {{ issuers: [https://idp.test], audiences: [api://portcullis], algorithms: [ES256], keys: [hub.pub.pem], token_from: "query:access_token" }} }}
 routes:
   - {{ name: ws, match: {{ path_prefix: /ws, methods: [GET] }}, backend: echo, upgrades: [websocket] }}
   - {{ name: hub, match: {{ path_prefix: /hub }}, policies: [hub-jwt], backend: echo, upgrades: [websocket] }}
   - {{ name: refusing, match: {{ path_prefix: /refusing }}, backend: refusing, upgrades: [websocket] }}
+  - {{ name: liar, match: {{ path_prefix: /liar }}, backend: liar, upgrades: [websocket] }}
   - {{ name: plain, match: {{ path_prefix: /plain }}, backend: echo }}
 "#,
         listener = listener("", ""),
         echo = echo.addr,
         refusing = refusing.addr,
+        liar = liar().await,
     );
     let gw = TestGateway::start(&config, &pki);
     Setup { pki, echo, refusing, gw, key }
@@ -376,4 +408,23 @@ async fn a_backend_that_refuses_the_h2_handshake_is_answered_as_is() {
     let seen = s.refusing.handshakes();
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].headers["upgrade"], "websocket");
+}
+
+#[tokio::test]
+async fn a_backend_whose_accept_answers_no_key_or_that_answers_200_is_a_502() {
+    let s = setup().await;
+    let mut send = s.h2().await;
+    // The RFC's example accept, for a key the gateway did not send: an h2 client could not tell.
+    let (rsp, _) = websocket(&mut send, "/liar/accept", &[]).await;
+    assert_eq!(rsp.status(), 502);
+    // Over h2 a 2xx to a CONNECT opens the tunnel: a backend's 200 cannot pass as it is.
+    let (rsp, _) = websocket(&mut send, "/liar/ok", &[]).await;
+    assert_eq!(rsp.status(), 502);
+    let (rsp, _) = websocket(&mut send, "/ws/x", &[]).await;
+    assert_eq!(rsp.status(), 200, "the connection goes on");
+    support::until("both reasons logged", async || {
+        let logs = s.gw.log_text();
+        logs.contains("does not answer the gateway's key") && logs.contains("with a 2xx, not 101")
+    })
+    .await;
 }
