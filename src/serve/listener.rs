@@ -229,7 +229,7 @@ async fn serve_tls(
         sni: session.server_name().map(str::to_owned),
         client_cert,
     });
-    let (tunnels, opened) = tunnel::tunnels();
+    let (tunnels, opened) = tunnel::tunnels(&gateway.tunnels);
     let svc = service_fn(move |req: Request<Incoming>| {
         let runtime = gateway.runtime();
         let conn = conn.clone();

@@ -9,4 +9,5 @@ pub mod gateway;
 pub mod listener;
 pub mod pipeline;
 pub mod server;
+pub mod frames;
 pub mod tunnel;
