@@ -40,6 +40,8 @@ use crate::telemetry::metrics::metrics;
 type Tunnel = Pin<Box<dyn Future<Output = ()> + Send>>;
 type Io = TokioIo<Upgraded>;
 
+/// How long the other side may stay open once one side ended.
+const HALF_CLOSED: Duration = Duration::from_secs(5);
 /// One read buffer per direction.
 const BUFFER: usize = 16 * 1024;
 /// How long the gateway's close frame and the shutdown of a side may take.
@@ -260,6 +262,8 @@ struct Pump<'a> {
     activity: &'a AtomicU64,
     /// The side whose close frame came first (0: none yet).
     first_close: &'a AtomicU8,
+    /// The sides that sent a close frame (bits 1: client, 2: backend).
+    closes: &'a AtomicU8,
     opened: Instant,
     max_message: u64,
     bytes_metric: prometheus::IntCounter,
@@ -292,6 +296,7 @@ impl Pump<'_> {
             if frames.closed {
                 let side = if self.from == Side::Client { 1 } else { 2 };
                 let _ = self.first_close.compare_exchange(0, side, Ordering::Relaxed, Ordering::Relaxed);
+                self.closes.fetch_or(side, Ordering::Relaxed);
             }
             if pass > 0 {
                 let mut out = self.out.lock().await;
@@ -371,6 +376,7 @@ async fn join(client: OnUpgrade, backend: OnUpgrade, spec: TunnelSpec, registry:
     let (up, down) = (Count::default(), Count::default());
     let activity = AtomicU64::new(0);
     let first_close = AtomicU8::new(0);
+    let closes = AtomicU8::new(0);
     let m = metrics();
     let route = &*spec.route;
     let pump = |from, out, count| Pump {
@@ -379,6 +385,7 @@ async fn join(client: OnUpgrade, backend: OnUpgrade, spec: TunnelSpec, registry:
         count,
         activity: &activity,
         first_close: &first_close,
+        closes: &closes,
         opened,
         max_message: limits.max_message_bytes,
         bytes_metric: m.websocket_bytes.with_label_values(&[route, direction(from)]),
@@ -396,12 +403,20 @@ async fn join(client: OnUpgrade, backend: OnUpgrade, spec: TunnelSpec, registry:
     };
     let lifetime_ends = opened + limits.max_lifetime;
     let (mut client_ended, mut backend_ended) = (None::<bool>, None::<bool>);
+    // Once one side ended, the other gets a moment to end too.
+    let mut half_closed: Option<Instant> = None;
     let closing = loop {
+        // A side ended after close frames went both ways: the close handshake is done.
+        if (client_ended.is_some() || backend_ended.is_some()) && closes.load(Ordering::Relaxed) == 3 {
+            let ended_first = if client_ended.is_some() { Side::Client } else { Side::Backend };
+            break Closing::silent(peer_reason(&first_close, ended_first));
+        }
         let idle_at = opened + Duration::from_millis(activity.load(Ordering::Relaxed)) + limits.idle_timeout;
         tokio::select! {
             end = &mut from_client, if client_ended.is_none() => match end {
                 End::Eof => {
                     client_ended = Some(true);
+                    half_closed.get_or_insert(Instant::now() + HALF_CLOSED);
                     if backend_ended.is_some() { break Closing::silent(peer_reason(&first_close, Side::Backend)); }
                 }
                 End::Frame(FrameError::Protocol(why)) => {
@@ -414,6 +429,7 @@ async fn join(client: OnUpgrade, backend: OnUpgrade, spec: TunnelSpec, registry:
             end = &mut from_backend, if backend_ended.is_none() => match end {
                 End::Eof => {
                     backend_ended = Some(true);
+                    half_closed.get_or_insert(Instant::now() + HALF_CLOSED);
                     if client_ended.is_some() { break Closing::silent(peer_reason(&first_close, Side::Client)); }
                 }
                 End::Frame(FrameError::Protocol(why)) => {
@@ -430,6 +446,10 @@ async fn join(client: OnUpgrade, backend: OnUpgrade, spec: TunnelSpec, registry:
                 }
             }
             () = tokio::time::sleep_until(lifetime_ends) => break Closing::both("lifetime", 1001, "max lifetime"),
+            () = sleep_until_opt(half_closed) => {
+                let ended_first = if client_ended.is_some() { Side::Client } else { Side::Backend };
+                break Closing::silent(peer_reason(&first_close, ended_first));
+            }
             () = registry.drained(epoch) => break Closing::both("drain", 1001, "going away"),
             () = sleep_until_opt(credential.map(|(at, _)| instant_at(at))) => {
                 break match credential {
