@@ -80,7 +80,10 @@ struct Setup {
 /// Routes `/ws` (with `websocket` settings `ws`), `/hub` (a `jwt` with a 1 s clock skew) and
 /// `/hub-keep` (the same, opted out of credential expiry).
 async fn setup(ws: &str, top: &str) -> Setup {
-    let pki = Pki::new();
+    setup_with(ws, top, "", Pki::new()).await
+}
+
+async fn setup_with(ws: &str, top: &str, extra_tls: &str, pki: Pki) -> Setup {
     let key = SigningKey::new(jsonwebtoken::Algorithm::ES256, "hub-1");
     pki.write("hub.pub.pem", &key.public_pem);
     let echo = Echo::start().await;
@@ -97,7 +100,7 @@ routes:
   - {{ name: hub-keep, match: {{ path_prefix: /hub-keep }}, policies: [hub-jwt], backend: echo, upgrades: [websocket], websocket: {{ close_on_credential_expiry: false }} }}
   - {{ name: hub, match: {{ path_prefix: /hub }}, policies: [hub-jwt], backend: echo, upgrades: [websocket] }}
 "#,
-        listener = listener("", ""),
+        listener = listener(extra_tls, ""),
         echo = echo.addr,
     );
     let gw = TestGateway::start(&yaml, &pki);
@@ -106,7 +109,11 @@ routes:
 
 impl Setup {
     async fn connect(&self, target: &str) -> Ws {
-        let tls = Client::new(self.gw.addr("public"), &self.pki).connect().await.unwrap();
+        self.connect_as(Client::new(self.gw.addr("public"), &self.pki), target).await
+    }
+
+    async fn connect_as(&self, client: Client, target: &str) -> Ws {
+        let tls = client.connect().await.unwrap();
         let req = format!("wss://localhost{target}").into_client_request().unwrap();
         let (ws, rsp) = tokio_tungstenite::client_async(req, tls).await.unwrap();
         assert_eq!(rsp.status(), 101);
@@ -245,7 +252,11 @@ async fn a_tunnel_closes_with_1008_when_its_token_expires_unless_the_route_opts_
     // The opted-out route keeps its tunnel past the expiry.
     tokio::time::sleep(Duration::from_millis(500)).await;
     echoes(&mut keep, "after").await;
-    assert!(s.metrics().await.contains(r#"portcullis_websocket_closes_total{reason="token_expired",route="hub"} 1"#));
+    support::until("the expiry is counted", async || {
+        s.metrics().await.contains(r#"portcullis_websocket_closes_total{reason="token_expired",route="hub"} 1"#)
+    })
+    .await;
+    support::until("the tunnel's log line", async || s.tunnel_line("hub", "token_expired").is_some()).await;
     let line = s.tunnel_line("hub", "token_expired").unwrap();
     assert_eq!(line["close.code"], 1008);
     assert!(!s.gw.log_text().contains(&token), "the token is never logged");
@@ -281,4 +292,30 @@ async fn a_reload_closes_tunnels_after_the_drain_timeout_not_at_once() {
     tokio::time::sleep(Duration::from_millis(1200)).await;
     echoes(&mut fresh, "new").await;
     let _ = CloseCode::Away;
+}
+
+#[tokio::test]
+async fn a_tunnel_closes_with_1008_when_its_client_certificate_expires() {
+    use portcullis::tools::pki::{Ca, LeafKind};
+    let pki = Pki::new();
+    let ca = Ca::new("short-lived client CA").unwrap();
+    let issued = time::OffsetDateTime::now_utc();
+    let leaf = ca
+        .issue_between(
+            &LeafKind::Client { common_name: "kiosk", organization: "Example" },
+            issued - time::Duration::hours(1),
+            issued + time::Duration::seconds(3),
+        )
+        .unwrap();
+    pki.write("short-ca.pem", &ca.cert_pem);
+    pki.write("short.pem", &leaf.cert_pem);
+    pki.write("short-key.pem", &leaf.key_pem);
+    let s = setup_with("", "", "\n      client_auth: { mode: optional, trusted_cas: short-ca.pem }", pki).await;
+    let not_after = issued.unix_timestamp() as u64 + 3;
+    let client = Client::with_cert(s.gw.addr("public"), &s.pki, "short.pem", "short-key.pem");
+    let mut ws = s.connect_as(client, "/ws/x").await;
+    echoes(&mut ws, "valid now").await;
+    assert_eq!(closed_with(&mut ws).await, (1008, "client certificate expired".to_owned()));
+    assert!(now() <= not_after + 1, "closed at {} for not-after {not_after}", now());
+    support::until("the tunnel's log line", async || s.tunnel_line("ws", "cert_expired").is_some()).await;
 }
