@@ -126,9 +126,11 @@ impl Setup {
 
     /// The tunnel access-log line of `route` closed for `reason`.
     fn tunnel_line(&self, route: &str, reason: &str) -> Option<serde_json::Value> {
-        self.gw.log_text().lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).find(|j| {
-            j["kind"] == "websocket" && j["route"] == route && j["close.reason"] == reason
-        })
+        self.gw
+            .log_text()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|j| j["kind"] == "websocket" && j["route"] == route && j["close.reason"] == reason)
     }
 }
 
@@ -166,8 +168,7 @@ async fn an_idle_tunnel_closes_with_1001_and_is_counted_and_logged() {
     let quiet = Instant::now();
     assert_eq!(closed_with(&mut ws).await, (1001, "idle".to_owned()));
     assert!(quiet.elapsed() < Duration::from_secs(2), "closed after {:?}", quiet.elapsed());
-    support::until("the backend got the gateway's close", async || s.echo.closes.lock().unwrap().contains(&1001))
-        .await;
+    support::until("the backend got the gateway's close", async || s.echo.closes.lock().unwrap().contains(&1001)).await;
     support::until("the tunnel's log line", async || s.tunnel_line("ws", "idle").is_some()).await;
     let line = s.tunnel_line("ws", "idle").unwrap();
     assert_eq!(line["messages.from_client"], 5);

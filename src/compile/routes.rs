@@ -215,14 +215,25 @@ fn method_override(r: &raw::RouteConfig, path: &str, cx: &mut CompileContext) ->
 }
 
 /// `websocket:` the limits of upgraded connections, defaults for what is not set.
-fn tunnel_limits(r: &raw::RouteConfig, at: Location, path: &str, cx: &mut CompileContext) -> crate::route::TunnelLimits {
+fn tunnel_limits(
+    r: &raw::RouteConfig,
+    at: Location,
+    path: &str,
+    cx: &mut CompileContext,
+) -> crate::route::TunnelLimits {
     let d = crate::route::TunnelLimits::default();
     let Some(w) = &r.websocket else { return d };
     if !r.upgrades.iter().any(|u| u.value.eq_ignore_ascii_case("websocket")) {
-        cx.warn(at, format!("{path}.websocket"), "`websocket` limits on a route without `upgrades: [websocket]` do nothing")
-            .hint("add `upgrades: [websocket]`");
+        cx.warn(
+            at,
+            format!("{path}.websocket"),
+            "`websocket` limits on a route without `upgrades: [websocket]` do nothing",
+        )
+        .hint("add `upgrades: [websocket]`");
     }
-    let positive = |d: Option<crate::config::values::ConfigDuration>, default| d.map_or(default, |d| d.0).max(std::time::Duration::from_millis(1));
+    let positive = |d: Option<crate::config::values::ConfigDuration>, default| {
+        d.map_or(default, |d| d.0).max(std::time::Duration::from_millis(1))
+    };
     crate::route::TunnelLimits {
         idle_timeout: positive(w.idle_timeout, d.idle_timeout),
         max_lifetime: positive(w.max_lifetime, d.max_lifetime),

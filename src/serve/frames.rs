@@ -226,11 +226,11 @@ mod tests {
     fn forbidden_frames_are_protocol_errors_after_the_good_bytes() {
         let good = client_frame(0x81, b"ok");
         let cases: [(Vec<u8>, bool); 6] = [
-            (client_frame(0x83, b""), true),          // reserved opcode
-            (client_frame(0x89, &[0; 126]), true),    // control frame too long
-            (client_frame(0x09, b""), true),          // fragmented control frame
-            (vec![0x81, 0x02, b'h', b'i'], true),     // unmasked from a client
-            (client_frame(0x80, b"x"), true),         // continuation with no message
+            (client_frame(0x83, b""), true),                                 // reserved opcode
+            (client_frame(0x89, &[0; 126]), true),                           // control frame too long
+            (client_frame(0x09, b""), true),                                 // fragmented control frame
+            (vec![0x81, 0x02, b'h', b'i'], true),                            // unmasked from a client
+            (client_frame(0x80, b"x"), true),                                // continuation with no message
             (vec![0x82, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4], true), // top bit
         ];
         for (bad, _) in cases {

@@ -5,9 +5,9 @@
 
 pub mod access;
 pub mod admin;
+pub mod frames;
 pub mod gateway;
 pub mod listener;
 pub mod pipeline;
 pub mod server;
-pub mod frames;
 pub mod tunnel;

@@ -238,7 +238,10 @@ impl Jwt {
                 headers.insert(name.clone(), value);
             }
         }
-        let until = claims.get("exp").and_then(serde_json::Value::as_u64).map(|exp| exp.saturating_add(provider.registered.leeway));
+        let until = claims
+            .get("exp")
+            .and_then(serde_json::Value::as_u64)
+            .map(|exp| exp.saturating_add(provider.registered.leeway));
         Ok((claims, until))
     }
 
