@@ -50,16 +50,12 @@ impl Echo {
                 tokio::spawn(async move {
                     let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else { return };
                     while let Some(Ok(msg)) = ws.next().await {
-                        match msg {
-                            Message::Text(_) | Message::Binary(_) => {
-                                if ws.send(msg).await.is_err() {
-                                    break;
-                                }
-                            }
-                            Message::Close(frame) => {
-                                seen.lock().unwrap().push(frame.map_or(1005, |f| u16::from(f.code)));
-                            }
-                            _ => {}
+                        if let Message::Close(frame) = &msg {
+                            seen.lock().unwrap().push(frame.as_ref().map_or(1005, |f| u16::from(f.code)));
+                        }
+                        let echoed = matches!(msg, Message::Text(_) | Message::Binary(_));
+                        if echoed && ws.send(msg).await.is_err() {
+                            break;
                         }
                     }
                     ends.fetch_add(1, Ordering::SeqCst);
