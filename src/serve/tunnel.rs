@@ -130,7 +130,7 @@ impl Registry {
     /// Tunnels open now get `1001 going away` after `after` (on SIGTERM, on reload); tunnels
     /// opened later are not affected.
     pub fn drain(&self, after: Duration) {
-        let close_at = Instant::now() + after;
+        let close_at = later(Instant::now(), after);
         self.0.order.send_modify(|o| {
             o.epoch += 1;
             o.close_at = Some(o.close_at.map_or(close_at, |c| c.min(close_at)));
@@ -348,7 +348,12 @@ impl Closing {
 /// When a Unix time (seconds) comes, on the tokio clock.
 fn instant_at(unix: i64) -> Instant {
     let at = UNIX_EPOCH + Duration::from_secs(u64::try_from(unix).unwrap_or(0));
-    Instant::now() + at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO)
+    later(Instant::now(), at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO))
+}
+
+/// `base + d`, or a century on for a duration too long for the clock.
+fn later(base: Instant, d: Duration) -> Instant {
+    base.checked_add(d).unwrap_or_else(|| base + Duration::from_secs(100 * 365 * 86_400))
 }
 
 async fn sleep_until_opt(at: Option<Instant>) {
@@ -401,7 +406,7 @@ async fn join(client: OnUpgrade, backend: OnUpgrade, spec: TunnelSpec, registry:
     } else {
         None
     };
-    let lifetime_ends = opened + limits.max_lifetime;
+    let lifetime_ends = later(opened, limits.max_lifetime);
     let (mut client_ended, mut backend_ended) = (None::<bool>, None::<bool>);
     // Once one side ended, the other gets a moment to end too.
     let mut half_closed: Option<Instant> = None;
@@ -411,7 +416,7 @@ async fn join(client: OnUpgrade, backend: OnUpgrade, spec: TunnelSpec, registry:
             let ended_first = if client_ended.is_some() { Side::Client } else { Side::Backend };
             break Closing::silent(peer_reason(&first_close, ended_first));
         }
-        let idle_at = opened + Duration::from_millis(activity.load(Ordering::Relaxed)) + limits.idle_timeout;
+        let idle_at = later(opened + Duration::from_millis(activity.load(Ordering::Relaxed)), limits.idle_timeout);
         tokio::select! {
             end = &mut from_client, if client_ended.is_none() => match end {
                 End::Eof => {
@@ -441,7 +446,7 @@ async fn join(client: OnUpgrade, backend: OnUpgrade, spec: TunnelSpec, registry:
             },
             () = tokio::time::sleep_until(idle_at) => {
                 let last = opened + Duration::from_millis(activity.load(Ordering::Relaxed));
-                if last + limits.idle_timeout <= Instant::now() {
+                if later(last, limits.idle_timeout) <= Instant::now() {
                     break Closing::both("idle", 1001, "idle");
                 }
             }
