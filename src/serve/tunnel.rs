@@ -106,23 +106,15 @@ impl Opened {
 pub struct Registry(Arc<RegistryInner>);
 
 struct RegistryInner {
-    order: watch::Sender<DrainOrder>,
+    /// The deadline of every drain order so far; a tunnel opened after `n` orders closes at
+    /// the earliest deadline from the `n`th on.
+    orders: watch::Sender<Vec<Instant>>,
     open: watch::Sender<usize>,
-}
-
-#[derive(Clone, Copy)]
-struct DrainOrder {
-    /// Tunnels opened before this epoch drain.
-    epoch: u64,
-    close_at: Option<Instant>,
 }
 
 impl Default for Registry {
     fn default() -> Self {
-        Self(Arc::new(RegistryInner {
-            order: watch::Sender::new(DrainOrder { epoch: 0, close_at: None }),
-            open: watch::Sender::new(0),
-        }))
+        Self(Arc::new(RegistryInner { orders: watch::Sender::new(Vec::new()), open: watch::Sender::new(0) }))
     }
 }
 
@@ -131,10 +123,7 @@ impl Registry {
     /// opened later are not affected.
     pub fn drain(&self, after: Duration) {
         let close_at = later(Instant::now(), after);
-        self.0.order.send_modify(|o| {
-            o.epoch += 1;
-            o.close_at = Some(o.close_at.map_or(close_at, |c| c.min(close_at)));
-        });
+        self.0.orders.send_modify(|o| o.push(close_at));
     }
 
     /// Tunnels open now.
@@ -148,23 +137,25 @@ impl Registry {
         let _ = open.wait_for(|n| *n == 0).await;
     }
 
-    /// Resolves when a drain order covering a tunnel opened at `epoch` reaches its deadline.
-    async fn drained(&self, epoch: u64) {
-        let mut rx = self.0.order.subscribe();
+    /// The epoch of a tunnel opening now: how many drain orders came before it.
+    fn epoch(&self) -> usize {
+        self.0.orders.borrow().len()
+    }
+
+    /// Resolves when a drain order given after a tunnel opened at `epoch` reaches its deadline.
+    async fn drained(&self, epoch: usize) {
+        let mut rx = self.0.orders.subscribe();
         loop {
-            let order = *rx.borrow_and_update();
-            match order.close_at {
-                Some(at) if order.epoch > epoch => {
-                    tokio::select! {
-                        () = tokio::time::sleep_until(at) => return,
-                        changed = rx.changed() => if changed.is_err() { std::future::pending::<()>().await },
-                    }
-                }
-                _ => {
-                    if rx.changed().await.is_err() {
-                        std::future::pending::<()>().await;
-                    }
-                }
+            let at = rx.borrow_and_update().get(epoch..).and_then(|o| o.iter().min().copied());
+            let changed = match at {
+                Some(at) => tokio::select! {
+                    () = tokio::time::sleep_until(at) => return,
+                    changed = rx.changed() => changed,
+                },
+                None => rx.changed().await,
+            };
+            if changed.is_err() {
+                std::future::pending::<()>().await;
             }
         }
     }
@@ -364,7 +355,7 @@ async fn sleep_until_opt(at: Option<Instant>) {
 }
 
 async fn join(client: OnUpgrade, backend: OnUpgrade, spec: TunnelSpec, registry: Registry) {
-    let epoch = registry.0.order.borrow().epoch;
+    let epoch = registry.epoch();
     let (client, backend) = match tokio::try_join!(client, backend) {
         Ok(both) => both,
         Err(e) => {
@@ -503,5 +494,28 @@ fn peer_reason(first_close: &AtomicU8, ended_first: Side) -> &'static str {
         2 => "backend",
         _ if ended_first == Side::Client => "client",
         _ => "backend",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_drain_order_reaches_only_the_tunnels_open_when_it_was_given() {
+        let registry = Registry::default();
+        let before = registry.epoch();
+        registry.drain(Duration::from_millis(30));
+        let after = registry.epoch();
+        let quick = Duration::from_millis(300);
+        // Opened before the order: drained at its deadline.
+        assert!(tokio::time::timeout(quick, registry.drained(before)).await.is_ok());
+        // Opened after it: the passed deadline is not its.
+        assert!(tokio::time::timeout(Duration::from_millis(60), registry.drained(after)).await.is_err());
+        // A later order (SIGTERM after a reload) reaches both, at its own deadline.
+        registry.drain(Duration::from_millis(20));
+        let started = Instant::now();
+        assert!(tokio::time::timeout(quick, registry.drained(after)).await.is_ok());
+        assert!(started.elapsed() >= Duration::from_millis(15));
     }
 }
