@@ -45,6 +45,7 @@ fn routes(c: &mut Criterion) {
             path_parameters: PathParameters::Refuse,
             method_override: None,
             websocket: false,
+            tunnel: portcullis::route::TunnelLimits::default(),
         });
     }
     table.routes.push(Route {
@@ -60,6 +61,7 @@ fn routes(c: &mut Criterion) {
         path_parameters: PathParameters::Refuse,
         method_override: None,
         websocket: false,
+        tunnel: portcullis::route::TunnelLimits::default(),
     });
     let mut g = c.benchmark_group("route_find");
     g.bench_function("first_of_51", |b| {

@@ -149,6 +149,7 @@ pub(super) fn routes(issuer: Arc<Issuer>, listener: &Arc<str>, defaults: &[Arc<N
         path_parameters: PathParameters::Refuse,
         method_override: None,
         websocket: false,
+        tunnel: crate::route::TunnelLimits::default(),
     };
     vec![
         route("identity-token", identity::TOKEN_PATH),

@@ -314,6 +314,37 @@ mod tests {
     }
 
     #[test]
+    fn websocket_limits_have_defaults_and_are_warned_about_without_the_upgrade() {
+        let yaml = format!(
+            "{HEAD}routes:\n  - {{ name: a, match: {{ path: /a }}, backend: echo, upgrades: [websocket], websocket: {{ idle_timeout: 300ms, max_message_bytes: 64KiB, close_on_credential_expiry: false }} }}\n  - {{ name: b, match: {{ path: /b }}, backend: echo, upgrades: [websocket] }}\n  - {{ name: c, match: {{ path: /c }}, backend: echo, websocket: {{ max_lifetime: 1h }} }}\n"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let loaded = load_text(&dir.path().join("gateway.yaml"), &yaml).unwrap();
+        let limits: Vec<_> = loaded.runtime.routes.routes.iter().map(|r| r.tunnel).collect();
+        let d = crate::route::TunnelLimits::default();
+        assert_eq!(
+            limits[0],
+            crate::route::TunnelLimits {
+                idle_timeout: std::time::Duration::from_millis(300),
+                max_message_bytes: 64 * 1024,
+                close_on_credential_expiry: false,
+                ..d
+            }
+        );
+        assert_eq!((limits[1], d.max_message_bytes, d.close_on_credential_expiry), (d, 1 << 20, true));
+        assert_eq!(limits[2].max_lifetime, std::time::Duration::from_secs(3600));
+        assert_eq!(loaded.warnings.len(), 1);
+        assert!(loaded.warnings[0].message.contains("without `upgrades: [websocket]`"), "{}", loaded.warnings[0]);
+        assert!(
+            errors(&format!(
+                "{HEAD}routes:\n  - {{ name: a, match: {{}}, backend: echo, websocket: {{ idle: 1s }} }}\n"
+            ))
+            .len()
+                == 1
+        );
+    }
+
+    #[test]
     fn warnings_do_not_fail_the_load() {
         let yaml = format!(
             "{HEAD}routes:\n  - {{ name: all, match: {{}}, backend: echo }}\n  - {{ name: never, match: {{ path_prefix: /x }}, backend: echo }}\n"

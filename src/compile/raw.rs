@@ -208,6 +208,22 @@ pub struct RouteConfig {
     /// `upgrade_configs`).
     #[serde(default)]
     pub upgrades: Vec<Located>,
+    /// Limits of the route's upgraded (WebSocket) connections.
+    pub websocket: Option<WebSocketConfig>,
+}
+
+/// `websocket:` on a route; every field has a default (README: WebSockets).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebSocketConfig {
+    /// No frame either way for this long closes the connection (default 5m).
+    pub idle_timeout: Option<ConfigDuration>,
+    /// The longest an upgraded connection stays open (default 8h).
+    pub max_lifetime: Option<ConfigDuration>,
+    /// The longest message, summed over its frames (default 1MiB).
+    pub max_message_bytes: Option<ByteSize>,
+    /// Close when the handshake's token or client certificate expires (default true).
+    pub close_on_credential_expiry: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -114,6 +114,7 @@ pub(super) fn compile(
             path_parameters: r.path_parameters,
             method_override: method_override(r, &path, cx),
             websocket: upgrades(r, &path, cx),
+            tunnel: tunnel_limits(r, spanned.referenced, &path, cx),
         };
         if let Some(earlier) = table.routes.iter().find(|e| shadows(e, &route)) {
             let message = format!(
@@ -210,6 +211,34 @@ fn method_override(r: &raw::RouteConfig, path: &str, cx: &mut CompileContext) ->
             .hint("one of X-HTTP-Method-Override, X-HTTP-Method, X-Method-Override");
             None
         }
+    }
+}
+
+/// `websocket:` the limits of upgraded connections, defaults for what is not set.
+fn tunnel_limits(
+    r: &raw::RouteConfig,
+    at: Location,
+    path: &str,
+    cx: &mut CompileContext,
+) -> crate::route::TunnelLimits {
+    let d = crate::route::TunnelLimits::default();
+    let Some(w) = &r.websocket else { return d };
+    if !r.upgrades.iter().any(|u| u.value.eq_ignore_ascii_case("websocket")) {
+        cx.warn(
+            at,
+            format!("{path}.websocket"),
+            "`websocket` limits on a route without `upgrades: [websocket]` do nothing",
+        )
+        .hint("add `upgrades: [websocket]`");
+    }
+    let positive = |d: Option<crate::config::values::ConfigDuration>, default| {
+        d.map_or(default, |d| d.0).max(std::time::Duration::from_millis(1))
+    };
+    crate::route::TunnelLimits {
+        idle_timeout: positive(w.idle_timeout, d.idle_timeout),
+        max_lifetime: positive(w.max_lifetime, d.max_lifetime),
+        max_message_bytes: w.max_message_bytes.map_or(d.max_message_bytes, |b| b.0),
+        close_on_credential_expiry: w.close_on_credential_expiry.unwrap_or(d.close_on_credential_expiry),
     }
 }
 

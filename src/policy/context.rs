@@ -72,6 +72,9 @@ pub struct RequestContext<'a> {
     pub cors_origin: Option<HeaderValue>,
     /// Claims of the verified token, once a `jwt` policy passed.
     pub claims: Option<Arc<Claims>>,
+    /// Unix seconds past which the verified token is no longer accepted: its `exp` plus the
+    /// verifying policy's clock skew (the earliest, when several `jwt` policies passed).
+    pub token_valid_until: Option<u64>,
     /// The tightest budget a `rate_limit` policy saw, for the `RateLimit` response headers.
     pub rate_limit: Option<RateLimitState>,
     /// The method the backend will execute when the route passes a method override; policies
@@ -105,6 +108,7 @@ impl<'a> RequestContext<'a> {
             now,
             cors_origin: None,
             claims: None,
+            token_valid_until: None,
             rate_limit: None,
             method_override: None,
         }

@@ -45,6 +45,32 @@ pub struct Route {
     pub method_override: Option<HeaderName>,
     /// `upgrades: [websocket]`: WebSocket handshakes are forwarded and, on `101`, tunneled.
     pub websocket: bool,
+    /// `websocket:` the limits of its upgraded connections.
+    pub tunnel: TunnelLimits,
+}
+
+/// A route's `websocket:` settings: the limits of the upgraded connections it opens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TunnelLimits {
+    /// No frame either way for this long: close `1001 idle`.
+    pub idle_timeout: std::time::Duration,
+    /// Open this long: close `1001`.
+    pub max_lifetime: std::time::Duration,
+    /// A message (all its frames) longer than this from either side: close `1009` to both.
+    pub max_message_bytes: u64,
+    /// Close with `1008` when the handshake's token or client certificate expires.
+    pub close_on_credential_expiry: bool,
+}
+
+impl Default for TunnelLimits {
+    fn default() -> Self {
+        Self {
+            idle_timeout: std::time::Duration::from_secs(300),
+            max_lifetime: std::time::Duration::from_secs(8 * 3600),
+            max_message_bytes: 1 << 20,
+            close_on_credential_expiry: true,
+        }
+    }
 }
 
 /// What a route does with a path that had `;` parameters (normalization removes them).

@@ -142,6 +142,73 @@ impl AccessRecord {
     }
 }
 
+/// What an upgraded connection did, logged once when it closes.
+pub struct TunnelRecord<'a> {
+    /// The handshake's request id.
+    pub request_id: &'a str,
+    /// The listener's name.
+    pub listener: &'a str,
+    /// The route's name.
+    pub route: &'a str,
+    /// The client's address, after trusted-proxy forwarding headers.
+    pub client_ip: IpAddr,
+    /// How long the connection was upgraded.
+    pub duration: Duration,
+    /// Bytes from the client, frame headers included.
+    pub bytes_from_client: u64,
+    /// Bytes from the backend, frame headers included.
+    pub bytes_from_backend: u64,
+    /// Data messages from the client.
+    pub messages_from_client: u64,
+    /// Data messages from the backend.
+    pub messages_from_backend: u64,
+    /// Why it closed (a `portcullis_websocket_closes_total` reason).
+    pub reason: &'static str,
+    /// The close code the gateway sent, when it closed the connection itself.
+    pub close_code: Option<u16>,
+}
+
+impl TunnelRecord<'_> {
+    /// Appends the JSON line (without its newline) to `out`.
+    pub fn render(&self, out: &mut String) {
+        out.push_str("{\"timestamp\":\"");
+        push_timestamp(out, Instant::now());
+        out.push_str("\",\"log\":\"access\",\"kind\":\"websocket\",\"request.id\":");
+        push_str(out, self.request_id);
+        out.push_str(",\"listener\":");
+        push_str(out, self.listener);
+        out.push_str(",\"route\":");
+        push_str(out, self.route);
+        let _ = write!(out, ",\"client.ip\":\"{}\"", self.client_ip);
+        out.push_str(",\"duration.ms\":");
+        push_millis(out, self.duration);
+        for (key, n) in [
+            (",\"bytes.from_client\":", self.bytes_from_client),
+            (",\"bytes.from_backend\":", self.bytes_from_backend),
+            (",\"messages.from_client\":", self.messages_from_client),
+            (",\"messages.from_backend\":", self.messages_from_backend),
+        ] {
+            out.push_str(key);
+            push_u64(out, n);
+        }
+        out.push_str(",\"close.reason\":");
+        push_str(out, self.reason);
+        out.push_str(",\"close.code\":");
+        match self.close_code {
+            Some(code) => push_u64(out, code.into()),
+            None => out.push_str("null"),
+        }
+        out.push('}');
+    }
+
+    /// Writes the line to the access log, when there is one.
+    pub fn emit(&self) {
+        if let Some(writer) = sink() {
+            writer.write(|line| self.render(line));
+        }
+    }
+}
+
 /// A JSON string: quoted, with `"`, `\` and control characters escaped.
 fn push_str(out: &mut String, s: &str) {
     out.push('"');

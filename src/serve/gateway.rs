@@ -14,6 +14,8 @@ use crate::runtime::Runtime;
 pub struct Gateway {
     runtime: ArcSwap<Runtime>,
     reloads: OnceLock<mpsc::Sender<ReloadRequest>>,
+    /// Every open upgraded connection, for draining.
+    pub tunnels: crate::serve::tunnel::Registry,
 }
 
 /// A reload asked for by `POST /reload`, SIGHUP or a file change; answered with a summary or
@@ -43,7 +45,7 @@ pub enum ReloadError {
 impl Gateway {
     /// A gateway serving `runtime`; reloads are refused until a server accepts them.
     pub fn new(runtime: Runtime) -> Self {
-        Self { runtime: ArcSwap::from_pointee(runtime), reloads: OnceLock::new() }
+        Self { runtime: ArcSwap::from_pointee(runtime), reloads: OnceLock::new(), tunnels: Default::default() }
     }
 
     /// The current runtime; a request keeps the one it started with.

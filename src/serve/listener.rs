@@ -233,7 +233,7 @@ async fn serve_tls(
         sni: session.server_name().map(str::to_owned),
         client_cert,
     });
-    let (tunnels, opened) = tunnel::tunnels();
+    let (tunnels, opened) = tunnel::tunnels(&gateway.tunnels);
     let svc = service_fn(move |req: Request<Incoming>| {
         let runtime = gateway.runtime();
         let conn = conn.clone();
@@ -242,7 +242,7 @@ async fn serve_tls(
             // its bytes travel through that connection: its tunnel runs beside it, at once.
             // The connection lasts (and keeps its slot) while a stream is open, and a stream
             // ends with it; `max_concurrent_streams` bounds the tunnels of one connection.
-            let (tunnels, opened) = tunnel::tunnels();
+            let (tunnels, opened) = tunnel::tunnels(&gateway.tunnels);
             tokio::spawn(opened.run());
             tunnels
         } else {

@@ -5,6 +5,7 @@
 
 pub mod access;
 pub mod admin;
+pub mod frames;
 pub mod gateway;
 pub mod listener;
 pub mod pipeline;

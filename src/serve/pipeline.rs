@@ -33,7 +33,7 @@ use crate::request::upgrade::{self, Handshake, UpgradeError};
 use crate::route::{PathParameters, Route};
 use crate::runtime::{Limits, Runtime};
 use crate::serve::access::{self, AccessRecord, LoggedBody};
-use crate::serve::tunnel::Tunnels;
+use crate::serve::tunnel::{TunnelSpec, Tunnels};
 use crate::telemetry::metrics::{count_error, method_class, metrics, Fault};
 
 /// A request after the journey's step 2 (README: Architecture): cleaned of spoofable headers, normalized, routed.
@@ -313,7 +313,8 @@ pub async fn handle(
             denial.problem().into_response(cx.request_id)
         }
         None if routed.websocket.is_some() => {
-            let (rsp, upstream) = forward_websocket(route, parts, &routed, cx.request_id, tunnels).await;
+            let (rsp, upstream) =
+                forward_websocket(route, parts, &routed, cx.request_id, tunnels, (conn, cx.token_valid_until)).await;
             served.upstream = Some(upstream);
             rsp
         }
@@ -398,6 +399,7 @@ async fn forward_websocket(
     routed: &Routed<'_>,
     request_id: &str,
     tunnels: &Tunnels,
+    (conn, token_valid_until): (&ConnInfo, Option<u64>),
 ) -> (Response<Body>, Upstream) {
     let client_side = parts.extensions.remove::<OnUpgrade>();
     let original_host = parts.headers.get(header::HOST).cloned();
@@ -459,7 +461,16 @@ async fn forward_websocket(
             return (Problem::bad_gateway().into_response(request_id), upstream);
         }
     };
-    tunnels.open(client_side, backend_side, route.name.clone(), request_id.to_owned());
+    let spec = TunnelSpec {
+        route: route.name.clone(),
+        request_id: request_id.to_owned(),
+        listener: conn.listener.clone(),
+        client_ip: routed.client_ip,
+        limits: route.tunnel,
+        token_valid_until,
+        cert_not_after: conn.client_cert.as_ref().map(|c| c.not_after),
+    };
+    tunnels.open(client_side, backend_side, spec);
     (rsp, upstream)
 }
 

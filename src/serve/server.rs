@@ -146,11 +146,24 @@ impl Server {
             let _ = l.task.await;
         }
         tracing::info!(deadline_ms = deadline.as_millis() as u64, "draining connections");
+        // Upgraded connections get `1001 going away` at the deadline; their close frames get
+        // a moment past it to go out.
+        let tunnels = self.gateway.tunnels.clone();
+        tunnels.drain(deadline);
+        let tunnels_closed = async {
+            let open = tunnels.open();
+            if open > 0 {
+                tracing::info!(open, "closing upgraded connections at the drain deadline");
+            }
+            tokio::time::timeout(deadline + TUNNEL_CLOSE_GRACE, tunnels.closed()).await.is_ok()
+        };
         // The accept loops and the reload task held the only other references; they ended.
         let Some(graceful) = Arc::into_inner(self.inner).and_then(|inner| Arc::into_inner(inner.graceful)) else {
             return false;
         };
-        let drained = tokio::time::timeout(deadline, graceful.shutdown()).await.is_ok();
+        let (drained, tunnels_closed) =
+            tokio::join!(async { tokio::time::timeout(deadline, graceful.shutdown()).await.is_ok() }, tunnels_closed);
+        let drained = drained && tunnels_closed;
         if drained {
             tracing::info!("all connections drained");
         } else {
@@ -159,6 +172,9 @@ impl Server {
         drained
     }
 }
+
+/// How long past the drain deadline upgraded connections have to send their close frames.
+const TUNNEL_CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 /// Every address a runtime serves on: its listeners, then `admin`.
 fn endpoints(runtime: &Runtime) -> Vec<(String, SocketAddr)> {
@@ -210,7 +226,11 @@ impl Inner {
         runtime.start();
         export_certificate_expiry(&runtime);
         let (listeners, routes) = (runtime.listeners.len(), runtime.routes.routes.len());
+        let drain_timeout = runtime.drain_timeout;
         self.gateway.swap(runtime);
+        // Upgraded connections opened on the previous configuration close (`1001 going away`)
+        // once `drain_timeout` passed, not at once.
+        self.gateway.tunnels.drain(drain_timeout);
         let stale: Vec<String> = loops
             .iter()
             .filter(|(name, l)| !wanted.iter().any(|(n, b)| n == *name && *b == l.bind))

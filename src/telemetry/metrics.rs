@@ -38,6 +38,14 @@ pub struct Metrics {
     pub token_requests: IntCounterVec,
     /// result (`ok`, `error`).
     pub config_reloads: IntCounterVec,
+    /// Open upgraded (WebSocket) connections, per route.
+    pub websocket_connections: IntGaugeVec,
+    /// WebSocket data messages relayed, per route and direction (`from_client`, `from_backend`).
+    pub websocket_messages: IntCounterVec,
+    /// WebSocket bytes relayed (frame headers included), per route and direction.
+    pub websocket_bytes: IntCounterVec,
+    /// Upgraded connections closed, per route and reason.
+    pub websocket_closes: IntCounterVec,
     /// certificate (file name), usage.
     pub certificate_expiry: GaugeVec,
     /// Access-log lines dropped: the writer fell behind, or writing failed (a full disk).
@@ -122,6 +130,25 @@ impl Metrics {
                 &["result", "secret"],
             ),
             config_reloads: r.counter("portcullis_config_reloads_total", "Configuration reloads", &["result"]),
+            websocket_connections: r.add(IntGaugeVec::new(
+                Opts::new("portcullis_websocket_connections", "Open upgraded (WebSocket) connections"),
+                &["route"],
+            )),
+            websocket_messages: r.counter(
+                "portcullis_websocket_messages_total",
+                "WebSocket data messages relayed",
+                &["route", "direction"],
+            ),
+            websocket_bytes: r.counter(
+                "portcullis_websocket_bytes_total",
+                "WebSocket bytes relayed, frame headers included",
+                &["route", "direction"],
+            ),
+            websocket_closes: r.counter(
+                "portcullis_websocket_closes_total",
+                "Upgraded connections closed, by reason",
+                &["route", "reason"],
+            ),
             certificate_expiry: r.add(GaugeVec::new(
                 Opts::new(
                     "portcullis_certificate_expiry_seconds",

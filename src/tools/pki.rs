@@ -71,6 +71,20 @@ impl Ca {
     /// # Errors
     /// Key generation or signing failed.
     pub fn issue(&self, kind: &LeafKind<'_>, days: i64) -> Result<Leaf, rcgen::Error> {
+        let now = OffsetDateTime::now_utc();
+        self.issue_between(kind, now - Duration::days(1).max(Duration::days(1 - days)), now + Duration::days(days))
+    }
+
+    /// Issues a leaf valid from `not_before` to `not_after` (a short-lived one, for tests).
+    ///
+    /// # Errors
+    /// Key generation or signing failed.
+    pub fn issue_between(
+        &self,
+        kind: &LeafKind<'_>,
+        not_before: OffsetDateTime,
+        not_after: OffsetDateTime,
+    ) -> Result<Leaf, rcgen::Error> {
         let mut params = match kind {
             LeafKind::Server(names) => {
                 let mut p = CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())?;
@@ -89,9 +103,8 @@ impl Ca {
         let mut serial: [u8; 16] = crate::id::random_bytes();
         serial[0] &= 0x7f; // a positive INTEGER
         params.serial_number = Some(SerialNumber::from_slice(&serial));
-        let now = OffsetDateTime::now_utc();
-        params.not_before = now - Duration::days(1).max(Duration::days(1 - days));
-        params.not_after = now + Duration::days(days);
+        params.not_before = not_before;
+        params.not_after = not_after;
         let key = KeyPair::generate()?;
         let issuer = Issuer::from_params(&self.params, &self.key);
         let cert = params.signed_by(&key, &issuer)?;

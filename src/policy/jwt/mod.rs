@@ -169,9 +169,12 @@ impl PolicyKind for Jwt {
 
     /// Verifies the bearer token; leaves its claims for later policies.
     async fn check(&self, parts: &mut Parts, cx: &mut RequestContext<'_>) -> Decision<Refusal> {
-        match self.check_token(&mut parts.headers, parts.uri.query(), cx.now).await {
-            Ok(claims) => {
+        match self.check_token_until(&mut parts.headers, parts.uri.query(), cx.now).await {
+            Ok((claims, until)) => {
                 cx.claims = Some(claims);
+                if let Some(until) = until {
+                    cx.token_valid_until = Some(cx.token_valid_until.map_or(until, |t| t.min(until)));
+                }
                 Decision::Continue
             }
             Err(refusal) => Decision::Deny(refusal),
@@ -213,6 +216,17 @@ impl Jwt {
         query: Option<&str>,
         now: u64,
     ) -> Result<Arc<Claims>, Refusal> {
+        self.check_token_until(headers, query, now).await.map(|(claims, _)| claims)
+    }
+
+    /// [`Self::check_token`], and until when the token is accepted: its `exp` plus the clock
+    /// skew of the provider that verified it.
+    async fn check_token_until(
+        &self,
+        headers: &mut HeaderMap,
+        query: Option<&str>,
+        now: u64,
+    ) -> Result<(Arc<Claims>, Option<u64>), Refusal> {
         let token = self.source.token(headers, query).ok_or(Refusal::MissingToken)?;
         let (claims, provider) = self.verify_cached(&token, now).await?;
         let provider = &self.providers[provider];
@@ -224,7 +238,11 @@ impl Jwt {
                 headers.insert(name.clone(), value);
             }
         }
-        Ok(claims)
+        let until = claims
+            .get("exp")
+            .and_then(serde_json::Value::as_u64)
+            .map(|exp| exp.saturating_add(provider.registered.leeway));
+        Ok((claims, until))
     }
 
     /// Verifies the token, or finds it verified in the cache under the same keys and
