@@ -7,108 +7,23 @@
 
 mod support;
 
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use http::{HeaderMap, HeaderValue};
+use http::HeaderValue;
 use support::pki::listener;
 use support::tokens::SigningKey;
+use support::ws::WsBackend;
 use support::{Client, Pki, TestGateway};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request as WsRequest, Response as WsResponse};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
-
-/// A handshake the backend received.
-#[derive(Clone, Debug)]
-struct Handshake {
-    target: String,
-    headers: HeaderMap,
-}
-
-/// A WebSocket echo server on a loopback port. `refuse` answers every handshake with 403.
-/// The text message `close-me` makes it close with 1000 "bye".
-struct WsBackend {
-    addr: SocketAddr,
-    handshakes: Arc<Mutex<Vec<Handshake>>>,
-    connections: Arc<AtomicUsize>,
-    /// WebSocket connections whose end the backend saw.
-    ended: Arc<AtomicUsize>,
-}
-
-impl WsBackend {
-    async fn start(refuse: bool) -> Self {
-        let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = tcp.local_addr().unwrap();
-        let handshakes = Arc::new(Mutex::new(Vec::new()));
-        let connections = Arc::new(AtomicUsize::new(0));
-        let ended = Arc::new(AtomicUsize::new(0));
-        let (seen, count, ends) = (handshakes.clone(), connections.clone(), ended.clone());
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = tcp.accept().await else { return };
-                count.fetch_add(1, Ordering::SeqCst);
-                let (seen, ends) = (seen.clone(), ends.clone());
-                tokio::spawn(async move {
-                    // The signature is tungstenite's callback's.
-                    #[allow(clippy::result_large_err)]
-                    let record = |req: &WsRequest, rsp: WsResponse| -> Result<WsResponse, ErrorResponse> {
-                        let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str()).to_owned();
-                        seen.lock().unwrap().push(Handshake { target, headers: req.headers().clone() });
-                        if refuse {
-                            let mut denied = ErrorResponse::new(Some("not for you".into()));
-                            *denied.status_mut() = http::StatusCode::FORBIDDEN;
-                            return Err(denied);
-                        }
-                        let mut rsp = rsp;
-                        if let Some(p) = req.headers().get("sec-websocket-protocol") {
-                            let first = p.to_str().unwrap().split(',').next().unwrap().trim().to_owned();
-                            rsp.headers_mut().insert("sec-websocket-protocol", HeaderValue::from_str(&first).unwrap());
-                        }
-                        Ok(rsp)
-                    };
-                    let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(stream, record).await else { return };
-                    while let Some(Ok(msg)) = ws.next().await {
-                        let answered = match msg {
-                            Message::Text(t) if t.as_str() == "close-me" => {
-                                let bye = CloseFrame { code: CloseCode::Normal, reason: "bye".into() };
-                                ws.close(Some(bye)).await
-                            }
-                            Message::Text(_) | Message::Binary(_) => ws.send(msg).await,
-                            // Pings are answered and closes echoed by the library.
-                            _ => Ok(()),
-                        };
-                        if answered.is_err() {
-                            break;
-                        }
-                    }
-                    ends.fetch_add(1, Ordering::SeqCst);
-                });
-            }
-        });
-        Self { addr, handshakes, connections, ended }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    fn handshakes(&self) -> Vec<Handshake> {
-        self.handshakes.lock().unwrap().clone()
-    }
-
-    fn connections(&self) -> usize {
-        self.connections.load(Ordering::SeqCst)
-    }
-}
 
 fn config(echo: &WsBackend, refusing: &WsBackend, limits: &str) -> String {
     format!(

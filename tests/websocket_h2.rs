@@ -9,98 +9,20 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use base64::Engine;
 use bytes::{Bytes, BytesMut};
-use futures_util::{SinkExt, StreamExt};
 use h2::client::SendRequest;
 use h2::{RecvStream, SendStream};
-use http::{HeaderMap, HeaderValue, Method, Request, Response};
+use http::{Method, Request, Response};
 use support::pki::listener;
 use support::tokens::SigningKey;
+use support::ws::{Handshake, WsBackend};
 use support::{Client, Pki, TestGateway};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request as WsRequest, Response as WsResponse};
-use tokio_tungstenite::tungstenite::Message;
-
-/// A handshake the backend received.
-#[derive(Clone, Debug)]
-struct Handshake {
-    method: String,
-    version: http::Version,
-    target: String,
-    headers: HeaderMap,
-}
-
-/// A WebSocket echo server (HTTP/1.1 only) on a loopback port; `refuse` answers every
-/// handshake with 403. A local copy of `tests/websocket.rs`'s.
-struct WsBackend {
-    addr: SocketAddr,
-    handshakes: Arc<Mutex<Vec<Handshake>>>,
-    connections: Arc<AtomicUsize>,
-    ended: Arc<AtomicUsize>,
-}
-
-impl WsBackend {
-    async fn start(refuse: bool) -> Self {
-        let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = tcp.local_addr().unwrap();
-        let handshakes = Arc::new(Mutex::new(Vec::new()));
-        let connections = Arc::new(AtomicUsize::new(0));
-        let ended = Arc::new(AtomicUsize::new(0));
-        let (seen, count, ends) = (handshakes.clone(), connections.clone(), ended.clone());
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = tcp.accept().await else { return };
-                count.fetch_add(1, Ordering::SeqCst);
-                let (seen, ends) = (seen.clone(), ends.clone());
-                tokio::spawn(async move {
-                    #[allow(clippy::result_large_err)]
-                    let record = |req: &WsRequest, rsp: WsResponse| -> Result<WsResponse, ErrorResponse> {
-                        let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str()).to_owned();
-                        seen.lock().unwrap().push(Handshake {
-                            method: req.method().to_string(),
-                            version: req.version(),
-                            target,
-                            headers: req.headers().clone(),
-                        });
-                        if refuse {
-                            let mut denied = ErrorResponse::new(Some("not for you".into()));
-                            *denied.status_mut() = http::StatusCode::FORBIDDEN;
-                            return Err(denied);
-                        }
-                        let mut rsp = rsp;
-                        if let Some(p) = req.headers().get("sec-websocket-protocol") {
-                            let first = p.to_str().unwrap().split(',').next().unwrap().trim().to_owned();
-                            rsp.headers_mut().insert("sec-websocket-protocol", HeaderValue::from_str(&first).unwrap());
-                        }
-                        Ok(rsp)
-                    };
-                    let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(stream, record).await else { return };
-                    while let Some(Ok(msg)) = ws.next().await {
-                        let answered = match msg {
-                            Message::Text(_) | Message::Binary(_) => ws.send(msg).await,
-                            _ => Ok(()),
-                        };
-                        if answered.is_err() {
-                            break;
-                        }
-                    }
-                    ends.fetch_add(1, Ordering::SeqCst);
-                });
-            }
-        });
-        Self { addr, handshakes, connections, ended }
-    }
-
-    fn handshakes(&self) -> Vec<Handshake> {
-        self.handshakes.lock().unwrap().clone()
-    }
-}
 
 /// A backend that answers every handshake wrongly: `/liar/accept` with a `101` whose
 /// `Sec-WebSocket-Accept` answers no key, `/liar/ok` with a `200`.
@@ -324,7 +246,9 @@ async fn a_websocket_over_h2_reaches_an_http1_backend_and_echoes() {
     // The client closes: the close is echoed, the backend ends, and so does the h2 stream.
     up.send_data(client_frame(CLOSE, &[0x03, 0xe8]), false).unwrap();
     assert_eq!(down.next().await, Some((CLOSE, vec![0x03, 0xe8])));
-    up.send_data(Bytes::new(), true).unwrap();
+    // The gateway may end the stream as soon as the close handshake is done and the backend
+    // hung up, before the client ends its side: then there is no side left to end.
+    let _ = up.send_data(Bytes::new(), true);
     assert_eq!(down.next().await, None, "the stream ends with the backend's connection");
     support::until("the backend sees the first end", async || s.echo.ended.load(Ordering::SeqCst) == 1).await;
     // The other tunnel is untouched; a reset stream (a vanished client) closes its backend connection.

@@ -8,9 +8,7 @@
 
 mod support;
 
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
@@ -18,9 +16,10 @@ use serde_json::json;
 use support::gateway::admin_get;
 use support::pki::listener;
 use support::tokens::{now, SigningKey};
+use support::ws::WsBackend;
 use support::{Client, Pki, TestGateway};
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -29,46 +28,9 @@ use tokio_tungstenite::WebSocketStream;
 
 type Ws = WebSocketStream<TlsStream<TcpStream>>;
 
-/// A WebSocket echo server; counts the connections whose end it saw, and the close frames it got.
-struct Echo {
-    addr: SocketAddr,
-    ended: Arc<AtomicUsize>,
-    closes: Arc<std::sync::Mutex<Vec<u16>>>,
-}
-
-impl Echo {
-    async fn start() -> Self {
-        let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = tcp.local_addr().unwrap();
-        let ended = Arc::new(AtomicUsize::new(0));
-        let closes = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (ends, seen) = (ended.clone(), closes.clone());
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = tcp.accept().await else { return };
-                let (ends, seen) = (ends.clone(), seen.clone());
-                tokio::spawn(async move {
-                    let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else { return };
-                    while let Some(Ok(msg)) = ws.next().await {
-                        if let Message::Close(frame) = &msg {
-                            seen.lock().unwrap().push(frame.as_ref().map_or(1005, |f| u16::from(f.code)));
-                        }
-                        let echoed = matches!(msg, Message::Text(_) | Message::Binary(_));
-                        if echoed && ws.send(msg).await.is_err() {
-                            break;
-                        }
-                    }
-                    ends.fetch_add(1, Ordering::SeqCst);
-                });
-            }
-        });
-        Self { addr, ended, closes }
-    }
-}
-
 struct Setup {
     pki: Pki,
-    echo: Echo,
+    echo: WsBackend,
     gw: TestGateway,
     key: SigningKey,
 }
@@ -82,7 +44,7 @@ async fn setup(ws: &str, top: &str) -> Setup {
 async fn setup_with(ws: &str, top: &str, extra_tls: &str, pki: Pki) -> Setup {
     let key = SigningKey::new(jsonwebtoken::Algorithm::ES256, "hub-1");
     pki.write("hub.pub.pem", &key.public_pem);
-    let echo = Echo::start().await;
+    let echo = WsBackend::start(false).await;
     let yaml = format!(
         r#"version: 1
 listeners:{listener}admin: {{ bind: 127.0.0.1:0 }}

@@ -11,6 +11,7 @@ pub mod pki;
 pub mod postgres;
 pub mod redis;
 pub mod tokens;
+pub mod ws;
 
 pub use backend::TestBackend;
 pub use client::Client;
