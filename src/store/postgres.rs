@@ -427,10 +427,10 @@ impl Storage for PostgresStorage {
         })
     }
 
-    fn audit(&self) -> StoreFuture<'_, Vec<AuditEntry>> {
+    fn audit(&self, after: i64) -> StoreFuture<'_, Vec<AuditEntry>> {
         Box::pin(async move {
-            let sql = "SELECT seq, at, actor, action, system_id, user_id, detail FROM audit ORDER BY seq";
-            self.rows(sql, &[], |row| {
+            let sql = "SELECT seq, at, actor, action, system_id, user_id, detail FROM audit WHERE seq > $1 ORDER BY seq";
+            self.rows(sql, &[&after], |row| {
                 Ok(AuditEntry {
                     seq: row.try_get(0)?,
                     at: row.try_get(1)?,

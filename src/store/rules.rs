@@ -239,7 +239,16 @@ impl Store {
     /// # Errors
     /// The store failed.
     pub async fn audit(&self) -> Result<Vec<AuditEntry>, StoreError> {
-        self.storage.audit().await
+        self.storage.audit(0).await
+    }
+
+    /// The audit log's entries after sequence number `seq`, oldest first: what changed since
+    /// a watcher last looked ([`crate::store`] has no other change feed).
+    ///
+    /// # Errors
+    /// When the store cannot be read.
+    pub async fn audit_after(&self, seq: i64) -> Result<Vec<AuditEntry>, StoreError> {
+        self.storage.audit(seq).await
     }
 
     /// A system's active flag and secret hashes and, when `external_user` is named, the

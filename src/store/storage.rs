@@ -53,8 +53,8 @@ pub trait Storage: Send + Sync {
     fn users(&self) -> StoreFuture<'_, Vec<User>>;
     /// A system's links, by external user id.
     fn links<'a>(&'a self, system_id: &'a str) -> StoreFuture<'a, Vec<Link>>;
-    /// The audit log, oldest first.
-    fn audit(&self) -> StoreFuture<'_, Vec<AuditEntry>>;
+    /// The audit log's entries after sequence number `after` (0: all), oldest first.
+    fn audit(&self, after: i64) -> StoreFuture<'_, Vec<AuditEntry>>;
     /// A system's active flag, secret hashes and scopes and, when `external_user` is named,
     /// the internal user it is linked to: everything a token request reads, without blocking
     /// the caller's thread.
