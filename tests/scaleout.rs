@@ -19,23 +19,33 @@ use support::gateway::binary;
 use support::pki::listener;
 use support::postgres::PgServer;
 use support::redis::RedisServer;
+use support::sse::{read_stream, SseBackend};
+use support::tokens::now;
+use support::ws::{closed_with, connect, echoes, WsBackend};
 use support::{until, Client, Pki, TestBackend, TestGateway};
 
 /// A gateway that issues tokens from the shared store and checks them on `/api/`, with a
-/// per-client quota of 30 a day kept in Redis on `/limited/`.
-fn config(backend: &TestBackend, store: &str, redis: &str, signing_key: &str, published: &[&str]) -> String {
+/// per-client quota of 30 a day kept in Redis on `/limited/`; WebSockets on `/hub/` and
+/// server-sent events on `/events/` take the token from `access_token` as SignalR sends it.
+fn config(shared: &Shared, signing_key: &str, published: &[&str]) -> String {
+    let (backend, store, redis) = (&shared.backend, &shared.store, shared.redis.url());
     format!(
         r#"version: 1
 listeners:{listener}
 admin: {{ bind: "127.0.0.1:0" }}
 backends:
   app: {{ urls: ["{url}"] }}
+  hub: {{ urls: ["{hub}"] }}
+  events: {{ urls: ["{events}"] }}
 policies:
   own-tokens: {{ jwt: {{ issuers: [self], audiences: [api://portal], forward_claims: {{ client_id: X-Client-Id }} }} }}
+  own-query-tokens: {{ jwt: {{ issuers: [self], audiences: [api://portal], token_from: "query:access_token" }} }}
   per-client: {{ rate_limit: {{ key: "claim:client_id", quota: 30/day, store: "{redis}", on_store_error: deny, timeout: 2s }} }}
 routes:
   - {{ name: limited, match: {{ path_prefix: /limited/ }}, policies: [own-tokens, per-client], backend: app }}
   - {{ name: api, match: {{ path_prefix: /api/ }}, policies: [own-tokens], backend: app }}
+  - {{ name: hub, match: {{ path_prefix: /hub/ }}, policies: [own-query-tokens], backend: hub, upgrades: [websocket] }}
+  - {{ name: events, match: {{ path_prefix: /events/ }}, policies: [own-query-tokens], backend: events }}
 identity:
   listener: public
   issuer: https://login.test
@@ -48,6 +58,8 @@ identity:
 "#,
         listener = listener("", ""),
         url = backend.url(),
+        hub = shared.hub.url(),
+        events = shared.events.url(),
         published = published.join(", "),
     )
 }
@@ -58,6 +70,8 @@ struct Shared {
     redis: RedisServer,
     pki: Pki,
     backend: TestBackend,
+    hub: WsBackend,
+    events: SseBackend,
     /// The store URL as the configuration writes it: the password comes from a file.
     store: String,
 }
@@ -78,12 +92,13 @@ impl Shared {
             support::postgres::USER,
             pg.port
         );
-        Self { pg, redis: RedisServer::start(), pki, backend: TestBackend::start().await, store }
+        let (hub, events) = (WsBackend::start(false).await, SseBackend::start().await);
+        Self { pg, redis: RedisServer::start(), pki, backend: TestBackend::start().await, hub, events, store }
     }
 
     /// Starts an instance signing with `key` and publishing `published` too.
     fn gateway(&self, file: &str, key: &str, published: &[&str]) -> TestGateway {
-        let yaml = config(&self.backend, &self.store, &self.redis.url(), key, published);
+        let yaml = config(self, key, published);
         TestGateway::start_file(self.pki.write(file, &yaml))
     }
 
@@ -232,6 +247,71 @@ async fn two_instances_share_the_token_store_and_the_rate_limits() {
         assert!(audit.contains(action), "{action} in {audit}");
     }
     assert!(!audit.contains(&primary) && !audit.contains(&alternate), "no secret in the audit log");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_grant_ends_websockets_and_event_streams_on_every_instance_within_5s() {
+    let shared = Shared::start().await;
+    let one = shared.gateway("one.yaml", "a-key.pem", &[]);
+    let two = shared.gateway("two.yaml", "a-key.pem", &[]);
+    let (c1, c2) = (Client::new(one.addr("public"), &shared.pki), Client::new(two.addr("public"), &shared.pki));
+    let (id, primary, alternate) = shared.create_system("one.yaml", "portal");
+    let (other, other_secret, _) = shared.create_system("one.yaml", "reports");
+    let revoked_token = token(&c1, &id, &primary).await;
+    let kept_token = token(&c2, &other, &other_secret).await;
+
+    // One tunnel per instance with the token, one event stream per instance, and a tunnel of
+    // another system that must outlive the revocation.
+    let mut at_one = connect(&c1, &format!("/hub/chat?access_token={revoked_token}")).await;
+    let mut at_two = connect(&c2, &format!("/hub/chat?access_token={revoked_token}")).await;
+    let mut bystander = connect(&c2, &format!("/hub/chat?access_token={kept_token}")).await;
+    echoes(&mut at_one, "hello").await;
+    echoes(&mut at_two, "hello").await;
+    let events = format!("/events/feed?access_token={revoked_token}");
+    let streams = tokio::spawn({
+        let (c1, c2, events) = (c1.clone(), c2.clone(), events.clone());
+        async move {
+            let limit = std::time::Duration::from_secs(15);
+            tokio::join!(read_stream(&c1, &events, limit), read_stream(&c2, &events, limit))
+        }
+    });
+    support::until("both event streams flow", async || {
+        shared.events.opened.load(std::sync::atomic::Ordering::SeqCst) == 2
+    })
+    .await;
+
+    // Deactivated through the CLI on instance two's configuration: every instance closes.
+    let started = std::time::Instant::now();
+    shared.cli("two.yaml", &["systems", "deactivate", &id]);
+    let revoked = (1008, "credential revoked".to_owned());
+    assert_eq!(closed_with(&mut at_one).await, revoked);
+    assert_eq!(closed_with(&mut at_two).await, revoked);
+    let (s1, s2) = streams.await.unwrap();
+    let within = started.elapsed();
+    assert!(within < std::time::Duration::from_secs(5), "closed {within:?} after the deactivation");
+    for streamed in [s1, s2] {
+        let streamed = streamed.expect("the event stream ended");
+        assert!(streamed.text.ends_with("0\r\n\r\n"), "{:?}", streamed.text);
+    }
+    echoes(&mut bystander, "still here").await;
+    for gw in [&one, &two] {
+        support::until("the tunnel's log line", async || gw.log_text().contains(r#""close.reason":"revoked""#)).await;
+        assert!(!gw.log_text().contains(&revoked_token), "the token is never logged");
+    }
+
+    // A token issued after the reactivation is not touched by the old deactivation, and a
+    // secret renewal ends it in turn.
+    shared.cli("one.yaml", &["systems", "activate", &id]);
+    let deactivated_at = now();
+    support::until("a new second", async || now() > deactivated_at).await;
+    let fresh = token(&c2, &id, &alternate).await;
+    let mut fresh_ws = connect(&c1, &format!("/hub/chat?access_token={fresh}")).await;
+    // Longer than the instances' poll of the store: the old deactivation would have applied.
+    tokio::time::sleep(std::time::Duration::from_millis(1_200)).await;
+    echoes(&mut fresh_ws, "after reactivation").await;
+    shared.cli("one.yaml", &["systems", "renew-secret", &id]);
+    assert_eq!(closed_with(&mut fresh_ws).await, revoked);
+    echoes(&mut bystander, "still here").await;
 }
 
 fn token_req(id: &str, secret: &str) -> Request<Full<Bytes>> {

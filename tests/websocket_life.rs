@@ -11,32 +11,29 @@ mod support;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use serde_json::json;
 use support::gateway::admin_get;
 use support::pki::listener;
+use support::sse::{read_stream, SseBackend};
 use support::tokens::{now, SigningKey};
-use support::ws::WsBackend;
+use support::ws::{closed_with, connect, echoes, Ws, WsBackend};
 use support::{Client, Pki, TestGateway};
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
-use tokio_rustls::client::TlsStream;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::WebSocketStream;
-
-type Ws = WebSocketStream<TlsStream<TcpStream>>;
 
 struct Setup {
     pki: Pki,
     echo: WsBackend,
+    events: SseBackend,
     gw: TestGateway,
     key: SigningKey,
 }
 
 /// Routes `/ws` (with `websocket` settings `ws`), `/hub` (a `jwt` with a 1 s clock skew) and
-/// `/hub-keep` (the same, opted out of credential expiry).
+/// `/hub-keep` (the same, opted out of credential expiry); `/events` and `/events-keep` the
+/// same two to a server-sent-events backend.
 async fn setup(ws: &str, top: &str) -> Setup {
     setup_with(ws, top, "", Pki::new()).await
 }
@@ -45,24 +42,29 @@ async fn setup_with(ws: &str, top: &str, extra_tls: &str, pki: Pki) -> Setup {
     let key = SigningKey::new(jsonwebtoken::Algorithm::ES256, "hub-1");
     pki.write("hub.pub.pem", &key.public_pem);
     let echo = WsBackend::start(false).await;
+    let events = SseBackend::start().await;
     let yaml = format!(
         r#"version: 1
 listeners:{listener}admin: {{ bind: 127.0.0.1:0 }}
 {top}
 backends:
   echo: {{ urls: ["http://{echo}"] }}
+  events: {{ urls: ["{events}"] }}
 policies:
   hub-jwt: {{ jwt: {{ issuers: [https://idp.test], audiences: [api://portcullis], algorithms: [ES256], keys: [hub.pub.pem], token_from: "query:access_token", clock_skew: 1s }} }}
 routes:
   - {{ name: ws, match: {{ path_prefix: /ws }}, backend: echo, upgrades: [websocket], websocket: {{ {ws} }} }}
   - {{ name: hub-keep, match: {{ path_prefix: /hub-keep }}, policies: [hub-jwt], backend: echo, upgrades: [websocket], websocket: {{ close_on_credential_expiry: false }} }}
   - {{ name: hub, match: {{ path_prefix: /hub }}, policies: [hub-jwt], backend: echo, upgrades: [websocket] }}
+  - {{ name: events-keep, match: {{ path_prefix: /events-keep }}, policies: [hub-jwt], backend: events, websocket: {{ close_on_credential_expiry: false }} }}
+  - {{ name: events, match: {{ path_prefix: /events }}, policies: [hub-jwt], backend: events }}
 "#,
         listener = listener(extra_tls, ""),
         echo = echo.addr,
+        events = events.url(),
     );
     let gw = TestGateway::start(&yaml, &pki);
-    Setup { pki, echo, gw, key }
+    Setup { pki, echo, events, gw, key }
 }
 
 impl Setup {
@@ -71,11 +73,7 @@ impl Setup {
     }
 
     async fn connect_as(&self, client: Client, target: &str) -> Ws {
-        let tls = client.connect().await.unwrap();
-        let req = format!("wss://localhost{target}").into_client_request().unwrap();
-        let (ws, rsp) = tokio_tungstenite::client_async(req, tls).await.unwrap();
-        assert_eq!(rsp.status(), 101);
-        ws
+        connect(&client, target).await
     }
 
     async fn metrics(&self) -> String {
@@ -90,27 +88,6 @@ impl Setup {
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
             .find(|j| j["kind"] == "websocket" && j["route"] == route && j["close.reason"] == reason)
     }
-}
-
-/// The next message, within 10 s (`None` when the stream ended or failed).
-async fn next(ws: &mut Ws) -> Option<Message> {
-    tokio::time::timeout(Duration::from_secs(10), ws.next()).await.expect("an answer within 10 s").and_then(Result::ok)
-}
-
-/// Reads until the close frame; returns its code and reason.
-async fn closed_with(ws: &mut Ws) -> (u16, String) {
-    loop {
-        match next(ws).await {
-            Some(Message::Close(Some(frame))) => return (frame.code.into(), frame.reason.to_string()),
-            Some(Message::Close(None)) | None => panic!("the stream ended without a close code"),
-            Some(_) => {}
-        }
-    }
-}
-
-async fn echoes(ws: &mut Ws, text: &str) {
-    ws.send(Message::text(text)).await.unwrap();
-    assert_eq!(next(ws).await, Some(Message::text(text)));
 }
 
 #[tokio::test]
@@ -218,6 +195,32 @@ async fn a_tunnel_closes_with_1008_when_its_token_expires_unless_the_route_opts_
     support::until("the tunnel's log line", async || s.tunnel_line("hub", "token_expired").is_some()).await;
     let line = s.tunnel_line("hub", "token_expired").unwrap();
     assert_eq!(line["close.code"], 1008);
+    assert!(!s.gw.log_text().contains(&token), "the token is never logged");
+}
+
+#[tokio::test]
+async fn an_event_stream_ends_when_its_token_expires_unless_the_route_opts_out() {
+    let s = setup("", "").await;
+    let exp = now() + 2;
+    let mut claims = support::tokens::claims();
+    claims["exp"] = json!(exp);
+    let token = s.key.sign(&claims);
+    let client = Client::new(s.gw.addr("public"), &s.pki);
+    let (watched, opted_out) =
+        (format!("/events/hub?access_token={token}"), format!("/events-keep/hub?access_token={token}"));
+    let (ended, kept) = tokio::join!(
+        read_stream(&client, &watched, Duration::from_secs(10)),
+        read_stream(&client, &opted_out, Duration::from_secs(5)),
+    );
+    let ended = ended.expect("the stream ends at the token's expiry");
+    assert!(ended.text.starts_with("HTTP/1.1 200"), "{}", ended.text);
+    assert!(ended.text.ends_with("0\r\n\r\n"), "a clean end of the chunked stream: {:?}", ended.text);
+    assert!(ended.events >= 5, "events flowed until then: {}", ended.events);
+    // exp + skew (1 s) + 1 s, with the clock's whole seconds.
+    assert!(now() <= exp + 3, "ended at {} for exp {exp}", now());
+    assert!(kept.is_none(), "the opted-out route's stream is still open past the expiry");
+    support::until("the backend sees both readers go", async || s.events.ended.load(Ordering::SeqCst) == 2).await;
+    assert!(s.gw.log_text().contains("event stream ended"), "{}", s.gw.log_text());
     assert!(!s.gw.log_text().contains(&token), "the token is never logged");
 }
 

@@ -5,10 +5,12 @@
 //! `jwt` policy trusts the gateway (`issuers: [self]`) like any other issuer.
 //!
 //! [`crate::store`] is what it keeps and how secrets are made and checked, [`signing`] the
-//! key, [`endpoint`] the HTTP side, [`budgets`] what it allows whom.
+//! key, [`endpoint`] the HTTP side, [`budgets`] what it allows whom, [`revocation`] which store
+//! changes end what its tokens granted.
 
 pub mod budgets;
 pub mod endpoint;
+pub mod revocation;
 pub mod signing;
 
 use std::time::Duration;

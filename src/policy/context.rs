@@ -75,6 +75,9 @@ pub struct RequestContext<'a> {
     /// Unix seconds past which the verified token is no longer accepted: its `exp` plus the
     /// verifying policy's clock skew (the earliest, when several `jwt` policies passed).
     pub token_valid_until: Option<u64>,
+    /// Who the verified token was issued to, when the gateway's own issuer made it: a
+    /// long-lived connection ends when the issuer revokes that.
+    pub grant: Option<Arc<Grant>>,
     /// The tightest budget a `rate_limit` policy saw, for the `RateLimit` response headers.
     pub rate_limit: Option<RateLimitState>,
     /// The method the backend will execute when the route passes a method override; policies
@@ -109,8 +112,51 @@ impl<'a> RequestContext<'a> {
             cors_origin: None,
             claims: None,
             token_valid_until: None,
+            grant: None,
             rate_limit: None,
             method_override: None,
         }
+    }
+}
+
+/// Who a token of the gateway's own issuer was issued to (its `client_id`, `sub` and `iat`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Grant {
+    /// The external system that asked for the token.
+    pub system: String,
+    /// The internal user it was issued for, when the system named one.
+    pub user: Option<String>,
+    /// When it was issued (Unix seconds).
+    pub issued_at: i64,
+}
+
+impl Grant {
+    /// The grant of a token's claims: its `client_id`, its `sub` unless that is the system
+    /// itself, its `iat`. None without a `client_id` or an `iat`.
+    pub fn of(claims: &serde_json::Map<String, serde_json::Value>) -> Option<Self> {
+        let system = claims.get("client_id")?.as_str()?;
+        let user = claims.get("sub").and_then(serde_json::Value::as_str).filter(|sub| *sub != system);
+        let issued_at = claims.get("iat")?.as_i64()?;
+        Some(Self { system: system.to_owned(), user: user.map(str::to_owned), issued_at })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn claims(value: serde_json::Value) -> Claims {
+        value.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn a_grant_is_read_from_the_issuers_claims() {
+        let system = Grant::of(&claims(json!({ "client_id": "s-1", "sub": "s-1", "iat": 10 }))).unwrap();
+        assert_eq!(system, Grant { system: "s-1".into(), user: None, issued_at: 10 }, "the system's own token");
+        let user = Grant::of(&claims(json!({ "client_id": "s-1", "sub": "u-1", "iat": 10 }))).unwrap();
+        assert_eq!(user.user.as_deref(), Some("u-1"));
+        assert_eq!(Grant::of(&claims(json!({ "sub": "u-1", "iat": 10 }))), None, "no client_id");
+        assert_eq!(Grant::of(&claims(json!({ "client_id": "s-1", "iat": "10" }))), None, "iat not a number");
     }
 }

@@ -33,6 +33,7 @@ use crate::request::upgrade::{self, Handshake, UpgradeError};
 use crate::route::{PathParameters, Route};
 use crate::runtime::{Limits, Runtime};
 use crate::serve::access::{self, AccessRecord, LoggedBody};
+use crate::serve::credential::{is_event_stream, Credential, EndsWithCredential};
 use crate::serve::tunnel::{TunnelSpec, Tunnels};
 use crate::telemetry::metrics::{count_error, method_class, metrics, Fault};
 
@@ -314,13 +315,20 @@ pub async fn handle(
         }
         None if routed.websocket.is_some() => {
             let (rsp, upstream) =
-                forward_websocket(route, parts, &routed, cx.request_id, tunnels, (conn, cx.token_valid_until)).await;
+                forward_websocket(route, parts, &routed, (cx.request_id, conn), tunnels, credential(&cx)).await;
             served.upstream = Some(upstream);
             rsp
         }
         None => {
-            let (rsp, upstream) = forward(route, parts, incoming, &routed, cx.request_id, limits).await;
+            let (mut rsp, upstream) = forward(route, parts, incoming, &routed, cx.request_id, limits).await;
             served.upstream = Some(upstream);
+            let credential = credential(&cx);
+            if route.tunnel.close_on_credential_expiry && credential.can_end() && is_event_stream(&rsp) {
+                let registry = tunnels.registry().clone();
+                rsp = rsp.map(|body| {
+                    EndsWithCredential::wrap(body, credential, registry, cx.request_id.to_owned(), route.name.clone())
+                });
+            }
             rsp
         }
     };
@@ -397,9 +405,9 @@ async fn forward_websocket(
     route: &Route,
     mut parts: Parts,
     routed: &Routed<'_>,
-    request_id: &str,
+    (request_id, conn): (&str, &ConnInfo),
     tunnels: &Tunnels,
-    (conn, token_valid_until): (&ConnInfo, Option<u64>),
+    credential: Credential,
 ) -> (Response<Body>, Upstream) {
     let client_side = parts.extensions.remove::<OnUpgrade>();
     let original_host = parts.headers.get(header::HOST).cloned();
@@ -467,11 +475,20 @@ async fn forward_websocket(
         listener: conn.listener.clone(),
         client_ip: routed.client_ip,
         limits: route.tunnel,
-        token_valid_until,
-        cert_not_after: conn.client_cert.as_ref().map(|c| c.not_after),
+        credential,
     };
     tunnels.open(client_side, backend_side, spec);
     (rsp, upstream)
+}
+
+/// What the request's chain proved: until when its token and client certificate hold, and
+/// who the issuer granted the token to.
+fn credential(cx: &RequestContext<'_>) -> Credential {
+    Credential {
+        token_valid_until: cx.token_valid_until,
+        cert_not_after: cx.conn.client_cert.as_ref().map(|c| c.not_after),
+        grant: cx.grant.clone(),
+    }
 }
 
 /// The error kind and the answer for a request body that failed while being forwarded.

@@ -101,6 +101,7 @@ impl Server {
         let signals = Signals::install();
         tasks.push(tokio::spawn(reload_on_sighup(gateway.clone(), signals.hangup)));
         tasks.push(tokio::spawn(reload_on_file_change(gateway.clone())));
+        tasks.push(tokio::spawn(crate::serve::changes::follow(gateway.clone())));
         let event_loop = tokio::runtime::Handle::current();
         let (flavor, workers) = match event_loop.runtime_flavor() {
             tokio::runtime::RuntimeFlavor::CurrentThread => ("single", 1),

@@ -11,8 +11,9 @@
 //! - a message outgrew `max_message_bytes` (`1009` to both sides),
 //! - a side broke RFC 6455 (`1002` to that side, `1001` to the other),
 //! - the server drains, on SIGTERM or a reload, once `drain_timeout` passed (`1001 going away`),
-//! - the handshake's token (its `exp` plus the clock skew) or the connection's client
-//!   certificate expires (`1008`), unless the route opted out.
+//! - the handshake's credential ends ([`crate::serve::credential`]): its token expires, the
+//!   connection's client certificate expires or the issuer revokes the token's grant
+//!   (`1008`), unless the route opted out.
 //!
 //! A tunnel belongs to the client connection that opened it: the listener runs it after the
 //! HTTP/1.1 connection handed its stream over, so the connection keeps its place in
@@ -24,7 +25,7 @@ use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
@@ -32,8 +33,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::{mpsc, watch, Mutex};
 use tokio::time::Instant;
 
+use crate::identity::revocation::Revocation;
+use crate::policy::context::Grant;
 use crate::route::TunnelLimits;
 use crate::serve::access::TunnelRecord;
+use crate::serve::credential::{later, Credential};
 use crate::serve::frames::{close_frame, FrameError, FrameReader, MAX_HEADER};
 use crate::telemetry::metrics::metrics;
 
@@ -76,13 +80,16 @@ pub struct TunnelSpec {
     pub client_ip: IpAddr,
     /// The route's `websocket:` limits.
     pub limits: TunnelLimits,
-    /// Unix seconds past which the handshake's token is no longer accepted (`exp` + skew).
-    pub token_valid_until: Option<u64>,
-    /// The client certificate's not-after, in Unix seconds.
-    pub cert_not_after: Option<i64>,
+    /// What the handshake proved, and until when.
+    pub credential: Credential,
 }
 
 impl Tunnels {
+    /// The server's registry of long-lived connections.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// Joins the client's and the backend's upgraded streams once both are handed over.
     pub fn open(&self, client: OnUpgrade, backend: OnUpgrade, spec: TunnelSpec) {
         let tunnel = Box::pin(join(client, backend, spec, self.registry.clone()));
@@ -101,7 +108,8 @@ impl Opened {
 }
 
 /// Every open tunnel of a server, for draining: tunnels opened before a drain order close
-/// with `1001 going away` at its deadline.
+/// with `1001 going away` at its deadline. It also holds the issuer's recent revocations,
+/// which end the tunnels and event streams whose token they revoke.
 #[derive(Clone)]
 pub struct Registry(Arc<RegistryInner>);
 
@@ -110,11 +118,16 @@ struct RegistryInner {
     /// the earliest deadline from the `n`th on.
     orders: watch::Sender<Vec<Instant>>,
     open: watch::Sender<usize>,
+    revoked: watch::Sender<Arc<[Revocation]>>,
 }
 
 impl Default for Registry {
     fn default() -> Self {
-        Self(Arc::new(RegistryInner { orders: watch::Sender::new(Vec::new()), open: watch::Sender::new(0) }))
+        Self(Arc::new(RegistryInner {
+            orders: watch::Sender::new(Vec::new()),
+            open: watch::Sender::new(0),
+            revoked: watch::Sender::new(Arc::new([])),
+        }))
     }
 }
 
@@ -124,6 +137,24 @@ impl Registry {
     pub fn drain(&self, after: Duration) {
         let close_at = later(Instant::now(), after);
         self.0.orders.send_modify(|o| o.push(close_at));
+    }
+
+    /// The issuer's revocations in force: the connections whose grant one of them revokes end.
+    pub fn set_revocations(&self, revocations: Vec<Revocation>) {
+        self.0.revoked.send_replace(revocations.into());
+    }
+
+    /// Resolves once a revocation in force revokes `grant`.
+    pub async fn revoked(&self, grant: &Grant) {
+        let mut rx = self.0.revoked.subscribe();
+        loop {
+            if rx.borrow_and_update().iter().any(|r| r.revokes(grant)) {
+                return;
+            }
+            if rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
     }
 
     /// Tunnels open now.
@@ -336,17 +367,6 @@ impl Closing {
     }
 }
 
-/// When a Unix time (seconds) comes, on the tokio clock.
-fn instant_at(unix: i64) -> Instant {
-    let at = UNIX_EPOCH + Duration::from_secs(u64::try_from(unix).unwrap_or(0));
-    later(Instant::now(), at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO))
-}
-
-/// `base + d`, or a century on for a duration too long for the clock.
-fn later(base: Instant, d: Duration) -> Instant {
-    base.checked_add(d).unwrap_or_else(|| base + Duration::from_secs(100 * 365 * 86_400))
-}
-
 async fn sleep_until_opt(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
@@ -390,13 +410,8 @@ async fn join(client: OnUpgrade, backend: OnUpgrade, spec: TunnelSpec, registry:
     let mut from_client = Box::pin(pump(Side::Client, &to_backend, &up).run(client_rd));
     let mut from_backend = Box::pin(pump(Side::Backend, &to_client, &down).run(backend_rd));
 
-    let credential = if limits.close_on_credential_expiry {
-        let token = spec.token_valid_until.map(|t| (i64::try_from(t).unwrap_or(i64::MAX), "token_expired"));
-        let cert = spec.cert_not_after.map(|c| (c, "cert_expired"));
-        token.into_iter().chain(cert).min_by_key(|(at, _)| *at)
-    } else {
-        None
-    };
+    let watches_credential = limits.close_on_credential_expiry && spec.credential.can_end();
+    let mut credential_ended = std::pin::pin!(spec.credential.clone().ended(registry.clone()));
     let lifetime_ends = later(opened, limits.max_lifetime);
     let (mut client_ended, mut backend_ended) = (None::<bool>, None::<bool>);
     // Once one side ended, the other gets a moment to end too.
@@ -447,11 +462,8 @@ async fn join(client: OnUpgrade, backend: OnUpgrade, spec: TunnelSpec, registry:
                 break Closing::silent(peer_reason(&first_close, ended_first));
             }
             () = registry.drained(epoch) => break Closing::both("drain", 1001, "going away"),
-            () = sleep_until_opt(credential.map(|(at, _)| instant_at(at))) => {
-                break match credential {
-                    Some((_, "cert_expired")) => Closing::both("cert_expired", 1008, "client certificate expired"),
-                    _ => Closing::both("token_expired", 1008, "token expired"),
-                };
+            end = &mut credential_ended, if watches_credential => {
+                break Closing::both(end.reason(), 1008, end.close_text());
             }
         }
     };

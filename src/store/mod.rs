@@ -8,7 +8,8 @@
 //! caller sees — once; a [`Storage`] ([`storage`]) only stores, each change in one
 //! transaction with the audit entry the rules made. Every call is a future: blocking callers
 //! (the CLI, the configuration compiler) bridge at their own edge ([`block_on`],
-//! [`BlockingStore`]). [`records`] are the data, [`error`] the one error type.
+//! [`BlockingStore`]). [`records`] are the data, [`error`] the one error type; [`AuditWatch`] reads the audit log as
+//! the change feed other instances follow.
 
 mod blocking;
 pub mod error;
@@ -19,6 +20,7 @@ pub mod rules;
 pub mod secret;
 pub mod sqlite;
 pub mod storage;
+mod watch;
 
 pub use blocking::{block_on, BlockingStore};
 pub use error::{Field, StoreError};
@@ -27,3 +29,4 @@ pub use records::{AuditAction, AuditEntry, AuditRecord, Client, Link, LinkRef, L
 pub use rules::{check_id, check_scopes, Store};
 pub use secret::{random_bytes, NewSecret, SecretHash, SecretHasher, SecretSlot, MAX_SECRET_BYTES};
 pub use storage::{AuditOf, Entity, LinkWrite, Reseal, Storage, StoreFuture};
+pub use watch::AuditWatch;

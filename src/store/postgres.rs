@@ -429,7 +429,8 @@ impl Storage for PostgresStorage {
 
     fn audit(&self, after: i64) -> StoreFuture<'_, Vec<AuditEntry>> {
         Box::pin(async move {
-            let sql = "SELECT seq, at, actor, action, system_id, user_id, detail FROM audit WHERE seq > $1 ORDER BY seq";
+            let sql =
+                "SELECT seq, at, actor, action, system_id, user_id, detail FROM audit WHERE seq > $1 ORDER BY seq";
             self.rows(sql, &[&after], |row| {
                 Ok(AuditEntry {
                     seq: row.try_get(0)?,

@@ -10,6 +10,7 @@ pub mod h2raw;
 pub mod pki;
 pub mod postgres;
 pub mod redis;
+pub mod sse;
 pub mod tokens;
 pub mod ws;
 

@@ -6,13 +6,21 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use std::time::Duration;
+
 use futures_util::{SinkExt, StreamExt};
 use http::{HeaderMap, HeaderValue};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::client::TlsStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request as WsRequest, Response as WsResponse};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+/// A WebSocket client connection through the gateway's TLS listener.
+pub type Ws = WebSocketStream<TlsStream<TcpStream>>;
 
 /// A handshake the backend received.
 #[derive(Clone, Debug)]
@@ -111,4 +119,35 @@ impl WsBackend {
     pub fn connections(&self) -> usize {
         self.connections.load(Ordering::SeqCst)
     }
+}
+
+/// Opens a WebSocket to `target` through `client`'s TLS connection; the handshake must pass.
+pub async fn connect(client: &super::Client, target: &str) -> Ws {
+    let tls = client.connect().await.unwrap();
+    let req = format!("wss://localhost{target}").into_client_request().unwrap();
+    let (ws, rsp) = tokio_tungstenite::client_async(req, tls).await.unwrap();
+    assert_eq!(rsp.status(), 101);
+    ws
+}
+
+/// The next message, within 10 s (`None` when the stream ended or failed).
+pub async fn next(ws: &mut Ws) -> Option<Message> {
+    tokio::time::timeout(Duration::from_secs(10), ws.next()).await.expect("an answer within 10 s").and_then(Result::ok)
+}
+
+/// Reads until the close frame; returns its code and reason.
+pub async fn closed_with(ws: &mut Ws) -> (u16, String) {
+    loop {
+        match next(ws).await {
+            Some(Message::Close(Some(frame))) => return (frame.code.into(), frame.reason.to_string()),
+            Some(Message::Close(None)) | None => panic!("the stream ended without a close code"),
+            Some(_) => {}
+        }
+    }
+}
+
+/// Sends `text` and expects it back.
+pub async fn echoes(ws: &mut Ws, text: &str) {
+    ws.send(Message::text(text)).await.unwrap();
+    assert_eq!(next(ws).await, Some(Message::text(text)));
 }

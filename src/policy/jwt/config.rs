@@ -203,6 +203,7 @@ impl Provider {
             registered: ClaimChecks { issuers, audiences, leeway: skew.as_secs() },
             require,
             forward,
+            own: own.is_some(),
         })
     }
 }

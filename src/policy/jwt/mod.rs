@@ -24,7 +24,7 @@ use self::claims::ClaimChecks;
 use self::keys::KeyStore;
 use self::token::TokenParts;
 use crate::config::context::{CompileContext, Invalid};
-use crate::policy::context::{Claims, RequestContext};
+use crate::policy::context::{Claims, Grant, RequestContext};
 use crate::policy::kind::{Blame, Decision, PolicyKind};
 use crate::telemetry::metrics::Fault;
 pub use refusal::Refusal;
@@ -115,6 +115,17 @@ pub struct Provider {
     registered: ClaimChecks,
     require: Vec<ClaimRule>,
     forward: Vec<(String, HeaderName)>,
+    /// The provider is the gateway's own issuer: its tokens carry a [`Grant`].
+    own: bool,
+}
+
+/// A token that passed the policy.
+struct Checked {
+    claims: Arc<Claims>,
+    /// Its `exp` plus the clock skew.
+    valid_until: Option<u64>,
+    /// The gateway's own issuer made it.
+    own: bool,
 }
 
 /// A token that passed verification.
@@ -170,9 +181,12 @@ impl PolicyKind for Jwt {
     /// Verifies the bearer token; leaves its claims for later policies.
     async fn check(&self, parts: &mut Parts, cx: &mut RequestContext<'_>) -> Decision<Refusal> {
         match self.check_token_until(&mut parts.headers, parts.uri.query(), cx.now).await {
-            Ok((claims, until)) => {
+            Ok(Checked { claims, valid_until, own }) => {
+                if own {
+                    cx.grant = Grant::of(&claims).map(Arc::new).or(cx.grant.take());
+                }
                 cx.claims = Some(claims);
-                if let Some(until) = until {
+                if let Some(until) = valid_until {
                     cx.token_valid_until = Some(cx.token_valid_until.map_or(until, |t| t.min(until)));
                 }
                 Decision::Continue
@@ -216,7 +230,7 @@ impl Jwt {
         query: Option<&str>,
         now: u64,
     ) -> Result<Arc<Claims>, Refusal> {
-        self.check_token_until(headers, query, now).await.map(|(claims, _)| claims)
+        self.check_token_until(headers, query, now).await.map(|checked| checked.claims)
     }
 
     /// [`Self::check_token`], and until when the token is accepted: its `exp` plus the clock
@@ -226,7 +240,7 @@ impl Jwt {
         headers: &mut HeaderMap,
         query: Option<&str>,
         now: u64,
-    ) -> Result<(Arc<Claims>, Option<u64>), Refusal> {
+    ) -> Result<Checked, Refusal> {
         let token = self.source.token(headers, query).ok_or(Refusal::MissingToken)?;
         let (claims, provider) = self.verify_cached(&token, now).await?;
         let provider = &self.providers[provider];
@@ -242,7 +256,7 @@ impl Jwt {
             .get("exp")
             .and_then(serde_json::Value::as_u64)
             .map(|exp| exp.saturating_add(provider.registered.leeway));
-        Ok((claims, until))
+        Ok(Checked { claims, valid_until: until, own: provider.own })
     }
 
     /// Verifies the token, or finds it verified in the cache under the same keys and
