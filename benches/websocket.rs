@@ -12,7 +12,8 @@
 //! p99 over `WS_BENCH_ROUND_TRIPS` (20,000) after 1,000 unmeasured; (b) throughput with
 //! `WS_BENCH_CONNECTIONS` (50) connections, each keeping 32 messages of 64 bytes in flight
 //! (pipelined), for `WS_BENCH_SECONDS` (5 s) per path: echoed messages per second (each
-//! counted once; it crossed the path both ways).
+//! counted once; it crossed the path both ways). `WS_BENCH_RUNS` (3) interleaved rounds each
+//! run every path once; the summary gives medians over the rounds.
 //!
 //! ```text
 //! cargo bench --bench websocket
@@ -194,6 +195,7 @@ async fn main() {
     let round_trips = env_or("WS_BENCH_ROUND_TRIPS", 20_000) as usize;
     let connections = env_or("WS_BENCH_CONNECTIONS", 50) as usize;
     let seconds = env_or("WS_BENCH_SECONDS", 5);
+    let runs = env_or("WS_BENCH_RUNS", 3).max(1);
 
     let pki = Pki::new();
     let plain = echo_server(None).await;
@@ -218,29 +220,62 @@ routes:
     ];
     eprintln!(
         "gateway {} (pid {}); {round_trips} round trips of 16 B on 1 connection; \
-         {connections} connections x {BATCH} in flight x 64 B for {seconds} s",
+         {connections} connections x {BATCH} in flight x 64 B for {seconds} s; {runs} rounds",
         support::gateway::binary(),
         gw.pid()
     );
 
-    let mut rows = Vec::new();
-    for (name, path) in &paths {
-        let (p50, p99) = latency(path, round_trips).await;
-        let rate = throughput(path, connections, seconds).await;
-        rows.push((name, p50, p99, rate));
+    // Rounds are interleaved (each runs every path once) and each ratio is the median of the
+    // ratios within a round, so a shared machine whose speed drifts favours no path.
+    let names = paths.each_ref().map(|(name, _)| *name);
+    let mut rounds = Vec::new();
+    for round in 1..=runs {
+        let mut rows = Vec::new();
+        for (_, path) in &paths {
+            let (p50, p99) = latency(path, round_trips).await;
+            let rate = throughput(path, connections, seconds).await;
+            rows.push(Row { p50: micros(p50), p99: micros(p99), rate });
+        }
+        println!("round {round}");
+        table(&names, &rows);
+        rounds.push(rows);
     }
-    println!("{:<28} {:>12} {:>12} {:>14}", "path", "rtt p50 µs", "rtt p99 µs", "messages/s");
-    for (name, p50, p99, rate) in &rows {
-        println!("{name:<28} {:>12.1} {:>12.1} {rate:>14.0}", micros(*p50), micros(*p99));
-    }
-    let gateway = &rows[2];
-    for direct in &rows[..2] {
+    let med = |f: &dyn Fn(&[Row]) -> f64| median(rounds.iter().map(|r| f(r)).collect());
+    let summary: Vec<Row> = (0..paths.len())
+        .map(|i| Row { p50: med(&|r| r[i].p50), p99: med(&|r| r[i].p99), rate: med(&|r| r[i].rate) })
+        .collect();
+    println!("median of {runs} rounds");
+    table(&names, &summary);
+    for (i, (name, _)) in paths.iter().enumerate().take(2) {
         println!(
-            "gateway vs {}: added latency p50 +{:.1} µs, p99 +{:.1} µs; throughput {:.2}x",
-            direct.0,
-            micros(gateway.1.saturating_sub(direct.1)),
-            micros(gateway.2.saturating_sub(direct.2)),
-            gateway.3 / direct.3
+            "gateway vs {name}: added latency p50 +{:.1} µs, p99 +{:.1} µs; throughput {:.2}x (medians of per-round differences and ratios)",
+            med(&|r| r[2].p50 - r[i].p50),
+            med(&|r| r[2].p99 - r[i].p99),
+            med(&|r| r[2].rate / r[i].rate),
         );
+    }
+}
+
+/// One path's figures in one round: round-trip median and p99 in µs, echoed messages per second.
+struct Row {
+    p50: f64,
+    p99: f64,
+    rate: f64,
+}
+
+fn table(names: &[&str], rows: &[Row]) {
+    println!("  {:<28} {:>12} {:>12} {:>14}", "path", "rtt p50 µs", "rtt p99 µs", "messages/s");
+    for (name, row) in names.iter().zip(rows) {
+        println!("  {name:<28} {:>12.1} {:>12.1} {:>14.0}", row.p50, row.p99, row.rate);
+    }
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
     }
 }
