@@ -29,10 +29,10 @@ fn raise_open_file_limit() -> portcullis::cli::OpenFileLimit {
             }
             let wanted = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
             if libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) == 0 {
-                return OpenFileLimit::Raised { from: limit.rlim_cur as u64, to: limit.rlim_max as u64 };
+                return OpenFileLimit::Raised { from: limit.rlim_cur, to: limit.rlim_max };
             }
         }
-        OpenFileLimit::Kept { soft: limit.rlim_cur as u64, hard: limit.rlim_max as u64 }
+        OpenFileLimit::Kept { soft: limit.rlim_cur, hard: limit.rlim_max }
     }
     #[cfg(not(unix))]
     OpenFileLimit::Unchanged
