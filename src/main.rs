@@ -8,7 +8,34 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
     lean_memory();
-    portcullis::cli::main()
+    let open_files = raise_open_file_limit();
+    portcullis::cli::main(open_files)
+}
+
+/// Raises the soft limit on open files to the hard limit, as HAProxy and nginx do at start:
+/// an upgraded connection holds two descriptors (client and backend) for as long as it lasts,
+/// and the usual soft limit (1,024) would refuse accepts long before `max_connections`.
+/// `run` logs the outcome (README: WebSockets).
+fn raise_open_file_limit() -> portcullis::cli::OpenFileLimit {
+    use portcullis::cli::OpenFileLimit;
+    #[cfg(unix)]
+    {
+        let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        #[allow(unsafe_code)] // getrlimit and setrlimit read and write only the struct given
+        // SAFETY: `limit` and `wanted` are valid `rlimit` structs for the duration of each call.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 || limit.rlim_cur >= limit.rlim_max {
+                return OpenFileLimit::Unchanged;
+            }
+            let wanted = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) == 0 {
+                return OpenFileLimit::Raised { from: limit.rlim_cur, to: limit.rlim_max };
+            }
+        }
+        OpenFileLimit::Kept { soft: limit.rlim_cur, hard: limit.rlim_max }
+    }
+    #[cfg(not(unix))]
+    OpenFileLimit::Unchanged
 }
 
 /// No transparent huge pages for this process. mimalloc is built without its `MADV_HUGEPAGE`

@@ -194,13 +194,36 @@ enum CertsCommand {
     },
 }
 
+/// What the binary changed about the process before the command ran (the library forbids
+/// `unsafe`, so `main.rs` makes the system calls), for `run` to log once logging is set up.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OpenFileLimit {
+    /// The soft limit already was the hard limit, or the platform has none to raise.
+    #[default]
+    Unchanged,
+    /// The soft limit on open files was raised to the hard limit.
+    Raised {
+        /// The soft limit before.
+        from: u64,
+        /// The soft limit now (the hard limit).
+        to: u64,
+    },
+    /// Raising it failed; the soft limit stays.
+    Kept {
+        /// The soft limit.
+        soft: u64,
+        /// The hard limit.
+        hard: u64,
+    },
+}
+
 /// Parses the command line and runs the command.
-pub fn main() -> ExitCode {
+pub fn main(open_files: OpenFileLimit) -> ExitCode {
     let cli = Cli::parse();
     let globals =
         Globals { level: cli.log_level, format: cli.log_format, access_log: cli.access_log, workers: cli.workers };
     let result = match cli.command {
-        Command::Run { config } => run::run(&config, &globals),
+        Command::Run { config } => run::run(&config, &globals, open_files),
         Command::Check { config, strict } => check::check(&config, strict),
         Command::Demo { config, certs } => demo::demo(&config, &certs, &globals),
         Command::Certs { command: CertsCommand::Dev { dir, force } } => certs::dev(&dir, force),

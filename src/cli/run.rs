@@ -7,8 +7,21 @@ use std::process::ExitCode;
 use crate::compile;
 use crate::serve::server::Server;
 
-pub(super) fn run(config_file: &Path, globals: &super::Globals) -> anyhow::Result<ExitCode> {
+pub(super) fn run(
+    config_file: &Path,
+    globals: &super::Globals,
+    open_files: super::OpenFileLimit,
+) -> anyhow::Result<ExitCode> {
     super::init_logging(globals)?;
+    match open_files {
+        super::OpenFileLimit::Unchanged => {}
+        super::OpenFileLimit::Raised { from, to } => {
+            tracing::info!(from, to, "raised the open-file limit to its hard limit");
+        }
+        super::OpenFileLimit::Kept { soft, hard } => {
+            tracing::warn!(soft, hard, "could not raise the open-file limit to its hard limit");
+        }
+    }
     let loaded = match compile::load(config_file) {
         Ok(loaded) => loaded,
         Err(errors) => {
