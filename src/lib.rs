@@ -29,6 +29,7 @@ pub mod runtime;
 pub mod secrets;
 pub mod serve;
 pub mod store;
+pub mod subscription;
 pub mod task;
 #[allow(missing_docs)] // not every public item is documented yet; the lint guards the other modules
 pub mod telemetry;

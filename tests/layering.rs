@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 /// The top-level modules, bottom up; one line per layer, as the README's Architecture
 /// section shows them. A module imports only from modules listed before it.
 const LAYERS: &[&[&str]] = &[
-    &["clock", "id", "task", "redact", "body", "problem", "ipset"],
+    &["clock", "id", "task", "redact", "body", "problem", "ipset", "subscription"],
     &["tls"],
     &["config"],
     &["request"],
