@@ -134,6 +134,22 @@ pub enum AuditAction {
     SecretRotateKey,
     /// `secret.reset`
     SecretReset,
+    /// `subscription.create`
+    SubscriptionCreate,
+    /// `subscription.suspend`
+    SubscriptionSuspend,
+    /// `subscription.activate`
+    SubscriptionActivate,
+    /// `subscription.cancel`
+    SubscriptionCancel,
+    /// `subscription.regenerate`
+    SubscriptionRegenerate,
+    /// `subscription.delete`
+    SubscriptionDelete,
+    /// `subscription.import`
+    SubscriptionImport,
+    /// `subscription.expiry`
+    SubscriptionExpiry,
 }
 
 impl AuditAction {
@@ -154,6 +170,14 @@ impl AuditAction {
             Self::SecretRemove => "secret.rm",
             Self::SecretRotateKey => "secret.rotate_key",
             Self::SecretReset => "secret.reset",
+            Self::SubscriptionCreate => "subscription.create",
+            Self::SubscriptionSuspend => "subscription.suspend",
+            Self::SubscriptionActivate => "subscription.activate",
+            Self::SubscriptionCancel => "subscription.cancel",
+            Self::SubscriptionRegenerate => "subscription.regenerate",
+            Self::SubscriptionDelete => "subscription.delete",
+            Self::SubscriptionImport => "subscription.import",
+            Self::SubscriptionExpiry => "subscription.expiry",
         }
     }
 }
