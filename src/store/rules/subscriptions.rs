@@ -386,3 +386,6 @@ impl Store {
         self.storage.subscription_key_used(id, slot, minute).await
     }
 }
+
+#[cfg(test)]
+mod tests;
