@@ -526,7 +526,7 @@ fn subscription_keys_open_one_subscription_and_every_change_is_audited(db: &Fres
             .await
             .unwrap();
         let id = created.subscription.id.clone();
-        assert_eq!(store.subscriptions().await.unwrap(), [created.subscription.clone()], "data, not SQL");
+        assert_eq!(store.subscriptions().await.unwrap(), std::slice::from_ref(&created.subscription), "data, not SQL");
         assert_eq!(opens(&store, &created.primary.text).await, Some((id.clone(), KeySlot::Primary)));
         assert_eq!(opens(&store, &created.secondary.text).await, Some((id.clone(), KeySlot::Secondary)));
         let seen = store.audit().await.unwrap().last().unwrap().seq;

@@ -62,7 +62,7 @@ fn a_subscription_is_created_with_two_new_keys_that_open_it_and_are_audited_with
     assert_eq!(opens(&store, &created.primary.text), Some((s.id.clone(), KeySlot::Primary)));
     assert_eq!(opens(&store, &created.secondary.text), Some((s.id.clone(), KeySlot::Secondary)));
     assert_eq!(opens(&store, "guess"), None);
-    assert_eq!(block_on(store.subscriptions()).unwrap(), [s.clone()]);
+    assert_eq!(block_on(store.subscriptions()).unwrap(), std::slice::from_ref(s));
     assert_eq!(block_on(store.subscription(&s.id)).unwrap().as_ref(), Some(s));
     let entries = audit(&store);
     assert_eq!(
