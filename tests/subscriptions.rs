@@ -105,6 +105,12 @@ fn create_list_rotate_suspend_and_cancel_with_keys_shown_once() {
     assert!(listed.stdout.contains("product:starter") && listed.stdout.contains("active"), "{}", listed.stdout);
     let shown = cli.ok(&["subscriptions", "show", &id]);
     assert_eq!(field(&shown, "owner"), "user:alice");
+    let json: serde_json::Value = serde_json::from_str(&cli.ok(&["subscriptions", "list", "--json"])).unwrap();
+    assert_eq!(json[0]["id"], id.as_str());
+    assert_eq!((json[0]["scope"].as_str(), json[0]["state"].as_str()), (Some("product:starter"), Some("active")));
+    assert_eq!((json[0]["primary"]["bits"].as_u64(), json[0]["primary"]["weak"].as_bool()), (Some(256), Some(false)));
+    let one: serde_json::Value = serde_json::from_str(&cli.ok(&["subscriptions", "show", &id, "--json"])).unwrap();
+    assert_eq!(one, json[0]);
     assert!(shown.contains("~256 bits") && !shown.contains("WEAK"), "{shown}");
 
     let regenerated = cli.ok(&["subscriptions", "regenerate", &id, "--primary"]);

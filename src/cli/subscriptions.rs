@@ -39,9 +39,18 @@ pub(super) enum SubscriptionsCommand {
         expires: Option<String>,
     },
     /// Every subscription, with its state now (never a key).
-    List,
+    List {
+        /// One JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// One subscription and its keys' dates and strength (never a key).
-    Show { id: String },
+    Show {
+        id: String,
+        /// One JSON object instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
     /// Refuse its keys until `activate`.
     Suspend { id: String },
     /// Accept its keys again (a suspended or expired subscription; never a cancelled one).
@@ -134,6 +143,31 @@ fn weak_keys(s: &Subscription) -> Vec<String> {
         .collect()
 }
 
+/// A subscription as `--json` prints it (never a key): times in RFC 3339, `state` the state
+/// now, `stored_state` as stored.
+fn as_json(s: &Subscription, now: i64) -> serde_json::Value {
+    let key = |k: &KeyInfo| {
+        serde_json::json!({
+            "created": time(k.created_at),
+            "last_used": k.used_at.map(time),
+            "bits": k.bits,
+            "weak": k.is_weak(),
+        })
+    };
+    serde_json::json!({
+        "id": s.id,
+        "name": s.name,
+        "scope": s.scope.to_string(),
+        "state": s.state_at(now).as_str(),
+        "stored_state": s.state.as_str(),
+        "expires": s.expires_at.map(time),
+        "owner": s.owner.as_ref().map(ToString::to_string),
+        "created": time(s.created_at),
+        "primary": key(&s.primary),
+        "secondary": key(&s.secondary),
+    })
+}
+
 /// The subscription, or an error saying how to find one.
 async fn found(store: &Store, id: &str) -> anyhow::Result<Subscription> {
     store
@@ -167,7 +201,14 @@ async fn manage(args: &StoreArgs, command: SubscriptionsCommand) -> anyhow::Resu
                  Ocp-Apim-Subscription-Key (or ?subscription-key=)."
             );
         }
-        SubscriptionsCommand::List => {
+        SubscriptionsCommand::List { json: true } => {
+            let all: Vec<_> = store.subscriptions().await?.iter().map(|s| as_json(s, now)).collect();
+            println!("{}", serde_json::Value::Array(all));
+        }
+        SubscriptionsCommand::Show { id, json: true } => {
+            println!("{}", as_json(&found(&store, &id).await?, now));
+        }
+        SubscriptionsCommand::List { json: false } => {
             println!(
                 "{:<36}  {:<24}  {:<24}  {:<9}  {:<25}  {:<25}  {:<25}  KEYS",
                 "ID", "NAME", "SCOPE", "STATE", "EXPIRES", "PRIMARY LAST USED", "SECONDARY LAST USED"
@@ -193,7 +234,7 @@ async fn manage(args: &StoreArgs, command: SubscriptionsCommand) -> anyhow::Resu
                 }
             }
         }
-        SubscriptionsCommand::Show { id } => {
+        SubscriptionsCommand::Show { id, json: false } => {
             let s = found(&store, &id).await?;
             println!("id:              {}", s.id);
             println!("name:            {}", s.name);

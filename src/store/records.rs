@@ -103,6 +103,18 @@ pub struct AuditEntry {
     pub detail: Option<String>,
 }
 
+impl AuditEntry {
+    /// The subscription a `subscription.*` entry is about (its detail's leading `id=…`):
+    /// what a watcher re-reads after the entry. None for other entries.
+    pub fn subscription_id(&self) -> Option<&str> {
+        if !self.action.starts_with("subscription.") {
+            return None;
+        }
+        let detail = self.detail.as_deref()?.strip_prefix("id=")?;
+        Some(detail.split(' ').next().unwrap_or(detail))
+    }
+}
+
 /// What a change is recorded as in the audit log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AuditAction {

@@ -70,6 +70,8 @@ fn a_subscription_is_created_with_two_new_keys_that_open_it_and_are_audited_with
         [format!("subscription.create id={} name=\"Contoso mobile\" scope=route:echo owner=system:sys-1", s.id)]
     );
     assert!(!format!("{entries:?}{created:?}").contains(&created.primary.text), "no key in the audit or Debug");
+    let entry = block_on(store.audit()).unwrap().remove(0);
+    assert_eq!(entry.subscription_id(), Some(&*s.id), "what a watcher re-reads");
 }
 
 #[test]
