@@ -316,8 +316,18 @@ fn postgres_over_tls_verifies_the_server_and_the_cli_manages_the_store() {
     assert!(ok && listed.contains("billing"), "{listed}");
     let (ok, added) = cli(&verified, &["users", "add", "alice", "--roles", "Reader"]);
     assert!(ok, "{added}");
+    let (ok, subscribed) =
+        cli(&verified, &["subscriptions", "create", "--name", "Contoso", "--scope", "route:echo", "--expires", "30d"]);
+    assert!(ok && subscribed.contains("shown only this once"), "{subscribed}");
+    let sample = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/apim/subscriptions.json");
+    let (ok, imported) = cli(&verified, &["subscriptions", "import", sample.to_str().unwrap()]);
+    assert!(!ok && imported.contains("4 imported, 0 updated, 1 refused"), "{imported}");
+    let (ok, listed) = cli(&verified, &["subscriptions", "list"]);
+    assert!(ok && listed.contains("Contoso") && listed.contains("orders-batch"), "{listed}");
+    assert!(!listed.contains("7c4f0a9e2b5d48e1a3f6c8d0b2e4f6a1"), "no key listed");
     let (ok, audit) = cli(&verified, &["audit"]);
     assert!(ok && audit.contains("system.create") && audit.contains("user.add") && audit.contains("ops"), "{audit}");
+    assert!(audit.contains("subscription.create") && audit.contains("subscription.import"), "{audit}");
 
     let (ok, stranger) = cli(&url("sslmode=verify-full&sslrootcert=client-ca.pem"), &["systems", "list"]);
     assert!(!ok && stranger.contains("certificate"), "a server certificate from another CA is refused: {stranger}");
