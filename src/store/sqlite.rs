@@ -3,9 +3,10 @@
 //! write while a gateway reads, every query parameterized, the audit table append-only
 //! (triggers refuse UPDATE and DELETE).
 //!
-//! The token endpoint's two calls ([`Storage::lookup`], [`Storage::secret_used`]) run on
-//! tokio's blocking threads, never on the event loop; every other call (the CLI, the
-//! configuration compiler) does its fast local I/O on the caller's thread, once polled.
+//! The gateway's calls ([`Storage::lookup`], [`Storage::secret_used`],
+//! [`Storage::subscription_keys`], [`Storage::subscription_key_used`]) run on tokio's
+//! blocking threads, never on the event loop; every other call (the CLI, the configuration
+//! compiler) does its fast local I/O on the caller's thread, once polled.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -826,14 +827,24 @@ impl Storage for SqliteStorage {
     }
 
     fn subscription_keys(&self) -> StoreFuture<'_, Vec<(SecretHash, KeySlot, Subscription)>> {
+        let readers = self.readers.clone();
         Box::pin(async move {
-            let sql = format!(
-                "SELECT k.hash, k.slot, {SUBSCRIPTION_COLUMNS_OF_S} FROM subscription_keys k \
-                 JOIN subscriptions s ON s.id = k.subscription_id ORDER BY s.created_at, s.id, k.slot"
-            );
-            let rows = self.rows(&sql, [], |row| {
-                Ok((row.get::<_, Vec<u8>>(0)?, row.get::<_, String>(1)?, subscription_row_at(row, 2)?))
-            })?;
+            // The gateway's snapshot reads this from its event loop: on a blocking thread.
+            let rows = tokio::task::spawn_blocking(move || {
+                let sql = format!(
+                    "SELECT k.hash, k.slot, {SUBSCRIPTION_COLUMNS_OF_S} FROM subscription_keys k \
+                     JOIN subscriptions s ON s.id = k.subscription_id ORDER BY s.created_at, s.id, k.slot"
+                );
+                readers.read(|c| {
+                    c.prepare(&sql)?
+                        .query_map([], |row| {
+                            Ok((row.get::<_, Vec<u8>>(0)?, row.get::<_, String>(1)?, subscription_row_at(row, 2)?))
+                        })?
+                        .collect::<Result<Vec<_>, _>>()
+                })
+            })
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("reading the subscription keys failed: {e}")))??;
             rows.into_iter()
                 .map(|(hash, slot, row)| {
                     let slot = KeySlot::parse(&slot).ok_or_else(|| {
