@@ -14,21 +14,26 @@ use tokio::sync::mpsc;
 /// What a subscription's keys open.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Scope {
-    /// Every route.
+    /// Every route (`all`).
     All,
-    /// The routes of one product (configuration's `products`).
+    /// The routes of one product, a named set of routes in the configuration (`product:NAME`).
     Product(String),
-    /// One route.
+    /// One route, by name (`route:NAME`).
     Route(String),
 }
 
 impl Scope {
-    /// Reads `all`, `product:NAME` or `route:NAME`.
+    /// Parses `all`, `product:NAME` or `route:NAME` (a name is 1 to 128 visible ASCII
+    /// characters); None otherwise.
     pub fn parse(text: &str) -> Option<Self> {
+        let named = |name: &str| {
+            (!name.is_empty() && name.len() <= 128 && name.bytes().all(|b| b.is_ascii_graphic()))
+                .then(|| name.to_owned())
+        };
         match text.split_once(':') {
             None if text == "all" => Some(Self::All),
-            Some(("product", name)) if !name.is_empty() => Some(Self::Product(name.to_owned())),
-            Some(("route", name)) if !name.is_empty() => Some(Self::Route(name.to_owned())),
+            Some(("product", name)) => named(name).map(Self::Product),
+            Some(("route", name)) => named(name).map(Self::Route),
             _ => None,
         }
     }
@@ -44,16 +49,17 @@ impl fmt::Display for Scope {
     }
 }
 
-/// A subscription's state, as APIM names them.
+/// Whether a subscription's keys are accepted. APIM's states, less the two of its approval
+/// workflow (`submitted`, `rejected`), which are never imported.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum State {
-    /// Its keys work.
+    /// Its keys are accepted (within their scope, until the expiry).
     Active,
-    /// Held: its keys are refused until it is activated again.
+    /// Refused for now; `activate` brings it back.
     Suspended,
-    /// Ended for good.
+    /// Refused for good: final, as in APIM (a new subscription is the way back).
     Cancelled,
-    /// Past its expiry time.
+    /// Refused: its expiry passed (stored so, or computed by `state_at`).
     Expired,
 }
 
@@ -74,22 +80,39 @@ impl State {
     }
 }
 
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Which of a subscription's two keys.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Slot {
-    /// The primary key.
+    /// APIM's `primaryKey`.
     Primary,
-    /// The secondary key.
+    /// APIM's `secondaryKey`.
     Secondary,
 }
 
 impl Slot {
-    /// `primary` or `secondary`.
+    /// `primary` or `secondary`, as stored, audited and shown.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Primary => "primary",
             Self::Secondary => "secondary",
         }
+    }
+
+    /// The slot [`Self::as_str`] names.
+    pub fn parse(text: &str) -> Option<Self> {
+        [Self::Primary, Self::Secondary].into_iter().find(|s| s.as_str() == text)
+    }
+}
+
+impl fmt::Display for Slot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

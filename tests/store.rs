@@ -11,7 +11,10 @@ use std::sync::Arc;
 
 use std::future::Future;
 
-use portcullis::store::{block_on, LinkRef, Lookup, SecretSlot, Store, StoreError, StoreLocation};
+use portcullis::store::{
+    block_on, Imported, ImportedSubscription, KeySlot, LinkRef, Lookup, Owner, SecretSlot, Store, StoreError,
+    StoreLocation, SubscriptionScope, SubscriptionState,
+};
 use support::gateway::binary;
 use support::postgres::PgServer;
 use support::Pki;
@@ -89,6 +92,18 @@ const CASES: &[Case] = &[
         scopes_are_granted_per_system_and_read_with_its_secrets,
     ),
     ("a_store_from_before_scopes_migrates_granting_none", a_store_from_before_scopes_migrates_granting_none),
+    (
+        "subscription_keys_open_one_subscription_and_every_change_is_audited",
+        subscription_keys_open_one_subscription_and_every_change_is_audited,
+    ),
+    (
+        "an_imported_subscription_keeps_its_keys_and_a_clash_writes_nothing",
+        an_imported_subscription_keeps_its_keys_and_a_clash_writes_nothing,
+    ),
+    (
+        "a_store_from_before_subscriptions_migrates_keeping_its_data",
+        a_store_from_before_subscriptions_migrates_keeping_its_data,
+    ),
 ];
 
 #[test]
@@ -257,7 +272,7 @@ fn stores_opened_together_migrate_once_and_share_a_key(db: &Fresh) {
             StoreLocation::Sqlite(_) => (db.raw)("PRAGMA user_version").unwrap(),
             StoreLocation::Postgres(_) => (db.raw)("SELECT version FROM portcullis_schema").unwrap(),
         };
-        assert!(version == "3" || version == "Integer(3)", "{version}");
+        assert!(version == "4" || version == "Integer(4)", "{version}");
         drop(stores);
         let reopened = db.open().await;
         assert_eq!(reopened.hasher().hash(&secret.text), secret.hash, "the key is kept");
@@ -301,8 +316,18 @@ fn postgres_over_tls_verifies_the_server_and_the_cli_manages_the_store() {
     assert!(ok && listed.contains("billing"), "{listed}");
     let (ok, added) = cli(&verified, &["users", "add", "alice", "--roles", "Reader"]);
     assert!(ok, "{added}");
+    let (ok, subscribed) =
+        cli(&verified, &["subscriptions", "create", "--name", "Contoso", "--scope", "route:echo", "--expires", "30d"]);
+    assert!(ok && subscribed.contains("shown only this once"), "{subscribed}");
+    let sample = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/apim/subscriptions.json");
+    let (ok, imported) = cli(&verified, &["subscriptions", "import", sample.to_str().unwrap()]);
+    assert!(!ok && imported.contains("4 imported, 0 updated, 1 refused"), "{imported}");
+    let (ok, listed) = cli(&verified, &["subscriptions", "list"]);
+    assert!(ok && listed.contains("Contoso") && listed.contains("orders-batch"), "{listed}");
+    assert!(!listed.contains("7c4f0a9e2b5d48e1a3f6c8d0b2e4f6a1"), "no key listed");
     let (ok, audit) = cli(&verified, &["audit"]);
     assert!(ok && audit.contains("system.create") && audit.contains("user.add") && audit.contains("ops"), "{audit}");
+    assert!(audit.contains("subscription.create") && audit.contains("subscription.import"), "{audit}");
 
     let (ok, stranger) = cli(&url("sslmode=verify-full&sslrootcert=client-ca.pem"), &["systems", "list"]);
     assert!(!ok && stranger.contains("certificate"), "a server certificate from another CA is refused: {stranger}");
@@ -468,13 +493,16 @@ fn scopes_are_granted_per_system_and_read_with_its_secrets(db: &Fresh) {
 
 fn a_store_from_before_scopes_migrates_granting_none(db: &Fresh) {
     db.run(async {
-        // A store at schema 2: made now, then the scopes column dropped and the version set back.
+        // A store at schema 2: made now, then the scopes column (and what later schemas added)
+        // dropped and the version set back.
         let store = db.open().await;
         let h = store.hasher();
         let legacy = store.create_system("legacy", &h.generate().hash, &h.generate().hash, &[], "op").await.unwrap();
         store.set_system_scopes(&legacy.id, &["read".to_owned()], "op").await.unwrap();
         drop(store);
         (db.raw)("ALTER TABLE systems DROP COLUMN scopes").unwrap();
+        (db.raw)("DROP TABLE subscription_keys").unwrap();
+        (db.raw)("DROP TABLE subscriptions").unwrap();
         match db.location {
             StoreLocation::Sqlite(_) => (db.raw)("PRAGMA user_version = 2").unwrap(),
             StoreLocation::Postgres(_) => (db.raw)("UPDATE portcullis_schema SET version = 2").unwrap(),
@@ -489,5 +517,137 @@ fn a_store_from_before_scopes_migrates_granting_none(db: &Fresh) {
         assert_eq!(store.audit().await.unwrap().len(), 2, "the audit log is kept");
         store.set_system_scopes(&legacy.id, &["write".to_owned()], "op").await.unwrap();
         assert_eq!(lookup(&store, &legacy.id, None).await.client.unwrap().scopes, ["write"]);
+    })
+}
+
+/// The subscription id and slot a presented key opens, from the one read the gateway makes.
+async fn opens(store: &Store, key: &str) -> Option<(String, KeySlot)> {
+    let hash = store.key_hasher().hash(key);
+    let keys = store.subscription_keys().await.unwrap();
+    keys.into_iter().find(|(h, _, _)| *h == hash).map(|(_, slot, s)| (s.id, slot))
+}
+
+fn subscription_keys_open_one_subscription_and_every_change_is_audited(db: &Fresh) {
+    db.run(async {
+        let store = db.open().await;
+        let hostile = "x');DROP TABLE subscriptions;--";
+        let created = store
+            .create_subscription(hostile, SubscriptionScope::Product("starter".into()), None, Some(4_000_000_000), "op")
+            .await
+            .unwrap();
+        let id = created.subscription.id.clone();
+        assert_eq!(store.subscriptions().await.unwrap(), std::slice::from_ref(&created.subscription), "data, not SQL");
+        assert_eq!(opens(&store, &created.primary.text).await, Some((id.clone(), KeySlot::Primary)));
+        assert_eq!(opens(&store, &created.secondary.text).await, Some((id.clone(), KeySlot::Secondary)));
+        let seen = store.audit().await.unwrap().last().unwrap().seq;
+
+        let new = store.regenerate_subscription_key(&id, KeySlot::Primary, "alice").await.unwrap();
+        assert_eq!(opens(&store, &created.primary.text).await, None, "the old primary is refused at once");
+        assert_eq!(opens(&store, &new.text).await, Some((id.clone(), KeySlot::Primary)));
+        assert_eq!(opens(&store, &created.secondary.text).await, Some((id.clone(), KeySlot::Secondary)));
+        store.subscription_key_used(&id, KeySlot::Secondary, 1_700_000_060).await.unwrap();
+        store.subscription_key_used(&id, KeySlot::Secondary, 1_700_000_000).await.unwrap();
+        let s = store.subscription(&id).await.unwrap().unwrap();
+        assert_eq!((s.primary.used_at, s.secondary.used_at), (None, Some(1_700_000_060)), "the later use wins");
+
+        store.suspend_subscription(&id, "bob").await.unwrap();
+        let keys = store.subscription_keys().await.unwrap();
+        assert!(keys.iter().all(|(_, _, s)| s.state == SubscriptionState::Suspended), "the state comes with the keys");
+        store.set_subscription_expiry(&id, None, "bob").await.unwrap();
+        store.activate_subscription(&id, "bob").await.unwrap();
+        store.cancel_subscription(&id, "carol").await.unwrap();
+        let again = store.activate_subscription(&id, "mallory").await.unwrap_err();
+        assert!(matches!(again, StoreError::SubscriptionCancelled { .. }), "{again}");
+
+        // What a watcher on another instance reads after `seen`: each change, naming the subscription.
+        let changes: Vec<(String, String, String)> = store
+            .audit_after(seen)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.action, e.actor, e.detail.unwrap_or_default()))
+            .collect();
+        let entry = |action: &str, actor: &str, detail: &str| {
+            (action.to_owned(), actor.to_owned(), format!("id={id} {detail}"))
+        };
+        assert_eq!(
+            changes,
+            [
+                entry("subscription.regenerate", "alice", "slot=primary"),
+                entry("subscription.suspend", "bob", "state=suspended was=active"),
+                entry("subscription.expiry", "bob", "expires_at=none was=4000000000"),
+                entry("subscription.activate", "bob", "state=active was=suspended"),
+                entry("subscription.cancel", "carol", "state=cancelled was=active"),
+            ]
+        );
+        store.delete_subscription(&id, "carol").await.unwrap();
+        assert!(store.subscription_keys().await.unwrap().is_empty());
+        assert_eq!(store.audit().await.unwrap().last().unwrap().action, "subscription.delete");
+        let everything = format!("{:?}", store.audit().await.unwrap());
+        assert!(!everything.contains(&created.secondary.text) && !everything.contains(&new.text), "no key audited");
+    })
+}
+
+fn imported(id: &str, primary: &str, secondary: &str) -> ImportedSubscription {
+    ImportedSubscription {
+        id: id.to_owned(),
+        name: format!("APIM {id}"),
+        scope: SubscriptionScope::Route("echo".into()),
+        state: SubscriptionState::Active,
+        expires_at: None,
+        owner: Some(Owner::User("1".into())),
+        created_at: Some(1_500_000_000),
+        primary_key: primary.to_owned(),
+        secondary_key: secondary.to_owned(),
+    }
+}
+
+fn an_imported_subscription_keeps_its_keys_and_a_clash_writes_nothing(db: &Fresh) {
+    db.run(async {
+        let store = db.open().await;
+        let apim_key = "3f1c5e0a9b2d4c6e8f0a1b2c3d4e5f60";
+        let done = store.import_subscription(&imported("5f0c", apim_key, "it's-a-'quoted'-key"), "op").await.unwrap();
+        assert!(matches!(done, Imported::Created(ref s) if s.primary.bits == 128 && s.created_at == 1_500_000_000));
+        assert_eq!(opens(&store, apim_key).await, Some(("5f0c".into(), KeySlot::Primary)), "the caller's key works");
+        assert_eq!(opens(&store, "it's-a-'quoted'-key").await, Some(("5f0c".into(), KeySlot::Secondary)));
+        let count = store.audit().await.unwrap().len();
+
+        let clash = store.import_subscription(&imported("other", "fresh-key-1234", apim_key), "op").await.unwrap_err();
+        assert!(matches!(clash, StoreError::SubscriptionKeyTaken { slot: KeySlot::Secondary, .. }), "{clash}");
+        assert!(!clash.to_string().contains(apim_key), "the key is never named");
+        assert_eq!(store.subscription("other").await.unwrap(), None, "nothing written");
+        assert_eq!(opens(&store, "fresh-key-1234").await, None);
+        assert_eq!(store.audit().await.unwrap().len(), count);
+
+        let mut again = imported("5f0c", apim_key, "a-new-secondary-key");
+        again.state = SubscriptionState::Suspended;
+        let done = store.import_subscription(&again, "op").await.unwrap();
+        assert!(matches!(done, Imported::Updated(ref s) if s.state == SubscriptionState::Suspended));
+        assert_eq!(opens(&store, "it's-a-'quoted'-key").await, None);
+        assert_eq!(store.subscriptions().await.unwrap().len(), 1);
+        let last = store.audit().await.unwrap().pop().unwrap();
+        assert_eq!(last.detail.as_deref(), Some("id=5f0c updated scope=route:echo state=suspended"));
+    })
+}
+
+fn a_store_from_before_subscriptions_migrates_keeping_its_data(db: &Fresh) {
+    db.run(async {
+        // A store at schema 3: made now, then the subscription tables dropped and the version set back.
+        let store = db.open().await;
+        let h = store.hasher();
+        let legacy = store.create_system("legacy", &h.generate().hash, &h.generate().hash, &[], "op").await.unwrap();
+        drop(store);
+        (db.raw)("DROP TABLE subscription_keys").unwrap();
+        (db.raw)("DROP TABLE subscriptions").unwrap();
+        match db.location {
+            StoreLocation::Sqlite(_) => (db.raw)("PRAGMA user_version = 3").unwrap(),
+            StoreLocation::Postgres(_) => (db.raw)("UPDATE portcullis_schema SET version = 3").unwrap(),
+        };
+        let store = db.open().await;
+        assert_eq!(store.system(&legacy.id).await.unwrap().unwrap().name, "legacy", "systems are kept");
+        assert_eq!(store.audit().await.unwrap().len(), 1, "the audit log is kept");
+        assert!(store.subscriptions().await.unwrap().is_empty());
+        let created = store.create_subscription("new", SubscriptionScope::All, None, None, "op").await.unwrap();
+        assert_eq!(opens(&store, &created.primary.text).await.map(|(id, _)| id), Some(created.subscription.id));
     })
 }

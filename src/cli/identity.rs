@@ -28,7 +28,7 @@ pub(super) struct StoreArgs {
 }
 
 impl StoreArgs {
-    async fn open(&self) -> anyhow::Result<Store> {
+    pub(super) async fn open(&self) -> anyhow::Result<Store> {
         let location = match &self.store {
             Some(text) => StoreLocation::parse(text, std::path::Path::new(""))?,
             None => crate::compile::identity_store(&self.config).map_err(|e| anyhow::anyhow!("{e}"))?,
@@ -36,7 +36,7 @@ impl StoreArgs {
         Ok(location.open().await?)
     }
 
-    fn actor(&self) -> String {
+    pub(super) fn actor(&self) -> String {
         actor(self.actor.clone())
     }
 }
@@ -145,7 +145,7 @@ pub(super) fn time(unix: i64) -> String {
 }
 
 /// A time, or `never`.
-fn used(at: Option<i64>) -> String {
+pub(super) fn used(at: Option<i64>) -> String {
     at.map_or_else(|| "never".to_owned(), time)
 }
 

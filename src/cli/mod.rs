@@ -9,6 +9,7 @@ mod import_apim;
 mod probe;
 mod run;
 mod secrets;
+mod subscriptions;
 mod test;
 mod trace;
 
@@ -162,6 +163,14 @@ enum Command {
         #[command(subcommand)]
         command: secrets::SecretsCommand,
     },
+    /// The gateway's subscriptions (APIM's subscription keys) and their keys; `import` keeps
+    /// the keys callers hold.
+    Subscriptions {
+        #[command(flatten)]
+        store: identity::StoreArgs,
+        #[command(subcommand)]
+        command: subscriptions::SubscriptionsCommand,
+    },
     /// The token issuer's audit log, oldest first.
     Audit {
         #[command(flatten)]
@@ -233,6 +242,7 @@ pub fn main(open_files: OpenFileLimit) -> ExitCode {
         }
         Command::Systems { store, command } => identity::systems(&store, command),
         Command::Users { store, command } => identity::users(&store, command),
+        Command::Subscriptions { store, command } => subscriptions::subscriptions(&store, command),
         Command::Audit { store } => identity::audit(&store),
         Command::Secrets { config, actor, command } => secrets::secrets(&config, &identity::actor(actor), command),
         Command::Probe { url, timeout } => probe::probe(&url, timeout.0),

@@ -15,6 +15,8 @@ pub enum Field {
     SecretName,
     /// A token request's client id.
     ClientId,
+    /// A subscription's id.
+    SubscriptionId,
 }
 
 impl Field {
@@ -27,6 +29,7 @@ impl Field {
             Self::ExternalUserId => "external user id",
             Self::SecretName => "secret name",
             Self::ClientId => "client id",
+            Self::SubscriptionId => "subscription id",
         }
     }
 }
@@ -75,6 +78,28 @@ pub enum StoreError {
     /// Re-sealing one secret failed (nothing was changed): the caller's own error.
     #[error(transparent)]
     Reseal(Box<dyn std::error::Error + Send + Sync>),
+    /// No subscription has this id.
+    #[error("subscription {id:?} not found")]
+    SubscriptionNotFound { id: String },
+    /// A subscription with this id exists.
+    #[error("subscription {id:?} exists")]
+    SubscriptionExists { id: String },
+    /// The subscription is cancelled, which is final (as in APIM).
+    #[error("subscription {id:?} is cancelled, which is final; create a new subscription instead")]
+    SubscriptionCancelled { id: String },
+    /// A subscription scope is not `all`, `product:NAME` or `route:NAME`.
+    #[error("{scope:?} is not a subscription scope; write all, product:NAME or route:NAME")]
+    MalformedSubscriptionScope { scope: String },
+    /// A display name is empty, longer than 256 bytes or has control characters.
+    #[error("display name {name:?} must be 1 to 256 characters without control characters")]
+    MalformedDisplayName { name: String },
+    /// The key is already a key of a subscription (this one's other slot or another one): a
+    /// presented key must find one subscription. The key itself is never named.
+    #[error("the {slot} key of subscription {id:?} is already a key of a subscription; every key must be unique")]
+    SubscriptionKeyTaken { id: String, slot: super::subscriptions::KeySlot },
+    /// A key given for import cannot be a key. The key itself is never named.
+    #[error("the {slot} key of subscription {id:?} is refused: {problem}")]
+    BadSubscriptionKey { id: String, slot: super::subscriptions::KeySlot, problem: super::subscriptions::KeyProblem },
     /// The database failed: it could not be opened, read or written; says why.
     #[error("identity store: {0}")]
     Unavailable(String),

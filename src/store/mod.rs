@@ -1,7 +1,7 @@
 //! What the token issuer keeps: external systems with their two secret hashes, internal
-//! users, the links between them, the append-only audit log, and the sealed values of the
-//! secret store — in an embedded SQLite file ([`sqlite`]) or a shared PostgreSQL database
-//! ([`postgres`]).
+//! users, the links between them, the append-only audit log, the sealed values of the
+//! secret store, and the gateway's subscriptions with their key hashes ([`subscriptions`]) —
+//! in an embedded SQLite file ([`sqlite`]) or a shared PostgreSQL database ([`postgres`]).
 //!
 //! Two layers: [`Store`] ([`rules`]) holds the issuer's rules — which ids are well formed,
 //! what must exist, what is unique, which audit entry each change writes and every error a
@@ -20,13 +20,19 @@ pub mod rules;
 pub mod secret;
 pub mod sqlite;
 pub mod storage;
+pub mod subscriptions;
 mod watch;
 
 pub use blocking::{block_on, BlockingStore};
 pub use error::{Field, StoreError};
 pub use location::{LocationError, StoreLocation};
 pub use records::{AuditAction, AuditEntry, AuditRecord, Client, Link, LinkRef, Lookup, SealedSecret, System, User};
+pub use rules::subscriptions::{CreatedSubscription, Imported, ImportedSubscription};
 pub use rules::{check_id, check_scopes, Store};
 pub use secret::{random_bytes, NewSecret, SecretHash, SecretHasher, SecretSlot, MAX_SECRET_BYTES};
-pub use storage::{AuditOf, Entity, LinkWrite, Reseal, Storage, StoreFuture};
+pub use storage::{AuditOf, Entity, LinkWrite, Reseal, Storage, StoreFuture, SubscriptionChange, SubscriptionCheck};
+pub use subscriptions::{
+    estimate_bits, generate_key, KeyInfo, KeyProblem, KeySlot, NewKey, Owner, Subscription, SubscriptionScope,
+    SubscriptionState, WEAK_KEY_BITS,
+};
 pub use watch::AuditWatch;

@@ -19,9 +19,11 @@ use super::error::StoreError;
 use super::records::{AuditEntry, AuditRecord, Client, Link, LinkRef, Lookup, SealedSecret, System, User};
 use super::secret::{random_bytes, SecretHash, SecretSlot};
 use super::storage::{
-    parse_scopes, scopes_column, AuditOf, Entity, LinkWrite, Reseal, Storage, StoreFuture, KEY_CHECK, LINK_COLUMNS,
-    SYSTEM_COLUMNS, USER_COLUMNS,
+    key_columns, parse_scopes, scopes_column, AuditOf, Entity, LinkWrite, Reseal, Storage, StoreFuture,
+    SubscriptionChange, SubscriptionCheck, SubscriptionRow, KEY_CHECK, LINK_COLUMNS, SUBSCRIPTION_COLUMNS,
+    SUBSCRIPTION_COLUMNS_OF_S, SYSTEM_COLUMNS, USER_COLUMNS,
 };
+use super::subscriptions::{KeySlot, Subscription};
 
 /// Schema migrations, in order; migration `i` brings the schema to version `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -86,6 +88,30 @@ ALTER TABLE systems ADD COLUMN alternate_used_at BIGINT;
     // Scopes granted per system; existing systems are granted none (see the SQLite store).
     r"
 ALTER TABLE systems ADD COLUMN scopes TEXT NOT NULL DEFAULT '';
+",
+    // Subscriptions (issue 25); see the SQLite store.
+    r"
+CREATE TABLE subscriptions (
+    id                   TEXT PRIMARY KEY,
+    name                 TEXT NOT NULL,
+    scope                TEXT NOT NULL,
+    state                TEXT NOT NULL,
+    expires_at           BIGINT,
+    owner                TEXT,
+    created_at           BIGINT NOT NULL,
+    primary_created_at   BIGINT NOT NULL,
+    primary_used_at      BIGINT,
+    primary_bits         BIGINT NOT NULL,
+    secondary_created_at BIGINT NOT NULL,
+    secondary_used_at    BIGINT,
+    secondary_bits       BIGINT NOT NULL
+);
+CREATE TABLE subscription_keys (
+    hash            BYTEA PRIMARY KEY,
+    subscription_id TEXT NOT NULL REFERENCES subscriptions(id),
+    slot            TEXT NOT NULL,
+    UNIQUE (subscription_id, slot)
+);
 ",
 ];
 
@@ -398,6 +424,121 @@ fn link_row(row: &Row) -> Result<Link, tokio_postgres::Error> {
         user_id: row.try_get(2)?,
         created_at: row.try_get(3)?,
     })
+}
+
+/// The subscription row in columns `i` onwards ([`SUBSCRIPTION_COLUMNS`]).
+fn subscription_row_at(row: &Row, i: usize) -> Result<SubscriptionRow, tokio_postgres::Error> {
+    Ok(SubscriptionRow {
+        id: row.try_get(i)?,
+        name: row.try_get(i + 1)?,
+        scope: row.try_get(i + 2)?,
+        state: row.try_get(i + 3)?,
+        expires_at: row.try_get(i + 4)?,
+        owner: row.try_get(i + 5)?,
+        created_at: row.try_get(i + 6)?,
+        primary: (row.try_get(i + 7)?, row.try_get(i + 8)?, row.try_get(i + 9)?),
+        secondary: (row.try_get(i + 10)?, row.try_get(i + 11)?, row.try_get(i + 12)?),
+    })
+}
+
+fn subscription_row(row: &Row) -> Result<SubscriptionRow, tokio_postgres::Error> {
+    subscription_row_at(row, 0)
+}
+
+type Tx<'a> = deadpool_postgres::Transaction<'a>;
+
+/// The subscription with this id, read and locked in the write transaction.
+async fn subscription_in(tx: &Tx<'_>, id: &str) -> Result<Option<Subscription>, StoreError> {
+    let sql = format!("SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE id = $1 FOR UPDATE");
+    match tx.query_opt(&sql, &[&id]).await.map_err(backend)? {
+        Some(row) => subscription_row(&row).map_err(backend)?.parse().map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Stores `hash` as the `slot` key of subscription `id`; see the SQLite store's `put_key`.
+async fn put_key(
+    tx: &Tx<'_>,
+    id: &str,
+    slot: KeySlot,
+    hash: &SecretHash,
+    at: i64,
+    bits: u32,
+) -> Result<bool, StoreError> {
+    let old = tx
+        .query_opt(
+            "SELECT hash FROM subscription_keys WHERE subscription_id = $1 AND slot = $2",
+            &[&id, &slot.as_str()],
+        )
+        .await
+        .map_err(backend)?;
+    if let Some(row) = old {
+        if row.try_get::<_, Vec<u8>>(0).map_err(backend)? == hash.0 {
+            return Ok(false);
+        }
+    }
+    tx.execute("DELETE FROM subscription_keys WHERE subscription_id = $1 AND slot = $2", &[&id, &slot.as_str()])
+        .await
+        .map_err(backend)?;
+    let inserted = tx
+        .execute(
+            "INSERT INTO subscription_keys (hash, subscription_id, slot) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            &[&hash.0, &id, &slot.as_str()],
+        )
+        .await
+        .map_err(backend)?;
+    if inserted == 0 {
+        return Err(StoreError::SubscriptionKeyTaken { id: id.to_owned(), slot });
+    }
+    let (created, used, strength) = key_columns(slot);
+    tx.execute(
+        &format!("UPDATE subscriptions SET {created} = $2, {used} = NULL, {strength} = $3 WHERE id = $1"),
+        &[&id, &at, &i64::from(bits)],
+    )
+    .await
+    .map_err(backend)?;
+    Ok(true)
+}
+
+/// Inserts a subscription row (its keys apart); how many rows (0: the id is taken).
+async fn insert_subscription_row(tx: &Tx<'_>, s: &Subscription) -> Result<u64, StoreError> {
+    let (scope, owner) = (s.scope.to_string(), s.owner.as_ref().map(ToString::to_string));
+    let (primary_bits, secondary_bits) = (i64::from(s.primary.bits), i64::from(s.secondary.bits));
+    tx.execute(
+        &format!(
+            "INSERT INTO subscriptions ({SUBSCRIPTION_COLUMNS}) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT DO NOTHING"
+        ),
+        &[
+            &s.id,
+            &s.name,
+            &scope,
+            &s.state.as_str(),
+            &s.expires_at,
+            &owner,
+            &s.created_at,
+            &s.primary.created_at,
+            &s.primary.used_at,
+            &primary_bits,
+            &s.secondary.created_at,
+            &s.secondary.used_at,
+            &secondary_bits,
+        ],
+    )
+    .await
+    .map_err(backend)
+}
+
+/// Writes a subscription's name, scope, state, expiry and owner.
+async fn update_subscription_row(tx: &Tx<'_>, s: &Subscription) -> Result<(), StoreError> {
+    let (scope, owner) = (s.scope.to_string(), s.owner.as_ref().map(ToString::to_string));
+    tx.execute(
+        "UPDATE subscriptions SET name = $2, scope = $3, state = $4, expires_at = $5, owner = $6 WHERE id = $1",
+        &[&s.id, &s.name, &scope, &s.state.as_str(), &s.expires_at, &owner],
+    )
+    .await
+    .map(drop)
+    .map_err(backend)
 }
 
 impl Storage for PostgresStorage {
@@ -741,6 +882,145 @@ impl Storage for PostgresStorage {
             let client = self.pool.get().await.map_err(pool_error)?;
             let statement = client.prepare_cached(sql).await.map_err(backend)?;
             client.execute(&statement, &[&system_id, &minute]).await.map(drop).map_err(backend)
+        })
+    }
+    fn subscriptions(&self) -> StoreFuture<'_, Vec<Subscription>> {
+        Box::pin(async move {
+            let sql = format!("SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions ORDER BY created_at, id");
+            self.rows(&sql, &[], subscription_row).await?.into_iter().map(SubscriptionRow::parse).collect()
+        })
+    }
+
+    fn subscription<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<Subscription>> {
+        Box::pin(async move {
+            let sql = format!("SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE id = $1");
+            self.rows(&sql, &[&id], subscription_row).await?.pop().map(SubscriptionRow::parse).transpose()
+        })
+    }
+
+    fn subscription_keys(&self) -> StoreFuture<'_, Vec<(SecretHash, KeySlot, Subscription)>> {
+        Box::pin(async move {
+            let sql = format!(
+                "SELECT k.hash, k.slot, {SUBSCRIPTION_COLUMNS_OF_S} FROM subscription_keys k \
+                 JOIN subscriptions s ON s.id = k.subscription_id ORDER BY s.created_at, s.id, k.slot"
+            );
+            let rows = self
+                .rows(&sql, &[], |row| {
+                    Ok((row.try_get::<_, Vec<u8>>(0)?, row.try_get::<_, String>(1)?, subscription_row_at(row, 2)?))
+                })
+                .await?;
+            rows.into_iter()
+                .map(|(hash, slot, row)| {
+                    let slot = KeySlot::parse(&slot).ok_or_else(|| {
+                        StoreError::Unavailable(format!("subscription {:?}: unknown key slot {slot:?}", row.id))
+                    })?;
+                    Ok((SecretHash(hash), slot, row.parse()?))
+                })
+                .collect()
+        })
+    }
+
+    fn insert_subscription<'a>(
+        &'a self,
+        subscription: &'a Subscription,
+        primary: &'a SecretHash,
+        secondary: &'a SecretHash,
+        entry: &'a AuditRecord,
+    ) -> StoreFuture<'a, bool> {
+        in_transaction!(self, |tx| {
+            if insert_subscription_row(&tx, subscription).await? == 0 {
+                return Ok(false);
+            }
+            let (id, p, s) = (&subscription.id, &subscription.primary, &subscription.secondary);
+            put_key(&tx, id, KeySlot::Primary, primary, p.created_at, p.bits).await?;
+            put_key(&tx, id, KeySlot::Secondary, secondary, s.created_at, s.bits).await?;
+            audit(&tx, entry).await.map(|()| true)
+        })
+    }
+
+    fn import_subscription<'a>(
+        &'a self,
+        subscription: &'a Subscription,
+        primary: &'a SecretHash,
+        secondary: &'a SecretHash,
+        entry: &'a AuditOf<'a, bool>,
+    ) -> StoreFuture<'a, bool> {
+        in_transaction!(self, |tx| {
+            let replaced = insert_subscription_row(&tx, subscription).await? == 0;
+            if replaced {
+                update_subscription_row(&tx, subscription).await?;
+            }
+            let (id, p, s) = (&subscription.id, &subscription.primary, &subscription.secondary);
+            // Keys swapped between the slots are no clash: their old rows go first.
+            tx.execute(
+                "DELETE FROM subscription_keys WHERE subscription_id = $1 AND \
+                 ((hash = $2 AND slot <> 'primary') OR (hash = $3 AND slot <> 'secondary'))",
+                &[id, &primary.0, &secondary.0],
+            )
+            .await
+            .map_err(backend)?;
+            put_key(&tx, id, KeySlot::Primary, primary, p.created_at, p.bits).await?;
+            put_key(&tx, id, KeySlot::Secondary, secondary, s.created_at, s.bits).await?;
+            audit(&tx, &entry(&replaced)).await?;
+            Ok(replaced)
+        })
+    }
+
+    fn update_subscription<'a>(
+        &'a self,
+        id: &'a str,
+        change: &'a SubscriptionChange<'a>,
+        entry: &'a AuditOf<'a, Subscription>,
+    ) -> StoreFuture<'a, Option<Subscription>> {
+        in_transaction!(self, |tx| {
+            let Some(found) = subscription_in(&tx, id).await? else {
+                return Ok(None);
+            };
+            let changed = change(&found)?;
+            update_subscription_row(&tx, &changed).await?;
+            audit(&tx, &entry(&changed)).await?;
+            Ok(Some(changed))
+        })
+    }
+
+    fn replace_subscription_key<'a>(
+        &'a self,
+        id: &'a str,
+        slot: KeySlot,
+        key: &'a SecretHash,
+        bits: u32,
+        check: &'a SubscriptionCheck<'a>,
+        entry: &'a AuditRecord,
+    ) -> StoreFuture<'a, bool> {
+        in_transaction!(self, |tx| {
+            let Some(found) = subscription_in(&tx, id).await? else {
+                return Ok(false);
+            };
+            check(&found)?;
+            if !put_key(&tx, id, slot, key, entry.at, bits).await? {
+                return Err(StoreError::SubscriptionKeyTaken { id: id.to_owned(), slot });
+            }
+            audit(&tx, entry).await.map(|()| true)
+        })
+    }
+
+    fn delete_subscription<'a>(&'a self, id: &'a str, entry: &'a AuditRecord) -> StoreFuture<'a, bool> {
+        in_transaction!(self, |tx| {
+            tx.execute("DELETE FROM subscription_keys WHERE subscription_id = $1", &[&id]).await.map_err(backend)?;
+            if tx.execute("DELETE FROM subscriptions WHERE id = $1", &[&id]).await.map_err(backend)? == 0 {
+                return Ok(false);
+            }
+            audit(&tx, entry).await.map(|()| true)
+        })
+    }
+
+    fn subscription_key_used<'a>(&'a self, id: &'a str, slot: KeySlot, minute: i64) -> StoreFuture<'a, ()> {
+        let (_, used, _) = key_columns(slot);
+        let sql = format!("UPDATE subscriptions SET {used} = $2 WHERE id = $1 AND ({used} IS NULL OR {used} < $2)");
+        Box::pin(async move {
+            let client = self.pool.get().await.map_err(pool_error)?;
+            let statement = client.prepare_cached(&sql).await.map_err(backend)?;
+            client.execute(&statement, &[&id, &minute]).await.map(drop).map_err(backend)
         })
     }
 }

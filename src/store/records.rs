@@ -103,6 +103,18 @@ pub struct AuditEntry {
     pub detail: Option<String>,
 }
 
+impl AuditEntry {
+    /// The subscription a `subscription.*` entry is about (its detail's leading `id=…`):
+    /// what a watcher re-reads after the entry. None for other entries.
+    pub fn subscription_id(&self) -> Option<&str> {
+        if !self.action.starts_with("subscription.") {
+            return None;
+        }
+        let detail = self.detail.as_deref()?.strip_prefix("id=")?;
+        Some(detail.split(' ').next().unwrap_or(detail))
+    }
+}
+
 /// What a change is recorded as in the audit log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AuditAction {
@@ -134,6 +146,22 @@ pub enum AuditAction {
     SecretRotateKey,
     /// `secret.reset`
     SecretReset,
+    /// `subscription.create`
+    SubscriptionCreate,
+    /// `subscription.suspend`
+    SubscriptionSuspend,
+    /// `subscription.activate`
+    SubscriptionActivate,
+    /// `subscription.cancel`
+    SubscriptionCancel,
+    /// `subscription.regenerate`
+    SubscriptionRegenerate,
+    /// `subscription.delete`
+    SubscriptionDelete,
+    /// `subscription.import`
+    SubscriptionImport,
+    /// `subscription.expiry`
+    SubscriptionExpiry,
 }
 
 impl AuditAction {
@@ -154,6 +182,14 @@ impl AuditAction {
             Self::SecretRemove => "secret.rm",
             Self::SecretRotateKey => "secret.rotate_key",
             Self::SecretReset => "secret.reset",
+            Self::SubscriptionCreate => "subscription.create",
+            Self::SubscriptionSuspend => "subscription.suspend",
+            Self::SubscriptionActivate => "subscription.activate",
+            Self::SubscriptionCancel => "subscription.cancel",
+            Self::SubscriptionRegenerate => "subscription.regenerate",
+            Self::SubscriptionDelete => "subscription.delete",
+            Self::SubscriptionImport => "subscription.import",
+            Self::SubscriptionExpiry => "subscription.expiry",
         }
     }
 }

@@ -381,5 +381,7 @@ fn scopes_shown(scopes: &[String]) -> String {
     format!("[{}]", scopes.join(","))
 }
 
+pub mod subscriptions;
+
 #[cfg(test)]
 mod tests;

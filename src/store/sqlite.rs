@@ -3,9 +3,10 @@
 //! write while a gateway reads, every query parameterized, the audit table append-only
 //! (triggers refuse UPDATE and DELETE).
 //!
-//! The token endpoint's two calls ([`Storage::lookup`], [`Storage::secret_used`]) run on
-//! tokio's blocking threads, never on the event loop; every other call (the CLI, the
-//! configuration compiler) does its fast local I/O on the caller's thread, once polled.
+//! The gateway's calls ([`Storage::lookup`], [`Storage::secret_used`],
+//! [`Storage::subscription_keys`], [`Storage::subscription_key_used`]) run on tokio's
+//! blocking threads, never on the event loop; every other call (the CLI, the configuration
+//! compiler) does its fast local I/O on the caller's thread, once polled.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -17,9 +18,11 @@ use super::error::StoreError;
 use super::records::{AuditEntry, AuditRecord, Client, Link, LinkRef, Lookup, SealedSecret, System, User};
 use super::secret::{random_bytes, SecretHash, SecretSlot};
 use super::storage::{
-    parse_scopes, scopes_column, AuditOf, Entity, LinkWrite, Reseal, Storage, StoreFuture, KEY_CHECK, LINK_COLUMNS,
-    SYSTEM_COLUMNS, USER_COLUMNS,
+    key_columns, parse_scopes, scopes_column, AuditOf, Entity, LinkWrite, Reseal, Storage, StoreFuture,
+    SubscriptionChange, SubscriptionCheck, SubscriptionRow, KEY_CHECK, LINK_COLUMNS, SUBSCRIPTION_COLUMNS,
+    SUBSCRIPTION_COLUMNS_OF_S, SYSTEM_COLUMNS, USER_COLUMNS,
 };
+use super::subscriptions::{KeySlot, Subscription};
 
 /// Schema migrations, in order; migration `i` brings the schema to version `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -79,6 +82,32 @@ ALTER TABLE systems ADD COLUMN alternate_used_at INTEGER;
     // keep getting tokens without a `scope`, and an operator grants what each may ask for.
     r"
 ALTER TABLE systems ADD COLUMN scopes TEXT NOT NULL DEFAULT '';
+",
+    // Subscriptions (issue 25). A key hash is the primary key of its own table, so that a
+    // presented key finds at most one subscription; the key's dates and strength stay in the
+    // subscription's row.
+    r"
+CREATE TABLE subscriptions (
+    id                   TEXT PRIMARY KEY,
+    name                 TEXT NOT NULL,
+    scope                TEXT NOT NULL,
+    state                TEXT NOT NULL,
+    expires_at           INTEGER,
+    owner                TEXT,
+    created_at           INTEGER NOT NULL,
+    primary_created_at   INTEGER NOT NULL,
+    primary_used_at      INTEGER,
+    primary_bits         INTEGER NOT NULL,
+    secondary_created_at INTEGER NOT NULL,
+    secondary_used_at    INTEGER,
+    secondary_bits       INTEGER NOT NULL
+);
+CREATE TABLE subscription_keys (
+    hash            BLOB PRIMARY KEY,
+    subscription_id TEXT NOT NULL REFERENCES subscriptions(id),
+    slot            TEXT NOT NULL,
+    UNIQUE (subscription_id, slot)
+);
 ",
 ];
 
@@ -335,6 +364,127 @@ fn link_row(row: &Row<'_>) -> rusqlite::Result<Link> {
 /// Whether a row with this id exists in `table`.
 fn exists(tx: &Transaction<'_>, sql: &str, id: &str) -> Result<bool, StoreError> {
     tx.query_row(sql, params![id], |_| Ok(())).optional().map(|r| r.is_some()).map_err(backend)
+}
+
+/// The subscription row in columns `i` onwards ([`SUBSCRIPTION_COLUMNS`]).
+fn subscription_row_at(row: &Row<'_>, i: usize) -> rusqlite::Result<SubscriptionRow> {
+    Ok(SubscriptionRow {
+        id: row.get(i)?,
+        name: row.get(i + 1)?,
+        scope: row.get(i + 2)?,
+        state: row.get(i + 3)?,
+        expires_at: row.get(i + 4)?,
+        owner: row.get(i + 5)?,
+        created_at: row.get(i + 6)?,
+        primary: (row.get(i + 7)?, row.get(i + 8)?, row.get(i + 9)?),
+        secondary: (row.get(i + 10)?, row.get(i + 11)?, row.get(i + 12)?),
+    })
+}
+
+fn subscription_row(row: &Row<'_>) -> rusqlite::Result<SubscriptionRow> {
+    subscription_row_at(row, 0)
+}
+
+/// The subscription with this id, read in the write transaction.
+fn subscription_in(tx: &Transaction<'_>, id: &str) -> Result<Option<Subscription>, StoreError> {
+    tx.query_row(
+        &format!("SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE id = ?1"),
+        params![id],
+        subscription_row,
+    )
+    .optional()
+    .map_err(backend)?
+    .map(SubscriptionRow::parse)
+    .transpose()
+}
+
+/// Stores `hash` as the `slot` key of subscription `id`, replacing the slot's old hash; when
+/// the hash changed, the slot's dates restart at `at` and its strength is `bits`. Returns
+/// whether it changed.
+///
+/// # Errors
+/// The hash is already another key's ([`StoreError::SubscriptionKeyTaken`]): the caller's
+/// transaction is then dropped, undone.
+fn put_key(
+    tx: &Transaction<'_>,
+    id: &str,
+    slot: KeySlot,
+    hash: &SecretHash,
+    at: i64,
+    bits: u32,
+) -> Result<bool, StoreError> {
+    let old: Option<Vec<u8>> = tx
+        .query_row(
+            "SELECT hash FROM subscription_keys WHERE subscription_id = ?1 AND slot = ?2",
+            params![id, slot.as_str()],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(backend)?;
+    if old.as_deref() == Some(&hash.0[..]) {
+        return Ok(false);
+    }
+    tx.execute("DELETE FROM subscription_keys WHERE subscription_id = ?1 AND slot = ?2", params![id, slot.as_str()])
+        .map_err(backend)?;
+    let inserted = tx
+        .execute(
+            "INSERT INTO subscription_keys (hash, subscription_id, slot) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+            params![hash.0, id, slot.as_str()],
+        )
+        .map_err(backend)?;
+    if inserted == 0 {
+        return Err(StoreError::SubscriptionKeyTaken { id: id.to_owned(), slot });
+    }
+    let (created, used, strength) = key_columns(slot);
+    tx.execute(
+        &format!("UPDATE subscriptions SET {created} = ?2, {used} = NULL, {strength} = ?3 WHERE id = ?1"),
+        params![id, at, bits],
+    )
+    .map_err(backend)?;
+    Ok(true)
+}
+
+/// Inserts a subscription row (its keys apart).
+fn insert_subscription_row(tx: &Transaction<'_>, s: &Subscription) -> Result<usize, StoreError> {
+    tx.execute(
+        &format!(
+            "INSERT INTO subscriptions ({SUBSCRIPTION_COLUMNS}) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) ON CONFLICT DO NOTHING"
+        ),
+        params![
+            s.id,
+            s.name,
+            s.scope.to_string(),
+            s.state.as_str(),
+            s.expires_at,
+            s.owner.as_ref().map(ToString::to_string),
+            s.created_at,
+            s.primary.created_at,
+            s.primary.used_at,
+            s.primary.bits,
+            s.secondary.created_at,
+            s.secondary.used_at,
+            s.secondary.bits,
+        ],
+    )
+    .map_err(backend)
+}
+
+/// Writes a subscription's name, scope, state, expiry and owner.
+fn update_subscription_row(tx: &Transaction<'_>, s: &Subscription) -> Result<(), StoreError> {
+    tx.execute(
+        "UPDATE subscriptions SET name = ?2, scope = ?3, state = ?4, expires_at = ?5, owner = ?6 WHERE id = ?1",
+        params![
+            s.id,
+            s.name,
+            s.scope.to_string(),
+            s.state.as_str(),
+            s.expires_at,
+            s.owner.as_ref().map(ToString::to_string)
+        ],
+    )
+    .map(drop)
+    .map_err(backend)
 }
 
 impl Storage for SqliteStorage {
@@ -660,6 +810,171 @@ impl Storage for SqliteStorage {
             })
             .await
             .map_err(|e| StoreError::Unavailable(format!("recording secret use failed: {e}")))?
+        })
+    }
+    fn subscriptions(&self) -> StoreFuture<'_, Vec<Subscription>> {
+        Box::pin(async move {
+            let sql = format!("SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions ORDER BY created_at, id");
+            self.rows(&sql, [], subscription_row)?.into_iter().map(SubscriptionRow::parse).collect()
+        })
+    }
+
+    fn subscription<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<Subscription>> {
+        Box::pin(async move {
+            let sql = format!("SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE id = ?1");
+            self.rows(&sql, params![id], subscription_row)?.pop().map(SubscriptionRow::parse).transpose()
+        })
+    }
+
+    fn subscription_keys(&self) -> StoreFuture<'_, Vec<(SecretHash, KeySlot, Subscription)>> {
+        let readers = self.readers.clone();
+        Box::pin(async move {
+            // The gateway's snapshot reads this from its event loop: on a blocking thread.
+            let rows = tokio::task::spawn_blocking(move || {
+                let sql = format!(
+                    "SELECT k.hash, k.slot, {SUBSCRIPTION_COLUMNS_OF_S} FROM subscription_keys k \
+                     JOIN subscriptions s ON s.id = k.subscription_id ORDER BY s.created_at, s.id, k.slot"
+                );
+                readers.read(|c| {
+                    c.prepare(&sql)?
+                        .query_map([], |row| {
+                            Ok((row.get::<_, Vec<u8>>(0)?, row.get::<_, String>(1)?, subscription_row_at(row, 2)?))
+                        })?
+                        .collect::<Result<Vec<_>, _>>()
+                })
+            })
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("reading the subscription keys failed: {e}")))??;
+            rows.into_iter()
+                .map(|(hash, slot, row)| {
+                    let slot = KeySlot::parse(&slot).ok_or_else(|| {
+                        StoreError::Unavailable(format!("subscription {:?}: unknown key slot {slot:?}", row.id))
+                    })?;
+                    Ok((SecretHash(hash), slot, row.parse()?))
+                })
+                .collect()
+        })
+    }
+
+    fn insert_subscription<'a>(
+        &'a self,
+        subscription: &'a Subscription,
+        primary: &'a SecretHash,
+        secondary: &'a SecretHash,
+        entry: &'a AuditRecord,
+    ) -> StoreFuture<'a, bool> {
+        self.change(move |tx| {
+            if insert_subscription_row(tx, subscription)? == 0 {
+                return Ok(false);
+            }
+            let id = &subscription.id;
+            put_key(tx, id, KeySlot::Primary, primary, subscription.primary.created_at, subscription.primary.bits)?;
+            put_key(
+                tx,
+                id,
+                KeySlot::Secondary,
+                secondary,
+                subscription.secondary.created_at,
+                subscription.secondary.bits,
+            )?;
+            audit(tx, entry).map(|()| true)
+        })
+    }
+
+    fn import_subscription<'a>(
+        &'a self,
+        subscription: &'a Subscription,
+        primary: &'a SecretHash,
+        secondary: &'a SecretHash,
+        entry: &'a AuditOf<'a, bool>,
+    ) -> StoreFuture<'a, bool> {
+        self.change(move |tx| {
+            let replaced = insert_subscription_row(tx, subscription)? == 0;
+            if replaced {
+                update_subscription_row(tx, subscription)?;
+            }
+            let id = &subscription.id;
+            // Keys swapped between the slots are no clash: their old rows go first.
+            tx.execute(
+                "DELETE FROM subscription_keys WHERE subscription_id = ?1 AND \
+                 ((hash = ?2 AND slot <> 'primary') OR (hash = ?3 AND slot <> 'secondary'))",
+                params![id, primary.0, secondary.0],
+            )
+            .map_err(backend)?;
+            put_key(tx, id, KeySlot::Primary, primary, subscription.primary.created_at, subscription.primary.bits)?;
+            put_key(
+                tx,
+                id,
+                KeySlot::Secondary,
+                secondary,
+                subscription.secondary.created_at,
+                subscription.secondary.bits,
+            )?;
+            audit(tx, &entry(&replaced))?;
+            Ok(replaced)
+        })
+    }
+
+    fn update_subscription<'a>(
+        &'a self,
+        id: &'a str,
+        change: &'a SubscriptionChange<'a>,
+        entry: &'a AuditOf<'a, Subscription>,
+    ) -> StoreFuture<'a, Option<Subscription>> {
+        self.change(move |tx| {
+            let Some(found) = subscription_in(tx, id)? else {
+                return Ok(None);
+            };
+            let changed = change(&found)?;
+            update_subscription_row(tx, &changed)?;
+            audit(tx, &entry(&changed))?;
+            Ok(Some(changed))
+        })
+    }
+
+    fn replace_subscription_key<'a>(
+        &'a self,
+        id: &'a str,
+        slot: KeySlot,
+        key: &'a SecretHash,
+        bits: u32,
+        check: &'a SubscriptionCheck<'a>,
+        entry: &'a AuditRecord,
+    ) -> StoreFuture<'a, bool> {
+        self.change(move |tx| {
+            let Some(found) = subscription_in(tx, id)? else {
+                return Ok(false);
+            };
+            check(&found)?;
+            if !put_key(tx, id, slot, key, entry.at, bits)? {
+                return Err(StoreError::SubscriptionKeyTaken { id: id.to_owned(), slot });
+            }
+            audit(tx, entry).map(|()| true)
+        })
+    }
+
+    fn delete_subscription<'a>(&'a self, id: &'a str, entry: &'a AuditRecord) -> StoreFuture<'a, bool> {
+        self.change(move |tx| {
+            tx.execute("DELETE FROM subscription_keys WHERE subscription_id = ?1", params![id]).map_err(backend)?;
+            if tx.execute("DELETE FROM subscriptions WHERE id = ?1", params![id]).map_err(backend)? == 0 {
+                return Ok(false);
+            }
+            audit(tx, entry).map(|()| true)
+        })
+    }
+
+    fn subscription_key_used<'a>(&'a self, id: &'a str, slot: KeySlot, minute: i64) -> StoreFuture<'a, ()> {
+        let conn = self.conn.clone();
+        let id = id.to_owned();
+        let (_, used, _) = key_columns(slot);
+        let sql = format!("UPDATE subscriptions SET {used} = ?2 WHERE id = ?1 AND ({used} IS NULL OR {used} < ?2)");
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                let conn = conn.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                conn.execute(&sql, params![id, minute]).map(drop).map_err(backend)
+            })
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("recording key use failed: {e}")))?
         })
     }
 }

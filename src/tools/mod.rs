@@ -3,6 +3,7 @@
 //! APIM policy importer ([`apim`]) and the development PKI ([`pki`]).
 
 pub mod apim;
+pub mod apim_subscriptions;
 pub mod dryrun;
 pub mod fixture;
 #[allow(missing_docs)] // not every public item is documented yet; the lint guards the other modules
