@@ -6,6 +6,15 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
+/// The source network budgets against guessing count by: the IPv4 address, or the IPv6 /64
+/// (one host commonly holds a whole /64).
+pub fn source_network(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
+    }
+}
+
 /// A set of networks (IPv4 and IPv6) compiled to sorted ranges, looked up in logarithmic time.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct IpSet {

@@ -132,10 +132,11 @@ pub struct Subscription {
 }
 
 impl Subscription {
-    /// Its state at `now` (Unix seconds): expired once its expiry time passed.
+    /// Its state at `now` (Unix seconds): expired once its expiry time passed, unless it was
+    /// cancelled.
     pub fn state_at(&self, now: i64) -> State {
         match self.expires_at {
-            Some(at) if self.state == State::Active && now >= at => State::Expired,
+            Some(at) if self.state != State::Cancelled && now >= at => State::Expired,
             _ => self.state,
         }
     }
@@ -281,7 +282,8 @@ mod tests {
     fn an_active_subscription_expires_at_its_time() {
         let s = subscription("s", State::Active, Some(100));
         assert_eq!((s.state_at(99), s.state_at(100)), (State::Active, State::Expired));
-        assert_eq!(subscription("s", State::Suspended, Some(100)).state_at(200), State::Suspended);
+        assert_eq!(subscription("s", State::Suspended, Some(100)).state_at(200), State::Expired);
+        assert_eq!(subscription("s", State::Cancelled, Some(100)).state_at(200), State::Cancelled);
     }
 
     #[test]

@@ -11,10 +11,12 @@ mod identity;
 mod lint;
 mod listeners;
 mod policies;
+pub mod products;
 mod routes;
 mod secrets;
 
 use std::path::Path;
+use std::sync::Arc;
 
 use serde_saphyr::Location;
 
@@ -163,6 +165,7 @@ fn compile(file: &Path, raw: RawConfig) -> Result<Loaded, ConfigErrors> {
     cx.identity_declared = raw.identity.is_some();
     let issuer = raw.identity.as_ref().and_then(|i| identity::compile(i, &raw.listeners, &mut cx));
     cx.issuer = issuer.as_ref().map(|(issuer, _)| issuer.facts());
+    cx.products = Arc::new(products::compile(&raw.products, &raw.routes, &mut cx));
     let policies = policies::compile(&raw.policies, &mut cx);
     let mut gateway_headers = GatewayHeaders::default();
     for policy in policies.values() {

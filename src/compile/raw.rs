@@ -38,6 +38,9 @@ pub struct RawConfig {
     pub policies: BTreeMap<String, Spanned<PolicyConfig>>,
     #[serde(default)]
     pub routes: Vec<Spanned<RouteConfig>>,
+    /// Named sets of routes that subscriptions may be scoped to.
+    #[serde(default)]
+    pub products: BTreeMap<String, Spanned<ProductConfig>>,
     /// How long a shutdown waits for in-flight requests.
     pub drain_timeout: Option<ConfigDuration>,
     /// Reload when the configuration or a file it names changes (default true).
@@ -241,4 +244,14 @@ pub struct MatchConfig {
 #[serde(deny_unknown_fields)]
 pub struct RewriteConfig {
     pub strip_prefix: Option<Located>,
+}
+
+/// One product as written in YAML.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProductConfig {
+    /// What callers and operators call it (APIM's `displayName`).
+    pub display_name: Option<String>,
+    /// The routes it opens, by name.
+    pub routes: Vec<Located>,
 }

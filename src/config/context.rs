@@ -34,6 +34,8 @@ pub struct IssuerFacts {
     pub algorithms: Vec<jsonwebtoken::Algorithm>,
     /// The JWKS document the issuer publishes.
     pub jwks: Arc<[u8]>,
+    /// The subscription keys of its store, for `subscription_key` policies.
+    pub keyring: Arc<crate::subscription::Keyring>,
 }
 
 /// Where the part being compiled sits in the document, for errors about its fields.
@@ -66,6 +68,8 @@ pub struct CompileContext {
     scope: Scope,
     /// The gateway's own token issuer, once compiled.
     pub issuer: Option<IssuerFacts>,
+    /// The configuration's products: the routes each names.
+    pub products: Arc<crate::subscription::Products>,
     /// Whether the file has an `identity` section (compiled or not): a broken one is
     /// reported once, not again where `self` is named.
     pub identity_declared: bool,
@@ -106,6 +110,7 @@ impl CompileContext {
             read: HashMap::new(),
             scope: Scope::default(),
             issuer: None,
+            products: Arc::default(),
             identity_declared: false,
             secrets: None,
             secrets_declared: false,

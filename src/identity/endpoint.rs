@@ -217,7 +217,7 @@ impl Issuer {
         if method != Method::POST {
             return Err(Refusal::MethodNotAllowed);
         }
-        let network = network(client_ip);
+        let network = crate::ipset::source_network(client_ip);
         self.budgets.admit_network(network, now).map_err(Refusal::RateLimited)?;
         let is_form = headers
             .get(header::CONTENT_TYPE)
@@ -362,15 +362,6 @@ fn scope(requested: Option<&str>, configured: &[String], granted: &[String]) -> 
     Ok((!allowed.is_empty()).then(|| allowed.join(" ")))
 }
 
-/// The source network a budget belongs to: the IPv4 address, or the IPv6 /64 (one host
-/// commonly holds a whole /64).
-fn network(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
-    }
-}
-
 /// The whole body, unless it is broken or longer than [`MAX_FORM_BYTES`]. A longer body is
 /// still read to its end (within the listener's body limit and the caller's timeout) and
 /// dropped, so that the refusal reaches the client: closing a connection with unread data
@@ -495,12 +486,12 @@ mod tests {
     #[test]
     fn budgets_belong_to_ipv4_addresses_and_ipv6_64s() {
         let v4: IpAddr = "203.0.113.7".parse().unwrap();
-        assert_eq!(network(v4), v4);
+        assert_eq!(crate::ipset::source_network(v4), v4);
         let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
         let b: IpAddr = "2001:db8:1:2:bbbb::2".parse().unwrap();
         let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
-        assert_eq!(network(a), network(b));
-        assert_ne!(network(a), network(other));
+        assert_eq!(crate::ipset::source_network(a), crate::ipset::source_network(b));
+        assert_ne!(crate::ipset::source_network(a), crate::ipset::source_network(other));
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod endpoint;
 pub mod revocation;
 pub mod signing;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -20,6 +21,7 @@ use serde::Deserialize;
 use crate::config::context::IssuerFacts;
 use crate::config::values::{ConfigDuration, Located};
 use crate::store::{SecretSlot, Store};
+use crate::subscription::{KeyUse, Keyring, Subscription};
 use budgets::Budgets;
 pub use budgets::TokenRateLimitConfig;
 use signing::{PublishedKey, SigningKey};
@@ -84,6 +86,10 @@ pub struct Issuer {
     /// The minute each system's secrets were last noted as used, so that the store is
     /// written at most once a minute per secret.
     uses: quick_cache::sync::Cache<(String, SecretSlot), i64>,
+    /// The store's subscription keys, as `subscription_key` policies check them.
+    pub keyring: Arc<Keyring>,
+    /// Uses of subscription keys, for the store (taken by whoever follows the store).
+    key_uses: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<KeyUse>>>,
     /// The discovery and JWKS documents, rendered once.
     discovery: bytes::Bytes,
     jwks: bytes::Bytes,
@@ -139,7 +145,10 @@ impl Issuer {
                 algorithms.push(other.algorithm);
             }
         }
+        let (keyring, key_uses) = Keyring::new(s.store.hasher().hmac_key());
         Self {
+            keyring: Arc::new(keyring),
+            key_uses: std::sync::Mutex::new(Some(key_uses)),
             audience: s.audience.unwrap_or_else(|| issuer.clone()),
             issuer,
             ttl: s.ttl,
@@ -161,6 +170,42 @@ impl Issuer {
             audience: self.audience.clone(),
             algorithms: self.algorithms.clone(),
             jwks: self.jwks.to_vec().into(),
+            keyring: self.keyring.clone(),
         }
+    }
+
+    /// Reads every subscription key of the store into the keyring.
+    ///
+    /// # Errors
+    /// The store cannot be read; the keyring keeps what it had.
+    pub async fn load_keyring(&self) -> Result<(), crate::store::StoreError> {
+        let keys = self.store.subscription_keys().await?;
+        let mut seen: std::collections::HashMap<String, Arc<Subscription>> = std::collections::HashMap::new();
+        let entries: Vec<_> = keys
+            .into_iter()
+            .filter_map(|(hash, slot, s)| {
+                let hash: [u8; 32] = hash.0.as_slice().try_into().ok()?;
+                let subscription = seen
+                    .entry(s.id.clone())
+                    .or_insert_with(|| {
+                        Arc::new(Subscription {
+                            id: s.id,
+                            name: s.name,
+                            scope: s.scope,
+                            state: s.state,
+                            expires_at: s.expires_at,
+                        })
+                    })
+                    .clone();
+                Some((hash, subscription, slot))
+            })
+            .collect();
+        self.keyring.load(entries, crate::clock::unix_now() as i64);
+        Ok(())
+    }
+
+    /// The uses of subscription keys to record in the store; the first caller gets them.
+    pub fn take_key_uses(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<KeyUse>> {
+        self.key_uses.lock().ok()?.take()
     }
 }

@@ -78,6 +78,8 @@ pub struct RequestContext<'a> {
     /// Who the verified token was issued to, when the gateway's own issuer made it: a
     /// long-lived connection ends when the issuer revokes that.
     pub grant: Option<Arc<Grant>>,
+    /// The subscription whose key a `subscription_key` policy accepted.
+    pub subscription: Option<Arc<crate::subscription::Subscription>>,
     /// The tightest budget a `rate_limit` policy saw, for the `RateLimit` response headers.
     pub rate_limit: Option<RateLimitState>,
     /// The method the backend will execute when the route passes a method override; policies
@@ -113,6 +115,7 @@ impl<'a> RequestContext<'a> {
             claims: None,
             token_valid_until: None,
             grant: None,
+            subscription: None,
             rate_limit: None,
             method_override: None,
         }

@@ -4,7 +4,7 @@
 //! [`Denial`] from the list.
 
 use super::kind::policy_kinds;
-use super::{authorize, client_cert, cors, headers, ip_filter, jwt, rate_limit};
+use super::{authorize, client_cert, cors, headers, ip_filter, jwt, rate_limit, subscription_key};
 
 policy_kinds! {
     /// `headers`: remove and set request and response headers.
@@ -21,6 +21,8 @@ policy_kinds! {
     authorize => Authorize(authorize::Authorize) refused by authorize::Refusal,
     /// `rate_limit`: a rate or a quota per key, in memory or shared through Redis.
     rate_limit => RateLimit(rate_limit::RateLimit) refused by rate_limit::Refusal,
+    /// `subscription_key`: APIM's subscription keys, checked against the issuer's store.
+    subscription_key => SubscriptionKey(subscription_key::SubscriptionKey) refused by subscription_key::Refusal,
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ pub mod kind;
 pub mod kinds;
 pub mod outcome;
 pub mod rate_limit;
+pub mod subscription_key;
 
 pub use authorize::Authorize;
 pub use chain::{Answer, Chain, ChainOutcome, NamedPolicy, PolicyDecision};
@@ -31,3 +32,4 @@ pub use kind::{Decision, PolicyKind, PolicyMode};
 pub use kinds::{Denial, Policy, PolicyConfig};
 pub use outcome::Outcome;
 pub use rate_limit::RateLimit;
+pub use subscription_key::SubscriptionKey;

@@ -44,7 +44,8 @@ static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy"
 #[serde(deny_unknown_fields)]
 /// The `rate_limit` policy as written in YAML.
 pub struct RateLimitConfig {
-    /// `key`: `client_ip`, `claim:NAME`, `header:NAME`, `client_cert`, `route`, or a list.
+    /// `key`: `client_ip`, `claim:NAME`, `header:NAME`, `client_cert`, `route`, `subscription`,
+    /// or a list.
     pub key: Spanned<KeyList>,
     /// `rate`: requests per second, minute or hour (`100/s`), spent GCRA-style.
     pub rate: Option<Rate>,
@@ -130,6 +131,8 @@ enum KeyPart {
     Header(HeaderName),
     ClientCert,
     Route,
+    /// The subscription a `subscription_key` policy accepted.
+    Subscription,
 }
 
 /// What a key may spend.
@@ -425,6 +428,10 @@ impl RateLimit {
                     None => part(b'-', &[]),
                 },
                 KeyPart::Route => part(b'r', cx.route.as_bytes()),
+                KeyPart::Subscription => match &cx.subscription {
+                    Some(subscription) => part(b'k', subscription.id.as_bytes()),
+                    None => part(b'-', &[]),
+                },
             }
         }
     }
@@ -529,6 +536,7 @@ fn key_parts(cfg: &RateLimitConfig, cx: &mut CompileContext) -> Vec<KeyPart> {
             None if text == "client_ip" => Some(KeyPart::ClientIp { v6_mask: ipv6_mask(cfg, cx) }),
             None if text == "client_cert" => Some(KeyPart::ClientCert),
             None if text == "route" => Some(KeyPart::Route),
+            None if text == "subscription" => Some(KeyPart::Subscription),
             Some(("claim", name)) if !name.is_empty() => Some(KeyPart::Claim(ClaimPath::new(name))),
             Some(("header", name)) => HeaderName::from_bytes(name.as_bytes()).ok().map(KeyPart::Header),
             _ => None,
@@ -537,7 +545,7 @@ fn key_parts(cfg: &RateLimitConfig, cx: &mut CompileContext) -> Vec<KeyPart> {
             Some(part) => parts.push(part),
             None => {
                 cx.field_error_at(at, "key", format!("unknown key part {text:?}"))
-                    .hint("key parts are client_ip, claim:NAME, header:NAME, client_cert and route");
+                    .hint("key parts are client_ip, claim:NAME, header:NAME, client_cert, route and subscription");
             }
         }
     }

@@ -62,7 +62,10 @@ pub struct SubscriptionKey {
 
 impl std::fmt::Debug for SubscriptionKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SubscriptionKey").field("header", &self.header).field("query", &self.query).finish_non_exhaustive()
+        f.debug_struct("SubscriptionKey")
+            .field("header", &self.header)
+            .field("query", &self.query)
+            .finish_non_exhaustive()
     }
 }
 
@@ -109,7 +112,8 @@ impl Refusal {
 
     /// 401 as APIM answers (with its wording), 429 with `Retry-After`, or 503.
     pub fn problem(self) -> Problem {
-        let unauthorized = |kind, title, detail: &'static str| Problem::new(StatusCode::UNAUTHORIZED, kind, title, detail);
+        let unauthorized =
+            |kind, title, detail: &'static str| Problem::new(StatusCode::UNAUTHORIZED, kind, title, detail);
         match self {
             Self::Missing => unauthorized("subscription-key-missing", "Subscription key missing", MISSING),
             Self::Ambiguous => unauthorized(
@@ -118,8 +122,12 @@ impl Refusal {
                 "send the subscription key once: in the header or in the query, not both",
             ),
             Self::Invalid => unauthorized("subscription-key-invalid", "Invalid subscription key", INVALID),
-            Self::Inactive(State::Suspended) => unauthorized("subscription-suspended", "Subscription suspended", INVALID),
-            Self::Inactive(State::Cancelled) => unauthorized("subscription-cancelled", "Subscription cancelled", INVALID),
+            Self::Inactive(State::Suspended) => {
+                unauthorized("subscription-suspended", "Subscription suspended", INVALID)
+            }
+            Self::Inactive(State::Cancelled) => {
+                unauthorized("subscription-cancelled", "Subscription cancelled", INVALID)
+            }
             Self::Inactive(_) => unauthorized("subscription-expired", "Subscription expired", INVALID),
             Self::OutOfScope => unauthorized(
                 "subscription-out-of-scope",
@@ -155,13 +163,14 @@ impl PolicyKind for SubscriptionKey {
     /// No `identity` section (the subscriptions live in its store), a malformed header name.
     fn compile(cfg: &SubscriptionKeyConfig, cx: &mut CompileContext) -> Result<Self, Invalid> {
         let mark = cx.mark();
-        let header_name = |cx: &mut CompileContext, field: &str, text: &str| match HeaderName::from_bytes(text.as_bytes()) {
-            Ok(name) => Some(name),
-            Err(_) => {
-                cx.field_error(field, format!("{text:?} is not a header name"));
-                None
-            }
-        };
+        let header_name =
+            |cx: &mut CompileContext, field: &str, text: &str| match HeaderName::from_bytes(text.as_bytes()) {
+                Ok(name) => Some(name),
+                Err(_) => {
+                    cx.field_error(field, format!("{text:?} is not a header name"));
+                    None
+                }
+            };
         let header = header_name(cx, "header", cfg.header.as_deref().unwrap_or(DEFAULT_HEADER));
         let forward_header = cfg.forward_header.as_deref().and_then(|h| header_name(cx, "forward_header", h));
         let query = cfg.query.clone().unwrap_or_else(|| DEFAULT_QUERY.to_owned());
@@ -172,8 +181,11 @@ impl PolicyKind for SubscriptionKey {
             Some(issuer) => Some(issuer.keyring.clone()),
             None => {
                 if !cx.identity_declared {
-                    cx.field_error("subscription_key", "subscriptions live in the token issuer's store: add an `identity` section")
-                        .hint("`portcullis subscriptions create` then makes keys in that store");
+                    cx.field_error(
+                        "subscription_key",
+                        "subscriptions live in the token issuer's store: add an `identity` section",
+                    )
+                    .hint("`portcullis subscriptions create` then makes keys in that store");
                 }
                 None
             }
@@ -181,10 +193,9 @@ impl PolicyKind for SubscriptionKey {
         cx.valid_since(mark)?;
         let (Some(header), Some(keyring)) = (header, keyring) else { return Err(Invalid) };
         crate::redact::credential_source(Some(&query), Some(&header));
-        let failures_per_network = cfg.failures_per_network.unwrap_or(Rate {
-            count: std::num::NonZeroU32::new(30).expect("non-zero"),
-            per: Duration::from_secs(60),
-        });
+        let failures_per_network = cfg
+            .failures_per_network
+            .unwrap_or(Rate { count: std::num::NonZeroU32::new(30).expect("non-zero"), per: Duration::from_secs(60) });
         Ok(Self {
             header,
             query,
@@ -262,7 +273,13 @@ impl SubscriptionKey {
         }
         match keys.len() {
             0 => Err(Refusal::Missing),
-            1 => Ok(keys.remove(0)).map(|k| k.trim().to_owned()).and_then(|k| if k.is_empty() { Err(Refusal::Missing) } else { Ok(k) }),
+            1 => Ok(keys.remove(0)).map(|k| k.trim().to_owned()).and_then(|k| {
+                if k.is_empty() {
+                    Err(Refusal::Missing)
+                } else {
+                    Ok(k)
+                }
+            }),
             _ => Err(Refusal::Ambiguous),
         }
     }
@@ -281,7 +298,8 @@ impl SubscriptionKey {
     fn remove_key(&self, parts: &mut Parts) {
         parts.headers.remove(&self.header);
         let Some(query) = parts.uri.query() else { return };
-        let is_key = |pair: &str| form_urlencoded::parse(pair.as_bytes()).next().is_some_and(|(n, _)| n == self.query.as_str());
+        let is_key =
+            |pair: &str| form_urlencoded::parse(pair.as_bytes()).next().is_some_and(|(n, _)| n == self.query.as_str());
         if !query.split('&').any(is_key) {
             return;
         }

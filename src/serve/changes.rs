@@ -1,7 +1,14 @@
 //! Following the issuer's store: every instance sharing a store reads the audit entries
-//! written since it last looked, every [`POLL`], and applies what they change. Revocations
-//! (a system deactivated or its secrets renewed, a user deactivated or unlinked) end the
-//! long-lived connections their tokens opened ([`crate::serve::credential`]).
+//! written since it last looked, every [`POLL`], and applies what they change:
+//! - revocations (a system deactivated or its secrets renewed, a user deactivated or
+//!   unlinked) end the long-lived connections their tokens opened
+//!   ([`crate::serve::credential`]);
+//! - a change to a subscription reloads the keyring, so a regenerated, suspended or
+//!   cancelled key is refused within a poll and a read;
+//! - the keys' uses go to the store, once a minute per key at most.
+//!
+//! A read that succeeds keeps the keyring fresh; past a policy's `stale_after` without one,
+//! keys are refused with 503.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +17,7 @@ use crate::identity::revocation::Revocation;
 use crate::identity::Issuer;
 use crate::serve::gateway::Gateway;
 use crate::store::AuditWatch;
+use crate::subscription::KeyUse;
 
 /// How often the store's audit log is read: a change reaches every instance within this
 /// and one read.
@@ -53,6 +61,9 @@ struct Following {
 
 impl Following {
     fn new(issuer: Arc<Issuer>) -> Self {
+        if let Some(uses) = issuer.take_key_uses() {
+            tokio::spawn(record_key_uses(issuer.clone(), uses));
+        }
         Self { issuer, watch: AuditWatch::new(), revocations: Vec::new(), failing: false }
     }
 
@@ -70,6 +81,18 @@ impl Following {
         if std::mem::take(&mut self.failing) {
             tracing::info!("the issuer's store can be read for changes again");
         }
+        let keyring = &self.issuer.keyring;
+        let subscriptions_changed = entries.iter().any(|e| e.action.starts_with("subscription."));
+        // The first read returns the whole log: the keyring is read again once, so that no
+        // change between its first reading and this one is missed.
+        if subscriptions_changed || !keyring.is_loaded() {
+            if let Err(e) = self.issuer.load_keyring().await {
+                tracing::warn!(error = %e, "cannot read the subscription keys; retrying");
+                self.failing = true;
+            }
+        } else {
+            keyring.still_fresh(crate::clock::unix_now() as i64);
+        }
         let oldest = crate::clock::unix_now() as i64 - KEEP;
         let before = self.revocations.len();
         self.revocations.retain(|r| r.at >= oldest);
@@ -81,6 +104,16 @@ impl Following {
         if pruned || !fresh.is_empty() {
             self.revocations.extend(fresh);
             gateway.tunnels.set_revocations(self.revocations.clone());
+        }
+    }
+}
+
+/// Records each key use in the store, for `subscriptions list` (not audited). A failed write
+/// is logged and dropped: the next minute's use writes again.
+async fn record_key_uses(issuer: Arc<Issuer>, mut uses: tokio::sync::mpsc::UnboundedReceiver<KeyUse>) {
+    while let Some(KeyUse { id, slot, minute }) = uses.recv().await {
+        if let Err(e) = issuer.store.subscription_key_used(&id, slot, minute).await {
+            tracing::warn!(error = %e, subscription = %id, "could not record a subscription key's use");
         }
     }
 }

@@ -358,7 +358,7 @@ async fn forward(
     let out = Outbound {
         method: parts.method,
         path: route.upstream_path(routed.path()),
-        query: routed.query(),
+        query: parts.uri.query(),
         client_ip: routed.client_ip,
         headers,
         body: body::boxed(body),
@@ -417,7 +417,7 @@ async fn forward_websocket(
     let out = Outbound {
         method: parts.method,
         path: route.upstream_path(routed.path()),
-        query: routed.query(),
+        query: parts.uri.query(),
         client_ip: routed.client_ip,
         headers,
         body: body::empty(),

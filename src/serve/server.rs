@@ -76,6 +76,7 @@ impl Server {
     /// A bind failed; its listener is named.
     pub async fn start(runtime: Runtime) -> io::Result<Self> {
         runtime.start();
+        load_keyring(&runtime).await;
         export_certificate_expiry(&runtime);
         let gateway = Arc::new(Gateway::new(runtime));
         let runtime = gateway.runtime();
@@ -225,6 +226,7 @@ impl Inner {
             fresh.push((name.clone(), *bind_addr, tcp));
         }
         runtime.start();
+        load_keyring(&runtime).await;
         export_certificate_expiry(&runtime);
         let (listeners, routes) = (runtime.listeners.len(), runtime.routes.routes.len());
         let drain_timeout = runtime.drain_timeout;
@@ -251,6 +253,17 @@ impl Inner {
             loops.insert(name, lp);
         }
         Ok(format!("reloaded {}: {listeners} listeners, {routes} routes", source.display()))
+    }
+}
+
+/// Reads the issuer store's subscription keys before the runtime serves, on the gateway's
+/// own event loop (the store's connections belong to it). A failure is logged; keys are
+/// then refused with 503 until [`crate::serve::changes`] reads them.
+async fn load_keyring(runtime: &Runtime) {
+    if let Some(issuer) = &runtime.issuer {
+        if let Err(e) = issuer.load_keyring().await {
+            tracing::error!(error = %e, "cannot read the subscription keys; they are refused until the store answers");
+        }
     }
 }
 

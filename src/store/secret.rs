@@ -53,6 +53,11 @@ impl SecretHasher {
         Self { key: hmac::Key::new(hmac::HMAC_SHA256, key) }
     }
 
+    /// The HMAC key itself, for a hasher outside the store (the gateway's keyring).
+    pub fn hmac_key(&self) -> hmac::Key {
+        self.key.clone()
+    }
+
     /// The HMAC-SHA-256 tag of `secret` under the store's key.
     pub fn hash(&self, secret: &str) -> SecretHash {
         SecretHash(hmac::sign(&self.key, secret.as_bytes()).as_ref().to_vec())
