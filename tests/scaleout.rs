@@ -40,12 +40,16 @@ backends:
 policies:
   own-tokens: {{ jwt: {{ issuers: [self], audiences: [api://portal], forward_claims: {{ client_id: X-Client-Id }} }} }}
   own-query-tokens: {{ jwt: {{ issuers: [self], audiences: [api://portal], token_from: "query:access_token" }} }}
+  keys: {{ subscription_key: {{ failures_per_network: 100000/min }} }}
+  per-subscription: {{ rate_limit: {{ key: subscription, quota: 3/day, store: "{redis}", on_store_error: deny, timeout: 2s }} }}
   per-client: {{ rate_limit: {{ key: "claim:client_id", quota: 30/day, store: "{redis}", on_store_error: deny, timeout: 2s }} }}
 routes:
   - {{ name: limited, match: {{ path_prefix: /limited/ }}, policies: [own-tokens, per-client], backend: app }}
   - {{ name: api, match: {{ path_prefix: /api/ }}, policies: [own-tokens], backend: app }}
   - {{ name: hub, match: {{ path_prefix: /hub/ }}, policies: [own-query-tokens], backend: hub, upgrades: [websocket] }}
   - {{ name: events, match: {{ path_prefix: /events/ }}, policies: [own-query-tokens], backend: events }}
+  - {{ name: keyed, match: {{ path_prefix: /keyed/ }}, policies: [keys, per-subscription], backend: app }}
+  - {{ name: keyed-free, match: {{ path_prefix: /keyed-free/ }}, policies: [keys], backend: app }}
 identity:
   listener: public
   issuer: https://login.test
@@ -312,6 +316,61 @@ async fn a_revoked_grant_ends_websockets_and_event_streams_on_every_instance_wit
     shared.cli("one.yaml", &["systems", "renew-secret", &id]);
     assert_eq!(closed_with(&mut fresh_ws).await, revoked);
     echoes(&mut bystander, "still here").await;
+}
+
+async fn with_key(client: &Client, path: &str, key: &str) -> u16 {
+    let req = Request::get(path).header("host", "localhost").header("ocp-apim-subscription-key", key);
+    client.send(req.body(Full::default()).unwrap()).await.status.as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_regenerated_key_is_refused_by_the_other_instance_within_a_second_and_quotas_are_shared() {
+    let shared = Shared::start().await;
+    let one = shared.gateway("one.yaml", "a-key.pem", &[]);
+    let two = shared.gateway("two.yaml", "a-key.pem", &[]);
+    let (c1, c2) = (Client::new(one.addr("public"), &shared.pki), Client::new(two.addr("public"), &shared.pki));
+    let out = shared.cli("one.yaml", &["subscriptions", "create", "--name", "partner", "--scope", "all"]);
+    let field = |text: &str, label: &str| {
+        let line = text.lines().find(|l| l.trim_start().starts_with(label)).unwrap();
+        line.split_once(':').unwrap().1.trim().to_owned()
+    };
+    let (id, primary, secondary) = (field(&out, "id"), field(&out, "primary key"), field(&out, "secondary key"));
+    for client in [&c1, &c2] {
+        support::until("the key works", async || with_key(client, "/keyed-free/x", &primary).await == 200).await;
+    }
+
+    // Regenerated through instance one's configuration: instance two refuses the old key
+    // within a poll of the store and one read, the secondary keeps working.
+    let out = shared.cli("one.yaml", &["subscriptions", "regenerate", &id, "--primary"]);
+    let new_primary = field(&out, "new primary key");
+    let regenerated = std::time::Instant::now();
+    support::until("the old primary is refused at instance two", async || {
+        with_key(&c2, "/keyed-free/x", &primary).await == 401
+    })
+    .await;
+    let took = regenerated.elapsed();
+    assert!(took < std::time::Duration::from_secs(2), "refused {took:?} after the regeneration");
+    println!("instance two refused the regenerated key {took:?} after the CLI returned");
+    assert_eq!(with_key(&c2, "/keyed-free/x", &secondary).await, 200);
+    for client in [&c1, &c2] {
+        support::until("the new primary works", async || with_key(client, "/keyed-free/x", &new_primary).await == 200)
+            .await;
+    }
+
+    // A quota of 3 a day per subscription, kept in Redis: one budget across both instances
+    // and both keys.
+    let statuses = [
+        with_key(&c1, "/keyed/a", &secondary).await,
+        with_key(&c2, "/keyed/a", &new_primary).await,
+        with_key(&c1, "/keyed/a", &new_primary).await,
+        with_key(&c2, "/keyed/a", &secondary).await,
+    ];
+    assert_eq!(statuses, [200, 200, 200, 429]);
+
+    // Suspended through instance two: instance one refuses both keys.
+    shared.cli("two.yaml", &["subscriptions", "suspend", &id]);
+    support::until("suspended at instance one", async || with_key(&c1, "/keyed-free/x", &secondary).await == 401).await;
+    assert_eq!(with_key(&c1, "/keyed-free/x", &new_primary).await, 401);
 }
 
 fn token_req(id: &str, secret: &str) -> Request<Full<Bytes>> {
