@@ -8,6 +8,7 @@
 //! Guessing costs the guesser: unknown keys are counted per client network (an IPv4 address
 //! or an IPv6 /64), and a network that spent its budget gets 429 before any lookup.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -262,24 +263,25 @@ impl SubscriptionKey {
     }
 
     /// The one key the request carries, from the header or the query.
-    fn presented_key(&self, parts: &Parts) -> Result<String, Refusal> {
-        let mut found = parts.headers.get_all(&self.header).iter().map(|v| v.to_str().map(str::to_owned));
-        let mut keys: Vec<String> = Vec::new();
-        for value in found.by_ref() {
-            keys.push(value.map_err(|_| Refusal::Invalid)?);
+    fn presented_key<'p>(&self, parts: &'p Parts) -> Result<Cow<'p, str>, Refusal> {
+        let mut found: Option<Cow<'p, str>> = None;
+        let mut count = 0;
+        for value in parts.headers.get_all(&self.header).iter() {
+            count += 1;
+            found = Some(Cow::Borrowed(value.to_str().map_err(|_| Refusal::Invalid)?));
         }
         if let Some(query) = parts.uri.query() {
-            keys.extend(self.query_values(query));
+            for value in self.query_values(query) {
+                count += 1;
+                found = Some(Cow::Owned(value));
+            }
         }
-        match keys.len() {
-            0 => Err(Refusal::Missing),
-            1 => Ok(keys.remove(0)).map(|k| k.trim().to_owned()).and_then(|k| {
-                if k.is_empty() {
-                    Err(Refusal::Missing)
-                } else {
-                    Ok(k)
-                }
+        match (count, found) {
+            (1, Some(key)) if !key.trim().is_empty() => Ok(match key {
+                Cow::Borrowed(k) => Cow::Borrowed(k.trim()),
+                Cow::Owned(k) => Cow::Owned(k.trim().to_owned()),
             }),
+            (0 | 1, _) => Err(Refusal::Missing),
             _ => Err(Refusal::Ambiguous),
         }
     }
