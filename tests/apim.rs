@@ -342,6 +342,19 @@ fn a_required_subscription_is_checked_first_and_its_budgets_count_per_subscripti
     ]);
     assert!(out.contains("5931a75ae4bbd512a88c680b"), "{out}{err}");
 
+    // `portcullis test` does not read the store's keys, so only the refusals made before any
+    // lookup are shown here: the key is checked before the budgets.
+    let fixture = r#"config: ../subscription-quota.yaml
+cases:
+  - name: a call without a key is refused by the key check, before any budget
+    request: { url: https://localhost/orders }
+    expect: { status: 401, policy: subscription-key, reason: subscription_key_missing }
+  - name: a key in the header and the query is refused
+    request: { url: "https://localhost/orders?subscription-key=a", headers: { Ocp-Apim-Subscription-Key: b } }
+    expect: { status: 401, policy: subscription-key, reason: subscription_key_ambiguous }
+"#;
+    run_fixture(&policies, "subscription-quota", fixture);
+
     // Custom key names are the policy's.
     let (ok, yaml, err) = import_with(
         &policies,

@@ -14,6 +14,10 @@ use anyhow::Context;
 use crate::tools::apim::ApiSettings;
 
 pub(super) fn import(file: &Path, strict: bool, api: &ApiSettings) -> anyhow::Result<ExitCode> {
+    let names = api.subscription_key_header.is_some() || api.subscription_key_query.is_some();
+    if names && api.subscription_required != Some(true) {
+        anyhow::bail!("--subscription-key-header and --subscription-key-query need --subscription-required");
+    }
     if let Some(header) = &api.subscription_key_header {
         if http::HeaderName::from_bytes(header.trim().as_bytes()).is_err() {
             anyhow::bail!("--subscription-key-header {header:?} is not a header name");

@@ -887,12 +887,12 @@ impl Importer<'_, '_> {
         };
         let what = match by_key {
             true => format!("counter-key={expr:?}"),
-            false => format!("<{}> (counted per subscription)", el.tag_name().name()),
+            false => format!("<{}> (per subscription in APIM)", el.tag_name().name()),
         };
         match key {
             Some(CounterKey::Key(key)) => key,
             Some(CounterKey::Subscription) if self.api.subscription_required() => {
-                self.note_here(el, &format!("{what}: counted per subscription, as APIM: key: subscription (the subscription_key policy accepted it)"));
+                self.note_here(el, &format!("{what}: key: subscription, counted per subscription the subscription_key policy accepted, as in APIM"));
                 "subscription".to_owned()
             }
             Some(CounterKey::Subscription) => {

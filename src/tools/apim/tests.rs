@@ -251,7 +251,7 @@ fn plain_rate_limits_and_quotas_count_per_subscription_or_fall_back_to_client_ip
     assert_eq!(v["policies"]["rate-limit"]["rate_limit"]["key"], "client_ip", "{yaml}");
     assert_eq!(v["policies"]["quota"]["rate_limit"]["key"], "client_ip", "{yaml}");
     assert_eq!(left_out, 3, "both budgets and the counter-key: {yaml}");
-    assert!(yaml.contains("<rate-limit> (counted per subscription) not translated"), "{yaml}");
+    assert!(yaml.contains("<rate-limit> (per subscription in APIM) not translated"), "{yaml}");
 }
 
 /// A bucket admits its burst plus its refill within one period: never more than `calls`.
