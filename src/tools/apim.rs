@@ -1,7 +1,9 @@
 //! `portcullis import-apim`: an Azure API Management policy document turned into a portcullis
 //! configuration. What has an equivalent is translated (`cors`, `ip-filter`, `validate-jwt`,
 //! `validate-azure-ad-token`, `validate-client-certificate`, `rate-limit-by-key`,
-//! `quota-by-key`, `set-header`, `set-backend-service`); every element, attribute and policy
+//! `quota-by-key`, `rate-limit`, `quota`, `set-header`, `set-backend-service`) — and, when the
+//! API requires a subscription ([`ApiSettings`], not part of a policy document), a
+//! `subscription_key` policy first in the chain; every element, attribute and policy
 //! expression (`@(...)`, `@{...}`) that has none becomes a YAML comment naming it and its line
 //! in the XML, and is counted, so that `--strict` can refuse a partial translation. Named
 //! values (`{{name}}`) become `${env:NAME}` where the configuration reads references.
