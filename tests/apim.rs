@@ -41,11 +41,17 @@ fn workspace() -> (tempfile::TempDir, PathBuf) {
 
 /// Imports `tests/apim/NAME.xml` into `policies/NAME.yaml`; asserts it passes `check`.
 fn import(policies: &Path, name: &str, strict: bool) -> (bool, String, String) {
+    import_with(policies, name, strict, &[])
+}
+
+/// Like [`import`], with more `import-apim` flags.
+fn import_with(policies: &Path, name: &str, strict: bool, flags: &[&str]) -> (bool, String, String) {
     let xml = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/apim/{name}.xml"));
     let mut args = vec!["import-apim", xml.to_str().unwrap()];
     if strict {
         args.push("--strict");
     }
+    args.extend_from_slice(flags);
     let (ok, yaml, err) = portcullis(&args);
     let file = policies.join(format!("{name}.yaml"));
     std::fs::write(&file, &yaml).unwrap();
@@ -298,4 +304,82 @@ fn a_translation_with_notes_inside_policies_is_yaml_that_check_reads() {
     for line in yaml.lines().filter(|l| l.contains("not translated") || l.contains("APIM")) {
         assert!(line.trim_start().starts_with('#'), "notes are comment lines of their own: {line:?}");
     }
+}
+
+/// `--subscription-required`: the key is checked first, the budgets count per subscription,
+/// and the whole configuration (with the `identity` section whose store holds the keys) passes
+/// `check`; the keys APIM's callers hold are imported into that store.
+#[test]
+fn a_required_subscription_is_checked_first_and_its_budgets_count_per_subscription() {
+    let (dir, policies) = workspace();
+    let (ok, yaml, err) = import_with(&policies, "subscription-quota", true, &["--subscription-required"]);
+    assert!(ok, "everything in it translates, so --strict passes: {err}\n{yaml}");
+    let config = data(&yaml);
+    assert_eq!(
+        config["routes"][0]["policies"],
+        serde_json::json!(["subscription-key", "quota", "rate-limit"]),
+        "the key is checked before any policy: {yaml}"
+    );
+    assert_eq!(config["policies"]["subscription-key"]["subscription_key"], serde_json::json!({}), "{yaml}");
+    assert_eq!(
+        config["policies"]["quota"]["rate_limit"],
+        serde_json::json!({ "key": "subscription", "quota": "10000/day" }),
+        "{yaml}"
+    );
+    assert_eq!(config["policies"]["rate-limit"]["rate_limit"]["key"], "subscription", "{yaml}");
+    assert_eq!(config["identity"]["store"], "sqlite:../var/identity.db", "{yaml}");
+    assert!(dir.path().join("var/identity.db").exists(), "check opened the store");
+
+    // The callers' keys go into the store the configuration names.
+    let config_file = policies.join("subscription-quota.yaml");
+    let subscriptions = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/apim/subscriptions.json");
+    let (_, out, err) = portcullis(&[
+        "subscriptions",
+        "--config",
+        config_file.to_str().unwrap(),
+        "import",
+        subscriptions.to_str().unwrap(),
+    ]);
+    assert!(out.contains("5931a75ae4bbd512a88c680b"), "{out}{err}");
+
+    // `portcullis test` does not read the store's keys, so only the refusals made before any
+    // lookup are shown here: the key is checked before the budgets.
+    let fixture = r#"config: ../subscription-quota.yaml
+cases:
+  - name: a call without a key is refused by the key check, before any budget
+    request: { url: https://localhost/orders }
+    expect: { status: 401, policy: subscription-key, reason: subscription_key_missing }
+  - name: a key in the header and the query is refused
+    request: { url: "https://localhost/orders?subscription-key=a", headers: { Ocp-Apim-Subscription-Key: b } }
+    expect: { status: 401, policy: subscription-key, reason: subscription_key_ambiguous }
+"#;
+    run_fixture(&policies, "subscription-quota", fixture);
+
+    // Custom key names are the policy's.
+    let (ok, yaml, err) = import_with(
+        &policies,
+        "subscription-quota",
+        true,
+        &["--subscription-required", "--subscription-key-header", "X-Api-Key", "--subscription-key-query", "apikey"],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(
+        data(&yaml)["policies"]["subscription-key"]["subscription_key"],
+        serde_json::json!({ "header": "X-Api-Key", "query": "apikey" }),
+        "{yaml}"
+    );
+
+    // Not required: no key is checked, so the budgets fall back to the client address, and
+    // --strict refuses the difference; unsaid, the output says how to say it.
+    for flags in [&["--no-subscription-required"][..], &[]] {
+        let (ok, yaml, err) = import_with(&policies, "subscription-quota", true, flags);
+        assert!(!ok && err.contains("2 element(s), attribute(s) or expression(s) left out"), "{flags:?}: {err}");
+        let config = data(&yaml);
+        assert_eq!(config["policies"]["quota"]["rate_limit"]["key"], "client_ip", "{yaml}");
+        assert!(config.get("identity").is_none() && config["policies"].get("subscription-key").is_none(), "{yaml}");
+        assert_eq!(yaml.contains("re-run with --subscription-required"), flags.is_empty(), "{yaml}");
+    }
+    let (ok, _, err) =
+        portcullis(&["import-apim", "x.xml", "--no-subscription-required", "--subscription-key-header", "X-Key"]);
+    assert!(!ok && err.contains("--subscription-required"), "the names need the subscription required: {err}");
 }

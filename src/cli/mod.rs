@@ -82,6 +82,22 @@ enum Command {
         /// Exit 1 when anything could not be translated.
         #[arg(long)]
         strict: bool,
+        /// The API requires a subscription key (APIM's `subscriptionRequired`, its default): a
+        /// `subscription_key` policy first in the chain, budgets per subscription.
+        #[arg(long, conflicts_with = "no_subscription_required")]
+        subscription_required: bool,
+        /// The API requires no subscription key: none is checked, and per-subscription budgets
+        /// fall back to the client address (left out).
+        #[arg(long)]
+        no_subscription_required: bool,
+        /// The header the key is read from (APIM's `subscriptionKeyParameterNames.header`;
+        /// default `Ocp-Apim-Subscription-Key`).
+        #[arg(long, value_name = "NAME", requires = "subscription_required")]
+        subscription_key_header: Option<String>,
+        /// The query parameter the key is read from (`subscriptionKeyParameterNames.query`;
+        /// default `subscription-key`).
+        #[arg(long, value_name = "NAME", requires = "subscription_required")]
+        subscription_key_query: Option<String>,
     },
     /// Health check for images without curl: GET an admin URL, exit 0 on 200.
     Probe {
@@ -246,7 +262,25 @@ pub fn main(open_files: OpenFileLimit) -> ExitCode {
         Command::Audit { store } => identity::audit(&store),
         Command::Secrets { config, actor, command } => secrets::secrets(&config, &identity::actor(actor), command),
         Command::Probe { url, timeout } => probe::probe(&url, timeout.0),
-        Command::ImportApim { policy, strict } => import_apim::import(&policy, strict),
+        Command::ImportApim {
+            policy,
+            strict,
+            subscription_required,
+            no_subscription_required,
+            subscription_key_header,
+            subscription_key_query,
+        } => {
+            let api = crate::tools::apim::ApiSettings {
+                subscription_required: match (subscription_required, no_subscription_required) {
+                    (true, _) => Some(true),
+                    (_, true) => Some(false),
+                    _ => None,
+                },
+                subscription_key_header,
+                subscription_key_query,
+            };
+            import_apim::import(&policy, strict, &api)
+        }
         Command::Test { config, format, fixtures } => test::test(&config, &fixtures, format),
         Command::Trace { config, method, headers, client_ip, client_cert, token, url } => {
             trace::trace(&trace::TraceRequest { config, method, url, headers, client_ip, client_cert, token })

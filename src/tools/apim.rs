@@ -1,7 +1,9 @@
 //! `portcullis import-apim`: an Azure API Management policy document turned into a portcullis
 //! configuration. What has an equivalent is translated (`cors`, `ip-filter`, `validate-jwt`,
 //! `validate-azure-ad-token`, `validate-client-certificate`, `rate-limit-by-key`,
-//! `quota-by-key`, `set-header`, `set-backend-service`); every element, attribute and policy
+//! `quota-by-key`, `rate-limit`, `quota`, `set-header`, `set-backend-service`) — and, when the
+//! API requires a subscription ([`ApiSettings`], not part of a policy document), a
+//! `subscription_key` policy first in the chain; every element, attribute and policy
 //! expression (`@(...)`, `@{...}`) that has none becomes a YAML comment naming it and its line
 //! in the XML, and is counted, so that `--strict` can refuse a partial translation. Named
 //! values (`{{name}}`) become `${env:NAME}` where the configuration reads references.
@@ -48,6 +50,39 @@ pub enum ImportError {
     Unreadable(String),
 }
 
+/// What APIM keeps in the API's definition rather than in its policy document: whether a
+/// subscription key is required, and where it is read from. Given by the `import-apim` flags.
+#[derive(Debug, Default, Clone)]
+pub struct ApiSettings {
+    /// `subscriptionRequired`: `Some(true)` puts a `subscription_key` policy first in the chain
+    /// and counts per-subscription budgets by `subscription`; `None` (not said) and
+    /// `Some(false)` check no key.
+    pub subscription_required: Option<bool>,
+    /// `subscriptionKeyParameterNames.header` (default `Ocp-Apim-Subscription-Key`).
+    pub subscription_key_header: Option<String>,
+    /// `subscriptionKeyParameterNames.query` (default `subscription-key`).
+    pub subscription_key_query: Option<String>,
+}
+
+impl ApiSettings {
+    fn subscription_required(&self) -> bool {
+        self.subscription_required == Some(true)
+    }
+
+    /// The header and query names a counter key reads the subscription key from: APIM's
+    /// defaults and the API's own, lower-case.
+    fn key_names(&self) -> Vec<String> {
+        let mut names = vec![SUBSCRIPTION_HEADER.to_owned(), SUBSCRIPTION_QUERY.to_owned()];
+        for name in self.subscription_key_header.iter().chain(&self.subscription_key_query) {
+            let name = name.trim().to_ascii_lowercase();
+            if !name.is_empty() && !names.contains(&name) {
+                names.push(name);
+            }
+        }
+        names
+    }
+}
+
 /// One translated policy.
 struct PolicyOut {
     name: String,
@@ -72,6 +107,8 @@ struct Importer<'d, 'i> {
     /// `set-header` edits of the inbound (request) and outbound (response) sides.
     request: HeaderEdits,
     response: HeaderEdits,
+    /// The API's settings around the document.
+    api: ApiSettings,
 }
 
 /// The header edits of one side, gathered into one `headers` policy.
@@ -83,12 +120,21 @@ struct HeaderEdits {
     remove: Vec<String>,
 }
 
-/// Translates `xml`, read from `source` (named in the header comment).
+/// Translates `xml`, read from `source` (named in the header comment), saying nothing of the
+/// API's subscription settings.
 ///
 /// # Errors
 /// The document is not XML or not a policy document; or (a bug) the translation does not read
 /// back as a configuration.
 pub fn import(xml: &str, source: &str) -> Result<Imported, ImportError> {
+    import_with(xml, source, &ApiSettings::default())
+}
+
+/// Translates `xml`, read from `source`, for an API with the settings `api`.
+///
+/// # Errors
+/// As [`import`].
+pub fn import_with(xml: &str, source: &str, api: &ApiSettings) -> Result<Imported, ImportError> {
     let doc = Document::parse(xml)?;
     let root = doc.root_element();
     let mut im = Importer {
@@ -103,10 +149,12 @@ pub fn import(xml: &str, source: &str) -> Result<Imported, ImportError> {
         building: None,
         request: HeaderEdits::default(),
         response: HeaderEdits::default(),
+        api: api.clone(),
     };
     if root.tag_name().name() != "policies" {
         return Err(ImportError::NotPolicies(im.line(root), root.tag_name().name().to_owned()));
     }
+    im.subscription_key();
     for section in root.children().filter(Node::is_element) {
         im.building = None;
         match section.tag_name().name() {
@@ -196,8 +244,10 @@ impl Importer<'_, '_> {
                 ("validate-jwt", Side::Inbound) => self.validate_jwt(el),
                 ("validate-azure-ad-token", Side::Inbound) => self.validate_azure_ad_token(el),
                 ("validate-client-certificate", Side::Inbound) => self.client_certificate(el),
-                ("rate-limit-by-key", Side::Inbound) => self.rate_limit(el, false),
-                ("quota-by-key", Side::Inbound) => self.rate_limit(el, true),
+                ("rate-limit-by-key", Side::Inbound) => self.rate_limit(el, false, true),
+                ("quota-by-key", Side::Inbound) => self.rate_limit(el, true, true),
+                ("rate-limit", Side::Inbound) => self.rate_limit(el, false, false),
+                ("quota", Side::Inbound) => self.rate_limit(el, true, false),
                 ("check-header", _) => self.leave(el, "<check-header>", "portcullis has no header check; a jwt policy (token_from: header:NAME) or client_cert covers the usual uses"),
                 ("mock-response", _) => self.leave(el, "<mock-response>", "portcullis has no mock answers; a backend `builtin: echo` answers with what it received"),
                 (other, _) => self.leave(el, &format!("<{other}>"), "no portcullis equivalent in this section"),
@@ -298,6 +348,35 @@ impl Importer<'_, '_> {
             }
         }
         out
+    }
+
+    /// APIM checks the subscription key before it runs the API's policies: when the API
+    /// requires one, a `subscription_key` policy first in the chain, and the `identity` section
+    /// whose store holds the keys (see [`Self::document`]).
+    fn subscription_key(&mut self) {
+        if !self.api.subscription_required() {
+            if self.api.subscription_required.is_none() {
+                self.notes.push("the API's subscriptionRequired is not in a policy document: no subscription key is checked; if APIM required one (its default), re-run with --subscription-required (and --subscription-key-header / --subscription-key-query for custom names)".to_owned());
+            }
+            return;
+        }
+        let i = self.start("subscription-key", true);
+        let header = self.api.subscription_key_header.as_deref().map(str::trim).filter(|h| !h.is_empty());
+        let query = self.api.subscription_key_query.as_deref().map(str::trim).filter(|q| !q.is_empty());
+        let names = format!(
+            "{} header or the {} query parameter",
+            header.unwrap_or("Ocp-Apim-Subscription-Key"),
+            query.unwrap_or(SUBSCRIPTION_QUERY)
+        );
+        self.policies[i].notes.extend([
+            format!("subscriptionRequired (--subscription-required): translated as subscription_key, first in the chain as APIM checks the key before any policy; the key is read from the {names}, and removed before forwarding"),
+            "the keys are the subscriptions in identity.store: `portcullis subscriptions --config THIS.yaml import FILE` keeps the keys APIM's callers hold; a subscription scoped to this API opens route:NAME (name the route like the API), one scoped to a product needs `products: { P: { routes: [api] } }`".to_owned(),
+        ]);
+        self.policies[i].policy = Some(Policy::subscription_key(out::SubscriptionKey {
+            header: header.map(str::to_owned),
+            query: query.map(str::to_owned),
+        }));
+        self.building = None;
     }
 
     fn cors(&mut self, el: Node<'_, '_>) {
@@ -718,10 +797,12 @@ impl Importer<'_, '_> {
         (complete && !id.is_empty()).then_some(id)
     }
 
-    fn rate_limit(&mut self, el: Node<'_, '_>, quota: bool) {
+    /// `rate-limit-by-key` / `quota-by-key` (`by_key`), or APIM's plain `rate-limit` / `quota`,
+    /// which count per subscription.
+    fn rate_limit(&mut self, el: Node<'_, '_>, quota: bool, by_key: bool) {
         let i = self.start(if quota { "quota" } else { "rate-limit" }, true);
-        self.rate_limit_attributes(el, quota);
-        let key = self.rate_limit_key(el);
+        self.rate_limit_attributes(el, quota, by_key);
+        let key = self.rate_limit_key(el, by_key);
         let calls: Option<u32> = el.attribute("calls").and_then(|c| c.trim().parse().ok()).filter(|c| *c > 0);
         let period: Option<u64> = el.attribute("renewal-period").and_then(|p| p.trim().parse().ok()).filter(|p| *p > 0);
         let mut limit = out::RateLimit { key, rate: None, burst: None, quota: None };
@@ -746,8 +827,9 @@ impl Importer<'_, '_> {
         self.policies[i].policy = Some(Policy::rate_limit(limit));
     }
 
-    /// Flags the attributes of `<rate-limit>` / `<quota>` that portcullis does not read.
-    fn rate_limit_attributes(&mut self, el: Node<'_, '_>, quota: bool) {
+    /// Flags the attributes of `<rate-limit>` / `<quota>` (and their `-by-key` forms) that
+    /// portcullis does not read.
+    fn rate_limit_attributes(&mut self, el: Node<'_, '_>, quota: bool, by_key: bool) {
         let known: &[&str] = if quota {
             &[
                 "calls",
@@ -772,7 +854,10 @@ impl Importer<'_, '_> {
                 "total-calls-header-name",
             ]
         };
-        self.unknown_attributes(el, known);
+        // The plain forms have no counter key, condition nor count of their own.
+        let plain_lacks = ["counter-key", "increment-condition", "increment-count", "first-period-start"];
+        let known: Vec<&str> = known.iter().copied().filter(|a| by_key || !plain_lacks.contains(a)).collect();
+        self.unknown_attributes(el, &known);
         self.unknown_children(el, &[]);
         for attr in [
             "increment-condition",
@@ -782,7 +867,7 @@ impl Importer<'_, '_> {
             "retry-after-variable-name",
             "remaining-calls-variable-name",
         ] {
-            if let Some(v) = el.attribute(attr) {
+            if let Some(v) = el.attribute(attr).filter(|_| known.contains(&attr)) {
                 self.leave(el, &format!("{attr}={v:?}"), "no portcullis equivalent: every request counts one");
             }
         }
@@ -794,24 +879,36 @@ impl Importer<'_, '_> {
         }
     }
 
-    /// The key a `counter-key` translates to; the client address when it does not.
-    fn rate_limit_key(&mut self, el: Node<'_, '_>) -> String {
-        match el.attribute("counter-key").map(counter_key) {
+    /// The key a `counter-key` translates to (the subscription for the plain forms); the
+    /// client address when it does not.
+    fn rate_limit_key(&mut self, el: Node<'_, '_>, by_key: bool) -> String {
+        let expr = el.attribute("counter-key").unwrap_or_default();
+        let key = match by_key {
+            true => el.attribute("counter-key").map(|expr| counter_key(expr, &self.api.key_names())),
+            false => Some(CounterKey::Subscription),
+        };
+        let what = match by_key {
+            true => format!("counter-key={expr:?}"),
+            false => format!("<{}> (per subscription in APIM)", el.tag_name().name()),
+        };
+        match key {
             Some(CounterKey::Key(key)) => key,
+            Some(CounterKey::Subscription) if self.api.subscription_required() => {
+                self.note_here(el, &format!("{what}: key: subscription, counted per subscription the subscription_key policy accepted, as in APIM"));
+                "subscription".to_owned()
+            }
             Some(CounterKey::Subscription) => {
-                let expr = el.attribute("counter-key").unwrap_or_default();
                 self.leave(
                     el,
-                    &format!("counter-key={expr:?}"),
-                    "APIM counted per validated subscription; portcullis has no subscriptions, and any value of the key would buy a fresh budget; client_ip is used instead",
+                    &what,
+                    "APIM counted per validated subscription; without --subscription-required no key is checked here, and any value of the key would buy a fresh budget; client_ip is used instead",
                 );
                 "client_ip".to_owned()
             }
             Some(CounterKey::Other) => {
-                let expr = el.attribute("counter-key").unwrap_or_default();
                 self.leave(
                     el,
-                    &format!("counter-key={expr:?}"),
+                    &what,
                     "only the client address, a header or a token claim translate; client_ip is used instead",
                 );
                 "client_ip".to_owned()
@@ -978,8 +1075,20 @@ impl Importer<'_, '_> {
             .into_iter()
             .filter_map(|p| Some((p.name, Noted { notes: p.notes, value: p.policy? })))
             .collect();
+        let identity = self.api.subscription_required().then(|| Noted {
+            notes: vec![
+                "for the subscription_key policy: the subscriptions live in the token issuer's store. Placeholders: point `store` at the store `portcullis subscriptions import` filled (sqlite:PATH or postgres://…); `signing_key` is `portcullis certs dev`'s. With this section the listener also serves the issuer's /oauth2/token and key documents (README: Token issuer)".to_owned(),
+            ],
+            value: out::Issuer {
+                listener: "public".into(),
+                issuer: "https://localhost:8443".into(),
+                signing_key: "../certs/dev/token-signing-key.pem".into(),
+                store: "sqlite:../var/identity.db".into(),
+            },
+        });
         out::Document {
             version: 1,
+            identity,
             listeners: vec![out::Listener {
                 name: "public".into(),
                 bind: "127.0.0.1:8443".into(),
@@ -1045,8 +1154,9 @@ fn env_name(named: &str) -> String {
 enum CounterKey {
     /// A portcullis key with the same meaning.
     Key(String),
-    /// The subscription (its key or id): APIM validated it before counting; portcullis has
-    /// none, and counting by the raw key would give every invented value a fresh budget.
+    /// The subscription (its key or id): APIM validated it before counting. With a
+    /// `subscription_key` policy it is `subscription`; without one, counting by the raw key
+    /// would give every invented value a fresh budget.
     Subscription,
     /// Anything else.
     Other,
@@ -1056,14 +1166,12 @@ enum CounterKey {
 const SUBSCRIPTION_HEADER: &str = "ocp-apim-subscription-key";
 const SUBSCRIPTION_QUERY: &str = "subscription-key";
 
-/// The portcullis key for the APIM counter-key expressions that have one.
-fn counter_key(expr: &str) -> CounterKey {
+/// The portcullis key for the APIM counter-key expressions that have one; `key_names` are the
+/// lower-case header and query names the subscription key is read from.
+fn counter_key(expr: &str, key_names: &[String]) -> CounterKey {
     let compact: String = expr.chars().filter(|c| !c.is_whitespace()).collect();
     let lower = compact.to_ascii_lowercase();
-    if lower.contains("context.subscription")
-        || lower.contains(&format!("\"{SUBSCRIPTION_HEADER}\""))
-        || lower.contains(&format!("\"{SUBSCRIPTION_QUERY}\""))
-    {
+    if lower.contains("context.subscription") || key_names.iter().any(|name| lower.contains(&format!("\"{name}\""))) {
         return CounterKey::Subscription;
     }
     if compact == "@(context.Request.IpAddress)" {

@@ -12,6 +12,9 @@ use serde_saphyr::{CommentPosition, Commented};
 pub(super) struct Document {
     pub version: u32,
     pub listeners: Vec<Listener>,
+    /// The token issuer, for its store of subscriptions (with `subscription_key`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identity: Option<Noted<Issuer>>,
     pub backends: Entries<Backend>,
     #[serde(skip_serializing_if = "Entries::is_empty")]
     pub policies: Entries<Noted<Policy>>,
@@ -42,6 +45,15 @@ pub(super) struct CertKey {
 pub(super) struct ClientAuth {
     pub mode: &'static str,
     pub trusted_cas: String,
+}
+
+/// `identity`: the least the issuer needs (`identity::IdentityConfig`).
+#[derive(Serialize)]
+pub(super) struct Issuer {
+    pub listener: String,
+    pub issuer: String,
+    pub signing_key: String,
+    pub store: String,
 }
 
 #[derive(Serialize)]
@@ -81,6 +93,8 @@ pub(super) struct Policy {
     pub rate_limit: Option<RateLimit>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub headers: Option<Headers>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subscription_key: Option<SubscriptionKey>,
 }
 
 impl Policy {
@@ -107,6 +121,19 @@ impl Policy {
     pub(super) fn headers(headers: Headers) -> Self {
         Self { headers: Some(headers), ..Self::default() }
     }
+
+    pub(super) fn subscription_key(key: SubscriptionKey) -> Self {
+        Self { subscription_key: Some(key), ..Self::default() }
+    }
+}
+
+/// `subscription_key`: APIM's `subscriptionKeyParameterNames` when they are not its defaults.
+#[derive(Default, Serialize)]
+pub(super) struct SubscriptionKey {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
 }
 
 #[derive(Serialize)]

@@ -7,11 +7,30 @@ use super::*;
 
 /// Imports `inbound` (the inside of `<inbound>`); returns the YAML as data and the count.
 fn import_inbound(inbound: &str) -> (Value, usize, String) {
+    import_inbound_for(inbound, &ApiSettings::default())
+}
+
+/// Like [`import_inbound`], for an API with the settings `api`.
+fn import_inbound_for(inbound: &str, api: &ApiSettings) -> (Value, usize, String) {
     let xml = format!("<policies>\n<inbound>\n{inbound}\n</inbound>\n</policies>");
-    let imported = import(&xml, "test.xml").unwrap_or_else(|e| panic!("{e}"));
+    let imported = import_with(&xml, "test.xml", api).unwrap_or_else(|e| panic!("{e}"));
     read_back(&imported.yaml).unwrap_or_else(|e| panic!("{e}\n{}", imported.yaml));
     let value: Value = serde_saphyr::from_str(&imported.yaml).unwrap_or_else(|e| panic!("{e}\n{}", imported.yaml));
     (value, imported.left_out, imported.yaml)
+}
+
+/// An API that requires a subscription key, read from `header` and `query` when given.
+fn required(header: Option<&str>, query: Option<&str>) -> ApiSettings {
+    ApiSettings {
+        subscription_required: Some(true),
+        subscription_key_header: header.map(str::to_owned),
+        subscription_key_query: query.map(str::to_owned),
+    }
+}
+
+/// [`counter_key`] with APIM's default key names.
+fn key(expr: &str) -> CounterKey {
+    counter_key(expr, &ApiSettings::default().key_names())
 }
 
 fn jwt_with_claim(claim: &str) -> String {
@@ -106,45 +125,133 @@ fn an_ip_filter_without_a_known_action_admits_nobody() {
     }
 }
 
-// (c) A subscription key is no key.
+// (c) A subscription key is no key unless the translation checks it.
 
 #[test]
 fn counter_keys_translate_when_they_name_a_request_fact() {
-    assert_eq!(counter_key("@(context.Request.IpAddress)"), CounterKey::Key("client_ip".into()));
+    assert_eq!(key("@(context.Request.IpAddress)"), CounterKey::Key("client_ip".into()));
     assert_eq!(
-        counter_key("@(context.Request.Headers.GetValueOrDefault(\"X-Api-Key\",\"\"))"),
+        key("@(context.Request.Headers.GetValueOrDefault(\"X-Api-Key\",\"\"))"),
         CounterKey::Key("header:X-Api-Key".into())
     );
     assert_eq!(
-        counter_key("@(context.Request.Headers.GetValueOrDefault(\"Authorization\",\"\").AsJwt()?.Subject)"),
+        key("@(context.Request.Headers.GetValueOrDefault(\"Authorization\",\"\").AsJwt()?.Subject)"),
         CounterKey::Key("claim:sub".into())
     );
-    assert_eq!(counter_key("@(context.User.Id)"), CounterKey::Other);
+    assert_eq!(key("@(context.User.Id)"), CounterKey::Other);
 }
 
+/// The counter keys that read the subscription, its key or the key's header or parameter.
+const SUBSCRIPTION_KEYS: [&str; 8] = [
+    "@(context.Subscription.Id)",
+    "@(context.Subscription.Key)",
+    "@( context.Subscription?.Key )",
+    "@(context.Subscription.PrimaryKey)",
+    "@(context.Request.Headers.GetValueOrDefault(\"Ocp-Apim-Subscription-Key\"))",
+    "@(context.Request.Headers.GetValueOrDefault(\"ocp-apim-subscription-key\",\"\"))",
+    "@(context.Request.Headers[\"Ocp-Apim-Subscription-Key\"].First())",
+    "@(context.Request.Url.Query.GetValueOrDefault(\"subscription-key\", \"\"))",
+];
+
+/// Unless the API requires a subscription (and so the translation checks its key), a counter
+/// on it falls back to the client address: any invented key would buy a fresh budget.
 #[test]
-fn counter_keys_on_the_subscription_are_not_translated() {
-    for expr in [
-        "@(context.Subscription.Id)",
-        "@(context.Subscription.Key)",
-        "@( context.Subscription?.Key )",
-        "@(context.Subscription.PrimaryKey)",
-        "@(context.Request.Headers.GetValueOrDefault(\"Ocp-Apim-Subscription-Key\"))",
-        "@(context.Request.Headers.GetValueOrDefault(\"ocp-apim-subscription-key\",\"\"))",
-        "@(context.Request.Headers[\"Ocp-Apim-Subscription-Key\"].First())",
-        "@(context.Request.Url.Query.GetValueOrDefault(\"subscription-key\", \"\"))",
-    ] {
-        assert_eq!(counter_key(expr), CounterKey::Subscription, "{expr}");
+fn counter_keys_on_the_subscription_fall_back_to_client_ip_unless_a_subscription_is_required() {
+    let not_required = ApiSettings { subscription_required: Some(false), ..ApiSettings::default() };
+    for (expr, api) in SUBSCRIPTION_KEYS.iter().flat_map(|e| [(e, ApiSettings::default()), (e, not_required.clone())]) {
+        assert_eq!(key(expr), CounterKey::Subscription, "{expr}");
         let xml = format!(
             r#"<rate-limit-by-key calls="10" renewal-period="60" counter-key="{}" />"#,
             expr.replace('"', "&quot;")
         );
-        let (v, left_out, yaml) = import_inbound(&xml);
+        let (v, left_out, yaml) = import_inbound_for(&xml, &api);
         assert_eq!(v["policies"]["rate-limit"]["rate_limit"]["key"], "client_ip", "{yaml}");
         assert_eq!(left_out, 1, "{yaml}");
         assert!(!yaml.to_ascii_lowercase().contains("header:ocp-apim"), "{yaml}");
         assert!(yaml.contains("any value of the key would buy a fresh budget"), "{yaml}");
+        assert!(v.get("identity").is_none() && v["policies"].get("subscription-key").is_none(), "{yaml}");
+        assert_eq!(v["routes"][0]["policies"], serde_json::json!(["rate-limit"]), "{yaml}");
+        // Said or not said: only the unsaid setting is pointed out.
+        assert_eq!(yaml.contains("re-run with --subscription-required"), api.subscription_required.is_none(), "{yaml}");
     }
+}
+
+/// With the subscription required, its key is checked first, and a counter on the
+/// subscription counts per accepted subscription: nothing left out.
+#[test]
+fn counter_keys_on_a_required_subscription_count_per_subscription_after_its_key_is_checked() {
+    for expr in SUBSCRIPTION_KEYS {
+        let xml = format!(
+            r#"<ip-filter action="allow"><address>10.0.0.1</address></ip-filter>
+<quota-by-key calls="1000" renewal-period="86400" counter-key="{}" />"#,
+            expr.replace('"', "&quot;")
+        );
+        let (v, left_out, yaml) = import_inbound_for(&xml, &required(None, None));
+        assert_eq!(v["policies"]["quota"]["rate_limit"]["key"], "subscription", "{yaml}");
+        assert_eq!(v["policies"]["quota"]["rate_limit"]["quota"], "1000/day", "{yaml}");
+        assert_eq!(left_out, 0, "{yaml}");
+        assert!(!yaml.contains("client_ip"), "{yaml}");
+        assert_eq!(v["policies"]["subscription-key"]["subscription_key"], serde_json::json!({}), "{yaml}");
+        assert_eq!(
+            v["routes"][0]["policies"],
+            serde_json::json!(["subscription-key", "ip-filter", "quota"]),
+            "APIM checks the key before any policy: {yaml}"
+        );
+        assert_eq!(v["identity"]["store"], "sqlite:../var/identity.db", "{yaml}");
+        assert_eq!(v["identity"]["listener"], v["listeners"][0]["name"], "{yaml}");
+        assert!(
+            yaml.contains("subscriptionRequired (--subscription-required): translated as subscription_key"),
+            "{yaml}"
+        );
+        assert!(!yaml.contains("re-run with --subscription-required"), "{yaml}");
+    }
+}
+
+/// APIM's `subscriptionKeyParameterNames`: the policy reads the key where the API did, and a
+/// counter on that header is a counter on the subscription.
+#[test]
+fn custom_key_names_are_the_policys_and_a_counter_on_them_is_per_subscription() {
+    let api = required(Some("X-Api-Key"), Some("apikey"));
+    let (v, left_out, yaml) = import_inbound_for(
+        r#"<rate-limit-by-key calls="10" renewal-period="60" counter-key="@(context.Request.Headers.GetValueOrDefault(&quot;X-Api-Key&quot;,&quot;&quot;))" />"#,
+        &api,
+    );
+    assert_eq!(
+        v["policies"]["subscription-key"]["subscription_key"],
+        serde_json::json!({ "header": "X-Api-Key", "query": "apikey" }),
+        "{yaml}"
+    );
+    assert_eq!(v["policies"]["rate-limit"]["rate_limit"]["key"], "subscription", "{yaml}");
+    assert_eq!(left_out, 0, "{yaml}");
+    assert!(yaml.contains("X-Api-Key header or the apikey query parameter"), "{yaml}");
+    // Without the subscription required, the same header is a raw key: never a budget of its own.
+    let not_required = ApiSettings { subscription_required: Some(false), ..api };
+    let (v, left_out, yaml) = import_inbound_for(
+        r#"<rate-limit-by-key calls="10" renewal-period="60" counter-key="@(context.Request.Headers.GetValueOrDefault(&quot;X-Api-Key&quot;,&quot;&quot;))" />"#,
+        &not_required,
+    );
+    assert_eq!(v["policies"]["rate-limit"]["rate_limit"]["key"], "client_ip", "{yaml}");
+    assert_eq!(left_out, 1, "{yaml}");
+}
+
+/// APIM's plain `rate-limit` and `quota` count per subscription.
+#[test]
+fn plain_rate_limits_and_quotas_count_per_subscription_or_fall_back_to_client_ip() {
+    let inbound = r#"<rate-limit calls="20" renewal-period="90" remaining-calls-header-name="X-Left" />
+<quota calls="10000" renewal-period="2592000" counter-key="@(context.Request.IpAddress)" />"#;
+    let (v, left_out, yaml) = import_inbound_for(inbound, &required(None, None));
+    assert_eq!(v["policies"]["rate-limit"]["rate_limit"]["key"], "subscription", "{yaml}");
+    assert_eq!(v["policies"]["rate-limit"]["rate_limit"]["burst"], 10, "{yaml}");
+    assert_eq!(v["policies"]["quota"]["rate_limit"]["key"], "subscription", "{yaml}");
+    assert_eq!(v["policies"]["quota"]["rate_limit"]["quota"], "10000/month", "{yaml}");
+    assert_eq!(left_out, 1, "a plain quota has no counter-key: {yaml}");
+    assert!(yaml.contains("<quota counter-key=…> not translated"), "{yaml}");
+    assert_eq!(v["routes"][0]["policies"], serde_json::json!(["subscription-key", "rate-limit", "quota"]), "{yaml}");
+    let (v, left_out, yaml) = import_inbound(inbound);
+    assert_eq!(v["policies"]["rate-limit"]["rate_limit"]["key"], "client_ip", "{yaml}");
+    assert_eq!(v["policies"]["quota"]["rate_limit"]["key"], "client_ip", "{yaml}");
+    assert_eq!(left_out, 3, "both budgets and the counter-key: {yaml}");
+    assert!(yaml.contains("<rate-limit> (per subscription in APIM) not translated"), "{yaml}");
 }
 
 /// A bucket admits its burst plus its refill within one period: never more than `calls`.
@@ -280,11 +387,17 @@ fn text_that_is_yaml_syntax_stays_text() {
 #[test]
 fn the_example_documents_read_back_as_configurations() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/apim");
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
+    // The policy documents (`subscriptions.json` is for `subscriptions import`), each for an
+    // API that says nothing of subscriptions, requires none, and requires one.
+    let documents =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension() == Some("xml".as_ref()));
+    for path in documents {
         let xml = std::fs::read_to_string(&path).unwrap();
-        let imported = import(&xml, "x.xml").unwrap();
-        read_back(&imported.yaml).unwrap_or_else(|e| panic!("{}: {e}\n{}", path.display(), imported.yaml));
+        let not_required = ApiSettings { subscription_required: Some(false), ..ApiSettings::default() };
+        for api in [ApiSettings::default(), not_required, required(None, None), required(Some("X-Key"), Some("key"))] {
+            let imported = import_with(&xml, "x.xml", &api).unwrap();
+            read_back(&imported.yaml).unwrap_or_else(|e| panic!("{}: {e}\n{}", path.display(), imported.yaml));
+        }
     }
 }
 
