@@ -44,7 +44,8 @@ fn setup(dir: &std::path::Path) -> (Runtime, String) {
         let store = StoreLocation::Sqlite(dir.join("identity.db")).open().await.unwrap();
         let mut key = String::new();
         for i in 0..1000 {
-            let made = store.create_subscription(&format!("caller {i}"), SubscriptionScope::All, None, None, "bench").await;
+            let made =
+                store.create_subscription(&format!("caller {i}"), SubscriptionScope::All, None, None, "bench").await;
             key = made.unwrap().primary.text;
         }
         key

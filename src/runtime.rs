@@ -66,6 +66,18 @@ impl Runtime {
         }
     }
 
+    /// Reads the issuer store's subscription keys, when there is an issuer: before the
+    /// runtime serves, or answers `trace` and `test`.
+    ///
+    /// # Errors
+    /// The store cannot be read; `subscription_key` policies answer 503 until it is.
+    pub async fn load_keyring(&self) -> Result<(), crate::store::StoreError> {
+        match &self.issuer {
+            Some(issuer) => issuer.load_keyring().await,
+            None => Ok(()),
+        }
+    }
+
     /// What keeps the gateway from being ready: backends without a healthy url, `jwt`
     /// policies without keys. Empty when ready.
     pub fn not_ready(&self) -> Vec<String> {

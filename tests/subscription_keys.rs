@@ -131,7 +131,8 @@ async fn a_key_opens_its_scope_and_never_reaches_the_backend_nor_the_log() {
     assert_eq!(s.backend.last().target, "/invoices/7?a=1&b=%2F");
 
     // A client cannot claim a subscription by sending the forwarded header itself.
-    let rsp = s.get("/orders/2", &[("Ocp-Apim-Subscription-Key", &primary), ("X-Subscription-Id", "someone-else")]).await;
+    let rsp =
+        s.get("/orders/2", &[("Ocp-Apim-Subscription-Key", &primary), ("X-Subscription-Id", "someone-else")]).await;
     assert_eq!(rsp.status, 200);
     assert_eq!(s.backend.last().headers["x-subscription-id"], id.as_str());
 
@@ -145,10 +146,27 @@ async fn a_key_opens_its_scope_and_never_reaches_the_backend_nor_the_log() {
     assert!(rsp.text().contains("missing subscription key"), "APIM's wording: {}", rsp.text());
     let rsp = s.with_key("/orders/1", &primary.to_uppercase()).await;
     assert_eq!((rsp.status.as_u16(), rsp.problem_kind()), (401, "subscription-key-invalid".to_owned()));
-    let rsp = s.get(&format!("/orders/1?subscription-key={secondary}"), &[("Ocp-Apim-Subscription-Key", &primary)]).await;
+    let rsp =
+        s.get(&format!("/orders/1?subscription-key={secondary}"), &[("Ocp-Apim-Subscription-Key", &primary)]).await;
     assert_eq!((rsp.status.as_u16(), rsp.problem_kind()), (401, "subscription-key-ambiguous".to_owned()));
-    let rsp = s.get("/orders/1", &[("Ocp-Apim-Subscription-Key", &primary), ("Ocp-Apim-Subscription-Key", &primary)]).await;
+    let rsp =
+        s.get("/orders/1", &[("Ocp-Apim-Subscription-Key", &primary), ("Ocp-Apim-Subscription-Key", &primary)]).await;
     assert_eq!(rsp.status, 401, "a repeated header is ambiguous");
+
+    // `trace` reads the same keys from the store, and prints neither key.
+    let trace = |key: &str| {
+        let out = Command::new(binary())
+            .args(["trace", "--config"])
+            .arg(&s.config)
+            .args(["-H", &format!("Ocp-Apim-Subscription-Key: {key}"), "https://localhost/orders/1"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let passed = trace(&primary);
+    assert!(passed.contains("forwarded"), "{passed}");
+    assert!(!passed.contains(&primary), "{passed}");
+    assert!(trace("wrong").contains("subscription_key_invalid"));
 
     let log = s.gw.log_text();
     assert!(!log.contains(&primary) && !log.contains(&secondary), "no key in any log line");
@@ -168,20 +186,27 @@ async fn regenerating_suspending_and_cancelling_take_effect_and_the_other_key_ke
     assert_eq!(s.with_key("/admin/x", &new_primary).await.status, 200);
 
     s.cli(&["suspend", &id]);
-    support::until("suspended", async || s.refusal("/admin/x", &secondary).await.as_deref() == Some("subscription-suspended"))
-        .await;
+    support::until("suspended", async || {
+        s.refusal("/admin/x", &secondary).await.as_deref() == Some("subscription-suspended")
+    })
+    .await;
     s.cli(&["activate", &id]);
     support::until("active again", async || s.with_key("/admin/x", &secondary).await.status == 200).await;
     s.cli(&["cancel", &id]);
-    support::until("cancelled", async || s.refusal("/admin/x", &secondary).await.as_deref() == Some("subscription-cancelled"))
-        .await;
+    support::until("cancelled", async || {
+        s.refusal("/admin/x", &secondary).await.as_deref() == Some("subscription-cancelled")
+    })
+    .await;
 
     // An expiry in the past expires it at once, without a store change at that time.
     let (late, late_key, _) = s.create("late", "route:orders");
     support::until("the route key works", async || s.with_key("/orders/1", &late_key).await.status == 200).await;
     assert_eq!(s.with_key("/invoices/1", &late_key).await.problem_kind(), "subscription-out-of-scope");
     s.cli(&["expire", &late, "--at", "2020-01-01T00:00:00Z"]);
-    support::until("expired", async || s.refusal("/orders/1", &late_key).await.as_deref() == Some("subscription-expired")).await;
+    support::until("expired", async || {
+        s.refusal("/orders/1", &late_key).await.as_deref() == Some("subscription-expired")
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -74,6 +74,7 @@ async fn run_file(config_file: &Path, fixture: Fixture, now: u64) -> Result<File
     let runtime = Arc::new(loaded.runtime);
     cases::override_keys(&runtime, &fixture, &minter)?;
     start_remote_keys(&runtime).await;
+    runtime.load_keyring().await.map_err(|e| vec![format!("cannot read the subscription keys: {e}")])?;
     let file = fixture.file.clone();
     let cases: Vec<CaseResult> = cases::run(runtime, Arc::new(fixture), Arc::new(minter), now).await;
     Ok(FileResults { file, cases })

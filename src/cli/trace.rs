@@ -48,6 +48,9 @@ pub(super) fn trace(req: &TraceRequest) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let report = rt.block_on(async {
         runtime.start();
+        if let Err(e) = runtime.load_keyring().await {
+            eprintln!("warning: cannot read the subscription keys: {e}");
+        }
         // Remote keys load in the background; give them a moment, as a starting gateway would.
         for _ in 0..100 {
             if runtime.policies.iter().all(|p| p.policy.is_ready()) {

@@ -37,7 +37,7 @@ pub async fn follow(gateway: Arc<Gateway>) {
         ticks.tick().await;
         let Some(issuer) = gateway.runtime().issuer.clone() else {
             if following.take().is_some() {
-                gateway.tunnels.set_revocations(Vec::new());
+                gateway.tunnels.revocations().set(Vec::new());
             }
             continue;
         };
@@ -103,7 +103,7 @@ impl Following {
         }
         if pruned || !fresh.is_empty() {
             self.revocations.extend(fresh);
-            gateway.tunnels.set_revocations(self.revocations.clone());
+            gateway.tunnels.revocations().set(self.revocations.clone());
         }
     }
 }

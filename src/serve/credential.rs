@@ -15,9 +15,42 @@ use http::{header, Response};
 use http_body::Frame;
 use tokio::time::Instant;
 
+use tokio::sync::watch;
+
 use crate::body::{Body, BoxError};
+use crate::identity::revocation::Revocation;
 use crate::policy::context::Grant;
-use crate::serve::tunnel::Registry;
+
+/// The issuer's revocations in force, shared by every long-lived connection of a server:
+/// the connections whose grant one of them revokes end.
+#[derive(Clone)]
+pub struct Revocations(Arc<watch::Sender<Arc<[Revocation]>>>);
+
+impl Default for Revocations {
+    fn default() -> Self {
+        Self(Arc::new(watch::Sender::new(Arc::new([]))))
+    }
+}
+
+impl Revocations {
+    /// Puts `revocations` in force, in place of the previous ones.
+    pub fn set(&self, revocations: Vec<Revocation>) {
+        self.0.send_replace(revocations.into());
+    }
+
+    /// Resolves once a revocation in force revokes `grant`.
+    pub async fn revoked(&self, grant: &Grant) {
+        let mut rx = self.0.subscribe();
+        loop {
+            if rx.borrow_and_update().iter().any(|r| r.revokes(grant)) {
+                return;
+            }
+            if rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+}
 
 /// Why a credential ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,7 +102,7 @@ impl Credential {
     }
 
     /// Resolves when the credential ends; never when nothing can end it.
-    pub async fn ended(self, registry: Registry) -> CredentialEnd {
+    pub async fn ended(self, revocations: Revocations) -> CredentialEnd {
         let token = self.token_valid_until.map(|t| (i64::try_from(t).unwrap_or(i64::MAX), CredentialEnd::TokenExpired));
         let cert = self.cert_not_after.map(|c| (c, CredentialEnd::CertExpired));
         let expiry = token.into_iter().chain(cert).min_by_key(|(at, _)| *at);
@@ -85,7 +118,7 @@ impl Credential {
         let revoked = async {
             match &self.grant {
                 Some(grant) => {
-                    registry.revoked(grant).await;
+                    revocations.revoked(grant).await;
                     CredentialEnd::Revoked
                 }
                 None => std::future::pending().await,
@@ -129,8 +162,14 @@ pub struct EndsWithCredential {
 
 impl EndsWithCredential {
     /// Wraps `inner` so that it ends when `credential` does.
-    pub fn wrap(inner: Body, credential: Credential, registry: Registry, request_id: String, route: Arc<str>) -> Body {
-        let end = Box::pin(credential.ended(registry));
+    pub fn wrap(
+        inner: Body,
+        credential: Credential,
+        revocations: Revocations,
+        request_id: String,
+        route: Arc<str>,
+    ) -> Body {
+        let end = Box::pin(credential.ended(revocations));
         http_body_util::BodyExt::boxed(Self { inner, end: Some(end), request_id, route })
     }
 }

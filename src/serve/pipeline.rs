@@ -324,9 +324,15 @@ pub async fn handle(
             served.upstream = Some(upstream);
             let credential = credential(&cx);
             if route.tunnel.close_on_credential_expiry && credential.can_end() && is_event_stream(&rsp) {
-                let registry = tunnels.registry().clone();
+                let revocations = tunnels.registry().revocations().clone();
                 rsp = rsp.map(|body| {
-                    EndsWithCredential::wrap(body, credential, registry, cx.request_id.to_owned(), route.name.clone())
+                    EndsWithCredential::wrap(
+                        body,
+                        credential,
+                        revocations,
+                        cx.request_id.to_owned(),
+                        route.name.clone(),
+                    )
                 });
             }
             rsp

@@ -260,10 +260,8 @@ impl Inner {
 /// own event loop (the store's connections belong to it). A failure is logged; keys are
 /// then refused with 503 until [`crate::serve::changes`] reads them.
 async fn load_keyring(runtime: &Runtime) {
-    if let Some(issuer) = &runtime.issuer {
-        if let Err(e) = issuer.load_keyring().await {
-            tracing::error!(error = %e, "cannot read the subscription keys; they are refused until the store answers");
-        }
+    if let Err(e) = runtime.load_keyring().await {
+        tracing::error!(error = %e, "cannot read the subscription keys; they are refused until the store answers");
     }
 }
 

@@ -33,11 +33,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::{mpsc, watch, Mutex};
 use tokio::time::Instant;
 
-use crate::identity::revocation::Revocation;
-use crate::policy::context::Grant;
 use crate::route::TunnelLimits;
 use crate::serve::access::TunnelRecord;
-use crate::serve::credential::{later, Credential};
+use crate::serve::credential::{later, Credential, Revocations};
 use crate::serve::frames::{close_frame, FrameError, FrameReader, MAX_HEADER};
 use crate::telemetry::metrics::metrics;
 
@@ -118,7 +116,7 @@ struct RegistryInner {
     /// the earliest deadline from the `n`th on.
     orders: watch::Sender<Vec<Instant>>,
     open: watch::Sender<usize>,
-    revoked: watch::Sender<Arc<[Revocation]>>,
+    revocations: Revocations,
 }
 
 impl Default for Registry {
@@ -126,7 +124,7 @@ impl Default for Registry {
         Self(Arc::new(RegistryInner {
             orders: watch::Sender::new(Vec::new()),
             open: watch::Sender::new(0),
-            revoked: watch::Sender::new(Arc::new([])),
+            revocations: Revocations::default(),
         }))
     }
 }
@@ -139,22 +137,9 @@ impl Registry {
         self.0.orders.send_modify(|o| o.push(close_at));
     }
 
-    /// The issuer's revocations in force: the connections whose grant one of them revokes end.
-    pub fn set_revocations(&self, revocations: Vec<Revocation>) {
-        self.0.revoked.send_replace(revocations.into());
-    }
-
-    /// Resolves once a revocation in force revokes `grant`.
-    pub async fn revoked(&self, grant: &Grant) {
-        let mut rx = self.0.revoked.subscribe();
-        loop {
-            if rx.borrow_and_update().iter().any(|r| r.revokes(grant)) {
-                return;
-            }
-            if rx.changed().await.is_err() {
-                std::future::pending::<()>().await;
-            }
-        }
+    /// The issuer's revocations in force.
+    pub fn revocations(&self) -> &Revocations {
+        &self.0.revocations
     }
 
     /// Tunnels open now.
@@ -411,7 +396,7 @@ async fn join(client: OnUpgrade, backend: OnUpgrade, spec: TunnelSpec, registry:
     let mut from_backend = Box::pin(pump(Side::Backend, &to_client, &down).run(backend_rd));
 
     let watches_credential = limits.close_on_credential_expiry && spec.credential.can_end();
-    let mut credential_ended = std::pin::pin!(spec.credential.clone().ended(registry.clone()));
+    let mut credential_ended = std::pin::pin!(spec.credential.clone().ended(registry.revocations().clone()));
     let lifetime_ends = later(opened, limits.max_lifetime);
     let (mut client_ended, mut backend_ended) = (None::<bool>, None::<bool>);
     // Once one side ended, the other gets a moment to end too.
