@@ -264,5 +264,15 @@ async fn a_rate_limit_counts_per_subscription_and_imported_apim_keys_work_unchan
         .unwrap()
         .to_owned();
     support::until("the imported key works", async || s.with_key("/admin/x", &key).await.status == 200).await;
+
+    // `check` reads the store too: the short imported keys, and the scopes this configuration
+    // does not have (APIM's `starter` product, its `orders-api` API).
+    let out = Command::new(binary()).arg("check").arg("--config").arg(&s.config).output().unwrap();
+    let warnings = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{warnings}");
+    assert!(warnings.contains("subscription legacy-partner: its primary key is estimated at"), "{warnings}");
+    assert!(warnings.contains("scope product:starter names no product of this configuration"), "{warnings}");
+    assert!(warnings.contains("scope route:orders-api names no route"), "{warnings}");
+    assert!(!warnings.contains(&key), "no key in the warnings");
     drop(s.pki);
 }

@@ -223,6 +223,11 @@ impl PolicyKind for SubscriptionKey {
 }
 
 impl SubscriptionKey {
+    /// The configuration's products, as the policy opens them.
+    pub fn products(&self) -> &Products {
+        &self.products
+    }
+
     /// Checks the request's key at `now`; on success removes it from the request and leaves
     /// the subscription in `cx`.
     fn check_key(&self, parts: &mut Parts, cx: &mut RequestContext<'_>, now: Instant) -> Result<(), Refusal> {

@@ -909,14 +909,7 @@ impl Storage for PostgresStorage {
                     Ok((row.try_get::<_, Vec<u8>>(0)?, row.try_get::<_, String>(1)?, subscription_row_at(row, 2)?))
                 })
                 .await?;
-            rows.into_iter()
-                .map(|(hash, slot, row)| {
-                    let slot = KeySlot::parse(&slot).ok_or_else(|| {
-                        StoreError::Unavailable(format!("subscription {:?}: unknown key slot {slot:?}", row.id))
-                    })?;
-                    Ok((SecretHash(hash), slot, row.parse()?))
-                })
-                .collect()
+            SubscriptionRow::keys(rows)
         })
     }
 

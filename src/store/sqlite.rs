@@ -845,14 +845,7 @@ impl Storage for SqliteStorage {
             })
             .await
             .map_err(|e| StoreError::Unavailable(format!("reading the subscription keys failed: {e}")))??;
-            rows.into_iter()
-                .map(|(hash, slot, row)| {
-                    let slot = KeySlot::parse(&slot).ok_or_else(|| {
-                        StoreError::Unavailable(format!("subscription {:?}: unknown key slot {slot:?}", row.id))
-                    })?;
-                    Ok((SecretHash(hash), slot, row.parse()?))
-                })
-                .collect()
+            SubscriptionRow::keys(rows)
         })
     }
 

@@ -232,6 +232,21 @@ pub(crate) struct SubscriptionRow {
 }
 
 impl SubscriptionRow {
+    /// The subscription keys of `(hash, slot, row)` rows, as [`Storage::subscription_keys`]
+    /// returns them.
+    pub(crate) fn keys(
+        rows: Vec<(Vec<u8>, String, SubscriptionRow)>,
+    ) -> Result<Vec<(SecretHash, KeySlot, Subscription)>, StoreError> {
+        rows.into_iter()
+            .map(|(hash, slot, row)| {
+                let slot = KeySlot::parse(&slot).ok_or_else(|| {
+                    StoreError::Unavailable(format!("subscription {:?}: unknown key slot {slot:?}", row.id))
+                })?;
+                Ok((SecretHash(hash), slot, row.parse()?))
+            })
+            .collect()
+    }
+
     /// The subscription, or why its stored text is unreadable (a newer portcullis wrote it).
     pub(crate) fn parse(self) -> Result<Subscription, StoreError> {
         let unreadable = |what: &str, value: &str| {
