@@ -331,3 +331,79 @@ fn opens(scope: &Scope, route: &str, products: &Products) -> bool {
         Scope::Product(p) => products.get(p).is_some_and(|routes| routes.contains(route)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_lc_rs::hmac;
+
+    fn policy() -> SubscriptionKey {
+        let (keyring, _uses) = Keyring::new(hmac::Key::new(hmac::HMAC_SHA256, b"k"));
+        SubscriptionKey {
+            header: HeaderName::from_static(DEFAULT_HEADER),
+            query: DEFAULT_QUERY.to_owned(),
+            forward_header: None,
+            keyring: Arc::new(keyring),
+            products: Arc::default(),
+            failures: KeyedLimiter::new(Rate {
+                count: std::num::NonZeroU32::new(1).unwrap(),
+                per: Duration::from_secs(60),
+            }),
+            stale_after: 300,
+        }
+    }
+
+    fn parts(target: &str, header: Option<&str>) -> Parts {
+        let mut req = http::Request::get(target);
+        if let Some(key) = header {
+            req = req.header(DEFAULT_HEADER, key);
+        }
+        req.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn the_key_is_read_once_from_the_header_or_the_query_whatever_its_spelling() {
+        let p = policy();
+        assert_eq!(p.presented_key(&parts("/a", Some(" k1 "))).unwrap(), "k1");
+        assert_eq!(p.presented_key(&parts("/a?x=1&subscription-key=k%2B1", None)).unwrap(), "k+1");
+        assert_eq!(
+            p.presented_key(&parts("/a?%73ubscription-key=k2", None)).unwrap(),
+            "k2",
+            "an encoded name is the name"
+        );
+        assert_eq!(p.presented_key(&parts("/a?subscription-key=", None)).unwrap_err(), Refusal::Missing);
+        assert_eq!(
+            p.presented_key(&parts("/a?subscription-key=a&subscription-key=a", None)).unwrap_err(),
+            Refusal::Ambiguous
+        );
+        assert_eq!(p.presented_key(&parts("/a?subscription-key=a", Some("a"))).unwrap_err(), Refusal::Ambiguous);
+        assert_eq!(
+            p.presented_key(&parts("/a?Subscription-Key=a", None)).unwrap_err(),
+            Refusal::Missing,
+            "names are exact"
+        );
+    }
+
+    #[test]
+    fn removing_the_key_keeps_every_other_parameter_as_spelled() {
+        let p = policy();
+        let mut with_key = parts("/a/b?x=%2F&subscription-key=k&%73ubscription-key=k&y=a+b", Some("k"));
+        p.remove_key(&mut with_key);
+        assert_eq!(with_key.uri.to_string(), "/a/b?x=%2F&y=a+b");
+        assert!(with_key.headers.get(DEFAULT_HEADER).is_none());
+        let mut only_key = parts("/a?subscription-key=k", None);
+        p.remove_key(&mut only_key);
+        assert_eq!(only_key.uri.to_string(), "/a");
+    }
+
+    #[test]
+    fn a_scope_opens_its_product_or_route_only() {
+        let products: Products = [("portal".to_owned(), ["orders".to_owned()].into())].into();
+        assert!(opens(&Scope::All, "admin", &products));
+        assert!(opens(&Scope::Product("portal".into()), "orders", &products));
+        assert!(!opens(&Scope::Product("portal".into()), "admin", &products));
+        assert!(!opens(&Scope::Product("gone".into()), "orders", &products), "a product the configuration lacks");
+        assert!(opens(&Scope::Route("orders".into()), "orders", &products));
+        assert!(!opens(&Scope::Route("order".into()), "orders", &products));
+    }
+}
