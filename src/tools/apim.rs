@@ -17,6 +17,8 @@
 //! configuration `check` can read.
 
 mod cidr;
+pub mod compose;
+pub mod extract;
 mod out;
 
 use std::net::IpAddr;
@@ -52,7 +54,7 @@ pub enum ImportError {
 
 /// What APIM keeps in the API's definition rather than in its policy document: whether a
 /// subscription key is required, and where it is read from. Given by the `import-apim` flags.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ApiSettings {
     /// `subscriptionRequired`: `Some(true)` puts a `subscription_key` policy first in the chain
     /// and counts per-subscription budgets by `subscription`; `None` (not said) and
