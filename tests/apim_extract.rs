@@ -49,9 +49,13 @@ fn the_extract_is_read() {
     assert_eq!(ex.products["silver"].apis, ["catalog", "orders"]);
     assert_eq!(ex.products["gold"].apis, ["orders"]);
     let orders = &ex.apis["orders"];
-    assert_eq!((orders.path.as_str(), orders.service_url.as_deref()), ("orders", Some("https://orders.internal.example/api")));
+    assert_eq!(
+        (orders.path.as_str(), orders.service_url.as_deref()),
+        ("orders", Some("https://orders.internal.example/api"))
+    );
     assert_eq!((orders.key_header.as_deref(), orders.key_query.as_deref()), (Some("X-Shop-Key"), Some("shop-key")));
-    let ids: Vec<_> = orders.operations.as_ref().unwrap().iter().map(|o| (o.method.as_str(), o.template.as_str())).collect();
+    let ids: Vec<_> =
+        orders.operations.as_ref().unwrap().iter().map(|o| (o.method.as_str(), o.template.as_str())).collect();
     assert_eq!(ids, [("GET", "/orders"), ("POST", "/orders"), ("GET", "/orders/{id}")]);
     assert_eq!(orders.operation_policies.keys().collect::<Vec<_>>(), ["create-order", "get-order"]);
     assert_eq!(ex.backends["orders-backend"].url.as_deref(), Some("https://orders.internal.example"));
@@ -73,10 +77,16 @@ fn version_sets_of_each_scheme_are_read() {
     assert_eq!((orders.method.as_str(), orders.template.as_str()), ("GET", "/orders/v1/orders/{id}"));
     let catalog = op(&c, "catalog", "get-product", None);
     assert_eq!(catalog.template, "/catalog/products/{sku}");
-    assert_eq!(catalog.version, Some(Version { scheme: VersioningScheme::Query("api-version".into()), value: "2024-01-01".into() }));
+    assert_eq!(
+        catalog.version,
+        Some(Version { scheme: VersioningScheme::Query("api-version".into()), value: "2024-01-01".into() })
+    );
     let stock = op(&c, "stock", "get-levels", None);
     assert_eq!(stock.template, "/stock/levels");
-    assert_eq!(stock.version, Some(Version { scheme: VersioningScheme::Header("X-Version".into()), value: "v2".into() }));
+    assert_eq!(
+        stock.version,
+        Some(Version { scheme: VersioningScheme::Header("X-Version".into()), value: "v2".into() })
+    );
 }
 
 #[test]
@@ -136,8 +146,7 @@ fn subscription_settings_and_revisions_are_carried() {
     assert_eq!(op(&c, "catalog", "get-product", None).settings.subscription_required, Some(false));
     // Not said in the extract: APIM's default.
     assert_eq!(op(&c, "stock", "get-levels", None).settings.subscription_required, Some(true));
-    let contexts: Vec<_> =
-        c.operations.iter().filter(|o| o.api == "catalog").map(|o| o.product.as_deref()).collect();
+    let contexts: Vec<_> = c.operations.iter().filter(|o| o.api == "catalog").map(|o| o.product.as_deref()).collect();
     assert_eq!(contexts, [None, Some("silver")]);
     assert_eq!(c.operations.len(), 3 * 3 + 3 + 2 + 1);
     assert!(c.operations.iter().all(|o| o.api != "legacy"), "a SOAP API is not composed");

@@ -159,7 +159,8 @@ impl Parsed<'_> {
 
 fn parse<'a>(file: &'a PolicyFile, expected: &'static str) -> Result<Parsed<'a>, ComposeError> {
     let xml = file.xml.trim_start_matches('\u{feff}');
-    let doc = Document::parse(xml).map_err(|e| ComposeError::Xml { path: file.path.clone(), message: e.to_string() })?;
+    let doc =
+        Document::parse(xml).map_err(|e| ComposeError::Xml { path: file.path.clone(), message: e.to_string() })?;
     let root = doc.root_element();
     if root.tag_name().name() != expected {
         return Err(ComposeError::Root {
@@ -237,10 +238,11 @@ fn operation(
     xml: String,
     origins: Vec<Origin>,
 ) -> ComposedOperation {
-    let version = api.version_set.as_ref().and_then(|set| ex.version_sets.get(set)).map(|set| Version {
-        scheme: set.scheme.clone(),
-        value: api.api_version.clone().unwrap_or_default(),
-    });
+    let version = api
+        .version_set
+        .as_ref()
+        .and_then(|set| ex.version_sets.get(set))
+        .map(|set| Version { scheme: set.scheme.clone(), value: api.api_version.clone().unwrap_or_default() });
     let mut prefix: Vec<&str> = vec![api.path.trim_matches('/')];
     if let Some(Version { scheme: VersioningScheme::Segment, value }) = &version {
         // APIM keeps the version out of `path` and serves `path/version`; an extract whose
@@ -346,9 +348,19 @@ impl Context<'_, '_> {
                 }
                 return;
             }
-            self.find(from.file, Some(line), format!("<include-fragment fragment-id={id:?}>: no such fragment in policy fragments/; kept as written"));
+            self.find(
+                from.file,
+                Some(line),
+                format!(
+                    "<include-fragment fragment-id={id:?}>: no such fragment in policy fragments/; kept as written"
+                ),
+            );
         } else if name == "include-fragment" {
-            self.find(from.file, Some(line), "<include-fragment> inside a fragment: fragments do not nest in APIM; kept as written".into());
+            self.find(
+                from.file,
+                Some(line),
+                "<include-fragment> inside a fragment: fragments do not nest in APIM; kept as written".into(),
+            );
         } else if name == "base" {
             self.find(from.file, Some(line), "<base/> not directly in a section: kept as written".into());
         }

@@ -286,19 +286,19 @@ pub fn read(root: &Path) -> Result<Extract, ExtractError> {
         let file = dir.join("namedValueInformation.json");
         let Some(props) = ex.properties(&file)? else { continue };
         let display_name = text(&props, "displayName").unwrap_or_else(|| name.clone());
-        let kind = if let Some(id) = props.get("keyVault").and_then(|k| k.get("secretIdentifier")).and_then(Value::as_str)
-        {
-            NamedValueKind::KeyVault(id.to_owned())
-        } else if props.get("secret").and_then(Value::as_bool) == Some(true) {
-            NamedValueKind::Secret
-        } else if let Some(value) = text(&props, "value") {
-            NamedValueKind::Plain(value)
-        } else {
-            // Neither a value nor a secret: the extractor writes no value for a secret it
-            // cannot read, so the value is treated as one (never written in as empty).
-            ex.find_path(&file, None, "no value and not marked secret: treated as a secret".into());
-            NamedValueKind::Secret
-        };
+        let kind =
+            if let Some(id) = props.get("keyVault").and_then(|k| k.get("secretIdentifier")).and_then(Value::as_str) {
+                NamedValueKind::KeyVault(id.to_owned())
+            } else if props.get("secret").and_then(Value::as_bool) == Some(true) {
+                NamedValueKind::Secret
+            } else if let Some(value) = text(&props, "value") {
+                NamedValueKind::Plain(value)
+            } else {
+                // Neither a value nor a secret: the extractor writes no value for a secret it
+                // cannot read, so the value is treated as one (never written in as empty).
+                ex.find_path(&file, None, "no value and not marked secret: treated as a secret".into());
+                NamedValueKind::Secret
+            };
         ex.named_values.insert(name.clone(), NamedValue { name, display_name, kind, file });
     }
     for (name, dir) in dirs(root, "policy fragments")? {
@@ -328,7 +328,11 @@ pub fn read(root: &Path) -> Result<Extract, ExtractError> {
                 "Api-Version".into()
             })),
             other => {
-                ex.find_path(&file, None, format!("versioningScheme {other:?} is not Segment, Query or Header: version set not read"));
+                ex.find_path(
+                    &file,
+                    None,
+                    format!("versioningScheme {other:?} is not Segment, Query or Header: version set not read"),
+                );
                 continue;
             }
         };
@@ -396,7 +400,8 @@ impl Extract {
     /// A product's APIs: `apis/<api>/` folders (APIOps v6) or an `apis.json` list (earlier
     /// versions).
     fn product_apis(&mut self, dir: &Path) -> Result<Vec<String>, ExtractError> {
-        let mut apis: Vec<String> = dirs(&self.root, &dir.join("apis").to_string_lossy())?.into_iter().map(|(n, _)| n).collect();
+        let mut apis: Vec<String> =
+            dirs(&self.root, &dir.join("apis").to_string_lossy())?.into_iter().map(|(n, _)| n).collect();
         let list = dir.join("apis.json");
         if let Some(json) = read_json(&self.root, &list)? {
             match json.as_array() {
@@ -460,12 +465,20 @@ impl Extract {
             }
         }
         for spec in others {
-            self.find_path(&spec, None, format!("a {} API's specification: not an OpenAPI document, not read", api.kind));
+            self.find_path(
+                &spec,
+                None,
+                format!("a {} API's specification: not an OpenAPI document, not read", api.kind),
+            );
         }
         if api.kind != "http" {
             self.find_path(&file, None, format!("type {:?}: only HTTP APIs described by OpenAPI are read", api.kind));
         } else if api.operations.is_none() {
-            self.find_path(dir, None, "no specification.yaml or specification.json: the API's operations are unknown".into());
+            self.find_path(
+                dir,
+                None,
+                "no specification.yaml or specification.json: the API's operations are unknown".into(),
+            );
         }
         for (op, op_dir) in dirs(&self.root, &dir.join("operations").to_string_lossy())? {
             match policy(&self.root, &op_dir.join("policy.xml"))? {
@@ -482,9 +495,11 @@ impl Extract {
     fn specification(&mut self, rel: &Path, path: &Path) -> Result<Vec<SpecOperation>, ExtractError> {
         let text = std::fs::read_to_string(path).map_err(|source| ExtractError::Io { path: rel.to_owned(), source })?;
         let doc: Value = if rel.extension().is_some_and(|e| e == "json") {
-            serde_json::from_str(&text).map_err(|e| ExtractError::Json { path: rel.to_owned(), message: e.to_string() })?
+            serde_json::from_str(&text)
+                .map_err(|e| ExtractError::Json { path: rel.to_owned(), message: e.to_string() })?
         } else {
-            serde_saphyr::from_str(&text).map_err(|e| ExtractError::Yaml { path: rel.to_owned(), message: e.to_string() })?
+            serde_saphyr::from_str(&text)
+                .map_err(|e| ExtractError::Yaml { path: rel.to_owned(), message: e.to_string() })?
         };
         if doc.get("openapi").is_none() && doc.get("swagger").is_none() {
             self.find_path(rel, None, "neither openapi nor swagger: read as OpenAPI".into());
@@ -503,7 +518,14 @@ impl Extract {
                 }
                 let id = op.get("operationId").and_then(Value::as_str).map(str::to_owned);
                 if id.is_none() {
-                    self.find_path(rel, None, format!("{} {template}: no operationId, so no operation policy can be matched to it", method.to_uppercase()));
+                    self.find_path(
+                        rel,
+                        None,
+                        format!(
+                            "{} {template}: no operationId, so no operation policy can be matched to it",
+                            method.to_uppercase()
+                        ),
+                    );
                 }
                 out.push(SpecOperation { id, method: method.to_uppercase(), template: template.clone() });
             }
@@ -518,7 +540,10 @@ impl Extract {
         for product in self.products.values() {
             for api in &product.apis {
                 if !self.apis.contains_key(api) {
-                    found.push((PathBuf::from("products").join(&product.name), format!("lists API {api:?}, which the extract does not hold")));
+                    found.push((
+                        PathBuf::from("products").join(&product.name),
+                        format!("lists API {api:?}, which the extract does not hold"),
+                    ));
                 }
             }
         }
@@ -526,13 +551,19 @@ impl Extract {
             let dir = PathBuf::from("apis").join(&api.name);
             if let Some(set) = &api.version_set {
                 if !self.version_sets.contains_key(set) {
-                    found.push((dir.join("apiInformation.json"), format!("version set {set:?} is not in version sets/")));
+                    found.push((
+                        dir.join("apiInformation.json"),
+                        format!("version set {set:?} is not in version sets/"),
+                    ));
                 }
             }
             let ids: Vec<&str> = api.operations.iter().flatten().filter_map(|o| o.id.as_deref()).collect();
             for op in api.operation_policies.keys() {
                 if api.operations.is_some() && !ids.contains(&op.as_str()) {
-                    found.push((dir.join("operations").join(op), "an operation the specification does not describe: its policy is not used".into()));
+                    found.push((
+                        dir.join("operations").join(op),
+                        "an operation the specification does not describe: its policy is not used".into(),
+                    ));
                 }
             }
         }
@@ -543,10 +574,7 @@ impl Extract {
 
     /// The named value a `{{name}}` reference means: by display name, then by id.
     pub fn named_value(&self, reference: &str) -> Option<&NamedValue> {
-        self.named_values
-            .values()
-            .find(|v| v.display_name == reference)
-            .or_else(|| self.named_values.get(reference))
+        self.named_values.values().find(|v| v.display_name == reference).or_else(|| self.named_values.get(reference))
     }
 
     /// The products that hold API `api`, sorted. A revision (`api;rev=2`) is in its API's
@@ -605,5 +633,7 @@ fn read_json(root: &Path, rel: &Path) -> Result<Option<Value>, ExtractError> {
     };
     // The extractor writes a byte-order mark on some platforms.
     let text = text.trim_start_matches('\u{feff}');
-    serde_json::from_str(text).map(Some).map_err(|e| ExtractError::Json { path: rel.to_owned(), message: e.to_string() })
+    serde_json::from_str(text)
+        .map(Some)
+        .map_err(|e| ExtractError::Json { path: rel.to_owned(), message: e.to_string() })
 }

@@ -54,7 +54,11 @@ fn extract(global: Option<&str>, product: Option<&str>, api: Option<&str>, op: O
             api_version: None,
             revision: None,
             is_current: None,
-            operations: Some(vec![SpecOperation { id: Some("op".into()), method: "GET".into(), template: "/x".into() }]),
+            operations: Some(vec![SpecOperation {
+                id: Some("op".into()),
+                method: "GET".into(),
+                template: "/x".into(),
+            }]),
             specification: None,
             policy: api.map(|x| file("apis/api/policy.xml", x)),
             operation_policies,
@@ -157,7 +161,10 @@ fn a_missing_section_is_read_as_base_and_reported() {
     let ex = Extract { global_policy: Some(file("policy.xml", &global)), ..ex };
     let c = composed(&ex);
     assert_eq!(section_of(&c, None, "outbound"), ["G-out"]);
-    assert!(c.findings.iter().any(|f| f.file == Path::new("apis/api/policy.xml") && f.message.starts_with("no <outbound>")));
+    assert!(c
+        .findings
+        .iter()
+        .any(|f| f.file == Path::new("apis/api/policy.xml") && f.message.starts_with("no <outbound>")));
 }
 
 #[test]
@@ -183,8 +190,16 @@ fn an_api_in_several_products_is_reported() {
 
 #[test]
 fn a_fragment_is_inlined_with_its_origin() {
-    let mut ex = extract(Some(&inbound(&format!("{}<include-fragment fragment-id=\"frag\" />{}", h("G1"), h("G2")))), None, None, None);
-    ex.fragments.insert("frag".into(), file("policy fragments/frag/policy.xml", &format!("<fragment>\n{}\n{}\n</fragment>", h("F1"), h("F2"))));
+    let mut ex = extract(
+        Some(&inbound(&format!("{}<include-fragment fragment-id=\"frag\" />{}", h("G1"), h("G2")))),
+        None,
+        None,
+        None,
+    );
+    ex.fragments.insert(
+        "frag".into(),
+        file("policy fragments/frag/policy.xml", &format!("<fragment>\n{}\n{}\n</fragment>", h("F1"), h("F2"))),
+    );
     let c = composed(&ex);
     assert_eq!(inbound_of(&c, None), ["G1", "F1", "F2", "G2"]);
     let op = &c.operations[0];
@@ -195,7 +210,7 @@ fn a_fragment_is_inlined_with_its_origin() {
 
 #[test]
 fn a_missing_fragment_is_kept_and_reported_at_its_line() {
-    let ex = extract(None, None, Some(&inbound(&format!("<base />\n<include-fragment fragment-id=\"gone\" />"))), None);
+    let ex = extract(None, None, Some(&inbound("<base />\n<include-fragment fragment-id=\"gone\" />")), None);
     let c = composed(&ex);
     assert_eq!(inbound_of(&c, None), ["include-fragment"]);
     let finding = c.findings.iter().find(|f| f.message.contains("\"gone\"")).expect("reported");
@@ -205,11 +220,18 @@ fn a_missing_fragment_is_kept_and_reported_at_its_line() {
 #[test]
 fn a_fragment_in_a_fragment_is_not_inlined() {
     let mut ex = extract(Some(&inbound("<include-fragment fragment-id=\"outer\" />")), None, None, None);
-    ex.fragments.insert("outer".into(), file("policy fragments/outer/policy.xml", "<fragment><include-fragment fragment-id=\"inner\" /></fragment>"));
-    ex.fragments.insert("inner".into(), file("policy fragments/inner/policy.xml", &format!("<fragment>{}</fragment>", h("I"))));
+    ex.fragments.insert(
+        "outer".into(),
+        file("policy fragments/outer/policy.xml", "<fragment><include-fragment fragment-id=\"inner\" /></fragment>"),
+    );
+    ex.fragments
+        .insert("inner".into(), file("policy fragments/inner/policy.xml", &format!("<fragment>{}</fragment>", h("I"))));
     let c = composed(&ex);
     assert_eq!(inbound_of(&c, None), ["include-fragment"]);
-    assert!(c.findings.iter().any(|f| f.file == Path::new("policy fragments/outer/policy.xml") && f.message.contains("do not nest")));
+    assert!(c
+        .findings
+        .iter()
+        .any(|f| f.file == Path::new("policy fragments/outer/policy.xml") && f.message.contains("do not nest")));
 }
 
 fn named(ex: &mut Extract, name: &str, kind: NamedValueKind) {
@@ -246,7 +268,11 @@ fn a_named_value_in_an_attribute_is_resolved() {
     let mut ex = extract(None, None, Some(&api), None);
     named(&mut ex, "tenant", NamedValueKind::Plain("contoso.onmicrosoft.com".into()));
     let c = composed(&ex);
-    assert!(c.operations[0].xml.contains(r#"<validate-azure-ad-token tenant-id="contoso.onmicrosoft.com" />"#), "{}", c.operations[0].xml);
+    assert!(
+        c.operations[0].xml.contains(r#"<validate-azure-ad-token tenant-id="contoso.onmicrosoft.com" />"#),
+        "{}",
+        c.operations[0].xml
+    );
 }
 
 #[test]
@@ -264,7 +290,8 @@ fn every_element_points_at_its_file_and_line() {
 #[test]
 fn the_composition_is_an_operation_with_its_api_settings() {
     let mut ex = extract(None, None, None, None);
-    ex.version_sets.insert("vs".into(), VersionSet { name: "vs".into(), display_name: None, scheme: VersioningScheme::Segment });
+    ex.version_sets
+        .insert("vs".into(), VersionSet { name: "vs".into(), display_name: None, scheme: VersioningScheme::Segment });
     let api = ex.apis.get_mut("api").unwrap();
     api.version_set = Some("vs".into());
     api.api_version = Some("v2".into());
@@ -298,7 +325,10 @@ fn malformed_xml_names_its_file() {
     let e = compose(&ex).unwrap_err().to_string();
     assert!(e.starts_with("apis/api/policy.xml: not well-formed XML"), "{e}");
     let ex = extract(None, None, Some("<fragment />"), None);
-    assert_eq!(compose(&ex).unwrap_err().to_string(), "apis/api/policy.xml:1: the root element is <fragment>, not <policies>");
+    assert_eq!(
+        compose(&ex).unwrap_err().to_string(),
+        "apis/api/policy.xml:1: the root element is <fragment>, not <policies>"
+    );
 }
 
 #[test]
