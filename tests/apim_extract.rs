@@ -200,3 +200,35 @@ fn the_same_extract_gives_the_same_output() {
     assert_eq!(first.secrets, second.secrets);
     assert_eq!(first.findings, second.findings);
 }
+
+#[test]
+fn import_apim_previews_an_extract() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .arg("import-apim")
+        .arg(fixture("shop"))
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stdout.contains("\n## GET /orders/v1/orders/{id} (api orders, operation get-order, product gold, "),
+        "{stdout}"
+    );
+    assert!(stdout.contains("<value>Bearer ${secret:backend-token}</value>"), "{stdout}");
+    assert!(stderr.contains("portcullis secrets set backend-token"), "{stderr}");
+    assert!(stderr.contains("apis/stock/policy.xml: no <on-error>"), "{stderr}");
+
+    let strict = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["import-apim", "--strict"])
+        .arg(fixture("shop"))
+        .output()
+        .unwrap();
+    assert_eq!(strict.status.code(), Some(1), "findings fail --strict");
+    let broken = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .arg("import-apim")
+        .arg(fixture("broken"))
+        .output()
+        .unwrap();
+    assert!(!broken.status.success());
+    assert!(String::from_utf8_lossy(&broken.stderr).contains("apis/bad/apiInformation.json: not valid JSON"));
+}
