@@ -15,6 +15,10 @@
 //! ([`out`]), serialized as YAML with the notes as comment lines of their own, and parsed back
 //! through the configuration contract before it is returned: what `import` returns is always a
 //! configuration `check` can read.
+//!
+//! A whole instance, as the APIOps extractor writes it, is read by [`extract`] and each
+//! operation's effective document (global → product → API → operation through `<base/>`,
+//! fragments inlined, named values resolved) composed by [`compose`], for this translation.
 
 mod cidr;
 pub mod compose;

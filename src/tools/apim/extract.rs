@@ -637,3 +637,5 @@ fn read_json(root: &Path, rel: &Path) -> Result<Option<Value>, ExtractError> {
         .map(Some)
         .map_err(|e| ExtractError::Json { path: rel.to_owned(), message: e.to_string() })
 }
+#[cfg(test)]
+mod tests;
