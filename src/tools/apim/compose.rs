@@ -21,7 +21,9 @@
 //! - `{{name}}` in attribute values and text is replaced: a plain named value by its value, a
 //!   secret or Key Vault one by `${secret:NAME}` (listed in [`Composition::secrets`] so the
 //!   store can be filled with `portcullis secrets set NAME`); an unknown one is kept and
-//!   reported.
+//!   reported. The configuration reads `${secret:NAME}` only as a whole value: a marker inside
+//!   a longer one (`Bearer ${secret:token}`) is text to the loader, for the translation to
+//!   leave out.
 //!
 //! Every element of the output is written on a line of its own, and [`Origin`]s map each such
 //! line back to the file and line it came from, so a report can point at `file:line`.
