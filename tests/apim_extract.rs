@@ -148,6 +148,17 @@ fn subscription_settings_and_revisions_are_carried() {
     assert_eq!(op(&c, "stock", "get-levels", None).settings.subscription_required, Some(true));
     let contexts: Vec<_> = c.operations.iter().filter(|o| o.api == "catalog").map(|o| o.product.as_deref()).collect();
     assert_eq!(contexts, [None, Some("silver")]);
+    let catalog = op(&c, "catalog", "get-product", Some("silver"));
+    assert_eq!(
+        (catalog.backend_url.as_deref(), catalog.backend_id.as_deref()),
+        (Some("https://catalog-v2.internal.example"), Some("catalog-backend")),
+        "set-backend-service backend-id wins over serviceUrl"
+    );
+    let orders = op(&c, "orders", "get-order", None);
+    assert_eq!(
+        (orders.backend_url.as_deref(), orders.backend_id.as_deref()),
+        (Some("https://orders.internal.example/api"), None)
+    );
     assert_eq!(c.operations.len(), 3 * 3 + 3 + 2 + 1);
     assert!(c.operations.iter().all(|o| o.api != "legacy"), "a SOAP API is not composed");
 }

@@ -70,7 +70,11 @@ fn preview(dir: &Path, strict: bool) -> anyhow::Result<ExitCode> {
         let mut about = vec![format!("api {}", op.api)];
         about.push(format!("operation {}", op.operation.as_deref().unwrap_or("(no operationId)")));
         about.push(format!("product {}", op.product.as_deref().unwrap_or("(none)")));
-        about.push(format!("backend {}", op.backend_url.as_deref().unwrap_or("(none)")));
+        about.push(match (&op.backend_url, &op.backend_id) {
+            (Some(url), Some(id)) => format!("backend {url} (backends/{id})"),
+            (Some(url), None) => format!("backend {url}"),
+            (None, _) => "backend unknown".into(),
+        });
         if op.settings.subscription_required == Some(true) {
             let header = op.settings.subscription_key_header.as_deref().unwrap_or("Ocp-Apim-Subscription-Key");
             let query = op.settings.subscription_key_query.as_deref().unwrap_or("subscription-key");

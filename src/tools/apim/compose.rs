@@ -75,8 +75,13 @@ pub struct ComposedOperation {
     /// The URL template under the gateway: the API's `path`, the version segment for a
     /// `Segment` version set, and the operation's template.
     pub template: String,
-    /// The API's `serviceUrl`.
+    /// Where requests go: the `base-url`, or the URL of the backend `backend-id` names, of the
+    /// last `set-backend-service` directly in the composed `inbound` or `backend` section;
+    /// else the API's `serviceUrl`. (One inside `<choose>` is conditional: not taken here.)
+    /// `None` when that element names an unknown backend or is an expression (reported).
     pub backend_url: Option<String>,
+    /// The backend (`backends/<b>/`) `backend_url` comes from, when one does.
+    pub backend_id: Option<String>,
     /// The API's subscription settings (`subscriptionRequired` defaults to true, as in APIM).
     pub settings: ApiSettings,
     /// The version, when the API is in a version set.
@@ -225,7 +230,9 @@ pub fn compose(ex: &Extract) -> Result<Composition, ComposeError> {
                 let chain: Vec<&Parsed<'_>> =
                     [global.as_ref(), product_doc, api_doc.as_ref(), op_doc].into_iter().flatten().collect();
                 let (xml, origins) = cx.document(&chain);
-                operations.push(operation(ex, api, op, product.map(str::to_owned), xml, origins));
+                let mut composed = operation(ex, api, op, product.map(str::to_owned), xml, origins);
+                cx.backend(&mut composed);
+                operations.push(composed);
             }
         }
     }
@@ -262,6 +269,7 @@ fn operation(
         method: op.method.clone(),
         template,
         backend_url: api.service_url.clone(),
+        backend_id: None,
         settings: ApiSettings {
             subscription_required: Some(api.subscription_required.unwrap_or(true)),
             subscription_key_header: api.key_header.clone(),
@@ -302,6 +310,47 @@ impl Writer {
 impl Context<'_, '_> {
     fn find(&mut self, file: &Path, line: Option<u32>, message: String) {
         self.findings.insert(Finding { file: file.to_owned(), line, message });
+    }
+
+    /// Sets the backend of `op` from its last unconditional `set-backend-service`.
+    fn backend(&mut self, op: &mut ComposedOperation) {
+        let Ok(doc) = Document::parse(&op.xml) else { return };
+        let last = doc
+            .root_element()
+            .children()
+            .filter(|n| n.has_tag_name("inbound") || n.has_tag_name("backend"))
+            .flat_map(|section| section.children().filter(|n| n.has_tag_name("set-backend-service")))
+            .last();
+        let Some(el) = last else { return };
+        let at = op.origin(doc.text_pos_at(el.range().start).row).cloned();
+        if let Some(id) = el.attribute("backend-id") {
+            match self.ex.backends.get(id).and_then(|b| b.url.clone()) {
+                Some(url) => {
+                    op.backend_url = Some(url);
+                    op.backend_id = Some(id.to_owned());
+                }
+                None => {
+                    op.backend_url = None;
+                    if let Some(at) = at {
+                        let message = format!(
+                            "<set-backend-service backend-id={id:?}>: no such backend (or no url) in backends/: the backend is unknown"
+                        );
+                        self.find(&at.file, Some(at.source_line), message);
+                    }
+                }
+            }
+        } else if let Some(url) = el.attribute("base-url") {
+            if url.trim_start().starts_with('@') {
+                op.backend_url = None;
+                if let Some(at) = at {
+                    let message =
+                        "<set-backend-service base-url=\"@…\">: a policy expression: the backend is unknown".into();
+                    self.find(&at.file, Some(at.source_line), message);
+                }
+            } else {
+                op.backend_url = Some(url.to_owned());
+            }
+        }
     }
 
     /// The effective document of the scopes in `chain`, outermost first.

@@ -1,7 +1,7 @@
 //! Composition of scopes, in memory: `<base/>` at each position and absent at each scope, an
 //! operation override, product contexts, fragments, named values, origins and determinism.
 
-use super::super::extract::{NamedValue, Product, VersionSet};
+use super::super::extract::{Backend, NamedValue, Product, VersionSet};
 use super::*;
 
 /// A marker element: `<set-header name="NAME" exists-action="override" />`.
@@ -340,4 +340,38 @@ fn the_same_extract_composes_to_the_same_output() {
     let second = composed(&ex);
     assert_eq!(first.operations, second.operations);
     assert_eq!(first.findings, second.findings);
+}
+
+#[test]
+fn the_backend_is_the_last_unconditional_set_backend_service() {
+    let api = inbound(
+        r#"<base />
+<set-backend-service base-url="https://first.example" />
+<choose><when condition="@(true)"><set-backend-service base-url="https://conditional.example" /></when></choose>"#,
+    );
+    let op_doc = inbound(r#"<base /><set-backend-service backend-id="b1" />"#);
+    let mut ex = extract(None, None, Some(&api), None);
+    let c = composed(&ex);
+    assert_eq!(c.operations[0].backend_url.as_deref(), Some("https://first.example"));
+    ex.apis
+        .get_mut("api")
+        .unwrap()
+        .operation_policies
+        .insert("op".into(), file("apis/api/operations/op/policy.xml", &op_doc));
+    ex.backends.insert("b1".into(), Backend { name: "b1".into(), url: Some("https://b1.example".into()) });
+    let c = composed(&ex);
+    assert_eq!(c.operations[0].backend_url.as_deref(), Some("https://b1.example"));
+    assert_eq!(c.operations[0].backend_id.as_deref(), Some("b1"));
+    ex.backends.clear();
+    let c = composed(&ex);
+    assert_eq!(c.operations[0].backend_url, None, "an unknown backend is not guessed");
+    let finding = c.findings.iter().find(|f| f.message.contains("\"b1\"")).expect("reported");
+    assert_eq!((finding.file.as_path(), finding.line), (Path::new("apis/api/operations/op/policy.xml"), Some(3)));
+}
+
+#[test]
+fn an_api_without_set_backend_service_goes_to_its_service_url() {
+    let c = composed(&extract(None, None, None, None));
+    assert_eq!(c.operations[0].backend_url.as_deref(), Some("https://backend.example"));
+    assert_eq!(c.operations[0].backend_id, None);
 }
