@@ -5,15 +5,28 @@
 //! document: the flags say them.
 //! The output has been read back through the configuration contract: when it does not read
 //! (an importer bug), nothing is printed but the error, and the exit status is 1.
+//!
+//! `portcullis import-apim DIR [--strict]`, DIR an APIOps extract, is a preview: per operation
+//! (and product context), its method, URL template, backend and subscription settings and its
+//! composed `<policies>` document ([`crate::tools::apim::compose`]); on stderr, what was not read
+//! or not composed as written, and the `portcullis secrets set` commands its secret named values
+//! need. `--strict` exits 1 when there is any such finding. No configuration is written yet.
 
 use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
 
-use crate::tools::apim::ApiSettings;
+use crate::tools::apim::extract::{self, VersioningScheme};
+use crate::tools::apim::{compose, ApiSettings};
 
 pub(super) fn import(file: &Path, strict: bool, api: &ApiSettings) -> anyhow::Result<ExitCode> {
+    if file.is_dir() {
+        if *api != ApiSettings::default() {
+            anyhow::bail!("an extract says each API's subscription settings: drop the --subscription-* flags");
+        }
+        return preview(file, strict);
+    }
     let names = api.subscription_key_header.is_some() || api.subscription_key_query.is_some();
     if names && api.subscription_required != Some(true) {
         anyhow::bail!("--subscription-key-header and --subscription-key-query need --subscription-required");
@@ -43,4 +56,56 @@ pub(super) fn import(file: &Path, strict: bool, api: &ApiSettings) -> anyhow::Re
         );
     }
     Ok(if strict && imported.left_out > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+/// The composed policies of every operation of the extract in `dir`.
+fn preview(dir: &Path, strict: bool) -> anyhow::Result<ExitCode> {
+    let ex = extract::read(dir)?;
+    let composition = compose::compose(&ex)?;
+    println!(
+        "# {}: the composed policies of each operation (a preview: no configuration is written yet)",
+        dir.display()
+    );
+    for op in &composition.operations {
+        let mut about = vec![format!("api {}", op.api)];
+        about.push(format!("operation {}", op.operation.as_deref().unwrap_or("(no operationId)")));
+        about.push(format!("product {}", op.product.as_deref().unwrap_or("(none)")));
+        about.push(match (&op.backend_url, &op.backend_id) {
+            (Some(url), Some(id)) => format!("backend {url} (backends/{id})"),
+            (Some(url), None) => format!("backend {url}"),
+            (None, _) => "backend unknown".into(),
+        });
+        if op.settings.subscription_required == Some(true) {
+            let header = op.settings.subscription_key_header.as_deref().unwrap_or("Ocp-Apim-Subscription-Key");
+            let query = op.settings.subscription_key_query.as_deref().unwrap_or("subscription-key");
+            about.push(format!("subscription key in {header} or ?{query}"));
+        } else {
+            about.push("no subscription key".into());
+        }
+        if let Some(version) = &op.version {
+            about.push(match &version.scheme {
+                VersioningScheme::Segment => format!("version {} in the path", version.value),
+                VersioningScheme::Query(name) => format!("version {} in ?{name}", version.value),
+                VersioningScheme::Header(name) => format!("version {} in the {name} header", version.value),
+            });
+        }
+        if !op.is_current {
+            about.push("not the current revision".into());
+        }
+        println!("\n## {} {} ({})", op.method, op.template, about.join(", "));
+        print!("{}", op.xml);
+    }
+    let findings: Vec<String> =
+        ex.findings.iter().chain(&composition.findings).map(|f| format!("{}/{f}", dir.display())).collect();
+    for finding in &findings {
+        eprintln!("{finding}");
+    }
+    for (name, secret) in &composition.secrets {
+        let from = match &secret.key_vault {
+            Some(id) => format!("the Key Vault secret {id}"),
+            None => format!("the secret named value {:?}", secret.named_value),
+        };
+        eprintln!("portcullis secrets set {name}   # the value of {from}, on standard input");
+    }
+    Ok(if strict && !findings.is_empty() { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }

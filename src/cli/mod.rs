@@ -77,7 +77,8 @@ enum Command {
     },
     /// Convert an Azure API Management policy document into a portcullis configuration (stdout).
     ImportApim {
-        /// The APIM policy XML.
+        /// The APIM policy XML; or an APIOps extract's folder, whose composed policies are
+        /// previewed per operation.
         policy: PathBuf,
         /// Exit 1 when anything could not be translated.
         #[arg(long)]

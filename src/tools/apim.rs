@@ -15,8 +15,14 @@
 //! ([`out`]), serialized as YAML with the notes as comment lines of their own, and parsed back
 //! through the configuration contract before it is returned: what `import` returns is always a
 //! configuration `check` can read.
+//!
+//! A whole instance, as the APIOps extractor writes it, is read by [`extract`] and each
+//! operation's effective document (global → product → API → operation through `<base/>`,
+//! fragments inlined, named values resolved) composed by [`compose`], for this translation.
 
 mod cidr;
+pub mod compose;
+pub mod extract;
 mod out;
 
 use std::net::IpAddr;
@@ -52,7 +58,7 @@ pub enum ImportError {
 
 /// What APIM keeps in the API's definition rather than in its policy document: whether a
 /// subscription key is required, and where it is read from. Given by the `import-apim` flags.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ApiSettings {
     /// `subscriptionRequired`: `Some(true)` puts a `subscription_key` policy first in the chain
     /// and counts per-subscription budgets by `subscription`; `None` (not said) and
