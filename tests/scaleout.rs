@@ -293,7 +293,7 @@ async fn a_revoked_grant_ends_websockets_and_event_streams_on_every_instance_wit
     let (s1, s2) = streams.await.unwrap();
     let within = started.elapsed();
     assert!(within < std::time::Duration::from_secs(5), "closed {within:?} after the deactivation");
-    println!("both tunnels and both event streams ended {within:?} after the deactivation command returned");
+    println!("both tunnels and both event streams ended {within:?} after the deactivation command started");
     for streamed in [s1, s2] {
         let streamed = streamed.expect("the event stream ended");
         assert!(streamed.text.ends_with("0\r\n\r\n"), "{:?}", streamed.text);
