@@ -263,7 +263,8 @@ fn write_shop(strict: bool) -> (tempfile::TempDir, Option<i32>, std::collections
     assert_eq!(code, Some(0), "{err}");
     let out = dir.path().join("gateway");
     let shop = fixture("shop");
-    let mut args: Vec<&std::ffi::OsStr> = vec!["import-apim".as_ref(), shop.as_os_str(), "--out".as_ref(), out.as_os_str()];
+    let mut args: Vec<&std::ffi::OsStr> =
+        vec!["import-apim".as_ref(), shop.as_os_str(), "--out".as_ref(), out.as_os_str()];
     if strict {
         args.push("--strict".as_ref());
     }
@@ -318,6 +319,7 @@ fn an_extract_is_written_as_a_configuration_that_check_reads() {
     let report = &files["REPORT.md"];
     assert!(report.contains("apis/stock/policy.xml: no <on-error>"), "{report}");
     assert!(report.contains("- policy.xml:15: <on-error><set-header> not translated"), "{report}");
+    assert!(!report.contains("backend-id=…> not translated"), "the composition resolved it: {report}");
     assert!(report.contains("orders;rev=2"), "the revision is listed as not routed: {report}");
     assert!(report.contains("listSecrets"), "{report}");
 }

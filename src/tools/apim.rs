@@ -1148,7 +1148,8 @@ fn document(t: &mut Translation, api: &ApiSettings) -> out::Document {
     let urls = match &t.backend {
         Some(url) => vec![url.clone()],
         None => {
-            t.notes.push("no set-backend-service: the backend's URL is a placeholder (the API's web service URL)".into());
+            t.notes
+                .push("no set-backend-service: the backend's URL is a placeholder (the API's web service URL)".into());
             vec!["http://127.0.0.1:8080".to_owned()]
         }
     };
@@ -1174,7 +1175,10 @@ fn render(t: &mut Translation, api: &ApiSettings, source: &str) -> Result<String
     let document = document(t, api);
     let mut header = vec![
         format!("Imported from {source} by `portcullis import-apim`."),
-        format!("{} element(s), attribute(s) or expression(s) were left out: see the `not translated` notes.", t.left_out),
+        format!(
+            "{} element(s), attribute(s) or expression(s) were left out: see the `not translated` notes.",
+            t.left_out
+        ),
         "Review it, then `portcullis check` it; the listener and certificates are placeholders.".to_owned(),
     ];
     header.extend(t.notes.iter().cloned());

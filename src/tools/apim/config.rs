@@ -67,12 +67,14 @@ pub fn write(ex: &Extract, c: &Composition, source: &str) -> Result<Written, Imp
     let mut policies: Vec<(String, Noted<out::Policy>)> = Vec::new();
     let mut client_auth = false;
     let mut names = BTreeSet::new();
-    let mut ops: Vec<&ComposedOperation> = c.operations.iter().filter(|o| o.is_current && o.product.is_none()).collect();
-    ops.sort_by(|a, b| route_order(a).cmp(&route_order(b)));
+    let mut ops: Vec<&ComposedOperation> =
+        c.operations.iter().filter(|o| o.is_current && o.product.is_none()).collect();
+    ops.sort_by_key(|op| route_order(op));
     for op in ops {
         let name = unique(&mut names, &route_name(op));
         let mut t = translate(&op.xml, &op.settings)?;
         client_auth |= t.client_auth;
+        resolved_backend(op, &mut t);
         let mut notes: Vec<String> = t.notes.iter().map(|n| located(op, n)).collect();
         let mut chain = Vec::new();
         for (policy, mut noted) in std::mem::take(&mut t.policies) {
@@ -195,10 +197,8 @@ fn route_name(op: &ComposedOperation) -> String {
 
 /// Letters, digits, `-`, `_` and `.` kept; anything else `-`.
 fn sanitize(name: &str) -> String {
-    let s: String = name
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '-' })
-        .collect();
+    let s: String =
+        name.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '-' }).collect();
     if s.is_empty() {
         "unnamed".to_owned()
     } else {
@@ -244,10 +244,28 @@ fn api_prefix(ex: &Extract, op: &ComposedOperation) -> Option<String> {
     (!prefix.is_empty() && (op.template == prefix || op.template.starts_with(&format!("{prefix}/")))).then_some(prefix)
 }
 
+/// A `set-backend-service backend-id` the composition resolved (to `backend_url`) is no loss:
+/// the translator's notes on it, which count as left out for a document alone, are replaced.
+fn resolved_backend(op: &ComposedOperation, t: &mut super::Translation) {
+    let (Some(id), Some(url)) = (&op.backend_id, &op.backend_url) else { return };
+    let before = t.notes.len();
+    t.notes.retain(|n| {
+        !n.contains("<set-backend-service backend-id=…> not translated")
+            && !n.contains("<set-backend-service> without base-url not translated")
+    });
+    let dropped = before - t.notes.len();
+    if dropped > 0 {
+        t.left_out = t.left_out.saturating_sub(dropped);
+        t.notes.push(format!("set-backend-service backend-id {id:?}: the backend's URL {url} (backends/{id})"));
+    }
+}
+
 /// `line N: …` of a composed document as `file:line: …`.
 fn located(op: &ComposedOperation, note: &str) -> String {
-    let Some((line, text)) =
-        note.strip_prefix("line ").and_then(|rest| rest.split_once(": ")).and_then(|(n, text)| Some((n.parse().ok()?, text)))
+    let Some((line, text)) = note
+        .strip_prefix("line ")
+        .and_then(|rest| rest.split_once(": "))
+        .and_then(|(n, text)| Some((n.parse().ok()?, text)))
     else {
         return note.to_owned();
     };
@@ -277,7 +295,11 @@ fn not_routed(c: &Composition) -> Vec<String> {
         }
         let Some(product) = &op.product else { continue };
         let base = c.operations.iter().find(|o| {
-            o.product.is_none() && o.api == op.api && o.operation == op.operation && o.method == op.method && o.template == op.template
+            o.product.is_none()
+                && o.api == op.api
+                && o.operation == op.operation
+                && o.method == op.method
+                && o.template == op.template
         });
         if base.is_none_or(|b| b.xml != op.xml) {
             lines.push(format!(
@@ -315,7 +337,7 @@ fn subscriptions(ex: &Extract) -> String {
 /// One `portcullis secrets set NAME` line per secret the configuration refers to.
 fn secrets(c: &Composition) -> String {
     let mut sh = String::from(
-        "#!/bin/sh\n# The secrets the imported configuration refers to as ${secret:NAME}: run each line with the\n# value on standard input. The values are not in an extract and are never written here.\nset -e\n",
+        "#!/bin/sh\n# The secrets the imported configuration refers to as ${secret:NAME}: run each line with the\n# value on standard input. The values are not in an extract and are never written here.\n# The store needs a `secrets:` section (master_key) in gateway.yaml: README, Secrets.\nset -e\n",
     );
     for (name, secret) in &c.secrets {
         let from = match &secret.key_vault {
@@ -341,13 +363,22 @@ fn report(
     let mut md = String::new();
     let _ = writeln!(md, "# Import of {source}\n");
     let _ = writeln!(md, "## Summary\n");
-    let _ = writeln!(md, "- {} route(s), {} backend(s) in `gateway.yaml`, {} product(s)", routes.len(), {
-        routes.iter().map(|r| &r.backend).collect::<BTreeSet<_>>().len()
-    }, ex.products.len());
+    let _ = writeln!(
+        md,
+        "- {} route(s), {} backend(s) in `gateway.yaml`, {} product(s)",
+        routes.len(),
+        { routes.iter().map(|r| &r.backend).collect::<BTreeSet<_>>().len() },
+        ex.products.len()
+    );
     let _ = writeln!(md, "- {left_out} element(s), attribute(s) or expression(s) left out or approximated");
     let _ = writeln!(md, "- {} finding(s) in reading and composing the extract", findings.len());
     let _ = writeln!(md, "- {} composition(s) not routed (revisions, product-specific chains)", not_routed.len());
-    let _ = writeln!(md, "- {} subscription(s) in `subscriptions.json`, {} secret(s) in `secrets.sh`", ex.subscriptions.len(), c.secrets.len());
+    let _ = writeln!(
+        md,
+        "- {} subscription(s) in `subscriptions.json`, {} secret(s) in `secrets.sh`",
+        ex.subscriptions.len(),
+        c.secrets.len()
+    );
     let _ = writeln!(md, "\n## Findings\n");
     if findings.is_empty() {
         md.push_str("None.\n");
@@ -357,14 +388,7 @@ fn report(
     }
     let _ = writeln!(md, "\n## Routes\n");
     for r in routes {
-        let _ = writeln!(
-            md,
-            "### `{}`: {} {} → {}\n",
-            r.name,
-            r.op.method,
-            r.op.template,
-            r.backend.0
-        );
+        let _ = writeln!(md, "### `{}`: {} {} → {}\n", r.name, r.op.method, r.op.template, r.backend.0);
         if r.notes.is_empty() {
             md.push_str("Translated in full.\n\n");
         }
