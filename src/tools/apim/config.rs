@@ -44,6 +44,18 @@ impl Written {
 /// The placeholder URL of a backend an operation's composition does not say.
 const PLACEHOLDER_URL: &str = "http://127.0.0.1:8080";
 
+/// A route's translated policy, before it is named.
+struct Pending {
+    /// The route's index.
+    route: usize,
+    /// Its name in its document's translation.
+    local: String,
+    noted: Noted<out::Policy>,
+    /// Its YAML, notes included: identical policies are shared.
+    key: String,
+    in_chain: bool,
+}
+
 /// One routed operation.
 struct Routed<'c> {
     name: String,
@@ -64,7 +76,7 @@ struct Routed<'c> {
 /// read back.
 pub fn write(ex: &Extract, c: &Composition, source: &str) -> Result<Written, ImportError> {
     let mut routes: Vec<Routed<'_>> = Vec::new();
-    let mut policies: Vec<(String, Noted<out::Policy>)> = Vec::new();
+    let mut pending: Vec<Pending> = Vec::new();
     let mut client_auth = false;
     let mut names = BTreeSet::new();
     let mut ops: Vec<&ComposedOperation> =
@@ -76,17 +88,13 @@ pub fn write(ex: &Extract, c: &Composition, source: &str) -> Result<Written, Imp
         client_auth |= t.client_auth;
         resolved_backend(op, &mut t);
         let mut notes: Vec<String> = t.notes.iter().map(|n| located(op, n)).collect();
-        let mut chain = Vec::new();
-        for (policy, mut noted) in std::mem::take(&mut t.policies) {
+        for (local, mut noted) in std::mem::take(&mut t.policies) {
             for note in &mut noted.notes {
                 *note = located(op, note);
             }
-            let full = format!("{name}.{policy}");
-            if t.chain.contains(&policy) {
-                chain.push(full.clone());
-            }
-            notes.extend(noted.notes.iter().map(|n| format!("{full}: {n}")));
-            policies.push((full, noted));
+            let key = serde_saphyr::to_string(&noted).map_err(|e| ImportError::Unreadable(e.to_string()))?;
+            let in_chain = t.chain.contains(&local);
+            pending.push(Pending { route: routes.len(), local, noted, key, in_chain });
         }
         let url = match &op.backend_url {
             Some(url) => url.clone(),
@@ -101,12 +109,44 @@ pub fn write(ex: &Extract, c: &Composition, source: &str) -> Result<Written, Imp
         routes.push(Routed {
             name,
             op,
-            chain,
+            chain: Vec::new(),
             backend: (url, t.backend_timeout.clone()),
             strip_prefix,
             notes,
             left_out: t.left_out,
         });
+    }
+
+    // A policy several routes would hold identically (notes included) is written once, named
+    // after its kind; any other is `ROUTE.KIND`.
+    let mut uses: BTreeMap<String, usize> = BTreeMap::new();
+    for p in &pending {
+        *uses.entry(p.key.clone()).or_default() += 1;
+    }
+    let mut shared: BTreeMap<String, String> = BTreeMap::new();
+    let mut policy_names = BTreeSet::new();
+    let mut policies: Vec<(String, Noted<out::Policy>)> = Vec::new();
+    for p in pending {
+        let route = &mut routes[p.route];
+        route.notes.extend(p.noted.notes.iter().map(|n| format!("{}.{}: {n}", route.name, p.local)));
+        let name = if uses[&p.key] > 1 {
+            match shared.get(&p.key) {
+                Some(name) => name.clone(),
+                None => {
+                    let name = unique(&mut policy_names, &p.local);
+                    shared.insert(p.key, name.clone());
+                    policies.push((name.clone(), p.noted));
+                    name
+                }
+            }
+        } else {
+            let name = unique(&mut policy_names, &format!("{}.{}", route.name, p.local));
+            policies.push((name.clone(), p.noted));
+            name
+        };
+        if p.in_chain {
+            route.chain.push(name);
+        }
     }
 
     // One backend per distinct URL (and timeout), named after its host.
