@@ -331,3 +331,45 @@ fn the_same_extract_is_written_the_same_and_strict_refuses_a_partial_one() {
     assert_eq!(first, second);
     assert_eq!(code, Some(1), "--strict: something is left out");
 }
+
+/// A product none of whose APIs is routed (here only the SOAP one) is not written, since
+/// `check` refuses a product without routes: it is reported, and the rest still passes `check`.
+#[test]
+fn a_product_without_routed_operations_is_reported_not_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let shop = dir.path().join("shop");
+    copy(&fixture("shop"), &shop);
+    let soap = shop.join("products/soap-only/apis/legacy");
+    std::fs::create_dir_all(&soap).unwrap();
+    std::fs::write(
+        shop.join("products/soap-only/productInformation.json"),
+        r#"{ "properties": { "displayName": "SOAP only", "state": "published" } }"#,
+    )
+    .unwrap();
+    std::fs::write(soap.join("productApiInformation.json"), "{}").unwrap();
+    let certs = dir.path().join("certs/dev");
+    assert_eq!(portcullis(&["certs".as_ref(), "dev".as_ref(), "--dir".as_ref(), certs.as_os_str()]).0, Some(0));
+    let out = dir.path().join("gateway");
+    let (code, _, err) = portcullis(&["import-apim".as_ref(), shop.as_os_str(), "--out".as_ref(), out.as_os_str()]);
+    assert_eq!(code, Some(0), "{err}");
+    let yaml = std::fs::read_to_string(out.join("gateway.yaml")).unwrap();
+    assert!(!yaml.contains("soap-only"), "{yaml}");
+    let report = std::fs::read_to_string(out.join("REPORT.md")).unwrap();
+    assert!(report.contains("- product soap-only: none of its APIs has a routed operation"), "{report}");
+    let config = out.join("gateway.yaml");
+    let (checked, o, e) = portcullis(&["check".as_ref(), "--config".as_ref(), config.as_os_str()]);
+    assert_eq!(checked, Some(0), "{yaml}\n{o}{e}");
+}
+
+fn copy(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}

@@ -157,11 +157,17 @@ pub fn write(ex: &Extract, c: &Composition, source: &str) -> Result<Written, Imp
         backends.insert(key, unique(&mut backend_names, &backend_name(&key.0)));
     }
 
+    // A product that opens no route is not written (`check` refuses one): it is reported.
     let mut products = Vec::new();
+    let mut empty_products = Vec::new();
     for (id, product) in &ex.products {
         let opened: Vec<String> =
             routes.iter().filter(|r| product.apis.contains(&r.op.api)).map(|r| r.name.clone()).collect();
-        products.push((id.clone(), out::Product { display_name: product.display_name.clone(), routes: opened }));
+        if opened.is_empty() {
+            empty_products.push(format!("product {id}: none of its APIs has a routed operation; not written"));
+            continue;
+        }
+        products.push((sanitize(id), out::Product { display_name: product.display_name.clone(), routes: opened }));
     }
 
     let document = out::Document {
@@ -190,7 +196,8 @@ pub fn write(ex: &Extract, c: &Composition, source: &str) -> Result<Written, Imp
             .collect(),
     };
 
-    let not_routed = not_routed(c);
+    let mut not_routed = not_routed(c);
+    not_routed.extend(empty_products);
     let left_out: usize = routes.iter().map(|r| r.left_out).sum();
     let findings: Vec<String> = ex.findings.iter().chain(&c.findings).map(ToString::to_string).collect();
     let header = vec![
