@@ -243,3 +243,133 @@ fn import_apim_previews_an_extract() {
     assert!(!broken.status.success());
     assert!(String::from_utf8_lossy(&broken.stderr).contains("apis/bad/apiInformation.json: not valid JSON"));
 }
+
+/// Runs the binary; its success, stdout and stderr.
+fn portcullis(args: &[&std::ffi::OsStr]) -> (Option<i32>, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis")).args(args).output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `import-apim shop --out DIR/gateway` beside `DIR/certs/dev`: the temporary folder, the
+/// exit code and the written files by name.
+fn write_shop(strict: bool) -> (tempfile::TempDir, Option<i32>, std::collections::BTreeMap<String, String>) {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs/dev");
+    let (code, _, err) = portcullis(&["certs".as_ref(), "dev".as_ref(), "--dir".as_ref(), certs.as_os_str()]);
+    assert_eq!(code, Some(0), "{err}");
+    let out = dir.path().join("gateway");
+    let shop = fixture("shop");
+    let mut args: Vec<&std::ffi::OsStr> =
+        vec!["import-apim".as_ref(), shop.as_os_str(), "--out".as_ref(), out.as_os_str()];
+    if strict {
+        args.push("--strict".as_ref());
+    }
+    let (code, _, err) = portcullis(&args);
+    assert!(err.contains("wrote gateway.yaml"), "{err}");
+    let files = ["gateway.yaml", "subscriptions.json", "secrets.sh", "REPORT.md"]
+        .into_iter()
+        .map(|name| (name.to_owned(), std::fs::read_to_string(out.join(name)).unwrap()))
+        .collect();
+    (dir, code, files)
+}
+
+#[test]
+fn an_extract_is_written_as_a_configuration_that_check_reads() {
+    let (dir, code, files) = write_shop(false);
+    assert_eq!(code, Some(0));
+    let yaml = &files["gateway.yaml"];
+    let config = dir.path().join("gateway/gateway.yaml");
+    let (checked, out, err) = portcullis(&["check".as_ref(), "--config".as_ref(), config.as_os_str()]);
+    assert_eq!(checked, Some(0), "the written configuration passes check:\n{yaml}\n{out}{err}");
+
+    let data: serde_json::Value = serde_saphyr::from_str(yaml).unwrap();
+    let routes = data["routes"].as_array().unwrap();
+    let route = |name: &str| {
+        routes.iter().find(|r| r["name"] == name).unwrap_or_else(|| panic!("route {name}:\n{yaml}")).clone()
+    };
+    let get_order = route("orders.get-order");
+    assert_eq!(get_order["match"]["path"], "/orders/v1/orders/{id}", "{yaml}");
+    assert_eq!(get_order["match"]["methods"], serde_json::json!(["GET"]), "{yaml}");
+    assert_eq!(route("orders.create-order")["match"]["methods"], serde_json::json!(["POST"]), "{yaml}");
+    // The API requires a subscription: the key is checked first, with its own names.
+    let first = get_order["policies"][0].as_str().unwrap();
+    assert_eq!(
+        data["policies"][first]["subscription_key"],
+        serde_json::json!({ "header": "X-Shop-Key", "query": "shop-key" }),
+        "{yaml}"
+    );
+    assert!(data["identity"]["store"].is_string(), "{yaml}");
+    // No revision but the current one is routed.
+    assert!(routes.iter().all(|r| !r["name"].as_str().unwrap().contains("rev")), "{yaml}");
+    // A product opens the routes of its APIs.
+    let gold = data["products"]["gold"]["routes"].as_array().unwrap();
+    assert!(gold.contains(&serde_json::json!("orders.get-order")), "{yaml}");
+    assert!(gold.iter().all(|r| r.as_str().unwrap().starts_with("orders.")), "{yaml}");
+
+    let secrets = &files["secrets.sh"];
+    assert!(secrets.contains("portcullis secrets --config gateway.yaml set backend-token\n"), "{secrets}");
+    assert!(secrets.contains("https://shop-vault.vault.azure.net/secrets/signing-key"), "{secrets}");
+    let subscriptions = &files["subscriptions.json"];
+    assert!(subscriptions.contains("\"scope\": \"/products/gold\""), "{subscriptions}");
+
+    let report = &files["REPORT.md"];
+    assert!(report.contains("apis/stock/policy.xml: no <on-error>"), "{report}");
+    assert!(report.contains("- policy.xml:15: <on-error><set-header> not translated"), "{report}");
+    assert!(!report.contains("backend-id=…> not translated"), "the composition resolved it: {report}");
+    assert!(report.contains("orders;rev=2"), "the revision is listed as not routed: {report}");
+    assert!(report.contains("listSecrets"), "{report}");
+}
+
+#[test]
+fn the_same_extract_is_written_the_same_and_strict_refuses_a_partial_one() {
+    let (_d1, _, first) = write_shop(false);
+    let (_d2, code, second) = write_shop(true);
+    assert_eq!(first, second);
+    assert_eq!(code, Some(1), "--strict: something is left out");
+}
+
+/// A product none of whose APIs is routed (here only the SOAP one) is not written, since
+/// `check` refuses a product without routes: it is reported, and the rest still passes `check`.
+#[test]
+fn a_product_without_routed_operations_is_reported_not_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let shop = dir.path().join("shop");
+    copy(&fixture("shop"), &shop);
+    let soap = shop.join("products/soap-only/apis/legacy");
+    std::fs::create_dir_all(&soap).unwrap();
+    std::fs::write(
+        shop.join("products/soap-only/productInformation.json"),
+        r#"{ "properties": { "displayName": "SOAP only", "state": "published" } }"#,
+    )
+    .unwrap();
+    std::fs::write(soap.join("productApiInformation.json"), "{}").unwrap();
+    let certs = dir.path().join("certs/dev");
+    assert_eq!(portcullis(&["certs".as_ref(), "dev".as_ref(), "--dir".as_ref(), certs.as_os_str()]).0, Some(0));
+    let out = dir.path().join("gateway");
+    let (code, _, err) = portcullis(&["import-apim".as_ref(), shop.as_os_str(), "--out".as_ref(), out.as_os_str()]);
+    assert_eq!(code, Some(0), "{err}");
+    let yaml = std::fs::read_to_string(out.join("gateway.yaml")).unwrap();
+    assert!(!yaml.contains("soap-only"), "{yaml}");
+    let report = std::fs::read_to_string(out.join("REPORT.md")).unwrap();
+    assert!(report.contains("- product soap-only: none of its APIs has a routed operation"), "{report}");
+    let config = out.join("gateway.yaml");
+    let (checked, o, e) = portcullis(&["check".as_ref(), "--config".as_ref(), config.as_os_str()]);
+    assert_eq!(checked, Some(0), "{yaml}\n{o}{e}");
+}
+
+fn copy(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}

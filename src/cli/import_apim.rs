@@ -10,7 +10,11 @@
 //! (and product context), its method, URL template, backend and subscription settings and its
 //! composed `<policies>` document ([`crate::tools::apim::compose`]); on stderr, what was not read
 //! or not composed as written, and the `portcullis secrets set` commands its secret named values
-//! need. `--strict` exits 1 when there is any such finding. No configuration is written yet.
+//! need. `--strict` exits 1 when there is any such finding.
+//!
+//! `portcullis import-apim DIR --out OUTDIR [--strict]` writes the extract as a configuration
+//! ([`crate::tools::apim::config`]): `gateway.yaml`, `subscriptions.json`, `secrets.sh` and
+//! `REPORT.md`; `--strict` exits 1 when anything is left out, approximated or not routed.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -20,12 +24,18 @@ use anyhow::Context;
 use crate::tools::apim::extract::{self, VersioningScheme};
 use crate::tools::apim::{compose, ApiSettings};
 
-pub(super) fn import(file: &Path, strict: bool, api: &ApiSettings) -> anyhow::Result<ExitCode> {
+pub(super) fn import(file: &Path, out: Option<&Path>, strict: bool, api: &ApiSettings) -> anyhow::Result<ExitCode> {
     if file.is_dir() {
         if *api != ApiSettings::default() {
             anyhow::bail!("an extract says each API's subscription settings: drop the --subscription-* flags");
         }
-        return preview(file, strict);
+        return match out {
+            Some(out) => write(file, out, strict),
+            None => preview(file, strict),
+        };
+    }
+    if out.is_some() {
+        anyhow::bail!("--out is for an APIOps extract's folder; a policy document's configuration goes to stdout");
     }
     let names = api.subscription_key_header.is_some() || api.subscription_key_query.is_some();
     if names && api.subscription_required != Some(true) {
@@ -56,6 +66,32 @@ pub(super) fn import(file: &Path, strict: bool, api: &ApiSettings) -> anyhow::Re
         );
     }
     Ok(if strict && imported.left_out > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+/// The configuration of the extract in `dir`, and its companions, written into `out`.
+fn write(dir: &Path, out: &Path, strict: bool) -> anyhow::Result<ExitCode> {
+    let ex = extract::read(dir)?;
+    let composition = compose::compose(&ex)?;
+    let written = match crate::tools::apim::config::write(&ex, &composition, &dir.display().to_string()) {
+        Ok(written) => written,
+        Err(e) => {
+            eprintln!("error: {}: {e}", dir.display());
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    for (name, text) in &written.files {
+        let path = out.join(name);
+        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    eprintln!(
+        "{}: wrote gateway.yaml, subscriptions.json, secrets.sh and REPORT.md; {} left out, {} finding(s), {} composition(s) not routed (see REPORT.md)",
+        out.display(),
+        written.left_out,
+        written.findings,
+        written.not_routed
+    );
+    Ok(if strict && written.is_partial() { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
 /// The composed policies of every operation of the extract in `dir`.

@@ -78,8 +78,12 @@ enum Command {
     /// Convert an Azure API Management policy document into a portcullis configuration (stdout).
     ImportApim {
         /// The APIM policy XML; or an APIOps extract's folder, whose composed policies are
-        /// previewed per operation.
+        /// previewed per operation (without `--out`).
         policy: PathBuf,
+        /// With an extract's folder: write `gateway.yaml`, `subscriptions.json`, `secrets.sh`
+        /// and `REPORT.md` into this folder.
+        #[arg(long, value_name = "OUTDIR")]
+        out: Option<PathBuf>,
         /// Exit 1 when anything could not be translated.
         #[arg(long)]
         strict: bool,
@@ -265,6 +269,7 @@ pub fn main(open_files: OpenFileLimit) -> ExitCode {
         Command::Probe { url, timeout } => probe::probe(&url, timeout.0),
         Command::ImportApim {
             policy,
+            out,
             strict,
             subscription_required,
             no_subscription_required,
@@ -280,7 +285,7 @@ pub fn main(open_files: OpenFileLimit) -> ExitCode {
                 subscription_key_header,
                 subscription_key_query,
             };
-            import_apim::import(&policy, strict, &api)
+            import_apim::import(&policy, out.as_deref(), strict, &api)
         }
         Command::Test { config, format, fixtures } => test::test(&config, &fixtures, format),
         Command::Trace { config, method, headers, client_ip, client_cert, token, url } => {

@@ -22,6 +22,7 @@
 
 mod cidr;
 pub mod compose;
+pub mod config;
 pub mod extract;
 mod out;
 
@@ -141,6 +142,35 @@ pub fn import(xml: &str, source: &str) -> Result<Imported, ImportError> {
 /// # Errors
 /// As [`import`].
 pub fn import_with(xml: &str, source: &str, api: &ApiSettings) -> Result<Imported, ImportError> {
+    let mut translation = translate(xml, api)?;
+    let yaml = render(&mut translation, api, source)?;
+    Ok(Imported { yaml, left_out: translation.left_out })
+}
+
+/// One document's translation as data, to be written alone ([`import_with`]) or merged into a
+/// configuration of many routes ([`config`]).
+struct Translation {
+    /// The policies, by name (unique within the document), with their notes.
+    policies: Vec<(String, Noted<Policy>)>,
+    /// The route's chain, by policy name.
+    chain: Vec<String>,
+    /// Notes on the document as a whole, each `line N: …` when it has a line.
+    notes: Vec<String>,
+    /// How many elements, attributes or expressions were left out.
+    left_out: usize,
+    /// The `set-backend-service base-url`, when literal.
+    backend: Option<String>,
+    /// `forward-request timeout`, as a duration.
+    backend_timeout: Option<String>,
+    /// Whether a client certificate is asked for.
+    client_auth: bool,
+}
+
+/// Translates `xml` for an API with the settings `api`, as data.
+///
+/// # Errors
+/// The document is not XML or not a policy document.
+fn translate(xml: &str, api: &ApiSettings) -> Result<Translation, ImportError> {
     let doc = Document::parse(xml)?;
     let root = doc.root_element();
     let mut im = Importer {
@@ -171,8 +201,7 @@ pub fn import_with(xml: &str, source: &str, api: &ApiSettings) -> Result<Importe
             other => im.leave(section, &format!("<{other}>"), "not a policy section"),
         }
     }
-    let yaml = im.render(source)?;
-    Ok(Imported { yaml, left_out: im.left_out })
+    Ok(im.finish())
 }
 
 /// Reads `yaml` back through the configuration contract (every key known, every value of its
@@ -1049,8 +1078,8 @@ impl Importer<'_, '_> {
         }
     }
 
-    /// The whole configuration as data: listener, backend, policies, one route.
-    fn document(&mut self) -> out::Document {
+    /// The translation as data: the `headers` policies filled from the gathered edits.
+    fn finish(mut self) -> Translation {
         for (request, edits) in [(true, &self.request), (false, &self.response)] {
             let Some(i) = edits.policy else { continue };
             let side = out::HeaderSide {
@@ -1067,75 +1096,95 @@ impl Importer<'_, '_> {
             }
             self.policies[i].policy = Some(Policy::headers(headers));
         }
-        let mut notes_on_backend = Vec::new();
-        let urls = match &self.backend {
-            Some(url) => vec![url.clone()],
-            None => {
-                notes_on_backend
-                    .push("no set-backend-service: the backend's URL is a placeholder (the API's web service URL)");
-                vec!["http://127.0.0.1:8080".to_owned()]
-            }
-        };
-        self.notes.extend(notes_on_backend.into_iter().map(String::from));
         let policies = std::mem::take(&mut self.policies)
             .into_iter()
             .filter_map(|p| Some((p.name, Noted { notes: p.notes, value: p.policy? })))
             .collect();
-        let identity = self.api.subscription_required().then(|| Noted {
-            notes: vec![
-                "for the subscription_key policy: the subscriptions live in the token issuer's store. Placeholders: point `store` at the store `portcullis subscriptions import` filled (sqlite:PATH or postgres://…); `signing_key` is `portcullis certs dev`'s. With this section the listener also serves the issuer's /oauth2/token and key documents (README: Token issuer)".to_owned(),
-            ],
-            value: out::Issuer {
-                listener: "public".into(),
-                issuer: "https://localhost:8443".into(),
-                signing_key: "../certs/dev/token-signing-key.pem".into(),
-                store: "sqlite:../var/identity.db".into(),
-            },
-        });
-        out::Document {
-            version: 1,
-            identity,
-            listeners: vec![out::Listener {
-                name: "public".into(),
-                bind: "127.0.0.1:8443".into(),
-                tls: out::Tls {
-                    certificates: vec![out::CertKey {
-                        cert: "../certs/dev/server.pem".into(),
-                        key: "../certs/dev/server-key.pem".into(),
-                    }],
-                    client_auth: self.client_auth.then(|| out::ClientAuth {
-                        mode: "optional",
-                        trusted_cas: "../certs/dev/client-ca.pem".into(),
-                    }),
-                },
-            }],
-            backends: Entries(vec![("api".into(), out::Backend { urls, timeout: self.backend_timeout.clone() })]),
-            policies: Entries(policies),
-            routes: vec![out::Route {
-                name: "api".into(),
-                matcher: out::Match {},
-                policies: self.chain.clone(),
-                backend: "api".into(),
-            }],
+        Translation {
+            policies,
+            chain: self.chain,
+            notes: self.notes,
+            left_out: self.left_out,
+            backend: self.backend,
+            backend_timeout: self.backend_timeout,
+            client_auth: self.client_auth,
         }
     }
+}
 
-    /// The configuration as YAML, read back through the configuration contract.
-    fn render(&mut self, source: &str) -> Result<String, ImportError> {
-        let document = self.document();
-        let mut header = vec![
-            format!("Imported from {source} by `portcullis import-apim`."),
-            format!(
-                "{} element(s), attribute(s) or expression(s) were left out: see the `not translated` notes.",
-                self.left_out
-            ),
-            "Review it, then `portcullis check` it; the listener and certificates are placeholders.".to_owned(),
-        ];
-        header.extend(self.notes.iter().cloned());
-        let yaml = out::to_yaml(&header, &document).map_err(|e| ImportError::Unreadable(e.to_string()))?;
-        read_back(&yaml).map_err(ImportError::Unreadable)?;
-        Ok(yaml)
+/// The `identity` section a `subscription_key` policy needs: placeholders.
+fn identity_placeholder() -> Noted<out::Issuer> {
+    Noted {
+        notes: vec![
+            "for the subscription_key policy: the subscriptions live in the token issuer's store. Placeholders: point `store` at the store `portcullis subscriptions import` filled (sqlite:PATH or postgres://…); `signing_key` is `portcullis certs dev`'s. With this section the listener also serves the issuer's /oauth2/token and key documents (README: Token issuer)".to_owned(),
+        ],
+        value: out::Issuer {
+            listener: "public".into(),
+            issuer: "https://localhost:8443".into(),
+            signing_key: "../certs/dev/token-signing-key.pem".into(),
+            store: "sqlite:../var/identity.db".into(),
+        },
     }
+}
+
+/// The placeholder listener, asking for a client certificate when `client_auth`.
+fn listener_placeholder(client_auth: bool) -> out::Listener {
+    out::Listener {
+        name: "public".into(),
+        bind: "127.0.0.1:8443".into(),
+        tls: out::Tls {
+            certificates: vec![out::CertKey {
+                cert: "../certs/dev/server.pem".into(),
+                key: "../certs/dev/server-key.pem".into(),
+            }],
+            client_auth: client_auth
+                .then(|| out::ClientAuth { mode: "optional", trusted_cas: "../certs/dev/client-ca.pem".into() }),
+        },
+    }
+}
+
+/// The whole configuration of one document as data: listener, backend, policies, one route.
+fn document(t: &mut Translation, api: &ApiSettings) -> out::Document {
+    let urls = match &t.backend {
+        Some(url) => vec![url.clone()],
+        None => {
+            t.notes
+                .push("no set-backend-service: the backend's URL is a placeholder (the API's web service URL)".into());
+            vec!["http://127.0.0.1:8080".to_owned()]
+        }
+    };
+    out::Document {
+        version: 1,
+        identity: api.subscription_required().then(identity_placeholder),
+        listeners: vec![listener_placeholder(t.client_auth)],
+        backends: Entries(vec![("api".into(), out::Backend { urls, timeout: t.backend_timeout.clone() })]),
+        policies: Entries(std::mem::take(&mut t.policies)),
+        products: Entries::default(),
+        routes: vec![out::Route {
+            name: "api".into(),
+            matcher: out::Match::default(),
+            policies: t.chain.clone(),
+            backend: "api".into(),
+            rewrite: None,
+        }],
+    }
+}
+
+/// The configuration as YAML, read back through the configuration contract.
+fn render(t: &mut Translation, api: &ApiSettings, source: &str) -> Result<String, ImportError> {
+    let document = document(t, api);
+    let mut header = vec![
+        format!("Imported from {source} by `portcullis import-apim`."),
+        format!(
+            "{} element(s), attribute(s) or expression(s) were left out: see the `not translated` notes.",
+            t.left_out
+        ),
+        "Review it, then `portcullis check` it; the listener and certificates are placeholders.".to_owned(),
+    ];
+    header.extend(t.notes.iter().cloned());
+    let yaml = out::to_yaml(&header, &document).map_err(|e| ImportError::Unreadable(e.to_string()))?;
+    read_back(&yaml).map_err(ImportError::Unreadable)?;
+    Ok(yaml)
 }
 
 /// `@(…)` or `@{…}`: a C# policy expression.

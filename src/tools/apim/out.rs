@@ -7,7 +7,7 @@ use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 use serde_saphyr::{CommentPosition, Commented};
 
-/// A whole configuration: one listener, one backend, the policies and one route.
+/// A whole configuration: one listener, the backends, the policies, the products and the routes.
 #[derive(Serialize)]
 pub(super) struct Document {
     pub version: u32,
@@ -18,7 +18,17 @@ pub(super) struct Document {
     pub backends: Entries<Backend>,
     #[serde(skip_serializing_if = "Entries::is_empty")]
     pub policies: Entries<Noted<Policy>>,
+    #[serde(skip_serializing_if = "Entries::is_empty")]
+    pub products: Entries<Product>,
     pub routes: Vec<Route>,
+}
+
+/// `products.NAME`: the routes a subscription scoped to the product opens.
+#[derive(Serialize)]
+pub(super) struct Product {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    pub routes: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -70,11 +80,25 @@ pub(super) struct Route {
     pub matcher: Match,
     pub policies: Vec<String>,
     pub backend: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rewrite: Option<Rewrite>,
 }
 
-/// `match: {}`: every request.
+/// `rewrite`: the prefix removed before forwarding.
 #[derive(Serialize)]
-pub(super) struct Match {}
+pub(super) struct Rewrite {
+    pub strip_prefix: String,
+}
+
+/// `match`: `{}` is every request.
+#[derive(Default, Serialize)]
+pub(super) struct Match {
+    /// A path template (`/orders/{id}`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub methods: Vec<String>,
+}
 
 /// One policy: exactly one kind set. A struct of options, as `compile::raw::PolicyConfig` is:
 /// serde-saphyr 2.1.1 loses the indentation of an enum variant's content under a comment
